@@ -1,0 +1,1 @@
+"""The aiohttp shell: settings, routes, handlers (parse → query → encode), errors, CLI."""

@@ -1,0 +1,114 @@
+"""``tallyd serve | check | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from api import logs
+from api.app import make_app
+from api.engine import ENGINE
+from api.settings import Settings, SettingsError, load_settings
+from views.config import Config, ConfigError, load
+from views.durations import format_duration
+
+log = logging.getLogger("tallyd")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
+
+
+def describe(config: Config) -> str:
+    lines = [f"{config.path}: {len(config.sources)} source(s), {len(config.views)} view(s)"]
+    for name, source in config.sources.items():
+        fields = ", ".join(f"{f}:{t}" for f, t in sorted(source.schema.items())) or "-"
+        lines.append(f"  source {name}: time={source.time_field} fields: {fields}")
+    for name, view in config.views.items():
+        window = "none (all-time totals)"
+        if view.window is not None:
+            w = view.window
+            window = f"{w.kind} {format_duration(w.size)}" + (
+                f" every {format_duration(w.slide)}" if w.kind == "hop" else ""
+            )
+            window += f" as {w.name}"
+        lines.append(f"  view {name} (from {view.source}): keys={list(view.keys)} window={window}")
+        for column in view.columns:
+            extra = f" = {column.sql}" if column.sql else ""
+            lines.append(f"    {column.name}: {column.type} ({column.role}){extra}")
+    return "\n".join(lines)
+
+
+def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
+    config = load(path)
+    return config, load_settings(config.server, config.path, **overrides)
+
+
+async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
+    app = make_app(config, settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    engine = app[ENGINE]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("event=listening url=http://%s data_dir=%s", settings.listen, settings.data_dir)
+    stopper = asyncio.create_task(stop.wait())
+    failer = asyncio.create_task(engine.fatal.wait())
+    if on_ready:
+        asyncio.create_task(_announce(engine.ready, on_ready))  # noqa: RUF006 - one-shot print
+    await asyncio.wait([stopper, failer], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    failer.cancel()
+    log.info("event=stopping reason=%s", "fatal" if engine.fatal.is_set() else "signal")
+    await runner.cleanup()
+    if engine.fatal.is_set():
+        print(f"tallyd: {engine.fatal_reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _announce(ready: asyncio.Event, text: str) -> None:
+    await ready.wait()
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tallyd", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_serve = commands.add_parser("serve", help="run the server")
+    p_serve.add_argument("--config", required=True, help="the tallyd TOML file")
+    p_serve.add_argument("--data-dir", help="override [server] data_dir")
+    p_serve.add_argument("--listen", help="override [server] listen (HOST:PORT)")
+    p_check = commands.add_parser("check", help="validate a config and describe its views")
+    p_check.add_argument("config")
+    p_demo = commands.add_parser("demo", help="serve examples/shop.toml with generated events")
+    p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
+    p_demo.add_argument("--data-dir", default="./tallyd-demo-data")
+    p_demo.add_argument("--listen", default="127.0.0.1:8080")
+    args = parser.parse_args(argv)
+    logs.configure()
+    try:
+        if args.command == "check":
+            config, _ = _load(args.config)
+            print(describe(config))
+            return 0
+        if args.command == "serve":
+            config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
+            return asyncio.run(serve(config, settings))
+        from api.demo import run_demo
+
+        config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
+        return asyncio.run(run_demo(config, settings, args.rate))
+    except (ConfigError, SettingsError) as err:
+        print(f"tallyd: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"tallyd: {err}", file=sys.stderr)
+        return 1

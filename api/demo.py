@@ -1,0 +1,133 @@
+"""``tallyd demo``: the shop example with a generator posting realistic events over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from api.cli import serve
+from api.settings import Settings
+from views.config import Config
+from views.timefmt import format_time
+
+log = logging.getLogger("tallyd.demo")
+
+COUNTRIES = [
+    "US",
+    "DE",
+    "FR",
+    "GB",
+    "JP",
+    "BR",
+    "IN",
+    "CA",
+    "AU",
+    "ES",
+    "IT",
+    "NL",
+    "SE",
+    "PL",
+    "MX",
+    "KR",
+    "CH",
+    "BE",
+    "AT",
+    "NO",
+]
+DEVICES = ["ios", "android", "web", "desktop"]
+STATUSES = ["paid"] * 8 + ["refunded", "failed"]
+
+
+def order(rng: random.Random, ts: int) -> dict[str, Any]:
+    product = min(int(rng.paretovariate(1.2)), 10_000)  # a few products sell most
+    return {
+        "ts": ts,
+        "order_id": rng.getrandbits(48),
+        "user_id": f"u{rng.randrange(1_000_000)}",
+        "country": COUNTRIES[min(int(rng.expovariate(0.25)), len(COUNTRIES) - 1)],
+        "device": rng.choice(DEVICES),
+        "product": f"p{product}",
+        "amount": round(rng.lognormvariate(3.3, 0.7), 2),
+        "qty": rng.choice((1, 1, 1, 2, 3)),
+        "status": rng.choice(STATUSES),
+    }
+
+
+def request(rng: random.Random, ts: int) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "device": rng.choice(DEVICES),
+        "path": rng.choice(["/", "/search", "/product", "/cart", "/checkout"]),
+        "latency_ms": round(rng.lognormvariate(3.0, 0.6) + (200 if rng.random() < 0.02 else 0), 1),
+        "status_code": 500 if rng.random() < 0.01 else 200,
+    }
+
+
+async def generate(base: str, rate: int, stop: asyncio.Event, seed: int = 42) -> None:
+    """Post ``rate`` events/s (orders and requests, 1:2) in batches every 200 ms until ``stop``."""
+    rng = random.Random(seed)
+    tick = 0.2
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            now = int(time.time() * 1000)
+            count = max(1, round(rate * tick))
+            orders = [order(rng, now - rng.randrange(2000)) for _ in range(count // 3 or 1)]
+            requests = [request(rng, now - rng.randrange(2000)) for _ in range(count - len(orders))]
+            for source, events in (("orders", orders), ("requests", requests)):
+                body = b"\n".join(orjson.dumps(e) for e in events)
+                try:
+                    async with session.post(f"{base}/v1/sources/{source}/events", data=body) as r:
+                        if r.status != 200:
+                            log.warning("event=demo_post_failed status=%d", r.status)
+                except aiohttp.ClientError as err:
+                    log.warning("event=demo_post_failed error=%r", str(err))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+
+
+def examples(base: str) -> str:
+    now = format_time(int(time.time() * 1000))
+    event = (
+        f'{{"ts": "{now}", "country": "FR", "amount": 12.5, "status": "paid", '
+        '"user_id": "u1", "product": "p1"}'
+    )
+    return f"""
+tallyd demo is running at {base}  (Ctrl-C to stop; state persists in the data dir)
+Try:
+  curl -s '{base}/v1/views' | python3 -m json.tool
+  curl -s '{base}/v1/views/revenue_by_country?order_by=-revenue&limit=5'
+  curl -s '{base}/v1/views/revenue_by_country?country=FR&country=DE&bucket=1h&group_by='
+  curl -s '{base}/v1/views/latency_by_device?bucket=all&format=csv'
+  curl -s '{base}/v1/views/top_products'
+  curl -s '{base}/v1/views/order_status?format=ndjson'
+  curl -s -XPOST '{base}/v1/sources/orders/events' --data-binary \\
+       '{event}'
+"""
+
+
+async def run_demo(config: Config, settings: Settings, rate: int) -> int:
+    base = f"http://{settings.listen}"
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(config, settings, on_ready=examples(base)))
+    # Start posting once the server answers readyz; stop with the server.
+    async with aiohttp.ClientSession() as session:
+        while not server.done():
+            try:
+                async with session.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    generator = asyncio.create_task(generate(base, rate, stop))
+    code = await server
+    stop.set()
+    await generator
+    return code

@@ -1,0 +1,100 @@
+"""The server's runtime root: config + registry + pipeline, and the background tasks around them,
+started and stopped (cancelled *and awaited*) in one place: ``engine_context``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from api.settings import Settings
+from ingest.decode import Decoder
+from ingest.pipeline import Pipeline
+from views.config import Config
+from views.registry import Registry
+
+log = logging.getLogger("tallyd.engine")
+
+
+class Engine:
+    def __init__(self, config: Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.registry = Registry(config.sources, config.views, settings.keep_rejected)
+        self.pipeline = Pipeline(self.registry, Path(settings.data_dir), settings.wal_segment_bytes)
+        self.decoders = {
+            name: Decoder(spec, settings.max_line_bytes) for name, spec in config.sources.items()
+        }
+        self.ready = asyncio.Event()
+        self.fatal = asyncio.Event()
+        self.fatal_reason: str | None = None
+        self.recovery: dict[str, object] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Restore (in a thread: nothing else touches the registry until ``ready``), then serve."""
+        try:
+            result = await asyncio.to_thread(self.pipeline.recover)
+        except Exception as err:  # any failure to restore must stop the server, loudly
+            self.fatal_reason = f"cannot restore state from {self.settings.data_dir}: {err}"
+            log.error("event=restore_failed error=%r", self.fatal_reason)
+            self.fatal.set()
+            return
+        self.recovery = {
+            "snapshot": result.snapshot,
+            "problems": result.problems,
+            "replayed_batches": result.replayed,
+            "torn_tail_bytes": result.torn_bytes,
+            "notes": result.notes,
+        }
+        for problem in result.problems:
+            log.warning("event=snapshot_skipped reason=%r", problem)
+        for note in result.notes:
+            log.warning("event=view_state note=%r", note)
+        log.info(
+            "event=restored snapshot=%s replayed_batches=%d torn_tail_bytes=%d position=%d",
+            result.snapshot,
+            result.replayed,
+            result.torn_bytes,
+            self.registry.position,
+        )
+        self.pipeline.start()
+        self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots"))
+        self.ready.set()
+
+    async def _snapshot_loop(self) -> None:
+        taken_at = self.registry.position
+        while True:
+            await asyncio.sleep(self.settings.snapshot_every / 1000)
+            if self.registry.position != taken_at:
+                try:
+                    await self.pipeline.snapshot()
+                    taken_at = self.registry.position
+                except OSError as err:
+                    log.error("event=snapshot_failed error=%r", str(err))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.ready.is_set() and self.pipeline.failed is None:
+            with contextlib.suppress(OSError):
+                await self.pipeline.snapshot()  # on SIGTERM: restart without replaying the WAL
+        await self.pipeline.stop()
+
+
+ENGINE = web.AppKey("engine", Engine)
+
+
+async def engine_context(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    starter = asyncio.create_task(engine.start(), name="tallyd-restore")
+    yield
+    starter.cancel()
+    await asyncio.gather(starter, return_exceptions=True)
+    await engine.stop()

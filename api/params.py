@@ -1,0 +1,139 @@
+"""Query-string → ``views.query.Query``. Every bad parameter is a 400 naming it; unknown
+parameters are refused too, so a typo (``limt=5``) is an error, not a silently ignored ask."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import orjson
+from multidict import MultiMapping
+
+from api.errors import ApiError
+from views.durations import parse_duration
+from views.query import ALL, Query
+from views.spec import ViewSpec
+from views.timefmt import query_time
+
+RESERVED = {"from", "to", "group_by", "bucket", "order_by", "limit", "cursor", "columns", "format"}
+FORMATS = ("json", "csv", "ndjson")
+
+
+def bad(param: str, message: str) -> ApiError:
+    return ApiError(400, f"parameter '{param}': {message}", param=param)
+
+
+def _one(params: MultiMapping[str], name: str) -> str | None:
+    values = params.getall(name, [])
+    if len(values) > 1:
+        raise bad(name, "given more than once")
+    return values[0] if values else None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _time(params: MultiMapping[str], name: str) -> int | None:
+    text = _one(params, name)
+    if text is None:
+        return None
+    try:
+        return query_time(text)
+    except ValueError as err:
+        raise bad(name, f"{err}; give epoch milliseconds or RFC 3339") from None
+
+
+def _limit(params: MultiMapping[str], default: int, cap: int) -> int:
+    text = _one(params, "limit")
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise bad("limit", f"{text!r} is not a positive integer")
+    if int(text) > cap:
+        raise bad("limit", f"{text} exceeds the maximum of {cap}; page with next_cursor")
+    return int(text)
+
+
+def _bucket(params: MultiMapping[str]) -> int | None:
+    text = _one(params, "bucket")
+    if text is None:
+        return None
+    if text == "all":
+        return ALL
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise bad("bucket", str(err)) from None
+
+
+def fingerprint(params: MultiMapping[str]) -> str:
+    """What a cursor is bound to: the query minus paging and format."""
+    items = sorted((k, v) for k, v in params.items() if k not in ("cursor", "limit", "format"))
+    return hashlib.sha256(orjson.dumps(items)).hexdigest()[:12]
+
+
+def encode_cursor(offset: int, params: MultiMapping[str]) -> str:
+    raw = orjson.dumps({"o": offset, "q": fingerprint(params)})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(params: MultiMapping[str]) -> int:
+    text = _one(params, "cursor")
+    if text is None:
+        return 0
+    try:
+        data: Any = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        offset = int(data["o"])
+        bound = str(data["q"])
+    except (ValueError, KeyError, TypeError):
+        raise bad("cursor", "not a cursor this server issued") from None
+    if bound != fingerprint(params) or offset < 0:
+        raise bad("cursor", "this cursor belongs to a different query")
+    return offset
+
+
+def parse_query(
+    spec: ViewSpec, params: MultiMapping[str], default_limit: int, max_limit: int
+) -> tuple[Query, str]:
+    keys = {c.name for c in spec.columns if c.role == "key"}
+    filters: dict[str, frozenset[str]] = {}
+    for name in params:
+        if name in RESERVED:
+            continue
+        if name not in keys:
+            hint = (
+                f"group keys you can filter on: {', '.join(sorted(keys))}"
+                if keys
+                else ("this view has no group keys")
+            )
+            raise bad(
+                name, f"unknown parameter; {hint}; other parameters: {', '.join(sorted(RESERVED))}"
+            )
+        filters[name] = frozenset(params.getall(name))
+    group_by = _one(params, "group_by")
+    order_by = _one(params, "order_by")
+    columns = _one(params, "columns")
+    output = _one(params, "format") or "json"
+    if output not in FORMATS:
+        raise bad("format", f"{output!r} is not one of {', '.join(FORMATS)}")
+    query = Query(
+        filters=filters,
+        time_from=_time(params, "from"),
+        time_to=_time(params, "to"),
+        group_by=None if group_by is None else _names(group_by),
+        bucket=_bucket(params),
+        order_by=order_by.lstrip("-") if order_by else None,
+        descending=bool(order_by and order_by.startswith("-")),
+        limit=_limit(params, default_limit, max_limit),
+        offset=_cursor(params),
+        columns=_names(columns) if columns is not None else None,
+    )
+    if (
+        query.time_from is not None
+        and query.time_to is not None
+        and query.time_to < query.time_from
+    ):
+        raise bad("to", "is before 'from'")
+    return query, output

@@ -1,0 +1,117 @@
+"""Every server setting in one declarative table: name, default, type, help. Read once at start
+from the config file's ``[server]`` table (and CLI overrides); nothing reads ``os.environ`` ad hoc.
+``tests/api/test_docs.py`` fails if a setting is missing from the README."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from views.durations import parse_duration
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+def _positive_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return value
+
+
+def _listen(value: Any) -> str:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    return str(value)
+
+
+def _duration(value: Any) -> int:
+    return parse_duration(str(value))
+
+
+SETTINGS = (
+    Setting("listen", "127.0.0.1:8080", _listen, "HOST:PORT the HTTP server binds to."),
+    Setting("data_dir", "./data", str, "Directory for the write-ahead log and snapshots."),
+    Setting(
+        "snapshot_every",
+        "30s",
+        _duration,
+        "How often view state is snapshotted; each snapshot lets the WAL be trimmed.",
+    ),
+    Setting(
+        "max_body_bytes",
+        64 << 20,
+        _positive_int,
+        "Largest request body accepted, counted after gzip decompression (413 beyond).",
+    ),
+    Setting("max_line_bytes", 1 << 20, _positive_int, "Largest single NDJSON line accepted."),
+    Setting("default_limit", 100, _positive_int, "Rows returned when a query gives no limit."),
+    Setting("max_limit", 10_000, _positive_int, "Hard cap on a query's limit (400 beyond)."),
+    Setting(
+        "keep_rejected",
+        1000,
+        _positive_int,
+        "How many rejected events per source, and late events per view, are kept for "
+        "inspection (the newest ones; counters count all).",
+    ),
+    Setting(
+        "wal_segment_bytes",
+        64 << 20,
+        _positive_int,
+        "Size at which the write-ahead log starts a new segment file.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:8080"
+    data_dir: str = "./data"
+    snapshot_every: int = 30_000
+    max_body_bytes: int = 64 << 20
+    max_line_bytes: int = 1 << 20
+    default_limit: int = 100
+    max_limit: int = 10_000
+    keep_rejected: int = 1000
+    wal_segment_bytes: int = 64 << 20
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(raw: dict[str, Any], path: str = "<config>", **overrides: Any) -> Settings:
+    table = {s.name: s for s in SETTINGS}
+    values: dict[str, Any] = {}
+    merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    for name, value in merged.items():
+        setting = table.get(name)
+        if setting is None:
+            raise SettingsError(
+                f"{path}: server: field '{name}': unknown setting; known: {', '.join(table)}"
+            )
+        try:
+            values[name] = setting.parse(value)
+        except ValueError as err:
+            raise SettingsError(f"{path}: server: field '{name}': {err}") from None
+    for setting in SETTINGS:
+        values.setdefault(setting.name, setting.parse(setting.default))
+    if values["default_limit"] > values["max_limit"]:
+        raise SettingsError(f"{path}: server: field 'default_limit': exceeds max_limit")
+    assert {f.name for f in fields(Settings)} == set(table)
+    return Settings(**values)

@@ -1,0 +1,161 @@
+"""The commit pipeline: the one task that mutates view state.
+
+``submit`` queues a decoded batch and waits. The committer takes everything queued (group commit),
+appends it to the WAL with one fsync in a worker thread, then applies each batch to the registry in
+WAL order, then answers the waiting requests. So a 200 means "on disk and visible", and replaying
+the WAL reproduces exactly the state that was served.
+
+Snapshots take the same lock: no batch is applied while the state is encoded (in a worker thread;
+queries keep being answered meanwhile since they only read), so the snapshot's position is exactly
+the last batch it contains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ingest.snapshots import SnapshotStore
+from ingest.wal import Wal
+from views import snapshot
+from views.registry import Batch, Registry
+
+log = logging.getLogger("tallyd.pipeline")
+
+
+class Unavailable(RuntimeError):
+    """The pipeline cannot take writes (not started, stopping, or a fatal disk error)."""
+
+
+@dataclass
+class _Pending:
+    batch: Batch
+    payload: bytes
+    done: asyncio.Future[int]
+
+
+@dataclass
+class Recovery:
+    snapshot: str | None
+    problems: list[str]
+    replayed: int
+    torn_bytes: int
+    notes: list[str]
+
+
+class Pipeline:
+    def __init__(self, registry: Registry, data_dir: Path, segment_bytes: int) -> None:
+        self.registry = registry
+        self.wal = Wal(data_dir / "wal", segment_bytes)
+        self.snapshots = SnapshotStore(data_dir / "snapshots")
+        self.lock = asyncio.Lock()
+        self.pending: list[_Pending] = []
+        self.wakeup = asyncio.Event()
+        self.failed: str | None = None
+        self.last_snapshot: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- start / stop ---------------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Load the newest valid snapshot and replay the WAL after it. Blocking: run in a thread
+        before anything else touches the registry."""
+        loaded = self.snapshots.load_newest()
+        notes: list[str] = []
+        if loaded.state is not None:
+            notes = self.registry.load_state(loaded.state)
+        replayed = 0
+        for seq, payload in self.wal.open(after=self.registry.position):
+            record = orjson.loads(payload)
+            self.registry.apply(Batch(record["source"], record["events"], seq, record["rejected"]))
+            replayed += 1
+        return Recovery(
+            loaded.path.name if loaded.path else None,
+            loaded.problems,
+            replayed,
+            self.wal.truncated_bytes,
+            notes,
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._commit_loop(), name="tallyd-committer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for item in self.pending:
+            if not item.done.done():
+                item.done.set_exception(Unavailable("the server is shutting down"))
+        self.pending.clear()
+        self.wal.close()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def submit(self, batch: Batch) -> int:
+        """Durably log and apply ``batch``; returns its WAL position."""
+        if self.failed is not None:
+            raise Unavailable(self.failed)
+        if self._task is None:
+            raise Unavailable("not ready")
+        payload = orjson.dumps(
+            {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
+        )
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append(_Pending(batch, payload, done))
+        self.wakeup.set()
+        return await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            async with self.lock:
+                group, self.pending = self.pending, []
+                if group:
+                    await self._commit(group)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        try:
+            seqs = await asyncio.to_thread(self.wal.append, [p.payload for p in group])
+        except OSError as err:
+            # An fsync or write failure leaves the file in an unknown state: never retry and
+            # pretend (the PostgreSQL fsync lesson). Refuse writes until a restart recovers.
+            self.failed = f"the write-ahead log failed ({err.strerror or err}); restart required"
+            log.error("event=wal_failed error=%r", str(err))
+            for item in group:
+                item.done.set_exception(Unavailable(self.failed))
+            return
+        for item, seq in zip(group, seqs, strict=True):
+            item.batch.position = seq
+            self.registry.apply(item.batch)
+            if not item.done.done():  # the requester may have gone away; the data is in anyway
+                item.done.set_result(seq)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    async def snapshot(self) -> dict[str, Any]:
+        async with self.lock:
+            started = time.perf_counter()
+            position = self.registry.position
+            data = await asyncio.to_thread(lambda: snapshot.encode(self.registry.to_state()))
+            path = await asyncio.to_thread(self.snapshots.write, data, position)
+            await asyncio.to_thread(self.wal.rotate)
+        trimmed = await asyncio.to_thread(self.wal.trim, self.snapshots.oldest_kept_position())
+        info = {
+            "file": path.name,
+            "position": position,
+            "bytes": len(data),
+            "seconds": round(time.perf_counter() - started, 4),
+            "wal_segments_trimmed": trimmed,
+        }
+        self.last_snapshot = info
+        log.info("event=snapshot %s", " ".join(f"{k}={v}" for k, v in info.items()))
+        return info

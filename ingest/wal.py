@@ -1,0 +1,191 @@
+"""Write-ahead log: numbered records in segment files, each framed with length, CRC and sequence.
+
+Frame (little-endian): ``u32 payload length | u32 CRC-32 of (seq, payload) | u64 seq | payload``.
+Segments are named ``wal-<first seq, 20 digits>.log``.
+
+Recovery rules (``Wal.open``):
+
+* a damaged frame that reaches the end of the newest segment is a *torn tail* (a crash while
+  appending, so it was never acknowledged): it is cut off;
+* any other damaged frame, a gap or a repeat in the sequence is *corruption*: ``WalCorrupt`` is
+  raised naming the file, the offset and what is wrong, and the server refuses to start rather than
+  silently skip acknowledged events.
+
+All methods here block (they do file I/O); the pipeline calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+_FRAME = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
+
+
+class WalCorrupt(RuntimeError):
+    """Damage the WAL cannot explain as a torn tail."""
+
+
+def _crc(seq: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+
+
+def frame(seq: int, payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), _crc(seq, payload), seq) + payload
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"wal-{first_seq:020d}.log"
+
+
+class Wal:
+    def __init__(self, directory: Path, segment_bytes: int = 64 << 20) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.next_seq = 1
+        self._fd: int | None = None
+        self._size = 0
+        self.truncated_bytes = 0  # torn tail cut off at open, for the startup log
+
+    def segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.directory.glob("wal-*.log"):
+            try:
+                found.append((int(path.stem[4:]), path))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def open(self, after: int) -> Iterator[tuple[int, bytes]]:
+        """Check every segment, cut a torn tail, and yield the records with seq > ``after``.
+
+        ``after`` is the position the loaded snapshot covers; the log must continue right after it.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        segments = self.segments()
+        if segments and segments[0][0] > after + 1:
+            first, path = segments[0]
+            raise WalCorrupt(
+                f"{path.name}: the log starts at record {first}, but the snapshot covers only up "
+                f"to {after}: records {after + 1}..{first - 1} are missing"
+            )
+        expected: int | None = None
+        for index, (first, path) in enumerate(segments):
+            if expected is not None and first != expected:
+                raise WalCorrupt(f"{path.name}: starts at record {first}, expected {expected}")
+            expected = first
+            for seq, payload in self._read(path, first, index == len(segments) - 1):
+                expected = seq + 1
+                if seq > after:
+                    yield seq, payload
+        self.next_seq = max(expected or 1, after + 1)
+        self._open_segment()
+
+    def _read(self, path: Path, first: int, newest: bool) -> Iterator[tuple[int, bytes]]:
+        data = path.read_bytes()
+        offset = 0
+        seq_expected = first
+        while offset < len(data):
+            problem = None
+            end = len(data)
+            if len(data) - offset < _FRAME.size:
+                problem = "incomplete frame header"
+            else:
+                length, crc, seq = _FRAME.unpack_from(data, offset)
+                end = offset + _FRAME.size + length
+                payload = data[offset + _FRAME.size : end]
+                if end > len(data):
+                    problem = f"frame of {length} bytes runs past the end of the file"
+                elif _crc(seq, payload) != crc:
+                    problem = "checksum mismatch"
+                elif seq != seq_expected:
+                    raise WalCorrupt(
+                        f"{path.name} at byte {offset}: record {seq}, expected {seq_expected}"
+                    )
+            if problem is not None:
+                if newest and end >= len(data):
+                    self._truncate(path, offset, len(data) - offset)
+                    return
+                raise WalCorrupt(
+                    f"{path.name} at byte {offset}: {problem}, with "
+                    f"{len(data) - end} more bytes after it: the log is corrupt"
+                )
+            yield seq, payload
+            seq_expected = seq + 1
+            offset = end
+
+    def _truncate(self, path: Path, offset: int, length: int) -> None:
+        with path.open("r+b") as f:
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+        self.truncated_bytes += length
+
+    def _open_segment(self) -> None:
+        segments = self.segments()
+        if segments and segments[-1][1].stat().st_size < self.segment_bytes:
+            path = segments[-1][1]
+        else:
+            path = self.directory / _segment_name(self.next_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        _fsync_dir(self.directory)
+
+    def append(self, payloads: list[bytes]) -> list[int]:
+        """Write the records and fsync once for all of them (the group commit); returns seqs."""
+        if self._fd is None:
+            raise RuntimeError("WAL is not open")
+        if self._size >= self.segment_bytes:
+            self.rotate()
+        seqs = list(range(self.next_seq, self.next_seq + len(payloads)))
+        data = b"".join(frame(s, p) for s, p in zip(seqs, payloads, strict=True))
+        written = os.write(self._fd, data)
+        if written != len(data):
+            raise OSError(f"short write to the WAL ({written} of {len(data)} bytes)")
+        os.fsync(self._fd)
+        self._size += len(data)
+        self.next_seq += len(payloads)
+        return seqs
+
+    def rotate(self) -> None:
+        """Start a new segment so that older ones can be trimmed once a snapshot covers them."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        path = self.directory / _segment_name(self.next_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0
+        _fsync_dir(self.directory)
+
+    def trim(self, covered: int) -> int:
+        """Delete segments whose every record is <= ``covered``; returns how many."""
+        segments = self.segments()
+        removed = 0
+        for (_, path), (next_first, _) in itertools.pairwise(segments):
+            if next_first - 1 <= covered:
+                path.unlink()
+                removed += 1
+        if removed:
+            _fsync_dir(self.directory)
+        return removed
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for _, path in self.segments())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,193 @@
+"""Load a tallyd TOML file into validated source and view specs.
+
+Every error names the file, the thing (view or source) and the field, e.g.
+``shop.toml: view 'revenue': field 'sql': FROM order: no such source (sources: orders)``.
+The ``[server]`` table is returned as-is; ``api.settings`` validates it against its own table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from views.durations import parse_duration
+from views.expr import TYPES
+from views.spec import SourceSpec, ViewSpec
+from views.sql import SqlError, compile_view
+
+SOURCE_FIELDS = {"time", "fields", "from"}
+VIEW_FIELDS = {"sql", "retention", "grace", "max_groups", "description"}
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: str, where: str, field: str | None, message: str) -> None:
+        place = f"{where}: field '{field}'" if field else where
+        super().__init__(f"{path}: {place}: {message}")
+        self.path, self.where, self.field = path, where, field
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: dict[str, Any]
+    sources: dict[str, SourceSpec]
+    views: dict[str, ViewSpec]
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+def load(path: str | Path) -> Config:
+    text_path = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(text_path, "file", None, "no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(text_path, "file", None, f"not valid TOML: {err}") from None
+    return parse(raw, text_path)
+
+
+def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
+    unknown = set(raw) - {"server", "sources", "views"}
+    if unknown:
+        raise ConfigError(
+            path,
+            "file",
+            None,
+            f"unknown table(s) {sorted(unknown)}; expected [server], [sources.NAME], [views.NAME]",
+        )
+    sources = {name: _source(path, name, body) for name, body in _tables(raw, "sources", path)}
+    if not sources:
+        raise ConfigError(path, "file", None, "define at least one [sources.NAME]")
+    views: dict[str, ViewSpec] = {}
+    descriptions: dict[str, str] = {}
+    for name, body in _tables(raw, "views", path):
+        views[name] = _view(path, name, body, sources)
+        descriptions[name] = str(body.get("description", ""))
+    sources = _with_schemas(path, sources, views)
+    server = raw.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(path, "server", None, "must be a table")
+    return Config(path, server, sources, views, descriptions)
+
+
+def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[str, Any]]]:
+    section = raw.get(kind, {})
+    if not isinstance(section, dict):
+        raise ConfigError(path, kind, None, f"must be tables like [{kind}.NAME]")
+    out = []
+    for name, body in section.items():
+        if not isinstance(body, dict):
+            raise ConfigError(path, f"{kind[:-1]} '{name}'", None, "must be a table")
+        if not name.isidentifier():
+            raise ConfigError(
+                path,
+                f"{kind[:-1]} '{name}'",
+                None,
+                "names are letters, digits and underscores, not starting with a digit",
+            )
+        out.append((name, body))
+    return out
+
+
+def _source(path: str, name: str, body: dict[str, Any]) -> SourceSpec:
+    where = f"source '{name}'"
+    unknown = set(body) - SOURCE_FIELDS
+    if unknown:
+        raise ConfigError(
+            path, where, sorted(unknown)[0], f"unknown field; known: {sorted(SOURCE_FIELDS)}"
+        )
+    kind = body.get("from", "http")
+    if kind != "http":
+        raise ConfigError(
+            path, where, "from", f"'{kind}' sources are not supported yet; use 'http'"
+        )
+    time_field = body.get("time")
+    if not isinstance(time_field, str) or not time_field:
+        raise ConfigError(path, where, "time", 'name the event-time field, e.g. time = "ts"')
+    declared = body.get("fields", {})
+    if not isinstance(declared, dict):
+        raise ConfigError(path, where, "fields", 'must be a table of field = "type"')
+    for field_name, kind_name in declared.items():
+        if kind_name not in TYPES:
+            raise ConfigError(
+                path,
+                where,
+                f"fields.{field_name}",
+                f"type {kind_name!r} is not one of {', '.join(TYPES)}",
+            )
+    return SourceSpec(name, time_field, dict(declared))
+
+
+def _duration(path: str, where: str, body: dict[str, Any], key: str) -> int | None:
+    if key not in body:
+        return None
+    try:
+        return parse_duration(str(body[key]))
+    except ValueError as err:
+        raise ConfigError(path, where, key, str(err)) from None
+
+
+def _view(path: str, name: str, body: dict[str, Any], sources: dict[str, SourceSpec]) -> ViewSpec:
+    where = f"view '{name}'"
+    unknown = set(body) - VIEW_FIELDS
+    if unknown:
+        raise ConfigError(
+            path, where, sorted(unknown)[0], f"unknown field; known: {sorted(VIEW_FIELDS)}"
+        )
+    sql = body.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ConfigError(path, where, "sql", 'write the view as SQL: sql = "SELECT ..."')
+    retention = _duration(path, where, body, "retention")
+    grace = _duration(path, where, body, "grace") or 0
+    max_groups = body.get("max_groups", 100_000)
+    if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
+        raise ConfigError(path, where, "max_groups", f"{max_groups!r} is not a positive integer")
+    if retention is not None and grace > retention:
+        raise ConfigError(path, where, "grace", "grace cannot be longer than retention")
+    try:
+        spec = compile_view(
+            name, sql, sources, retention=retention, grace=grace, max_groups=max_groups
+        )
+    except SqlError as err:
+        raise ConfigError(path, where, "sql", str(err)) from None
+    if spec.window is None and (retention is not None or "grace" in body):
+        field_name = "retention" if retention is not None else "grace"
+        raise ConfigError(
+            path,
+            where,
+            field_name,
+            f"only views with a time window have {field_name}; this view keeps all-time totals",
+        )
+    return spec
+
+
+def _with_schemas(
+    path: str, sources: dict[str, SourceSpec], views: dict[str, ViewSpec]
+) -> dict[str, SourceSpec]:
+    """Merge declared field types with what each view needs; conflicts name both sides."""
+    out = {}
+    for name, source in sources.items():
+        schema = dict(source.declared)
+        origin = {f: "the declared fields" for f in schema}
+        for view in views.values():
+            if view.source != name:
+                continue
+            for field_name, kind in view.requirements.items():
+                have = schema.get(field_name, "scalar")
+                if kind == "scalar" or kind == have:
+                    schema.setdefault(field_name, kind)
+                elif have == "scalar":
+                    schema[field_name] = kind
+                    origin[field_name] = f"view '{view.name}'"
+                else:
+                    raise ConfigError(
+                        path,
+                        f"view '{view.name}'",
+                        "sql",
+                        f"field '{field_name}' is used as a {kind}, but "
+                        f"{origin[field_name]} use(s) it as a {have}",
+                    )
+        out[name] = SourceSpec(source.name, source.time_field, source.declared, schema)
+    return out

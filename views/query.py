@@ -1,0 +1,217 @@
+"""Reads: filter, time range, query-time rollup (merge aggregates), order, page.
+
+Every answer is bounded: at most ``limit`` rows (fetching ``limit + 1`` to know whether the answer
+was ``truncated``), and the scan is bounded by the view's retention and group cap.
+Stored aggregates are never mutated here: rollups merge into fresh instances.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from views.aggregates import Aggregate
+from views.sketches import sort_key
+from views.spec import Column
+from views.view import Key, View
+from views.windows import align
+
+ALL = -1  # bucket value meaning "collapse time into one row"
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked; ``param`` names the offending parameter."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Query:
+    filters: dict[str, frozenset[str]] = field(default_factory=dict)  # key column -> texts
+    time_from: int | None = None
+    time_to: int | None = None
+    group_by: tuple[str, ...] | None = None  # None: every key
+    bucket: int | None = None  # ms, ALL, or None for the stored windows
+    order_by: str | None = None
+    descending: bool = False
+    limit: int = 100
+    offset: int = 0
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass
+class Result:
+    columns: list[Column]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+    next_offset: int | None
+    scanned: int
+
+
+def key_text(value: Any) -> str:
+    """How a group-key value is written in a query string filter (``country=FR``, ``n=3``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def validate(view: View, query: Query) -> None:
+    spec = view.spec
+    key_columns = [c.name for c in spec.columns if c.role == "key"]
+    for name in query.filters:
+        if name not in key_columns:
+            raise QueryError(
+                name,
+                f"'{name}' is not a group key of {spec.name}; "
+                f"filterable keys: {', '.join(key_columns) or 'none'}",
+            )
+    for name in query.group_by or ():
+        if name not in key_columns:
+            raise QueryError("group_by", f"'{name}' is not a group key of {spec.name}")
+    window = spec.window
+    if window is None and (
+        query.bucket not in (None, ALL) or query.time_from is not None or query.time_to is not None
+    ):
+        raise QueryError("bucket" if query.bucket else "from", f"{spec.name} has no time window")
+    if window is not None and query.bucket not in (None, ALL):
+        if window.kind == "hop":
+            raise QueryError("bucket", "hopping windows overlap; they cannot be re-bucketed")
+        if query.bucket % window.size:
+            raise QueryError(
+                "bucket", f"bucket must be a multiple of the window ({window.size} ms)"
+            )
+    names = [c.name for c in output_columns(view, query, projected=False)]
+    for name in query.columns or ():
+        if name not in names:
+            raise QueryError(
+                "columns", f"no column '{name}' in this answer; columns: {', '.join(names)}"
+            )
+    if query.order_by is not None:
+        column = next(
+            (c for c in output_columns(view, query, projected=False) if c.name == query.order_by),
+            None,
+        )
+        if column is None:
+            raise QueryError(
+                "order_by", f"cannot order by '{query.order_by}'; columns: {', '.join(names)}"
+            )
+        if column.type == "array":
+            raise QueryError("order_by", f"'{query.order_by}' is a list and has no order")
+
+
+def output_columns(view: View, query: Query, projected: bool = True) -> list[Column]:
+    out = []
+    for column in view.spec.columns:
+        if (
+            column.role == "key"
+            and query.group_by is not None
+            and column.name not in query.group_by
+        ):
+            continue
+        if column.role == "window" and query.bucket == ALL:
+            continue
+        out.append(column)
+    if projected and query.columns:
+        out = [c for c in out if c.name in query.columns]
+    return out
+
+
+def run(view: View, query: Query) -> Result:
+    validate(view, query)
+    spec = view.spec
+    key_names = [c.name for c in spec.columns if c.role == "key"]
+    keep = [i for i, n in enumerate(key_names) if query.group_by is None or n in query.group_by]
+    rollup = len(keep) != len(key_names) or query.bucket is not None
+    scanned = 0
+    groups: dict[tuple[int | None, Key], list[Aggregate]] = {}
+    for start, key, aggs in _scan(view, query, key_names):
+        scanned += 1
+        if query.bucket == ALL:
+            t: int | None = None
+        elif query.bucket is not None:
+            t = align(start, query.bucket)
+        else:
+            t = start
+        out_key = tuple(key[i] for i in keep) if rollup else key
+        if not rollup:
+            groups[(t, out_key)] = aggs
+            continue
+        merged = groups.get((t, out_key))
+        if merged is None:
+            merged = groups[(t, out_key)] = [a.new() for a in spec.aggs]
+        for target, part in zip(merged, aggs, strict=True):
+            target.merge(part)
+    columns = output_columns(view, query, projected=False)
+    pickers = _pickers(columns, [key_names[i] for i in keep], spec.columns)
+    rows = [tuple(pick(t, key, aggs) for pick in pickers) for (t, key), aggs in groups.items()]
+    page, truncated = _order_and_page(rows, columns, query)
+    if query.columns:
+        picks = [i for i, c in enumerate(columns) if c.name in query.columns]
+        page = [tuple(row[i] for i in picks) for row in page]
+        columns = [columns[i] for i in picks]
+    next_offset = query.offset + query.limit if truncated else None
+    return Result(columns, page, truncated, next_offset, scanned)
+
+
+def _scan(
+    view: View, query: Query, key_names: list[str]
+) -> Iterator[tuple[int, Key, list[Aggregate]]]:
+    checks = [(key_names.index(n), allowed) for n, allowed in query.filters.items()]
+    if view.spec.window is None:
+        starts = list(view.buckets.keys())
+    else:
+        lo, hi = query.time_from, query.time_to
+        starts = list(view.buckets.irange(lo, hi, inclusive=(True, False)))
+    for start in starts:
+        for key, aggs in view.buckets[start].items():
+            if all(key_text(key[i]) in allowed for i, allowed in checks):
+                yield start, key, aggs
+
+
+Picker = Callable[[int | None, Key, list[Aggregate]], Any]
+
+
+def _pickers(
+    columns: list[Column], kept_keys: list[str], all_columns: tuple[Column, ...]
+) -> list[Picker]:
+    """For each output column, a function taking (bucket, key, aggregates) to its value."""
+    agg_names = [c.name for c in all_columns if c.role == "aggregate"]
+    pickers: list[Picker] = []
+    for column in columns:
+        if column.role == "window":
+            pickers.append(lambda t, key, aggs: t)
+        elif column.role == "key":
+            i = kept_keys.index(column.name)
+            pickers.append(lambda t, key, aggs, i=i: key[i])  # type: ignore[misc]
+        else:
+            j = agg_names.index(column.name)
+            pickers.append(lambda t, key, aggs, j=j: aggs[j].result())  # type: ignore[misc]
+    return pickers
+
+
+def _order_and_page(
+    rows: list[tuple[Any, ...]], columns: list[Column], query: Query
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Sort (default: window then keys; ``order_by`` nulls last, ties in default order), page."""
+    default = [i for i, c in enumerate(columns) if c.role == "window"] + [
+        i for i, c in enumerate(columns) if c.role == "key"
+    ]
+    wanted = query.offset + query.limit + 1
+    rows.sort(key=lambda r: tuple(sort_key(r[i]) for i in default))
+    if query.order_by is not None:
+        index = next(i for i, c in enumerate(columns) if c.name == query.order_by)
+        present = [r for r in rows if r[index] is not None]
+        nulls = [r for r in rows if r[index] is None]
+        if query.descending:
+            ranked = heapq.nlargest(wanted, present, key=lambda r: sort_key(r[index]))
+        else:
+            ranked = heapq.nsmallest(wanted, present, key=lambda r: sort_key(r[index]))
+        rows = (ranked + nulls)[:wanted]
+    page = rows[query.offset : query.offset + query.limit]
+    return page, len(rows) > query.offset + query.limit

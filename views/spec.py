@@ -1,0 +1,108 @@
+"""Frozen, validated definitions. Parsing lives in ``views.sql`` and ``views.config``; code that
+runs views trusts these objects and never re-validates them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from views import aggregates as agg
+from views.expr import Predicate, Value
+
+AGGREGATES: dict[str, type[agg.Aggregate]] = {
+    cls.kind: cls
+    for cls in (
+        agg.Count,
+        agg.Sum,
+        agg.Avg,
+        agg.Min,
+        agg.Max,
+        agg.CountDistinct,
+        agg.ApproxCountDistinct,
+        agg.ApproxPercentile,
+        agg.TopK,
+    )
+}
+
+RESULT_TYPES = {
+    "count": "int",
+    "sum": "number",
+    "avg": "float",
+    "min": "number",
+    "max": "number",
+    "count_distinct": "int",
+    "approx_count_distinct": "int",
+    "approx_percentile": "float",
+    "top_k": "array",
+}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    time_field: str
+    declared: dict[str, str] = field(default_factory=dict)
+    # Filled in by config loading: union of every view's requirements and the declared types.
+    schema: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    name: str
+    kind: Literal["tumble", "hop"]
+    size: int
+    slide: int
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    name: str
+    kind: str
+    sql: str
+    arg: Value | None  # None for count(*)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def new(self) -> agg.Aggregate:
+        return AGGREGATES[self.kind](**self.params)
+
+    def from_state(self, state: Any) -> agg.Aggregate:
+        aggregate = self.new()
+        aggregate.load(state)
+        return aggregate
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    role: Literal["key", "window", "aggregate"]
+    aggregate: str | None = None
+    sql: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "role": self.role}
+        if self.aggregate is not None:
+            out["aggregate"] = self.aggregate
+        if self.sql is not None:
+            out["sql"] = self.sql
+        return out
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    name: str
+    source: str
+    sql: str
+    fingerprint: str  # hash of the normalised SQL: a snapshot made for other SQL is not reused
+    keys: tuple[str, ...]  # group-key fields, in SELECT order
+    window: WindowSpec | None
+    aggs: tuple[AggSpec, ...]
+    columns: tuple[Column, ...]
+    where: Predicate | None
+    requirements: dict[str, str]
+    retention: int | None = None
+    grace: int = 0
+    max_groups: int = 100_000
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)

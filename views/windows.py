@@ -1,0 +1,30 @@
+"""Window maths: pure integer functions over epoch milliseconds, half-open ``[start, end)``.
+
+Python's floor division makes these correct for negative timestamps too (before 1970).
+"""
+
+from __future__ import annotations
+
+
+def tumble_start(ts: int, size: int) -> int:
+    """Start of the tumbling window of ``size`` ms that contains ``ts``."""
+    return ts - ts % size
+
+
+def hop_starts(ts: int, size: int, slide: int) -> list[int]:
+    """Starts of every hopping window ``[s, s + size)`` (s a multiple of ``slide``) holding ``ts``.
+
+    Newest first. There are ``ceil(size / slide)`` of them when ``slide`` divides ``size``.
+    """
+    last = ts - ts % slide
+    starts = []
+    start = last
+    while start > ts - size:
+        starts.append(start)
+        start -= slide
+    return starts
+
+
+def align(start: int, size: int) -> int:
+    """Re-bucket a window start onto a coarser grid of ``size`` ms (query-time rollups)."""
+    return start - start % size
