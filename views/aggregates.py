@@ -89,7 +89,9 @@ def _grow(partials: list[float], x: float) -> None:
             partials[i] = lo
             i += 1
         x = hi
-    partials[i:] = [x]
+    partials[i:] = (
+        [x] if x else []
+    )  # a zero partial adds nothing; dropping it keeps state canonical
 
 
 class Sum(Aggregate):

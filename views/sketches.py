@@ -253,7 +253,7 @@ class DDSketch:
         sketch.zeros = int(state["z"])
         sketch.count = int(state["c"])
         if sketch.count:
-            sketch.low, sketch.high = float(state["lo"]), float(state["hi"])
+            sketch.low, sketch.high = state["lo"], state["hi"]
         return sketch
 
 
