@@ -5,8 +5,8 @@ Segments are named ``wal-<first seq, 20 digits>.log``.
 
 Recovery rules (``Wal.open``):
 
-* a damaged frame that reaches the end of the newest segment is a *torn tail* (a crash while
-  appending, so it was never acknowledged): it is cut off;
+* a damaged frame that reaches the end of the newest segment, or is followed only by zero bytes,
+  is a *torn tail* (a crash while appending, so it was never acknowledged): it is cut off;
 * any other damaged frame, a gap or a repeat in the sequence is *corruption*: ``WalCorrupt`` is
   raised naming the file, the offset and what is wrong, and the server refuses to start rather than
   silently skip acknowledged events.
@@ -108,7 +108,9 @@ class Wal:
                         f"{path.name} at byte {offset}: record {seq}, expected {seq_expected}"
                     )
             if problem is not None:
-                if newest and end >= len(data):
+                # Torn: the frame reaches the end, or only zeros follow (the file was extended
+                # but the data never reached the disk).
+                if newest and (end >= len(data) or not any(data[offset + _FRAME.size :])):
                     self._truncate(path, offset, len(data) - offset)
                     return
                 raise WalCorrupt(

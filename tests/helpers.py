@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import tomllib
@@ -62,9 +63,10 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
 
 @contextlib.asynccontextmanager
 async def running(
-    config_text: str, data_dir: Path, **settings: Any
+    config_text: str, data_dir: Path, wait: bool = True, **settings: Any
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Engine]]:
-    """Start the real app on 127.0.0.1, wait until it has restored, yield (client, engine)."""
+    """Start the real app on 127.0.0.1, wait until it has restored (unless ``wait`` is false:
+    tests of failed restores), yield (client, engine)."""
     config = parse(tomllib.loads(config_text), "test.toml")
     merged = {"data_dir": str(data_dir), "snapshot_every": "1h", **settings}
     app = make_app(config, load_settings(config.server, "test.toml", **merged))
@@ -72,7 +74,8 @@ async def running(
     await client.start_server()
     engine = app[ENGINE]
     try:
-        await engine.ready.wait()
+        if wait:
+            await asyncio.wait_for(engine.ready.wait(), 60)
         yield client, engine
     finally:
         await client.close()

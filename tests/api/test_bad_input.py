@@ -1,0 +1,187 @@
+"""Bad input gets a clear 4xx naming the problem, in the one error shape, and changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.helpers import BASE_TS, running
+
+CONFIG = """
+[sources.orders]
+time = "ts"
+fields = { user_id = "string" }
+
+[views.per_minute]
+sql = '''SELECT country, tumble(ts, '1 minute') AS minute, count(*) AS n, sum(amount) AS revenue,
+         top_k(product, 3) AS top
+         FROM orders WHERE status = 'paid' GROUP BY country, minute'''
+
+[views.totals]
+sql = "SELECT count(*) AS n, count_distinct(user_id) AS users FROM orders"
+"""
+
+GOOD = {
+    "ts": BASE_TS,
+    "country": "FR",
+    "amount": 3.5,
+    "status": "paid",
+    "user_id": "u1",
+    "product": "p1",
+}
+
+
+def line(**changes: Any) -> bytes:
+    event = {**GOOD, **changes}
+    return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+BAD_BODIES = [
+    (line() + b"\n{not json\n", 2, None, "not valid JSON"),
+    (line() + b"\n" + line(ts=...), 2, "ts", "missing"),
+    (line(ts="yesterday"), 1, "ts", "not an RFC 3339 time"),
+    (line(ts="2026-01-01T00:00:00"), 1, "ts", "no time zone"),
+    (line(ts=True), 1, "ts", "epoch seconds, epoch milliseconds or an RFC 3339"),
+    (line() + b"\n" + line() + b"\n" + line(amount="12"), 3, "amount", "expected a number"),
+    (line(status=1), 1, "status", "expected a string, got number"),
+    (line(user_id=7), 1, "user_id", "expected a string"),
+    (line(country={"a": 1}), 1, "country", "expected a string, number or boolean, got object"),
+    (line(product=[1]), 1, "product", "got array"),
+    (b"[1, 2]", 1, None, "expected a JSON object, got number"),
+    (b"[" + line() + b", " + line(amount=False) + b"]", 2, "amount", "got boolean"),
+    (b'"just a string"', 1, None, "expected a JSON object"),
+]
+
+
+async def _snapshot_of(engine: Any, data_dir: Path) -> tuple[bytes, int]:
+    wal = sum(p.stat().st_size for p in (data_dir / "wal").glob("*.log"))
+    return orjson.dumps(engine.registry.to_state()), wal
+
+
+@pytest.mark.asyncio
+async def test_invalid_bodies_name_line_and_field_and_apply_nothing(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, engine):
+        assert (await client.post("/v1/sources/orders/events", data=line())).status == 200
+        before = await _snapshot_of(engine, tmp_path)
+        for body, number, field, reason in BAD_BODIES:
+            response = await client.post("/v1/sources/orders/events", data=body)
+            error = (await response.json())["error"]
+            assert response.status == 400, body
+            assert error["status"] == 400
+            first = error["errors"][0]
+            assert (first["line"], first["field"]) == (number, field), (body, error)
+            assert reason in first["reason"], (reason, first)
+            assert f"line {number}" in error["message"]
+            assert "nothing was applied" in error["message"]
+            assert await _snapshot_of(engine, tmp_path) == before
+
+
+@pytest.mark.asyncio
+async def test_size_limits(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path, max_body_bytes=4000, max_line_bytes=300) as (
+        client,
+        engine,
+    ):
+        before = await _snapshot_of(engine, tmp_path)
+        big = b"\n".join([line()] * 60)
+        response = await client.post("/v1/sources/orders/events", data=big)
+        assert response.status == 413
+        assert "max_body_bytes" in (await response.json())["error"]["message"]
+        bomb = gzip.compress(big)  # small on the wire, too big once inflated
+        assert len(bomb) < 4000
+        response = await client.post(
+            "/v1/sources/orders/events", data=bomb, headers={"Content-Encoding": "gzip"}
+        )
+        assert response.status == 413
+        long_line = line(product="x" * 400)
+        response = await client.post("/v1/sources/orders/events", data=long_line)
+        assert response.status == 400
+        assert "longer than 300 bytes" in (await response.json())["error"]["errors"][0]["reason"]
+        assert await _snapshot_of(engine, tmp_path) == before
+
+
+@pytest.mark.asyncio
+async def test_skip_applies_good_lines_and_keeps_the_rest(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        body = b"\n".join([line(), line(amount="x"), b"", line(user_id="u2"), b"{"])
+        response = await client.post("/v1/sources/orders/events?on_error=skip", data=body)
+        answer = await response.json()
+        assert response.status == 200
+        assert (answer["accepted"], answer["rejected"]) == (2, 2)
+        assert answer["position"] == "wal:1"
+        totals = await (await client.get("/v1/views/totals")).json()
+        assert totals["rows"] == [{"n": 2, "users": 2}]
+        kept = await (await client.get("/v1/sources/orders/rejected")).json()
+        assert kept["rejected"] == 2
+        assert [(e["line"], e["field"]) for e in kept["events"]] == [(5, None), (2, "amount")]
+        assert kept["events"][1]["text"] == line(amount="x").decode()
+
+
+QUERIES = [
+    ("/v1/views/nope", 404, "no view named 'nope'"),
+    ("/v1/sources/nope/rejected", 404, "no source named 'nope'"),
+    ("/v1/nothing", 404, "no such endpoint"),
+    ("/v1/views/per_minute?limit=0", 400, "parameter 'limit'"),
+    ("/v1/views/per_minute?limit=ten", 400, "parameter 'limit'"),
+    ("/v1/views/per_minute?limit=100000", 400, "exceeds the maximum of 10000"),
+    ("/v1/views/per_minute?limit=1&limit=2", 400, "given more than once"),
+    ("/v1/views/per_minute?bucket=7x", 400, "parameter 'bucket'"),
+    ("/v1/views/per_minute?bucket=90s", 400, "multiple of the window"),
+    ("/v1/views/totals?bucket=1h", 400, "has no time window"),
+    ("/v1/views/per_minute?order_by=-nope", 400, "cannot order by 'nope'"),
+    ("/v1/views/per_minute?order_by=top", 400, "is a list and has no order"),
+    ("/v1/views/per_minute?group_by=status", 400, "not a group key"),
+    ("/v1/views/per_minute?columns=n,nope", 400, "no column 'nope'"),
+    ("/v1/views/per_minute?from=yesterday", 400, "parameter 'from'"),
+    ("/v1/views/per_minute?from=2000&to=1000", 400, "parameter 'to': is before 'from'"),
+    ("/v1/views/per_minute?cursor=abc", 400, "parameter 'cursor'"),
+    ("/v1/views/per_minute?format=xml", 400, "parameter 'format'"),
+    ("/v1/views/per_minute?contry=FR", 400, "parameter 'contry': unknown parameter"),
+    ("/v1/views/per_minute/late?limit=0", 400, "parameter 'limit'"),
+    ("/v1/views?x=1", 400, "parameter 'x'"),
+]
+
+
+@pytest.mark.asyncio
+async def test_bad_queries(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        for path, status, message in QUERIES:
+            response = await client.get(path)
+            body = await response.json()
+            assert response.status == status, (path, body)
+            assert body["error"]["status"] == status
+            assert message in body["error"]["message"], (path, body)
+        # a cursor only works for the query that issued it
+        await client.post(
+            "/v1/sources/orders/events", data=b"\n".join(line(country=c) for c in "ABCDEF")
+        )
+        page = await (await client.get("/v1/views/per_minute?limit=2")).json()
+        response = await client.get(
+            f"/v1/views/per_minute?limit=2&country=A&cursor={page['next_cursor']}"
+        )
+        assert response.status == 400
+        assert "different query" in (await response.json())["error"]["message"]
+        response = await client.get("/v1/sources/orders/events")
+        assert response.status == 405
+        assert (await response.json())["error"]["message"] == "method GET not allowed here"
+        response = await client.post("/v1/sources/orders/events?on_error=ignore", data=line())
+        assert response.status == 400
+
+
+@pytest.mark.asyncio
+async def test_internal_errors_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: object) -> None:
+        raise RuntimeError("secret: /etc/passwd at 0xdeadbeef")
+
+    monkeypatch.setattr("views.query.run", explode)
+    async with running(CONFIG, tmp_path) as (client, _):
+        response = await client.get("/v1/views/totals")
+        text = await response.text()
+        assert response.status == 500
+        assert "secret" not in text
+        assert "RuntimeError" not in text
+        assert orjson.loads(text)["error"]["message"] == "internal error"

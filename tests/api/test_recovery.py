@@ -1,0 +1,140 @@
+"""Restart = newest valid snapshot + WAL replay, reaching exactly the state that was served.
+
+A copy of the data directory taken while the server is idle is what a crash at that moment
+leaves behind: every acknowledged batch was fsynced to the WAL, snapshot files are atomic."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.helpers import ndjson, order_events, running
+
+CONFIG = """
+[sources.orders]
+time = "ts"
+
+[views.per_minute]
+sql = '''SELECT country, tumble(ts, '1 minute') AS minute, count(*) AS n, sum(amount) AS revenue,
+         approx_count_distinct(user_id) AS users, p95(amount) AS p95, top_k(product, 3) AS top
+         FROM orders GROUP BY country, minute'''
+grace = "1h"
+
+[views.totals]
+sql = "SELECT status, count(*) AS n, count_distinct(user_id) AS users FROM orders GROUP BY status"
+"""
+
+
+def _state(engine: Any) -> bytes:
+    return orjson.dumps(engine.registry.to_state())
+
+
+async def _post(client: Any, events: list[dict[str, Any]], size: int = 500) -> None:
+    for i in range(0, len(events), size):
+        response = await client.post(
+            "/v1/sources/orders/events?on_error=skip", data=ndjson(events[i : i + size])
+        )
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.asyncio
+async def test_crash_image_restores_identical_state(tmp_path: Path) -> None:
+    events = order_events(seed=1, n=6000)
+    events[10]["amount"] = "oops"  # a rejected line is kept, and must survive the restart too
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    async with running(CONFIG, live) as (client, engine):
+        await _post(client, events[:2000])
+        snap = await (await client.post("/v1/admin/snapshot")).json()
+        assert snap["position"] == engine.registry.position
+        await _post(client, events[2000:])
+        expected = _state(engine)
+        answer = await (await client.get("/v1/views/per_minute?bucket=all")).json()
+        shutil.copytree(live, crashed)  # the crash image: snapshot at 4 + WAL records after it
+    async with running(CONFIG, crashed) as (client, engine):
+        assert engine.recovery["replayed_batches"] == 8
+        assert _state(engine) == expected
+        again = await (await client.get("/v1/views/per_minute?bucket=all")).json()
+        assert again == answer
+        rejected = await (await client.get("/v1/sources/orders/rejected")).json()
+        assert rejected["rejected"] == 1
+        assert rejected["events"][0]["line"] == 11
+        assert rejected["events"][0]["field"] == "amount"
+
+
+@pytest.mark.asyncio
+async def test_graceful_stop_snapshots_and_restart_replays_nothing(tmp_path: Path) -> None:
+    events = order_events(seed=2, n=3000)
+    async with running(CONFIG, tmp_path) as (client, engine):
+        await _post(client, events)
+        expected = _state(engine)
+    async with running(CONFIG, tmp_path) as (client, engine):
+        assert engine.recovery["replayed_batches"] == 0
+        assert _state(engine) == expected
+        wal_segments = list((tmp_path / "wal").glob("wal-*.log"))
+        assert len(wal_segments) <= 2  # trimmed once the snapshots covered it
+
+
+@pytest.mark.asyncio
+async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(tmp_path: Path) -> None:
+    events = order_events(seed=3, n=4000)
+    async with running(CONFIG, tmp_path / "live") as (client, engine):
+        for part in range(4):
+            await _post(client, events[part * 1000 : (part + 1) * 1000])
+            await client.post("/v1/admin/snapshot")
+        expected = _state(engine)
+        shutil.copytree(tmp_path / "live", tmp_path / "image")
+    snapshots = sorted((tmp_path / "image" / "snapshots").glob("*.tsnap"))
+    assert len(snapshots) == 2
+    data = bytearray(snapshots[-1].read_bytes())
+    data[len(data) // 2] ^= 0x40  # one flipped bit in the newest snapshot
+    snapshots[-1].write_bytes(bytes(data))
+    async with running(CONFIG, tmp_path / "image") as (_, engine):
+        assert engine.recovery["snapshot"] == snapshots[0].name
+        problems = engine.recovery["problems"]
+        assert isinstance(problems, list)
+        assert "checksum mismatch" in problems[0]
+        assert _state(engine) == expected
+
+
+@pytest.mark.asyncio
+async def test_unrecoverable_state_refuses_to_serve(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path / "live") as (client, _):
+        for part in range(3):
+            await _post(client, order_events(seed=part, n=200))
+            await client.post("/v1/admin/snapshot")
+        shutil.copytree(tmp_path / "live", tmp_path / "image")
+    for snapshot in (tmp_path / "image" / "snapshots").glob("*.tsnap"):
+        snapshot.write_bytes(b"")  # every snapshot gone bad, and the WAL was trimmed behind them
+    async with running(CONFIG, tmp_path / "image", wait=False) as (client, engine):
+        await asyncio.wait_for(engine.fatal.wait(), 30)
+        response = await client.get("/readyz")
+        body = await response.json()
+        assert response.status == 503
+        assert "records 1.." in body["error"]["message"]
+        assert "missing" in body["error"]["message"]
+        assert (await client.get("/v1/views/totals")).status == 503
+
+
+@pytest.mark.asyncio
+async def test_changed_view_sql_is_refused_and_new_views_start_empty(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        await _post(client, order_events(seed=4, n=100))
+    changed = CONFIG.replace(
+        "FROM orders GROUP BY status", "FROM orders WHERE status = 'paid' GROUP BY status"
+    )
+    assert changed != CONFIG
+    async with running(changed, tmp_path, wait=False) as (_, engine):
+        await asyncio.wait_for(engine.fatal.wait(), 30)
+        assert "totals changed their SQL" in (engine.fatal_reason or "")
+    added = CONFIG + '\n[views.extra]\nsql = "SELECT count(*) AS n FROM orders"\n'
+    async with running(added, tmp_path) as (client, engine):
+        assert engine.recovery["notes"] == ["view extra is new: it counts events from now on"]
+        body = await (await client.get("/v1/views/extra")).json()
+        assert body["rows"] == []
+        totals = await (await client.get("/v1/views/totals?group_by=")).json()
+        assert totals["rows"][0]["n"] == 100
