@@ -51,6 +51,7 @@ class Wal:
         self._fd: int | None = None
         self._size = 0
         self.truncated_bytes = 0  # torn tail cut off at open, for the startup log
+        self.commits = 0  # fsyncs of appended records: fewer than records under group commit
 
     def segments(self) -> list[tuple[int, Path]]:
         found = []
@@ -150,6 +151,7 @@ class Wal:
         if written != len(data):
             raise OSError(f"short write to the WAL ({written} of {len(data)} bytes)")
         os.fsync(self._fd)
+        self.commits += 1
         self._size += len(data)
         self.next_seq += len(payloads)
         return seqs

@@ -79,13 +79,11 @@ def validate(view: View, query: Query) -> None:
         query.bucket not in (None, ALL) or query.time_from is not None or query.time_to is not None
     ):
         raise QueryError("bucket" if query.bucket else "from", f"{spec.name} has no time window")
-    if window is not None and query.bucket not in (None, ALL):
-        if window.kind == "hop":
-            raise QueryError("bucket", "hopping windows overlap; they cannot be re-bucketed")
-        if query.bucket % window.size:
-            raise QueryError(
-                "bucket", f"bucket must be a multiple of the window ({window.size} ms)"
-            )
+    if window is not None and window.kind == "hop" and query.bucket is not None:
+        # Merging overlapping windows would count each event size/slide times.
+        raise QueryError("bucket", "hopping windows overlap; they cannot be re-bucketed")
+    if window is not None and query.bucket not in (None, ALL) and query.bucket % window.size:
+        raise QueryError("bucket", f"bucket must be a multiple of the window ({window.size} ms)")
     names = [c.name for c in output_columns(view, query, projected=False)]
     for name in query.columns or ():
         if name not in names:
