@@ -147,8 +147,9 @@ def run(view: View, query: Query) -> Result:
             target.merge(part)
     columns = output_columns(view, query, projected=False)
     pickers = _pickers(columns, [key_names[i] for i in keep], spec.columns)
-    rows = [tuple(pick(t, key, aggs) for pick in pickers) for (t, key), aggs in groups.items()]
-    page, truncated = _order_and_page(rows, columns, query)
+    chosen, truncated = _order_and_page(list(groups.items()), columns, pickers, query)
+    # Aggregate results (sketch estimates can be costly) are computed for the page only.
+    page = [tuple(pick(t, key, aggs) for pick in pickers) for (t, key), aggs in chosen]
     if query.columns:
         picks = [i for i, c in enumerate(columns) if c.name in query.columns]
         page = [tuple(row[i] for i in picks) for row in page]
@@ -193,23 +194,22 @@ def _pickers(
     return pickers
 
 
+Entry = tuple[tuple[int | None, Key], list[Aggregate]]
+
+
 def _order_and_page(
-    rows: list[tuple[Any, ...]], columns: list[Column], query: Query
-) -> tuple[list[tuple[Any, ...]], bool]:
+    entries: list[Entry], columns: list[Column], pickers: list[Picker], query: Query
+) -> tuple[list[Entry], bool]:
     """Sort (default: window then keys; ``order_by`` nulls last, ties in default order), page."""
-    default = [i for i, c in enumerate(columns) if c.role == "window"] + [
-        i for i, c in enumerate(columns) if c.role == "key"
-    ]
+    entries.sort(key=lambda e: (sort_key(e[0][0]), *map(sort_key, e[0][1])))
     wanted = query.offset + query.limit + 1
-    rows.sort(key=lambda r: tuple(sort_key(r[i]) for i in default))
     if query.order_by is not None:
-        index = next(i for i, c in enumerate(columns) if c.name == query.order_by)
-        present = [r for r in rows if r[index] is not None]
-        nulls = [r for r in rows if r[index] is None]
-        if query.descending:
-            ranked = heapq.nlargest(wanted, present, key=lambda r: sort_key(r[index]))
-        else:
-            ranked = heapq.nsmallest(wanted, present, key=lambda r: sort_key(r[index]))
-        rows = (ranked + nulls)[:wanted]
-    page = rows[query.offset : query.offset + query.limit]
-    return page, len(rows) > query.offset + query.limit
+        pick = pickers[next(i for i, c in enumerate(columns) if c.name == query.order_by)]
+        valued = [(pick(t, key, aggs), ((t, key), aggs)) for (t, key), aggs in entries]
+        present = [v for v in valued if v[0] is not None]
+        nulls = [v[1] for v in valued if v[0] is None]
+        choose = heapq.nlargest if query.descending else heapq.nsmallest
+        ranked = [v[1] for v in choose(wanted, present, key=lambda v: sort_key(v[0]))]
+        entries = (ranked + nulls)[:wanted]
+    page = entries[query.offset : query.offset + query.limit]
+    return page, len(entries) > query.offset + query.limit

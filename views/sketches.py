@@ -61,11 +61,12 @@ class HyperLogLog:
     Q = 64 - P
     SPARSE_MAX = 256
 
-    __slots__ = ("dense", "sparse")
+    __slots__ = ("cached", "dense", "sparse")
 
     def __init__(self) -> None:
         self.sparse: set[int] | None = set()
         self.dense: bytearray | None = None
+        self.cached: int | None = None  # dense estimate, valid until a register rises
 
     def add(self, value: Scalar) -> None:
         self.add_hash(hash64(value))
@@ -82,6 +83,7 @@ class HyperLogLog:
         rank = self.Q - rest.bit_length() + 1
         if rank > self.dense[index]:
             self.dense[index] = rank
+            self.cached = None
 
     def _densify(self) -> None:
         hashes, self.sparse = self.sparse or set(), None
@@ -99,12 +101,15 @@ class HyperLogLog:
             self._densify()
         assert self.dense is not None
         self.dense = bytearray(map(max, self.dense, other.dense))
+        self.cached = None
 
     def estimate(self) -> int:
         if self.sparse is not None:
             return len(self.sparse)
         assert self.dense is not None
-        return round(_ertl_estimate(self.dense, self.M, self.Q))
+        if self.cached is None:
+            self.cached = round(_ertl_estimate(self.dense, self.M, self.Q))
+        return self.cached
 
     def to_state(self) -> dict[str, Any]:
         if self.sparse is not None:
@@ -128,9 +133,7 @@ class HyperLogLog:
 def _ertl_estimate(registers: bytearray, m: int, q: int) -> float:
     """Ertl's improved raw estimator (arXiv:1702.01284): unbiased across the whole range without
     the empirical bias tables of HLL++ and without switching to linear counting."""
-    counts = [0] * (q + 2)
-    for r in registers:
-        counts[r] += 1
+    counts = [registers.count(k) for k in range(q + 2)]  # C loops: ~50x a Python loop
     z = m * _tau(1 - counts[q + 1] / m)
     for k in range(q, 0, -1):
         z = 0.5 * (z + counts[k])

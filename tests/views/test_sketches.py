@@ -68,3 +68,17 @@ def test_space_saving_guarantee_when_over_capacity() -> None:
     for value, count in true.items():
         if count > bound:
             assert value in summary.counts
+
+
+def test_hyperloglog_estimate_follows_later_adds_and_merges() -> None:
+    sketch, other = HyperLogLog(), HyperLogLog()
+    for i in range(5_000):
+        sketch.add(i)
+    first = sketch.estimate()
+    for i in range(5_000, 10_000):
+        sketch.add(i)
+    assert abs(sketch.estimate() - 10_000) <= 250 < abs(first - 10_000)
+    for i in range(10_000, 30_000):
+        other.add(i)
+    sketch.merge(other)
+    assert abs(sketch.estimate() - 30_000) <= 750
