@@ -198,31 +198,22 @@ def compile_predicate(node: exp.Expression, fields: Fields) -> Predicate:
 
 
 def _logic(node: exp.And | exp.Or, fields: Fields) -> Predicate:
+    """Three-valued AND / OR: the decisive value (FALSE for AND, TRUE for OR) wins even over
+    an unknown side; otherwise any unknown makes the whole unknown."""
     left = compile_predicate(node.this, fields)
     right = compile_predicate(node.expression, fields)
-    if isinstance(node, exp.And):
+    decisive = isinstance(node, exp.Or)
 
-        def both(row: Row) -> bool | None:
-            a = left(row)
-            if a is False:
-                return False
-            b = right(row)
-            if b is False:
-                return False
-            return None if a is None or b is None else True
-
-        return both
-
-    def either(row: Row) -> bool | None:
+    def run(row: Row) -> bool | None:
         a = left(row)
-        if a is True:
-            return True
+        if a is decisive:
+            return decisive
         b = right(row)
-        if b is True:
-            return True
-        return None if a is None or b is None else False
+        if b is decisive:
+            return decisive
+        return None if a is None or b is None else not decisive
 
-    return either
+    return run
 
 
 def _comparison(
