@@ -67,13 +67,14 @@ class Engine:
         self.ready.set()
 
     async def _snapshot_loop(self) -> None:
-        taken_at = self.registry.position
+        taken_at = self.registry.version
         while True:
             await asyncio.sleep(self.settings.snapshot_every / 1000)
-            if self.registry.position != taken_at:
+            if self.registry.version != taken_at:
+                version = self.registry.version  # a change during the snapshot: next round
                 try:
                     await self.pipeline.snapshot()
-                    taken_at = self.registry.position
+                    taken_at = version
                 except OSError as err:
                     log.error("event=snapshot_failed error=%r", str(err))
 

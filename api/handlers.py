@@ -16,7 +16,7 @@ from api.params import bad, encode_cursor, parse_query
 from ingest.pipeline import Unavailable
 from views import query as q
 from views.durations import format_duration
-from views.registry import Batch
+from views.registry import Batch, SourceState
 from views.spec import ViewSpec
 from views.timefmt import format_time
 from views.view import View
@@ -64,8 +64,15 @@ def freshness(engine: Engine, source: str) -> dict[str, Any]:
         "source": source,
         "watermark": _time_or_none(state.watermark),
         "watermark_ms": state.watermark,
-        "position": f"wal:{state.position}",
+        "position": position_text(state),
     }
+
+
+def position_text(state: SourceState) -> str:
+    """Opaque to clients: ``wal:N`` for HTTP sources, ``part@position,...`` for partitioned."""
+    if state.spec.logged:
+        return f"wal:{state.positions.get('', 0)}"
+    return ",".join(f"{part}@{pos}" for part, pos in sorted(state.positions.items()))
 
 
 def describe_view(view: View, description: str) -> dict[str, Any]:
@@ -177,8 +184,8 @@ async def late_events(request: web.Request) -> web.Response:
     engine = _engine(request)
     view = _view(engine, request)
     limit = _keep_limit(request, engine)
-    newest = list(view.late_events)[-limit:][::-1]
-    return _json({"view": view.spec.name, "late": view.late, "events": newest})
+    newest = view.late_events()[-limit:][::-1]
+    return _json({"view": view.spec.name, "late": view.counter("late"), "events": newest})
 
 
 async def list_sources(request: web.Request) -> web.Response:
@@ -256,8 +263,8 @@ async def post_events(request: web.Request) -> web.Response:
             invalid_lines=len(decoded.errors),
         )
     if not decoded.events and not decoded.errors:
-        position = engine.registry.sources[name].position
-        return _json({"accepted": 0, "rejected": 0, "position": f"wal:{position}"})
+        current = position_text(engine.registry.sources[name])
+        return _json({"accepted": 0, "rejected": 0, "position": current})
     received = format_time(int(time.time() * 1000))  # wall clock: when it reached us
     rejected = [{**e.describe(), "text": e.text, "received_at": received} for e in decoded.errors]
     try:

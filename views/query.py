@@ -125,7 +125,8 @@ def run(view: View, query: Query) -> Result:
     spec = view.spec
     key_names = [c.name for c in spec.columns if c.role == "key"]
     keep = [i for i, n in enumerate(key_names) if query.group_by is None or n in query.group_by]
-    rollup = len(keep) != len(key_names) or query.bucket is not None
+    # Several parts may hold the same (bucket, key): then rows are merged like a rollup.
+    rollup = len(keep) != len(key_names) or query.bucket is not None or len(view.parts) > 1
     scanned = 0
     groups: dict[tuple[int | None, Key], list[Aggregate]] = {}
     for start, key, aggs in _scan(view, query, key_names):
@@ -162,15 +163,17 @@ def _scan(
     view: View, query: Query, key_names: list[str]
 ) -> Iterator[tuple[int, Key, list[Aggregate]]]:
     checks = [(key_names.index(n), allowed) for n, allowed in query.filters.items()]
-    if view.spec.window is None:
-        starts = list(view.buckets.keys())
-    else:
-        lo, hi = query.time_from, query.time_to
-        starts = list(view.buckets.irange(lo, hi, inclusive=(True, False)))
-    for start in starts:
-        for key, aggs in view.buckets[start].items():
-            if all(key_text(key[i]) in allowed for i, allowed in checks):
-                yield start, key, aggs
+    windowed = view.spec.window is not None
+    for part in view.parts.values():
+        buckets = part.buckets
+        if windowed:
+            starts = buckets.irange(query.time_from, query.time_to, inclusive=(True, False))
+        else:
+            starts = iter(buckets.keys())
+        for start in list(starts):
+            for key, aggs in buckets[start].items():
+                if all(key_text(key[i]) in allowed for i, allowed in checks):
+                    yield start, key, aggs
 
 
 Picker = Callable[[int | None, Key, list[Aggregate]], Any]

@@ -1,5 +1,5 @@
-"""The one mutable root: routes batches to the views of their source, tracks source positions,
-watermarks and counters, and turns all of it into one snapshot state."""
+"""The one mutable root: routes batches to the views of their source, tracks per-partition
+positions and watermarks, and turns state into snapshots — whole, or one partition at a time."""
 
 from __future__ import annotations
 
@@ -13,34 +13,43 @@ from views.view import View
 
 @dataclass
 class Batch:
-    """A unit of work: validated events of one source and the position they end at."""
+    """A unit of work: validated events of one source partition and the position they end at."""
 
     source: str
     events: list[dict[str, Any]]
-    position: int  # WAL sequence number of this batch
+    position: int  # WAL sequence (HTTP), next offset (Kafka), byte offset (file)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    part: str = ""  # the source partition: "" for HTTP, "topic:3" for Kafka, a path for files
+    weights: list[int] | None = None  # +1 / -1 per event, for change streams
 
 
 class SourceState:
     def __init__(self, spec: SourceSpec, keep: int) -> None:
         self.spec = spec
-        self.watermark: int | None = None
-        self.position = 0
+        self.watermarks: dict[str, int] = {}  # part -> newest event time applied
+        self.positions: dict[str, int] = {}  # part -> position after its last batch
         self.accepted = 0
         self.rejected = 0
         self.rejected_events: deque[dict[str, Any]] = deque(maxlen=keep)
 
+    @property
+    def watermark(self) -> int | None:
+        """The oldest partition watermark (the one every partition has passed)."""
+        return min(self.watermarks.values()) if self.watermarks else None
+
     def to_state(self) -> dict[str, Any]:
-        return {
-            "watermark": self.watermark,
-            "position": self.position,
+        state: dict[str, Any] = {
             "counters": [self.accepted, self.rejected],
             "rejected_events": list(self.rejected_events),
         }
+        if self.spec.kind != "kafka":  # Kafka partitions keep theirs in their part files
+            state["watermarks"] = self.watermarks
+            state["positions"] = self.positions
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.watermark = state["watermark"]
-        self.position = int(state["position"])
+        self.watermarks = {k: int(v) for k, v in state.get("watermarks", {}).items()}
+        self.positions = {k: int(v) for k, v in state.get("positions", {}).items()}
         self.accepted, self.rejected = (int(n) for n in state["counters"])
         self.rejected_events.clear()
         self.rejected_events.extend(state["rejected_events"])
@@ -61,34 +70,91 @@ class Registry:
         self.by_source: dict[str, list[View]] = {name: [] for name in sources}
         for view in self.views.values():
             self.by_source[view.spec.source].append(view)
-        self.position = 0  # newest batch position applied, over all sources
+        self.position = 0  # newest WAL position applied (HTTP sources)
+        self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
     def apply(self, batch: Batch) -> None:
         source = self.sources[batch.source]
         time_field = source.spec.time_field
-        before = source.watermark
+        part = batch.part
+        before = source.watermarks.get(part)
         for view in self.by_source[batch.source]:
-            view.apply(batch.events, before)
+            view.apply(batch.events, before, part, batch.weights)
         if batch.events:
             newest = max(e[time_field] for e in batch.events)
-            source.watermark = newest if before is None else max(before, newest)
+            source.watermarks[part] = newest if before is None else max(before, newest)
         for view in self.by_source[batch.source]:
-            view.expire(source.watermark)
+            view.expire(source.watermarks.get(part), part)
         source.accepted += len(batch.events)
         source.rejected += len(batch.rejected)
         source.rejected_events.extend(batch.rejected)
-        source.position = batch.position
-        self.position = max(self.position, batch.position)
+        source.positions[part] = batch.position
+        self.version += 1
+        if source.spec.logged:
+            self.position = max(self.position, batch.position)
+
+    # -- one partition at a time (Kafka hand-over) ----------------------------------------------
+
+    def part_state(self, source: str, part: str) -> dict[str, Any]:
+        state = self.sources[source]
+        return {
+            "source": source,
+            "part": part,
+            "position": state.positions.get(part),
+            "watermark": state.watermarks.get(part),
+            "views": {
+                v.spec.name: {"fingerprint": v.spec.fingerprint, **v.part_state(part)}
+                for v in self.by_source[source]
+            },
+        }
+
+    def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
+        """Install a partition's state; returns notes on views that start empty for it."""
+        notes = []
+        changed = [
+            v.spec.name
+            for v in self.by_source[source]
+            if v.spec.name in state["views"]
+            and state["views"][v.spec.name]["fingerprint"] != v.spec.fingerprint
+        ]
+        if changed:
+            raise StateMismatch(
+                f"view(s) {', '.join(changed)} changed their SQL since partition "
+                f"{part} was saved; restore the definition or rename the view"
+            )
+        for view in self.by_source[source]:
+            if view.spec.name in state["views"]:
+                view.load_part(part, state["views"][view.spec.name])
+            else:
+                view.parts.pop(part, None)
+                notes.append(f"view {view.spec.name} is new for {part}: it counts from here on")
+        target = self.sources[source]
+        if state.get("position") is not None:
+            target.positions[part] = int(state["position"])
+        if state.get("watermark") is not None:
+            target.watermarks[part] = int(state["watermark"])
+        return notes
+
+    def drop_part(self, source: str, part: str) -> None:
+        for view in self.by_source[source]:
+            view.parts.pop(part, None)
+        self.sources[source].positions.pop(part, None)
+        self.sources[source].watermarks.pop(part, None)
+
+    # -- the whole process ----------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
         return {
             "position": self.position,
             "sources": {name: s.to_state() for name, s in self.sources.items()},
-            "views": {name: v.to_state() for name, v in self.views.items()},
+            "views": {
+                name: v.to_state(parts=self.sources[v.spec.source].spec.kind != "kafka")
+                for name, v in self.views.items()
+            },
         }
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
-        """Load a snapshot state; returns notes on views/sources that were added or removed.
+        """Load a snapshot state; returns notes on views that were added or removed.
 
         Raises ``StateMismatch`` when a view kept its name but changed its SQL: its old state
         would be silently wrong under the new definition, and the events needed to rebuild it

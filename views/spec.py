@@ -44,6 +44,19 @@ class SourceSpec:
     declared: dict[str, str] = field(default_factory=dict)
     # Filled in by config loading: union of every view's requirements and the declared types.
     schema: dict[str, str] = field(default_factory=dict)
+    kind: str = "http"  # http | kafka | file
+    format: str = "json"  # json | debezium (kafka) ; ndjson | csv (file)
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific, validated by config
+
+    @property
+    def retracting(self) -> bool:
+        """Change streams send retractions: only exactly removable aggregates are allowed."""
+        return self.format == "debezium"
+
+    @property
+    def logged(self) -> bool:
+        """HTTP events go through tallyd's own WAL; Kafka and files are their own logs."""
+        return self.kind == "http"
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class ViewSpec:
     retention: int | None = None
     grace: int = 0
     max_groups: int = 100_000
+    retracting: bool = False  # then aggs ends with a hidden row count (groups vanish at zero)
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

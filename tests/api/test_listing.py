@@ -59,9 +59,11 @@ async def test_views_sources_and_late(tmp_path: Path) -> None:
         assert minute["stats"] == {
             "groups": 1,
             "buckets": 1,
+            "parts": 1,
             "applied": 1,
             "late": 1,
             "overflow": 0,
+            "unmatched": 0,
         }
         assert views["hopping"]["window"]["kind"] == "hop"
         late = await (await client.get("/v1/views/per_minute/late")).json()

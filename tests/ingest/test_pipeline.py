@@ -30,7 +30,7 @@ async def test_concurrent_batches_share_one_fsync(tmp_path: Path) -> None:
         positions = await asyncio.gather(*(pipeline.submit(b) for b in batches))
         assert positions == list(range(1, 51))
         assert pipeline.wal.commits == 1
-        assert registry.views["v"].buckets[0][()][1].result() == sum(range(50))
+        assert registry.views["v"].parts[""].buckets[0][()][1].result() == sum(range(50))
         more = await asyncio.gather(
             *(pipeline.submit(Batch("s", [{"ts": 1, "x": 1}], 0)) for _ in range(3))
         )

@@ -39,15 +39,15 @@ def test_late_events_are_counted_kept_and_not_applied() -> None:
     late = {"ts": watermark - 30_001, "k": "a"}
     feed(reg, [late, on_time, {"ts": 11 * MINUTE, "k": "a"}])
     view = reg.views["v"]
-    assert view.late == 1
-    assert view.late_events[0]["event"] == late
-    assert view.late_events[0]["watermark"] == watermark
+    assert view.counter("late") == 1
+    assert view.late_events()[0]["event"] == late
+    assert view.late_events()[0]["watermark"] == watermark
     assert rows(reg) == [("a", 9 * MINUTE, 1), ("a", 10 * MINUTE, 1), ("a", 11 * MINUTE, 1)]
     # the watermark judges a batch as it was before the batch: within one batch, no ordering
-    assert reg.sources["s"].watermark == 11 * MINUTE
+    assert reg.sources["s"].watermarks[""] == 11 * MINUTE
     feed(reg, [{"ts": 0, "k": "b"}] * 5)
-    assert view.late == 6
-    assert len(view.late_events) == 3  # keep=3 newest, counter counts all
+    assert view.counter("late") == 6
+    assert len(view.late_events()) == 3  # keep=3 newest, counter counts all
 
 
 def test_retention_drops_old_buckets_and_frees_groups() -> None:
@@ -65,7 +65,7 @@ def test_group_cap_folds_new_keys_into_other() -> None:
     feed(reg, [{"ts": 1, "k": k} for k in "abcdeabf"])
     view = reg.views["v"]
     assert rows(reg) == [("__other__", 3), ("a", 2), ("b", 2), ("c", 1)]
-    assert view.overflow == 3
+    assert view.counter("overflow") == 3
     assert view.stats()["groups"] == 4  # three real groups and the one __other__
 
 
