@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from api.settings import Settings
 from ingest.decode import Decoder
+from ingest.kafka import KafkaSource
 from ingest.pipeline import Pipeline
 from views.config import Config
 from views.registry import Registry
@@ -34,6 +37,17 @@ class Engine:
         self.fatal_reason: str | None = None
         self.recovery: dict[str, object] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.kafka = {
+            name: KafkaSource(
+                spec,
+                self.registry,
+                self.pipeline.lock,
+                Path(spec.options["state_dir"] or Path(settings.data_dir) / "kafka" / name),
+                self.decoders[name],
+            )
+            for name, spec in config.sources.items()
+            if spec.kind == "kafka"
+        }
 
     async def start(self) -> None:
         """Restore (in a thread: nothing else touches the registry until ``ready``), then serve."""
@@ -64,12 +78,31 @@ class Engine:
         )
         self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots"))
+        for name, source in self.kafka.items():
+            self._tasks.append(asyncio.create_task(source.run(), name=f"tallyd-kafka-{name}"))
         self.ready.set()
+
+    def source_status(self, name: str) -> dict[str, Any]:
+        kafka = self.kafka.get(name)
+        if kafka is not None:
+            return kafka.status()
+        return {"kind": self.config.sources[name].kind, "state": "running", "healthy": True}
+
+    def watermark(self, name: str) -> int | None:
+        kafka = self.kafka.get(name)
+        if kafka is not None:
+            return kafka.watermark(time.time())
+        return self.registry.sources[name].watermark
 
     async def _snapshot_loop(self) -> None:
         taken_at = self.registry.version
         while True:
             await asyncio.sleep(self.settings.snapshot_every / 1000)
+            for source in self.kafka.values():
+                try:
+                    await source.save()
+                except OSError as err:
+                    log.error("event=part_save_failed error=%r", str(err))
             if self.registry.version != taken_at:
                 version = self.registry.version  # a change during the snapshot: next round
                 try:
@@ -79,7 +112,7 @@ class Engine:
                     log.error("event=snapshot_failed error=%r", str(err))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in self._tasks:  # Kafka sources write their part files as they stop
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()

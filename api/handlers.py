@@ -60,10 +60,11 @@ def _time_or_none(ms: int | None) -> str | None:
 
 def freshness(engine: Engine, source: str) -> dict[str, Any]:
     state = engine.registry.sources[source]
+    watermark = engine.watermark(source)
     return {
         "source": source,
-        "watermark": _time_or_none(state.watermark),
-        "watermark_ms": state.watermark,
+        "watermark": _time_or_none(watermark),
+        "watermark_ms": watermark,
         "position": position_text(state),
     }
 
@@ -114,6 +115,15 @@ async def readyz(request: web.Request) -> web.Response:
         raise ApiError(503, engine.pipeline.failed)
     if not engine.ready.is_set():
         raise ApiError(503, "restoring state", {"Retry-After": "1"})
+    sources = {name: engine.source_status(name) for name in engine.registry.sources}
+    unhealthy = sorted(n for n, s in sources.items() if not s["healthy"])
+    if unhealthy:
+        raise ApiError(
+            503,
+            f"source(s) {', '.join(unhealthy)} unhealthy; queries are answered "
+            "from the state already counted",
+            sources=sources,
+        )
     return _json(
         {"status": "ready", "recovery": engine.recovery, "position": engine.registry.position}
     )
@@ -202,6 +212,7 @@ async def list_sources(request: web.Request) -> web.Response:
                 "rejected": state.rejected,
                 "views": [v.spec.name for v in engine.registry.by_source[name]],
                 "freshness": freshness(engine, name),
+                "status": engine.source_status(name),
             }
         )
     return _json({"sources": out})

@@ -14,6 +14,22 @@ from views import snapshot
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
 
 
+def atomic_write(final: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a mix, even across a crash."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(final.name + ".tmp")
+    with temp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Loaded:
     state: dict[str, Any] | None
@@ -36,19 +52,8 @@ class SnapshotStore:
         return sorted(found, reverse=True)
 
     def write(self, data: bytes, position: int) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"snapshot-{position:020d}.tsnap"
-        temp = final.with_suffix(".tmp")
-        with temp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, final)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(final, data)
         for _, old in self.files()[KEEP:]:
             old.unlink()
         return final

@@ -8,7 +8,8 @@ The contract every class keeps (checked for all of them by tests/views/test_aggr
   feeding both streams to one instance — this is what query-time rollups are built on;
 * ``result()`` is the JSON-able answer; ``to_state()`` / ``from_state()`` round-trip exactly;
 * ``remove(x)`` exists only where undo is exact (``removable = True``): count, sum, avg,
-  count_distinct. Min/max as a scalar and the approximate sketches cannot forget a value.
+  count_distinct, and the SortedList-backed min/max/percentile used for change streams. Min/max as
+  a scalar and the approximate sketches cannot forget a value.
 
 ``Sum`` is exact: integers are kept as Python ints and floats as Shewchuk's non-overlapping
 partials (what ``math.fsum`` uses), so a sum is the correctly rounded sum of its inputs whatever the
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, ClassVar
+
+from sortedcontainers import SortedList
 
 from views.sketches import DDSketch, HyperLogLog, Scalar, SpaceSaving, sort_key
 
@@ -290,3 +293,55 @@ class TopK(Aggregate):
 
     def load(self, state: Any) -> None:
         self.sketch = SpaceSaving.from_state(state)
+
+
+class SortedMin(Aggregate):
+    """Exact, removable min: a sorted multiset of the values (for change streams)."""
+
+    kind = "sorted_min"
+    removable = True
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: SortedList[Any] = SortedList()
+
+    def add(self, x: float) -> None:
+        self.values.add(x)
+
+    def remove(self, x: float) -> None:
+        self.values.remove(x)  # ValueError if absent: the caller counts it as unmatched
+
+    def merge(self, other: SortedMin) -> None:
+        self.values.update(other.values)
+
+    def result(self) -> Any:
+        return self.values[0] if self.values else None
+
+    def to_state(self) -> list[Any]:
+        return list(self.values)
+
+    def load(self, state: Any) -> None:
+        self.values = SortedList(state)
+
+
+class SortedMax(SortedMin):
+    kind = "sorted_max"
+
+    def result(self) -> Any:
+        return self.values[-1] if self.values else None
+
+
+class SortedPercentile(SortedMin):
+    """Exact, removable lower quantile ``sorted(xs)[floor(q * (n - 1))]``."""
+
+    kind = "sorted_percentile"
+    __slots__ = ("q",)
+
+    def __init__(self, q: float) -> None:
+        super().__init__()
+        self.q = q
+
+    def result(self) -> Any:
+        if not self.values:
+            return None
+        return self.values[math.floor(self.q * (len(self.values) - 1))]

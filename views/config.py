@@ -7,6 +7,7 @@ The ``[server]`` table is returned as-is; ``api.settings`` validates it against 
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,26 @@ from views.expr import TYPES
 from views.spec import SourceSpec, ViewSpec
 from views.sql import SqlError, compile_view
 
-SOURCE_FIELDS = {"time", "fields", "from"}
+SOURCE_FIELDS = {
+    "http": {"time", "fields", "from"},
+    "kafka": {
+        "time",
+        "fields",
+        "from",
+        "bootstrap",
+        "topic",
+        "topics",
+        "group",
+        "format",
+        "start",
+        "state_dir",
+        "max_batch",
+        "idle",
+    },
+    "file": {"time", "fields", "from", "path", "format", "follow"},
+}
+FORMATS = {"http": ("json",), "kafka": ("json", "debezium"), "file": ("ndjson", "csv")}
+KAFKA_TIMESTAMP = "kafka_timestamp"
 VIEW_FIELDS = {"sql", "retention", "grace", "max_groups", "description"}
 
 
@@ -93,15 +113,16 @@ def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[s
 
 def _source(path: str, name: str, body: dict[str, Any]) -> SourceSpec:
     where = f"source '{name}'"
-    unknown = set(body) - SOURCE_FIELDS
+    kind = body.get("from", "http")
+    if kind not in SOURCE_FIELDS:
+        raise ConfigError(path, where, "from", f"{kind!r} is not one of http, kafka, file")
+    unknown = set(body) - SOURCE_FIELDS[kind]
     if unknown:
         raise ConfigError(
-            path, where, sorted(unknown)[0], f"unknown field; known: {sorted(SOURCE_FIELDS)}"
-        )
-    kind = body.get("from", "http")
-    if kind != "http":
-        raise ConfigError(
-            path, where, "from", f"'{kind}' sources are not supported yet; use 'http'"
+            path,
+            where,
+            sorted(unknown)[0],
+            f"unknown field for a {kind} source; known: {sorted(SOURCE_FIELDS[kind])}",
         )
     time_field = body.get("time")
     if not isinstance(time_field, str) or not time_field:
@@ -117,7 +138,76 @@ def _source(path: str, name: str, body: dict[str, Any]) -> SourceSpec:
                 f"fields.{field_name}",
                 f"type {kind_name!r} is not one of {', '.join(TYPES)}",
             )
-    return SourceSpec(name, time_field, dict(declared))
+    fmt = body.get("format", FORMATS[kind][0])
+    if fmt not in FORMATS[kind]:
+        raise ConfigError(
+            path, where, "format", f"{fmt!r} is not one of {', '.join(FORMATS[kind])}"
+        )
+    options = (
+        _kafka_options(path, where, body)
+        if kind == "kafka"
+        else (_file_options(path, where, body, declared) if kind == "file" else {})
+    )
+    return SourceSpec(name, time_field, dict(declared), kind=kind, format=fmt, options=options)
+
+
+def _text(path: str, where: str, body: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, where, key, "required: a non-empty string")
+    return value
+
+
+def _kafka_options(path: str, where: str, body: dict[str, Any]) -> dict[str, Any]:
+    if ("topic" in body) == ("topics" in body):
+        raise ConfigError(path, where, "topic", 'give either topic = "name" or topics = [...]')
+    topics = [body["topic"]] if "topic" in body else body["topics"]
+    if (
+        not isinstance(topics, list)
+        or not topics
+        or not all(isinstance(t, str) and t for t in topics)
+    ):
+        raise ConfigError(
+            path,
+            where,
+            "topics" if "topics" in body else "topic",
+            "topic names must be non-empty strings",
+        )
+    start = body.get("start", "earliest")
+    if start not in ("earliest", "latest"):
+        raise ConfigError(path, where, "start", f"{start!r} is not 'earliest' or 'latest'")
+    max_batch = body.get("max_batch", 5000)
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+        raise ConfigError(path, where, "max_batch", f"{max_batch!r} is not a positive integer")
+    state_dir = body.get("state_dir")
+    if state_dir is not None and (not isinstance(state_dir, str) or not state_dir):
+        raise ConfigError(path, where, "state_dir", "must be a directory path")
+    return {
+        "bootstrap": _text(path, where, body, "bootstrap"),
+        "topics": topics,
+        "group": _text(path, where, body, "group"),
+        "start": start,
+        "state_dir": state_dir,
+        "max_batch": max_batch,
+        "idle": _duration(path, where, body, "idle") or 60_000,
+    }
+
+
+def _file_options(
+    path: str, where: str, body: dict[str, Any], declared: dict[str, Any]
+) -> dict[str, Any]:
+    follow = body.get("follow", False)
+    if not isinstance(follow, bool):
+        raise ConfigError(path, where, "follow", "must be true or false")
+    if body.get("format") == "csv" and not declared:
+        raise ConfigError(
+            path,
+            where,
+            "fields",
+            "a csv source must declare its columns' types, "
+            'e.g. fields = { ts = "number", amount = "number" }',
+        )
+    return {"path": _text(path, where, body, "path"), "follow": follow}
 
 
 def _duration(path: str, where: str, body: dict[str, Any], key: str) -> int | None:
@@ -189,5 +279,5 @@ def _with_schemas(
                         f"field '{field_name}' is used as a {kind}, but "
                         f"{origin[field_name]} use(s) it as a {have}",
                     )
-        out[name] = SourceSpec(source.name, source.time_field, source.declared, schema)
+        out[name] = dataclasses.replace(source, schema=schema)
     return out

@@ -21,8 +21,15 @@ AGGREGATES: dict[str, type[agg.Aggregate]] = {
         agg.ApproxCountDistinct,
         agg.ApproxPercentile,
         agg.TopK,
+        agg.SortedMin,
+        agg.SortedMax,
+        agg.SortedPercentile,
     )
 }
+
+# On change streams (retractions), these exact removable structures stand in; approximate
+# sketches have no exact removal and are refused.
+RETRACTABLE = {"min": "sorted_min", "max": "sorted_max", "approx_percentile": "sorted_percentile"}
 
 RESULT_TYPES = {
     "count": "int",
@@ -34,6 +41,9 @@ RESULT_TYPES = {
     "approx_count_distinct": "int",
     "approx_percentile": "float",
     "top_k": "array",
+    "sorted_min": "number",
+    "sorted_max": "number",
+    "sorted_percentile": "number",
 }
 
 

@@ -25,10 +25,19 @@ from sqlglot.errors import ParseError
 
 from views.durations import parse_duration
 from views.expr import ExprError, Fields, compile_predicate, compile_value, literal
-from views.spec import RESULT_TYPES, AggSpec, Column, SourceSpec, ViewSpec, WindowSpec
+from views.spec import (
+    RESULT_TYPES,
+    RETRACTABLE,
+    AggSpec,
+    Column,
+    SourceSpec,
+    ViewSpec,
+    WindowSpec,
+)
 
 _PERCENTILE = re.compile(r"^p(\d{1,2})$")
-_NUMERIC_ARG = {"sum", "avg", "min", "max", "approx_percentile"}
+_NUMERIC_ARG = {"sum", "avg", "min", "max", "approx_percentile", *RETRACTABLE.values()}
+_SHOWN = {v: k for k, v in RETRACTABLE.items()}  # report sorted_min as "min", etc.
 
 
 class SqlError(ValueError):
@@ -119,14 +128,14 @@ def _compile(
         elif isinstance(node, exp.Star):
             raise SqlError("SELECT * is not supported; list the keys and aggregates")
         else:
-            aggregate = _aggregate(node, alias, fields)
+            aggregate = _aggregate(node, alias, fields, source)
             aggs.append(aggregate)
             columns.append(
                 Column(
                     aggregate.name,
                     RESULT_TYPES[aggregate.kind],
                     "aggregate",
-                    aggregate=aggregate.kind,
+                    aggregate=_SHOWN.get(aggregate.kind, aggregate.kind),
                     sql=aggregate.sql,
                 )
             )
@@ -140,6 +149,8 @@ def _compile(
     where = None
     if tree.args.get("where") is not None:
         where = compile_predicate(tree.args["where"].this, fields)
+    if source.retracting:  # a hidden row count: a group vanishes when its last row is retracted
+        aggs.append(AggSpec("__rows", "count", "count(*)", None))
     normalised = tree.sql(normalize=True)
     return ViewSpec(
         name=name,
@@ -155,6 +166,7 @@ def _compile(
         retention=retention,
         grace=grace,
         max_groups=max_groups,
+        retracting=source.retracting,
     )
 
 
@@ -198,10 +210,20 @@ def _check_group_by(tree: exp.Select, grouped: dict[str, str]) -> None:
         raise SqlError(f"{', '.join(missing)} must be in GROUP BY (every non-aggregate column is)")
 
 
-def _aggregate(node: exp.Expression, alias: str | None, fields: Fields) -> AggSpec:
+def _aggregate(
+    node: exp.Expression, alias: str | None, fields: Fields, source: SourceSpec
+) -> AggSpec:
     kind, arg_node, params = _classify(node)
     if alias is None:
         raise SqlError(f"name the aggregate with AS, e.g. {node.sql()} AS total")
+    if source.retracting:
+        if kind in ("approx_count_distinct", "top_k"):
+            raise SqlError(
+                f"{node.sql()}: source '{source.name}' is a change stream (format "
+                f"'{source.format}') whose updates and deletes retract rows, and {kind} cannot "
+                "forget a value exactly; use count_distinct, or count per key"
+            )
+        kind = RETRACTABLE.get(kind, kind)
     need = "number" if kind in _NUMERIC_ARG else "scalar"
     arg = compile_value(arg_node, fields, need) if arg_node is not None else None
     return AggSpec(alias, kind, node.sql(), arg, params)

@@ -45,6 +45,9 @@ CASES: dict[str, tuple[dict[str, Any], str, Reference, float]] = {
     "approx_count_distinct": ({}, "label", lambda xs: len(set(xs)), 0.025),
     "approx_percentile": ({"q": 0.9}, "number", _exact_quantile, 0.01),
     "top_k": ({"k": 5, "capacity": 500}, "label", _top, 0.0),
+    "sorted_min": ({}, "number", min, 0.0),
+    "sorted_max": ({}, "number", max, 0.0),
+    "sorted_percentile": ({"q": 0.9}, "number", _exact_quantile, 0.0),
 }
 
 

@@ -1,0 +1,370 @@
+"""A Kafka source: a consumer-group member whose answers stay exactly right across crashes,
+restarts, rebalances and broker outages.
+
+The truth about where each partition is lives in a *part file* next to the partition's state:
+``<state_dir>/<topic>-<partition>.tsnap`` holds the partition's view state and the next offset to
+read, written atomically together. When a partition arrives (start, restart, rebalance), its part
+file is loaded and the consumer seeks exactly there; with no part file it starts from ``start``
+(earliest or latest) with empty state — never from the group's committed offset, which would skip
+events this state never counted. Offsets are committed to Kafka too, for lag monitoring only.
+
+When a partition leaves (rebalance or stop), its part file is written, then its state dropped, so
+the next owner continues exactly where this one stopped. After a crash the next owner continues
+from the last periodic part file and re-reads what followed: nothing lost, nothing counted twice.
+
+Mutations happen under the one pipeline lock, in bounded batches (``max_batch`` records), with a
+yield to the event loop after each, so queries keep being answered while a backlog is consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+
+from ingest.changes import ChangeDecoder
+from ingest.decode import Decoder
+from ingest.snapshots import atomic_write
+from views import snapshot
+from views.config import KAFKA_TIMESTAMP
+from views.registry import Batch, Registry
+from views.spec import SourceSpec
+
+log = logging.getLogger("tallyd.kafka")
+
+HEALTH_EVERY = 2.0  # seconds between broker health probes
+PROBE_TIMEOUT = 3.0
+
+
+def part_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        registry: Registry,
+        lock: asyncio.Lock,
+        state_dir: Path,
+        decoder: Decoder,
+    ) -> None:
+        self.spec = spec
+        self.options = spec.options
+        self.registry = registry
+        self.lock = lock
+        self.state_dir = state_dir
+        self.changes = ChangeDecoder(decoder, spec.format, spec.time_field == KAFKA_TIMESTAMP)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.owned: set[str] = set()
+        self.saved: dict[str, int] = {}  # part -> position in its part file
+        self.checking: set[TopicPartition] = set()  # restored here; end not yet confirmed
+        self.state = "starting"
+        self.error: str | None = None
+        self.partition_errors: dict[str, str] = {}
+        self.last_seen: dict[str, float] = {}  # part -> wall time of its last record
+        self.tombstones = 0
+
+    # -- status ---------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "running" and not self.partition_errors
+
+    def status(self) -> dict[str, Any]:
+        source = self.registry.sources[self.spec.name]
+        partitions = {}
+        for part in sorted(self.owned | set(self.partition_errors)):
+            partitions[part] = {
+                "position": source.positions.get(part),
+                "watermark": source.watermarks.get(part),
+                "error": self.partition_errors.get(part),
+            }
+        return {
+            "kind": "kafka",
+            "state": self.state,
+            "healthy": self.healthy,
+            "error": self.error,
+            "group": self.options["group"],
+            "topics": self.options["topics"],
+            "partitions": partitions,
+            "tombstones": self.tombstones,
+        }
+
+    def watermark(self, now: float) -> int | None:
+        """The view watermark: the minimum over assigned partitions that are not idle (no record
+        for ``idle`` ms), so one quiet partition cannot hold freshness back forever."""
+        source = self.registry.sources[self.spec.name]
+        idle = self.options["idle"] / 1000
+        marks = {p: w for p, w in source.watermarks.items() if p in self.owned}
+        active = [w for p, w in marks.items() if now - self.last_seen.get(p, 0.0) < idle]
+        pool = active or list(marks.values())
+        return min(pool) if pool else None
+
+    # -- part files -----------------------------------------------------------------------------
+
+    def _path(self, part: str) -> Path:
+        topic, _, partition = part.rpartition(":")
+        return self.state_dir / f"{topic}-{partition}.tsnap"
+
+    async def save(self, parts: list[str] | None = None, force: bool = False) -> int:
+        """Write part files for owned partitions that moved since their last file. Returns count."""
+        written = 0
+        for part in list(self.owned if parts is None else parts):
+            async with self.lock:
+                if part not in self.owned:
+                    continue
+                position = self.registry.sources[self.spec.name].positions.get(part)
+                if position is None or (not force and self.saved.get(part) == position):
+                    continue
+                state = self.registry.part_state(self.spec.name, part)
+            data = await asyncio.to_thread(snapshot.encode, state)
+            await asyncio.to_thread(atomic_write, self._path(part), data)
+            self.saved[part] = position
+            written += 1
+        if written and self.consumer is not None:
+            await self._commit_for_lag()
+        return written
+
+    async def _commit_for_lag(self) -> None:
+        """Best effort, bounded: the part files are the truth, this only feeds lag monitoring."""
+        assert self.consumer is not None
+        offsets = {
+            tp: self.saved[part_name(tp)]
+            for tp in self.consumer.assignment()
+            if part_name(tp) in self.saved
+        }
+        if offsets:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(self.consumer.commit(offsets), 2.0)
+
+    def _load(self, part: str) -> dict[str, Any] | None:
+        path = self._path(part)
+        if not path.exists():
+            return None
+        return snapshot.decode(path.read_bytes())
+
+    # -- rebalance ------------------------------------------------------------------------------
+
+    async def acquire(self, assigned: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        consumer = self.consumer
+        restored: dict[TopicPartition, int] = {}
+        fresh: list[TopicPartition] = []
+        for tp in assigned:
+            part = part_name(tp)
+            if part in self.owned:
+                continue
+            try:
+                state = await asyncio.to_thread(self._load, part)
+            except (snapshot.SnapshotError, ValueError) as err:
+                self._fail(tp, f"part file {self._path(part).name} is unusable: {err}")
+                continue
+            async with self.lock:
+                if state is not None:
+                    for note in self.registry.load_part(self.spec.name, part, state):
+                        log.warning("event=part_note source=%s note=%r", self.spec.name, note)
+                else:
+                    self.registry.drop_part(self.spec.name, part)
+                self.owned.add(part)
+            if state is not None and state.get("position") is not None:
+                restored[tp] = self.saved[part] = int(state["position"])
+            else:
+                fresh.append(tp)
+        # Every partition gets its position before anything is awaited on the broker: the
+        # fetcher must never see an assigned partition without one (auto_offset_reset="none").
+        for tp, position in restored.items():
+            consumer.seek(tp, position)
+        if fresh:  # marks them for reset synchronously, then waits for the offsets
+            if self.options["start"] == "earliest":
+                await consumer.seek_to_beginning(*fresh)
+            else:
+                await consumer.seek_to_end(*fresh)
+        await self._check_positions(restored, fresh)
+        log.info(
+            "event=assigned source=%s partitions=%s",
+            self.spec.name,
+            ",".join(part_name(tp) for tp in assigned),
+        )
+
+    async def _check_positions(
+        self, restored: dict[TopicPartition, int], fresh: list[TopicPartition]
+    ) -> None:
+        assert self.consumer is not None
+        if restored:
+            begins = await self.consumer.beginning_offsets(list(restored))
+            for tp, position in restored.items():
+                if position < begins[tp]:
+                    self._fail(
+                        tp,
+                        f"the saved position {position} is below the log start "
+                        f"{begins[tp]}: retention deleted events this state never "
+                        "counted",
+                    )
+                else:
+                    self.checking.add(tp)  # confirm it is not above the end once a fetch answers
+        if self.options["start"] == "latest":
+            # Pin where "latest" was, so a restart before the first record does not skip ahead.
+            positions = self.registry.sources[self.spec.name].positions
+            for tp in fresh:
+                positions[part_name(tp)] = await self.consumer.position(tp)
+
+    def _fail(self, tp: TopicPartition, reason: str) -> None:
+        part = part_name(tp)
+        self.partition_errors[part] = reason
+        log.error("event=partition_error source=%s part=%s error=%r", self.spec.name, part, reason)
+        if self.consumer is not None:
+            self.consumer.pause(tp)
+
+    async def release(self, revoked: list[TopicPartition]) -> None:
+        parts = [part_name(tp) for tp in revoked if part_name(tp) in self.owned]
+        await self.save(parts, force=True)
+        async with self.lock:
+            for part in parts:
+                self.registry.drop_part(self.spec.name, part)
+                self.owned.discard(part)
+                self.saved.pop(part, None)
+                self.last_seen.pop(part, None)
+        for tp in revoked:
+            self.partition_errors.pop(part_name(tp), None)
+            self.checking.discard(tp)
+        if parts:
+            log.info("event=revoked source=%s partitions=%s", self.spec.name, ",".join(parts))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until cancelled; any broker trouble is reported and retried, never fatal."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as err:
+                self.state = "unhealthy"
+                self.error = f"{type(err).__name__}: {err}"
+                log.warning(
+                    "event=kafka_unavailable source=%s error=%r retry_in=%.1f",
+                    self.spec.name,
+                    self.error,
+                    backoff,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _session(self) -> None:
+        self.state = "connecting"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.options["bootstrap"],
+            group_id=self.options["group"],
+            enable_auto_commit=False,
+            auto_offset_reset="none",  # we always seek; an out-of-range offset must be seen
+            max_poll_records=self.options["max_batch"],
+            request_timeout_ms=10_000,
+            retry_backoff_ms=200,
+        )
+        listener = _Listener(self)
+        await consumer.start()
+        self.consumer = consumer
+        try:
+            consumer.subscribe(topics=self.options["topics"], listener=listener)
+            self.state, self.error = "running", None
+            health = asyncio.create_task(self._probe(consumer))
+            try:
+                await self._consume(consumer)
+            finally:
+                health.cancel()
+                await asyncio.gather(health, return_exceptions=True)
+        finally:
+            await self.release([tp for tp in consumer.assignment()])
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+            self.consumer = None
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask the broker for metadata every few seconds: the consumer itself retries quietly,
+        so this is how an outage becomes visible (and its end, too)."""
+        while True:
+            await asyncio.sleep(HEALTH_EVERY)
+            try:
+                await asyncio.wait_for(consumer.topics(), PROBE_TIMEOUT)
+            except (TimeoutError, KafkaError, OSError) as err:
+                if self.state != "unhealthy":
+                    log.warning(
+                        "event=kafka_unhealthy source=%s error=%r",
+                        self.spec.name,
+                        str(err) or type(err).__name__,
+                    )
+                self.state = "unhealthy"
+                self.error = f"broker not answering: {str(err) or type(err).__name__}"
+            else:
+                if self.state != "running":
+                    log.info("event=kafka_recovered source=%s", self.spec.name)
+                self.state, self.error = "running", None
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                records = await consumer.getmany(
+                    timeout_ms=500, max_records=self.options["max_batch"]
+                )
+            except OffsetOutOfRangeError as err:
+                for tp in err.args[0] if err.args and isinstance(err.args[0], dict) else []:
+                    self._fail(
+                        tp,
+                        "the saved position is outside the partition's log (was the "
+                        "topic deleted and recreated?)",
+                    )
+                continue
+            for tp in list(self.checking):
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                self.checking.discard(tp)
+                position = self.registry.sources[self.spec.name].positions.get(part_name(tp))
+                if position is not None and position > highwater:
+                    self._fail(
+                        tp,
+                        f"the saved position {position} is above the partition's end "
+                        f"{highwater} (was the topic deleted and recreated?)",
+                    )
+            for tp, messages in records.items():
+                await self._apply(tp, messages)
+                await asyncio.sleep(0)  # let queries in between batches
+
+    async def _apply(self, tp: TopicPartition, messages: list[Any]) -> None:
+        part = part_name(tp)
+        decoded = self.changes.decode(part, [(m.offset, m.timestamp, m.value) for m in messages])
+        retracting = self.spec.retracting
+        batch = Batch(
+            self.spec.name,
+            decoded.events,
+            messages[-1].offset + 1,
+            decoded.poison,
+            part,
+            decoded.weights if retracting else None,
+        )
+        async with self.lock:
+            if part not in self.owned or part in self.partition_errors:
+                return  # revoked while the fetch was in flight: the new owner reads it again
+            self.registry.apply(batch)
+        self.tombstones += decoded.tombstones
+        self.last_seen[part] = time.time()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.source.release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.source.acquire(list(assigned))
