@@ -188,9 +188,10 @@ class KafkaSource:
                 await consumer.seek_to_end(*fresh)
         await self._check_positions(restored, fresh)
         log.info(
-            "event=assigned source=%s partitions=%s",
+            "event=assigned source=%s partitions=%s restored=%s",
             self.spec.name,
             ",".join(part_name(tp) for tp in assigned),
+            ",".join(f"{part_name(tp)}@{p}" for tp, p in restored.items()) or "none",
         )
 
     async def _check_positions(
@@ -267,11 +268,18 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset="none",  # we always seek; an out-of-range offset must be seen
             max_poll_records=self.options["max_batch"],
-            request_timeout_ms=10_000,
+            request_timeout_ms=max(10_000, self.options["session_timeout"] + 5_000),
             retry_backoff_ms=200,
+            # How long a crashed member keeps its partitions before the group moves them.
+            session_timeout_ms=self.options["session_timeout"],
+            heartbeat_interval_ms=max(100, self.options["session_timeout"] // 4),
         )
         listener = _Listener(self)
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a failed start still holds connections and tasks
+            raise
         self.consumer = consumer
         try:
             consumer.subscribe(topics=self.options["topics"], listener=listener)

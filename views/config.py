@@ -33,6 +33,7 @@ SOURCE_FIELDS = {
         "state_dir",
         "max_batch",
         "idle",
+        "session_timeout",
     },
     "file": {"time", "fields", "from", "path", "format", "follow"},
 }
@@ -190,6 +191,7 @@ def _kafka_options(path: str, where: str, body: dict[str, Any]) -> dict[str, Any
         "state_dir": state_dir,
         "max_batch": max_batch,
         "idle": _duration(path, where, body, "idle") or 60_000,
+        "session_timeout": _duration(path, where, body, "session_timeout") or 10_000,
     }
 
 

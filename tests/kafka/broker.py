@@ -77,8 +77,8 @@ class Broker:
             self.proc.wait(10)
 
 
-async def create_topic(bootstrap: str, partitions: int) -> str:
-    name = f"t{uuid.uuid4().hex[:10]}"
+async def create_topic(bootstrap: str, partitions: int, name: str | None = None) -> str:
+    name = name or f"t{uuid.uuid4().hex[:10]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
