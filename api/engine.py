@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.settings import Settings
 from ingest.decode import Decoder
+from ingest.files import FileSource
 from ingest.kafka import KafkaSource
 from ingest.pipeline import Pipeline
 from views.config import Config
@@ -48,6 +49,12 @@ class Engine:
             for name, spec in config.sources.items()
             if spec.kind == "kafka"
         }
+        base = Path(config.path).resolve().parent  # relative file paths: next to the config
+        self.files = {
+            name: FileSource(spec, self.registry, self.pipeline.lock, self.decoders[name], base)
+            for name, spec in config.sources.items()
+            if spec.kind == "file"
+        }
 
     async def start(self) -> None:
         """Restore (in a thread: nothing else touches the registry until ``ready``), then serve."""
@@ -80,12 +87,16 @@ class Engine:
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots"))
         for name, source in self.kafka.items():
             self._tasks.append(asyncio.create_task(source.run(), name=f"tallyd-kafka-{name}"))
+        for name, files in self.files.items():
+            self._tasks.append(asyncio.create_task(files.run(), name=f"tallyd-file-{name}"))
         self.ready.set()
 
     def source_status(self, name: str) -> dict[str, Any]:
         kafka = self.kafka.get(name)
         if kafka is not None:
             return kafka.status()
+        if name in self.files:
+            return self.files[name].status()
         return {"kind": self.config.sources[name].kind, "state": "running", "healthy": True}
 
     def watermark(self, name: str) -> int | None:
