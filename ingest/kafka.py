@@ -123,14 +123,18 @@ class KafkaSource:
                 position = self.registry.sources[self.spec.name].positions.get(part)
                 if position is None or (not force and self.saved.get(part) == position):
                     continue
-                state = self.registry.part_state(self.spec.name, part)
-            data = await asyncio.to_thread(snapshot.encode, state)
+                # Built and encoded in a worker thread while the lock keeps writers out;
+                # queries only read, so they keep being answered on the loop meanwhile.
+                data = await asyncio.to_thread(self._encode_part, part)
             await asyncio.to_thread(atomic_write, self._path(part), data)
             self.saved[part] = position
             written += 1
         if written and self.consumer is not None:
             await self._commit_for_lag()
         return written
+
+    def _encode_part(self, part: str) -> bytes:
+        return snapshot.encode(self.registry.part_state(self.spec.name, part))
 
     async def _commit_for_lag(self) -> None:
         """Best effort, bounded: the part files are the truth, this only feeds lag monitoring."""

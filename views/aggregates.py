@@ -211,8 +211,14 @@ class CountDistinct(Aggregate):
             del self.seen[x]
 
     def merge(self, other: CountDistinct) -> None:
-        for value, n in other.seen.items():
-            self.seen[value] = self.seen.get(value, 0) + n
+        if not self.seen:
+            self.seen = dict(other.seen)  # C-level copy: the common case in query-time merges
+            return
+        # Overwrite in C, then add back the counts of the values both sides had.
+        both = {v: self.seen[v] for v in self.seen.keys() & other.seen.keys()}
+        self.seen.update(other.seen)
+        for value, n in both.items():
+            self.seen[value] += n
 
     def result(self) -> int:
         return len(self.seen)

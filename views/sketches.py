@@ -22,6 +22,8 @@ import heapq
 import math
 from typing import Any
 
+import numpy as np
+
 Scalar = str | int | float | bool
 
 
@@ -97,10 +99,16 @@ class HyperLogLog:
                 self.add_hash(h)
             return
         assert other.dense is not None
+        if self.sparse is not None and not self.sparse:  # empty: a copy (query-time merges)
+            self.sparse, self.dense, self.cached = None, bytearray(other.dense), other.cached
+            return
         if self.dense is None:
             self._densify()
         assert self.dense is not None
-        self.dense = bytearray(map(max, self.dense, other.dense))
+        # Element-wise max over 16,384 registers: numpy on a zero-copy view of the bytearray
+        # takes microseconds where a Python-level map(max, ...) took 2 ms per merge.
+        mine = np.frombuffer(self.dense, dtype=np.uint8)
+        np.maximum(mine, np.frombuffer(other.dense, dtype=np.uint8), out=mine)
         self.cached = None
 
     def estimate(self) -> int:
@@ -133,7 +141,7 @@ class HyperLogLog:
 def _ertl_estimate(registers: bytearray, m: int, q: int) -> float:
     """Ertl's improved raw estimator (arXiv:1702.01284): unbiased across the whole range without
     the empirical bias tables of HLL++ and without switching to linear counting."""
-    counts = [registers.count(k) for k in range(q + 2)]  # C loops: ~50x a Python loop
+    counts = np.bincount(np.frombuffer(registers, dtype=np.uint8), minlength=q + 2).tolist()
     z = m * _tau(1 - counts[q + 1] / m)
     for k in range(q, 0, -1):
         z = 0.5 * (z + counts[k])
