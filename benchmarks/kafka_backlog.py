@@ -26,7 +26,7 @@ import aiohttp
 from api.cli import EXAMPLE
 from api.demo import order
 from tests.e2e.server import ServerProcess
-from tests.kafka.broker import Broker, create_topic, produce
+from tests.kafka.broker import broker_unless, create_topic, produce
 
 
 def config(bootstrap: str, topic: str) -> str:
@@ -69,53 +69,44 @@ def summary(xs: list[float]) -> str:
 
 
 async def run(events: int, bootstrap: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None
-        if bootstrap is None:
-            broker = Broker(Path(tmp) / "tansu.log")
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
-            topic = await create_topic(bootstrap, 4)
-            rng = random.Random(3)
-            start = int(time.time() * 1000) - events
-            counts = await produce(
-                bootstrap, topic, [(i % 4, order(rng, start + i)) for i in range(events)]
-            )
-            end = {f"{topic}:{p}": n for p, n in counts.items()}
-            path = Path(tmp) / "bench.toml"
-            path.write_text(config(bootstrap, topic))
-            server = ServerProcess(path, Path(tmp) / "data", Path(tmp) / "server.log")
-            await server.start()
-            point = f"{server.url}/v1/views/revenue_by_country?country=US&limit=10"
-            async with aiohttp.ClientSession() as session:
-                stop = asyncio.Event()
-                busy = asyncio.create_task(latencies(session, point, stop, 10**6))
-                started = None
-                deadline = time.monotonic() + 300  # bounded: report what happened, then stop
-                while time.monotonic() < deadline:
-                    async with session.get(f"{server.url}/v1/sources") as r:
-                        parts = (await r.json())["sources"][0]["status"]["partitions"]
-                    positions = {p: s["position"] or 0 for p, s in parts.items()}
-                    if started is None and parts:  # assigned: consumption starts now
-                        started = time.perf_counter()
-                    if positions == end:
-                        break
-                    await asyncio.sleep(0.01)
-                else:
-                    raise TimeoutError(
-                        f"not consumed in 300 s: {positions} of {end}; "
-                        f"server log: {(Path(tmp) / 'server.log').read_text()[-1500:]}"
-                    )
-                assert started is not None
-                elapsed = time.perf_counter() - started
-                stop.set()
-                during = await busy
-                idle = await latencies(session, point, asyncio.Event(), 2000)
-            server.terminate()
-        finally:
-            if broker is not None:
-                broker.stop()
+    with tempfile.TemporaryDirectory() as tmp, broker_unless(bootstrap, Path(tmp)) as kafka:
+        topic = await create_topic(kafka, 4)
+        rng = random.Random(3)
+        start = int(time.time() * 1000) - events
+        counts = await produce(
+            kafka, topic, [(i % 4, order(rng, start + i)) for i in range(events)]
+        )
+        end = {f"{topic}:{p}": n for p, n in counts.items()}
+        path = Path(tmp) / "bench.toml"
+        path.write_text(config(kafka, topic))
+        server = ServerProcess(path, Path(tmp) / "data", Path(tmp) / "server.log")
+        await server.start()
+        point = f"{server.url}/v1/views/revenue_by_country?country=US&limit=10"
+        async with aiohttp.ClientSession() as session:
+            stop = asyncio.Event()
+            busy = asyncio.create_task(latencies(session, point, stop, 10**6))
+            started = None
+            deadline = time.monotonic() + 300  # bounded: report what happened, then stop
+            while time.monotonic() < deadline:
+                async with session.get(f"{server.url}/v1/sources") as r:
+                    parts = (await r.json())["sources"][0]["status"]["partitions"]
+                positions = {p: s["position"] or 0 for p, s in parts.items()}
+                if started is None and parts:  # assigned: consumption starts now
+                    started = time.perf_counter()
+                if positions == end:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise TimeoutError(
+                    f"not consumed in 300 s: {positions} of {end}; "
+                    f"server log: {(Path(tmp) / 'server.log').read_text()[-1500:]}"
+                )
+            assert started is not None
+            elapsed = time.perf_counter() - started
+            stop.set()
+            during = await busy
+            idle = await latencies(session, point, asyncio.Event(), 2000)
+        server.terminate()
     if elapsed < 1.0:
         rate = f"not measured: consumed in {elapsed:.2f} s, use more --events"
     else:

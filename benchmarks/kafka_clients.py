@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from api.demo import order
-from tests.kafka.broker import Broker, create_topic, produce
+from tests.kafka.broker import broker_unless, create_topic, produce
 
 
 async def aiokafka_rate(bootstrap: str, topic: str, total: int) -> float:
@@ -85,24 +85,13 @@ def confluent_rate(bootstrap: str, topic: str, total: int) -> float | None:
 
 
 async def run(events: int, bootstrap: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None
-        if bootstrap is None:
-            broker = Broker(Path(tmp) / "tansu.log")
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
-            topic = await create_topic(bootstrap, 4)
-            rng = random.Random(3)
-            records = [
-                (i % 4, orjson.dumps(order(rng, 1_790_000_000_000 + i))) for i in range(events)
-            ]
-            await produce(bootstrap, topic, records)
-            aio = await aiokafka_rate(bootstrap, topic, events)
-            confluent = await asyncio.to_thread(confluent_rate, bootstrap, topic, events)
-        finally:
-            if broker is not None:
-                broker.stop()
+    with tempfile.TemporaryDirectory() as tmp, broker_unless(bootstrap, Path(tmp)) as kafka:
+        topic = await create_topic(kafka, 4)
+        rng = random.Random(3)
+        records = [(i % 4, orjson.dumps(order(rng, 1_790_000_000_000 + i))) for i in range(events)]
+        await produce(kafka, topic, records)
+        aio = await aiokafka_rate(kafka, topic, events)
+        confluent = await asyncio.to_thread(confluent_rate, kafka, topic, events)
     print(f"| aiokafka {aiokafka.__version__} getmany | {aio:,.0f} records/s |")
     if confluent is None:
         print("| confluent-kafka | not installed |")

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ingest.decode import Decoder, LineError
+from ingest.decode import Decoder, LineError, rejected_record
 
 Row = dict[str, Any]
 
@@ -42,16 +42,18 @@ class ChangeDecoder:
                 if self.format == "debezium":
                     out.tombstones += 1
                     continue
-                out.poison.append(_poison(part, offset, None, "null value", b""))
+                out.poison.append(rejected_record(part, offset, None, "null value", b""))
                 continue
             try:
                 item = orjson.loads(value)
             except orjson.JSONDecodeError as err:
-                out.poison.append(_poison(part, offset, None, f"not valid JSON: {err.msg}", value))
+                out.poison.append(
+                    rejected_record(part, offset, None, f"not valid JSON: {err.msg}", value)
+                )
                 continue
             rows = self._rows(item) if self.format == "debezium" else [(item, 1)]
             if isinstance(rows, str):
-                out.poison.append(_poison(part, offset, None, rows, value))
+                out.poison.append(rejected_record(part, offset, None, rows, value))
                 continue
             checked = []
             for row, weight in rows:
@@ -59,7 +61,9 @@ class ChangeDecoder:
                     row["kafka_timestamp"] = timestamp
                 result = self.decoder.event(offset, row, value)
                 if isinstance(result, LineError):
-                    out.poison.append(_poison(part, offset, result.field, result.reason, value))
+                    out.poison.append(
+                        rejected_record(part, offset, result.field, result.reason, value)
+                    )
                     break
                 checked.append((result, weight))
             else:
@@ -87,13 +91,3 @@ class ChangeDecoder:
         if op == "d":
             return [(before, -1)]
         return f"unknown op {op!r}; expected c, r, u or d"
-
-
-def _poison(part: str, offset: int, field: str | None, reason: str, value: bytes) -> dict[str, Any]:
-    return {
-        "part": part,
-        "offset": offset,
-        "field": field,
-        "reason": reason,
-        "text": value[:1000].decode("utf-8", "replace"),
-    }

@@ -35,6 +35,19 @@ class LineError:
         return {"line": self.line, "field": self.field, "reason": self.reason}
 
 
+def rejected_record(
+    part: str, offset: int, field: str | None, reason: str, raw: bytes
+) -> dict[str, Any]:
+    """A kept bad record of a partitioned source (Kafka partition or file, and its offset)."""
+    return {
+        "part": part,
+        "offset": offset,
+        "field": field,
+        "reason": reason,
+        "text": raw[:1000].decode("utf-8", "replace"),
+    }
+
+
 @dataclass
 class Decoded:
     events: list[dict[str, Any]]

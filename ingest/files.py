@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ingest.decode import Decoder, LineError
+from ingest.decode import Decoder, LineError, rejected_record
 from views.registry import Batch, Registry
 from views.spec import SourceSpec
 
@@ -133,11 +133,11 @@ class FileSource:
                     if isinstance(err, orjson.JSONDecodeError)
                     else str(err)
                 )
-                rejected.append(_rejected(path, offset, None, reason, raw))
+                rejected.append(rejected_record(path, offset, None, reason, raw))
                 continue
             result = self.decoder.event(offset, item, raw)
             if isinstance(result, LineError):
-                rejected.append(_rejected(path, offset, result.field, result.reason, raw))
+                rejected.append(rejected_record(path, offset, result.field, result.reason, raw))
             else:
                 events.append(result)
         return events, rejected
@@ -169,16 +169,6 @@ def _typed(kind: str, name: str, text: str) -> Any:
             raise ValueError(f"column '{name}': {text!r} is not true or false")
         return text.lower() == "true"
     return text
-
-
-def _rejected(path: str, offset: int, field: str | None, reason: str, raw: bytes) -> dict[str, Any]:
-    return {
-        "part": path,
-        "offset": offset,
-        "field": field,
-        "reason": reason,
-        "text": raw[:1000].decode("utf-8", "replace"),
-    }
 
 
 def _read_chunk(path: str, position: int, size: int) -> bytes:

@@ -100,3 +100,13 @@ async def fetch_all(
             assert body["truncated"] is False
             return rows
         query = [*base, ("cursor", body["next_cursor"])]
+
+
+async def until(check: Any, timeout: float) -> None:
+    """Wait for an async condition, polling it, bounded by ``timeout`` seconds."""
+
+    async def poll() -> None:
+        while not await check():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)

@@ -5,12 +5,14 @@ Set ``TALLYD_TEST_KAFKA=host:port`` to run the same tests against any other Kafk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,20 @@ class Broker:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def broker_unless(bootstrap: str | None, directory: Path) -> Iterator[str]:
+    """The given Kafka, or a Tansu started for the duration (benchmarks, scripts)."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    broker = Broker(directory / "tansu.log")
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 async def create_topic(bootstrap: str, partitions: int, name: str | None = None) -> str:

@@ -4,14 +4,13 @@ catches up by itself to answers that match the reference."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import BASE_TS, running
+from tests.helpers import BASE_TS, running, until
 from tests.kafka.broker import Broker, create_topic, produce
 
 TOPIC = f"outage{uuid.uuid4().hex[:6]}"
@@ -49,14 +48,6 @@ def expected(n: int) -> list[dict[str, Any]]:
         }
         for k in "ab"
     ]
-
-
-async def until(check: Any, timeout: float) -> None:
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(0.05)  # polling a condition, bounded by wait_for
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,7 @@ import pytest
 
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
-from tests.helpers import BASE_TS, running
+from tests.helpers import BASE_TS, running, until
 from tests.kafka.broker import create_topic, produce
 from views import snapshot
 from views.config import parse
@@ -32,14 +32,6 @@ session_timeout = "6s"
 [views.n]
 sql = "SELECT count(*) AS n FROM events"
 """
-
-
-async def until(check: Any, timeout: float) -> None:
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(0.05)  # polling a condition, bounded by wait_for
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.mark.asyncio
