@@ -1,0 +1,261 @@
+"""Open-loop load against any tallyd URL (the method of wrk2).
+
+Requests are scheduled at a fixed arrival rate and each latency is measured from the request's
+*intended* send time, not from when it was actually sent: if the server stalls, the requests that
+should have gone out meanwhile carry the stall in their latency, instead of silently not being
+sent (coordinated omission). Latencies go into HdrHistograms (microseconds, 3 significant digits).
+
+A scenario is a small TOML file (see benchmarks/scenarios/):
+
+    name = "query-only"
+    duration = "10s"
+    [query]                      # optional: a weighted mix of query templates
+    rate = 1000                  # requests per second
+    templates = [{ weight = 3, path = "/v1/views/revenue_by_country?country={country}" }]
+    params = { country = ["US", "DE", "FR"] }
+    [ingest]                     # optional: NDJSON batches of shop orders
+    rate = 20000                 # events per second
+    batch = 1000                 # events per request
+    source = "orders"
+    [freshness]                  # optional: time from an ingest acknowledgement to the first
+    rate = 5                     # query whose freshness position includes it
+    view = "order_status"
+
+Bounded: every stream stops at ``duration``; in-flight requests are capped by ``connections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from hdrh.histogram import HdrHistogram
+
+from api.demo import order
+from views.durations import parse_duration
+
+MAX_LATENCY_US = 60_000_000
+TIMELINE_POINTS = 2000
+
+
+@dataclass
+class Stream:
+    """What one kind of request did: counts, statuses, latencies from intended send times."""
+
+    name: str
+    asked_rate: float
+    unit: str = "requests"
+    histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, MAX_LATENCY_US, 3))
+    statuses: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    sent: int = 0
+    items: int = 0  # events for ingest, requests otherwise
+
+    def record(self, started: float, at: float, intended: float, status: str, items: int) -> None:
+        latency_us = max(1, int((at - intended) * 1_000_000))
+        self.histogram.record_value(min(latency_us, MAX_LATENCY_US))
+        self.statuses[status] += 1
+        self.items += items
+        if len(self.timeline) < TIMELINE_POINTS or self.sent % 10 == 0:
+            self.timeline.append((round(intended - started, 4), latency_us / 1000))
+
+    def report(self, elapsed: float) -> dict[str, Any]:
+        h = self.histogram
+        ms = {f"p{p}": round(h.get_value_at_percentile(p) / 1000, 3) for p in (50, 90, 99, 99.9)}
+        return {
+            "asked_rate": self.asked_rate,
+            "achieved_rate": round(self.items / elapsed, 1) if elapsed else 0.0,
+            "unit": self.unit,
+            "sent": self.sent,
+            "latency_ms": {
+                **ms,
+                "max": round(h.get_max_value() / 1000, 3),
+                "mean": round(h.get_mean_value() / 1000, 3),
+            },
+            "statuses": dict(self.statuses),
+        }
+
+
+async def open_loop(
+    rate: float,
+    duration: float,
+    cap: int,
+    stream: Stream,
+    send: Callable[[int], Awaitable[tuple[str, int]]],
+) -> None:
+    """Fire ``send(i)`` at ``rate`` per second for ``duration`` seconds; record each result
+    against its intended time. At most ``cap`` requests are in flight; when the cap is reached
+    the schedule keeps its times, so the waiting shows up as latency."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(cap)
+    started = loop.time()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, intended: float) -> None:
+        try:
+            status, items = await send(i)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            status, items = type(err).__name__, 0
+        finally:
+            slots.release()
+        stream.record(started, loop.time(), intended, status, items)
+
+    i = 0
+    while True:
+        intended = started + i / rate
+        if intended - started >= duration:
+            break
+        delay = intended - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        stream.sent += 1
+        task = asyncio.create_task(one(i, intended))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        i += 1
+    await asyncio.gather(*pending)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    duration: float
+    connections: int
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        raw = tomllib.loads(Path(path).read_text())
+        unknown = set(raw) - {"name", "duration", "connections", "query", "ingest", "freshness"}
+        if unknown:
+            raise ValueError(f"{path}: unknown scenario field(s) {sorted(unknown)}")
+        if not any(k in raw for k in ("query", "ingest", "freshness")):
+            raise ValueError(f"{path}: give at least one of [query], [ingest], [freshness]")
+        return cls(
+            str(raw.get("name", Path(path).stem)),
+            parse_duration(str(raw.get("duration", "10s"))) / 1000,
+            int(raw.get("connections", 32)),
+            raw,
+        )
+
+
+async def run(scenario: Scenario, url: str, seed: int = 1) -> dict[str, Any]:
+    """Run every stream of the scenario at once against ``url``; return the report."""
+    rng = random.Random(seed)
+    streams: list[Stream] = []
+    jobs = []
+    connector = aiohttp.TCPConnector(limit=scenario.connections * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        if "query" in scenario.raw:
+            jobs.append(_queries(scenario, session, url, rng, streams))
+        if "ingest" in scenario.raw:
+            jobs.append(_ingest(scenario, session, url, rng, streams))
+        if "freshness" in scenario.raw:
+            jobs.append(_freshness(scenario, session, url, rng, streams))
+        started = time.perf_counter()
+        await asyncio.gather(*jobs)
+        elapsed = time.perf_counter() - started
+    return {
+        "scenario": scenario.name,
+        "url": url,
+        "duration_s": round(elapsed, 3),
+        "streams": {s.name: s.report(elapsed) for s in streams},
+        "timelines": {s.name: s.timeline for s in streams},
+    }
+
+
+async def _queries(
+    scenario: Scenario,
+    session: aiohttp.ClientSession,
+    url: str,
+    rng: random.Random,
+    streams: list[Stream],
+) -> None:
+    spec = scenario.raw["query"]
+    templates = spec["templates"]
+    weights = [float(t.get("weight", 1)) for t in templates]
+    params: dict[str, list[Any]] = spec.get("params", {})
+    stream = Stream("query", float(spec["rate"]))
+    streams.append(stream)
+
+    async def send(i: int) -> tuple[str, int]:
+        template = rng.choices(templates, weights)[0]["path"]
+        path = template.format(**{k: rng.choice(v) for k, v in params.items()})
+        async with session.get(url + path) as response:
+            await response.read()
+            return str(response.status), 1
+
+    await open_loop(stream.asked_rate, scenario.duration, scenario.connections, stream, send)
+
+
+async def _ingest(
+    scenario: Scenario,
+    session: aiohttp.ClientSession,
+    url: str,
+    rng: random.Random,
+    streams: list[Stream],
+) -> None:
+    spec = scenario.raw["ingest"]
+    batch = int(spec.get("batch", 1000))
+    stream = Stream("ingest", float(spec["rate"]), unit="events")
+    streams.append(stream)
+    target = f"{url}/v1/sources/{spec.get('source', 'orders')}/events"
+
+    async def send(i: int) -> tuple[str, int]:
+        now = int(time.time() * 1000)
+        body = b"\n".join(orjson.dumps(order(rng, now)) for _ in range(batch))
+        async with session.post(target, data=body) as response:
+            await response.read()
+            return str(response.status), batch if response.status == 200 else 0
+
+    await open_loop(
+        stream.asked_rate / batch, scenario.duration, scenario.connections, stream, send
+    )
+
+
+async def _freshness(
+    scenario: Scenario,
+    session: aiohttp.ClientSession,
+    url: str,
+    rng: random.Random,
+    streams: list[Stream],
+) -> None:
+    """Latency here is acknowledgement → first query answer whose position includes it."""
+    spec = scenario.raw["freshness"]
+    stream = Stream("freshness", float(spec.get("rate", 5)), unit="probes")
+    streams.append(stream)
+    source = spec.get("source", "orders")
+    view = spec.get("view", "order_status")
+    loop = asyncio.get_running_loop()
+
+    async def send(i: int) -> tuple[str, int]:
+        body = orjson.dumps(order(rng, int(time.time() * 1000)))
+        async with session.post(f"{url}/v1/sources/{source}/events", data=body) as response:
+            answer = await response.json()
+            if response.status != 200:
+                return str(response.status), 0
+        acked = loop.time()
+        wanted = int(answer["position"].split(":")[1])
+        while loop.time() - acked < 10:
+            async with session.get(f"{url}/v1/views/{view}?limit=1") as response:
+                seen = (await response.json())["freshness"]["position"]
+            if int(seen.split(":")[1]) >= wanted:
+                stream.histogram.record_value(max(1, int((loop.time() - acked) * 1e6)))
+                return "visible", 1
+        return "not visible in 10 s", 0
+
+    # The stream's own histogram above holds ack→visible; open_loop records request latency in
+    # a scratch stream so the two are not mixed.
+    scratch = Stream("freshness-requests", stream.asked_rate)
+    await open_loop(stream.asked_rate, scenario.duration, 4, scratch, send)
+    stream.sent, stream.statuses, stream.items = scratch.sent, scratch.statuses, scratch.items
