@@ -59,14 +59,20 @@ class Stream:
     timeline: list[tuple[float, float]] = field(default_factory=list)
     sent: int = 0
     items: int = 0  # events for ingest, requests otherwise
+    recorded: int = 0
+    stride: int = 1  # keep every stride-th sample in the timeline; doubles when it fills
 
     def record(self, started: float, at: float, intended: float, status: str, items: int) -> None:
         latency_us = max(1, int((at - intended) * 1_000_000))
         self.histogram.record_value(min(latency_us, MAX_LATENCY_US))
         self.statuses[status] += 1
         self.items += items
-        if len(self.timeline) < TIMELINE_POINTS or self.sent % 10 == 0:
+        self.recorded += 1
+        if self.recorded % self.stride == 0:
             self.timeline.append((round(intended - started, 4), latency_us / 1000))
+            if len(self.timeline) >= 2 * TIMELINE_POINTS:  # bounded, evenly thinned over time
+                self.timeline = self.timeline[::2]
+                self.stride *= 2
 
     def report(self, elapsed: float) -> dict[str, Any]:
         h = self.histogram

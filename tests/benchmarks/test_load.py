@@ -74,3 +74,12 @@ async def test_a_stall_is_measured_from_the_intended_send_times() -> None:
     assert slow >= 20
     # The five most-delayed (due at 0-40 ms) waited more than 250 ms: p90 reflects the stall.
     assert stream.histogram.get_value_at_percentile(90) >= 200_000
+
+
+def test_the_latency_timeline_stays_bounded() -> None:
+    stream = load.Stream("probe", 1.0)
+    for i in range(100_000):
+        stream.record(0.0, i + 0.001, float(i), "200", 1)
+    assert len(stream.timeline) < 2 * load.TIMELINE_POINTS
+    assert stream.timeline[-1][0] > 90_000  # it still spans the whole run
+    assert stream.histogram.get_total_count() == 100_000  # percentiles see every sample
