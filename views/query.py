@@ -84,17 +84,15 @@ def validate(view: View, query: Query) -> None:
         raise QueryError("bucket", "hopping windows overlap; they cannot be re-bucketed")
     if window is not None and query.bucket not in (None, ALL) and query.bucket % window.size:
         raise QueryError("bucket", f"bucket must be a multiple of the window ({window.size} ms)")
-    names = [c.name for c in output_columns(view, query, projected=False)]
+    available = output_columns(view, query, projected=False)
+    names = [c.name for c in available]
     for name in query.columns or ():
         if name not in names:
             raise QueryError(
                 "columns", f"no column '{name}' in this answer; columns: {', '.join(names)}"
             )
     if query.order_by is not None:
-        column = next(
-            (c for c in output_columns(view, query, projected=False) if c.name == query.order_by),
-            None,
-        )
+        column = next((c for c in available if c.name == query.order_by), None)
         if column is None:
             raise QueryError(
                 "order_by", f"cannot order by '{query.order_by}'; columns: {', '.join(names)}"

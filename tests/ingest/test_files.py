@@ -3,7 +3,6 @@ crashes so no line is skipped or counted twice."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import orjson
 import pytest
 
 from ingest.files import complete_lines
-from tests.helpers import BASE_TS, fetch_all, running
+from tests.helpers import BASE_TS, fetch_all, running, until
 
 
 def config(directory: Path, follow: bool = True, fmt: str = "ndjson") -> str:
@@ -51,11 +50,10 @@ def expected(ids: list[int]) -> list[dict[str, Any]]:
 
 
 async def settle(engine: Any, want: dict[str, int], timeout: float = 20) -> None:
-    async def poll() -> None:
-        while engine.registry.sources["logs"].positions != want:
-            await asyncio.sleep(0.02)  # polling a condition, bounded by wait_for
+    async def reached() -> bool:
+        return bool(engine.registry.sources["logs"].positions == want)
 
-    await asyncio.wait_for(poll(), timeout)
+    await until(reached, timeout)
 
 
 def test_complete_lines_waits_for_a_partial_last_line() -> None:
@@ -125,11 +123,7 @@ async def test_csv_and_a_truncated_file(tmp_path: Path) -> None:
         async def unhealthy() -> bool:
             return (await client.get("/readyz")).status == 503
 
-        async def poll() -> None:
-            while not await unhealthy():
-                await asyncio.sleep(0.02)  # polling a condition, bounded by wait_for
-
-        await asyncio.wait_for(poll(), 20)
+        await until(unhealthy, 20)
         body = await (await client.get("/readyz")).json()
         error = body["error"]["sources"]["logs"]["files"][str(data)]["error"]
         assert "shorter than its saved position" in error

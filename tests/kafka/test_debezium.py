@@ -3,7 +3,6 @@ windows), deletes and tombstones; answers equal the reference over the final tab
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import uuid
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests import reference as ref
-from tests.helpers import BASE_TS, fetch_all, running
+from tests.helpers import BASE_TS, fetch_all, running, until
 from tests.kafka.broker import create_topic, produce
 from views.config import ConfigError, parse
 
@@ -97,10 +96,15 @@ def change_stream(seed: int) -> tuple[list[tuple[int, Any]], dict[int, dict[str,
     return records, table, len(poison)
 
 
-async def consumed(engine: Any, source: str, counts: dict[int, int], topic: str) -> None:
+async def consumed(
+    engine: Any, source: str, counts: dict[int, int], topic: str, timeout: float
+) -> None:
     want = {f"{topic}:{p}": n for p, n in counts.items()}
-    while engine.registry.sources[source].positions != want:
-        await asyncio.sleep(0.02)  # polling a condition; the caller bounds it with a timeout
+
+    async def reached() -> bool:
+        return bool(engine.registry.sources[source].positions == want)
+
+    await until(reached, timeout)
 
 
 @pytest.mark.asyncio
@@ -109,7 +113,7 @@ async def test_change_stream_matches_final_table(kafka: str, tmp_path: Path) -> 
     records, table, poison = change_stream(seed=5)
     counts = await produce(kafka, topic, records)
     async with running(config(kafka, topic), tmp_path) as (client, engine):
-        await asyncio.wait_for(consumed(engine, "accounts", counts, topic), 60)
+        await consumed(engine, "accounts", counts, topic, 60)
         rows = list(table.values())
         expected = []
         for (_, grp), group in ref.group(rows, lambda e: True, ["grp"], None).items():

@@ -15,7 +15,7 @@ import pytest
 from tests import reference as ref
 from tests.e2e.server import ServerProcess
 from tests.e2e.test_sigkill import rows
-from tests.helpers import BASE_TS
+from tests.helpers import BASE_TS, until
 from tests.kafka.broker import create_topic, produce
 from views import snapshot
 
@@ -75,11 +75,10 @@ def saved(state_dir: Path) -> int:
 
 
 async def wait_saved(state_dir: Path, target: int, timeout: float) -> None:
-    async def poll() -> None:
-        while saved(state_dir) < target:
-            await asyncio.sleep(0.01)  # polling a condition, bounded by wait_for
+    async def reached() -> bool:
+        return saved(state_dir) >= target
 
-    await asyncio.wait_for(poll(), timeout)
+    await until(reached, timeout)
 
 
 async def wait_until(url: str, done: Any, timeout: float) -> dict[str, int]:
