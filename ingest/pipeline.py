@@ -21,12 +21,14 @@ from typing import Any
 
 import orjson
 
+from ingest.decode import Decoder
 from ingest.snapshots import SnapshotStore
 from ingest.wal import Wal
 from views import snapshot
 from views.registry import Batch, Registry
 
 log = logging.getLogger("tallyd.pipeline")
+TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
 
 
 class Unavailable(RuntimeError):
@@ -72,8 +74,7 @@ class Pipeline:
             notes = self.registry.load_state(loaded.state)
         replayed = 0
         for seq, payload in self.wal.open(after=self.registry.position):
-            record = orjson.loads(payload)
-            self.registry.apply(Batch(record["source"], record["events"], seq, record["rejected"]))
+            self.registry.apply(self._batch(seq, payload))
             replayed += 1
         return Recovery(
             loaded.path.name if loaded.path else None,
@@ -82,6 +83,22 @@ class Pipeline:
             self.wal.truncated_bytes,
             notes,
         )
+
+    def _batch(self, seq: int, payload: bytes) -> Batch:
+        """A WAL record back into the batch it was: JSON events, or (``T``) the raw NDJSON body
+        of a column-wise batch, read again by the same reader."""
+        if payload[:1] != TABLE_RECORD:
+            record = orjson.loads(payload)
+            return Batch(record["source"], record["events"], seq, record["rejected"])
+        header, body = payload[1:].split(b"\n", 1)
+        source = orjson.loads(header)["source"]
+        decoder = Decoder(self.registry.sources[source].spec, max_line_bytes=len(body) + 1)
+        table = decoder.table(body)
+        if table is not None:
+            return Batch(source, [], seq, table=table)
+        # Read column-wise when it was logged; a different pyarrow may disagree. Row-wise gives
+        # the same answers (top_k may keep different tail entries, within its error bound).
+        return Batch(source, decoder.decode(body).events, seq)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._commit_loop(), name="tallyd-committer")
@@ -99,15 +116,20 @@ class Pipeline:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def submit(self, batch: Batch) -> int:
-        """Durably log and apply ``batch``; returns its WAL position."""
+    async def submit(self, batch: Batch, body: bytes | None = None) -> int:
+        """Durably log and apply ``batch``; returns its WAL position. A table batch logs the
+        NDJSON ``body`` it was read from (smaller and faster than re-encoding its events)."""
         if self.failed is not None:
             raise Unavailable(self.failed)
         if self._task is None:
             raise Unavailable("not ready")
-        payload = orjson.dumps(
-            {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
-        )
+        if batch.table is not None:
+            assert body is not None
+            payload = TABLE_RECORD + orjson.dumps({"source": batch.source}) + b"\n" + body
+        else:
+            payload = orjson.dumps(
+                {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
+            )
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(batch, payload, done))
         self.wakeup.set()
@@ -135,7 +157,13 @@ class Pipeline:
             return
         for item, seq in zip(group, seqs, strict=True):
             item.batch.position = seq
-            self.registry.apply(item.batch)
+            if item.batch.table is not None:
+                # The column-wise work runs off the event loop (queries keep being answered);
+                # only the short commit of its results runs on it.
+                prepared = await asyncio.to_thread(self.registry.prepare, item.batch)
+                self.registry.apply(item.batch, prepared)
+            else:
+                self.registry.apply(item.batch)
             if not item.done.done():  # the requester may have gone away; the data is in anyway
                 item.done.set_result(seq)
 

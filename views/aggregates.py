@@ -26,6 +26,15 @@ from sortedcontainers import SortedList
 from views.sketches import DDSketch, HyperLogLog, Scalar, SpaceSaving, sort_key
 
 
+def whole(x: Any) -> Any:
+    """JSON has one number type: a whole float below 2**53 is answered as an integer, so a sum,
+    min or max does not depend on whether events wrote ``12`` or ``12.0``, or on whether a batch
+    was read row by row or column-wise (where a column with any decimal is all floats)."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    return x
+
+
 class NotRemovable(TypeError):
     """Raised by ``remove`` on aggregates that cannot forget a value exactly."""
 
@@ -133,7 +142,7 @@ class Sum(Aggregate):
         return math.fsum([*self.floats, self.integer]) if self.integer else math.fsum(self.floats)
 
     def result(self) -> int | float | None:
-        return self.total() if self.n else None
+        return whole(self.total()) if self.n else None
 
     def to_state(self) -> list[Any]:
         return [self.n, str(self.integer), list(self.floats)]
@@ -173,7 +182,8 @@ class Min(Aggregate):
             self.add(other.value)
 
     def result(self) -> float | None:
-        return self.value
+        value: float | None = whole(self.value)
+        return value
 
     def to_state(self) -> float | None:
         return self.value
@@ -268,7 +278,8 @@ class ApproxPercentile(Aggregate):
         self.sketch.merge(other.sketch)
 
     def result(self) -> float | None:
-        return self.sketch.quantile(self.q)
+        value = self.sketch.quantile(self.q)  # may be an extreme, as it arrived (int or float)
+        return None if value is None else float(value)
 
     def to_state(self) -> dict[str, Any]:
         return self.sketch.to_state()

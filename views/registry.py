@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from views.columns import Prepared, Table, prepare
 from views.spec import SourceSpec, ViewSpec
 from views.view import View
 
@@ -21,6 +22,10 @@ class Batch:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     part: str = ""  # the source partition: "" for HTTP, "topic:3" for Kafka, a path for files
     weights: list[int] | None = None  # +1 / -1 per event, for change streams
+    table: Table | None = None  # the same events column-wise (then ``events`` is left empty)
+
+    def __len__(self) -> int:
+        return len(self.table) if self.table is not None else len(self.events)
 
 
 class SourceState:
@@ -73,19 +78,40 @@ class Registry:
         self.position = 0  # newest WAL position applied (HTTP sources)
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
-    def apply(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> list[Prepared | None]:
+        """The column-wise work of a table batch, per view of its source, without changing any
+        state: may run in a worker thread while only reads happen. Pass it to ``apply``."""
+        assert batch.table is not None
+        before = self.sources[batch.source].watermarks.get(batch.part)
+        return [prepare(v, batch.table, before, batch.part) for v in self.by_source[batch.source]]
+
+    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> None:
         source = self.sources[batch.source]
         time_field = source.spec.time_field
         part = batch.part
         before = source.watermarks.get(part)
-        for view in self.by_source[batch.source]:
-            view.apply(batch.events, before, part, batch.weights)
-        if batch.events:
-            newest = max(e[time_field] for e in batch.events)
+        table = batch.table
+        if table is None:
+            for view in self.by_source[batch.source]:
+                view.apply(batch.events, before, part, batch.weights)
+            newest = max((e[time_field] for e in batch.events), default=None)
+        else:
+            rows: list[dict[str, Any]] | None = None
+            views = self.by_source[batch.source]
+            if prepared is None:
+                prepared = [prepare(v, table, before, part) for v in views]
+            for view, ready in zip(views, prepared, strict=True):
+                if ready is not None:
+                    ready.commit()
+                else:
+                    rows = table.rows() if rows is None else rows
+                    view.apply(rows, before, part)
+            newest = table.newest() if len(table) else None
+        if newest is not None:
             source.watermarks[part] = newest if before is None else max(before, newest)
         for view in self.by_source[batch.source]:
             view.expire(source.watermarks.get(part), part)
-        source.accepted += len(batch.events)
+        source.accepted += len(batch)
         source.rejected += len(batch.rejected)
         source.rejected_events.extend(batch.rejected)
         source.positions[part] = batch.position

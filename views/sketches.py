@@ -87,6 +87,24 @@ class HyperLogLog:
             self.dense[index] = rank
             self.cached = None
 
+    def add_hashes(self, hashes: list[int]) -> None:
+        """Many ``add_hash`` at once (the columnar path): the same registers, set by numpy."""
+        if self.sparse is not None:
+            self.sparse.update(hashes)
+            if len(self.sparse) > self.SPARSE_MAX:
+                self._densify()
+            return
+        assert self.dense is not None
+        h = np.array(hashes, dtype=np.uint64)
+        index = (h >> np.uint64(self.Q)).astype(np.intp)
+        rest = (h & np.uint64((1 << self.Q) - 1)).astype(np.float64)  # < 2**50: exact
+        rank = (self.Q + 1 - np.frexp(rest)[1]).astype(np.uint8)  # frexp's exponent = bit length
+        registers = np.frombuffer(self.dense, dtype=np.uint8)
+        before = registers.sum(dtype=np.int64)
+        np.maximum.at(registers, index, rank)
+        if registers.sum(dtype=np.int64) != before:
+            self.cached = None
+
     def _densify(self) -> None:
         hashes, self.sparse = self.sparse or set(), None
         self.dense = bytearray(self.M)

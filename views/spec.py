@@ -84,6 +84,9 @@ class AggSpec:
     sql: str
     arg: Value | None  # None for count(*)
     params: dict[str, Any] = field(default_factory=dict)
+    arg_field: str | None = (
+        None  # the argument when it is a bare field (the columnar path reads it)
+    )
 
     def new(self) -> agg.Aggregate:
         return AGGREGATES[self.kind](**self.params)
@@ -122,6 +125,7 @@ class ViewSpec:
     aggs: tuple[AggSpec, ...]
     columns: tuple[Column, ...]
     where: Predicate | None
+    where_fields: tuple[str, ...]  # the fields the WHERE clause reads
     requirements: dict[str, str]
     retention: int | None = None
     grace: int = 0

@@ -147,8 +147,12 @@ def _compile(
         raise SqlError("a view needs at least one aggregate, e.g. count(*) AS n")
     _check_group_by(tree, grouped_exprs)
     where = None
+    where_fields: tuple[str, ...] = ()
     if tree.args.get("where") is not None:
         where = compile_predicate(tree.args["where"].this, fields)
+        where_fields = tuple(
+            sorted({fields.column(c) for c in tree.args["where"].find_all(exp.Column)})
+        )
     if source.retracting:  # a hidden row count: a group vanishes when its last row is retracted
         aggs.append(AggSpec("__rows", "count", "count(*)", None))
     normalised = tree.sql(normalize=True)
@@ -162,6 +166,7 @@ def _compile(
         aggs=tuple(aggs),
         columns=tuple(columns),
         where=where,
+        where_fields=where_fields,
         requirements=dict(fields.required),
         retention=retention,
         grace=grace,
@@ -226,7 +231,9 @@ def _aggregate(
         kind = RETRACTABLE.get(kind, kind)
     need = "number" if kind in _NUMERIC_ARG else "scalar"
     arg = compile_value(arg_node, fields, need) if arg_node is not None else None
-    return AggSpec(alias, kind, node.sql(), arg, params)
+    bare = arg_node.this if isinstance(arg_node, exp.Paren) else arg_node
+    field = fields.column(bare) if isinstance(bare, exp.Column) else None
+    return AggSpec(alias, kind, node.sql(), arg, params, field)
 
 
 def _classify(node: exp.Expression) -> tuple[str, exp.Expression | None, dict[str, Any]]:
