@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from api.settings import Settings, SettingsError, load_settings
 from views.config import Config, ConfigError, load
 from views.durations import format_duration
 
+GIL_SWITCH_S = 0.0005
 log = logging.getLogger("tallyd")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
 
@@ -48,6 +50,11 @@ def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
 
 
 async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
+    # Worker threads (column-wise batches, snapshot encoding) keep the GIL up to the switch
+    # interval each time the event loop asks for it back, and a query asks several times (every
+    # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query
+    # (the convoy effect). benchmarks/README.md has the figures behind this value.
+    sys.setswitchinterval(float(os.environ.get("TALLYD_GIL_SWITCH_S", GIL_SWITCH_S)))
     app = make_app(config, settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.cache import AnswerCache
 from api.settings import Settings
 from ingest.decode import Decoder
 from ingest.files import FileSource
@@ -33,6 +34,7 @@ class Engine:
         self.decoders = {
             name: Decoder(spec, settings.max_line_bytes) for name, spec in config.sources.items()
         }
+        self.answers = AnswerCache(settings.answer_cache_bytes)
         self.ready = asyncio.Event()
         self.fatal = asyncio.Event()
         self.fatal_reason: str | None = None

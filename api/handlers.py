@@ -143,43 +143,55 @@ async def query_view(request: web.Request) -> web.Response:
     engine = _engine(request)
     view = _view(engine, request)
     settings = engine.settings
-    query, output = parse_query(
-        view.spec, request.query, settings.default_limit, settings.max_limit
-    )
-    try:
-        result = q.run(view, query)
-    except q.QueryError as err:
-        raise bad(err.param, str(err)) from None
-    fresh = freshness(engine, view.spec.source)
-    cursor = (
-        None if result.next_offset is None else encode_cursor(result.next_offset, request.query)
-    )
-    if output == "json":
-        return _json(
-            {
-                "view": view.spec.name,
-                "columns": [c.describe() for c in result.columns],
-                "rows": row_dicts(result),
-                "truncated": result.truncated,
-                "next_cursor": cursor,
-                "freshness": fresh,
-            }
+    source = view.spec.source
+    version = engine.registry.sources[source].version
+    key = ("query", view.spec.name, tuple(sorted(request.query.items())))
+    cached = engine.answers.get(key, version)
+    if cached is None:
+        query, output = parse_query(
+            view.spec, request.query, settings.default_limit, settings.max_limit
+        )
+        try:
+            result = q.run(view, query)
+        except q.QueryError as err:
+            raise bad(err.param, str(err)) from None
+        cursor = (
+            None if result.next_offset is None else encode_cursor(result.next_offset, request.query)
+        )
+        meta = {"output": output, "cursor": cursor, "truncated": result.truncated}
+        if output == "json":
+            # Everything but the closing freshness, which is added per response.
+            body = orjson.dumps(
+                {
+                    "view": view.spec.name,
+                    "columns": [c.describe() for c in result.columns],
+                    "rows": row_dicts(result),
+                    "truncated": result.truncated,
+                    "next_cursor": cursor,
+                }
+            )[:-1]
+        else:
+            body = to_csv(result) if output == "csv" else to_ndjson(result)
+        engine.answers.put(key, version, body, meta)
+    else:
+        body, meta = cached.body, cached.meta
+    fresh = freshness(engine, source)
+    if meta["output"] == "json":
+        return web.Response(
+            body=body + b',"freshness":' + orjson.dumps(fresh) + b"}",
+            content_type="application/json",
         )
     headers = {
-        "X-Tallyd-Truncated": str(result.truncated).lower(),
+        "X-Tallyd-Truncated": str(meta["truncated"]).lower(),
         "X-Tallyd-Position": fresh["position"],
     }
     if fresh["watermark"] is not None:
         headers["X-Tallyd-Watermark"] = fresh["watermark"]
-    if cursor is not None:
-        headers["X-Tallyd-Next-Cursor"] = cursor
-    if output == "csv":
-        return web.Response(
-            body=to_csv(result), content_type="text/csv", charset="utf-8", headers=headers
-        )
-    return web.Response(
-        body=to_ndjson(result), content_type="application/x-ndjson", headers=headers
-    )
+    if meta["cursor"] is not None:
+        headers["X-Tallyd-Next-Cursor"] = meta["cursor"]
+    if meta["output"] == "csv":
+        return web.Response(body=body, content_type="text/csv", charset="utf-8", headers=headers)
+    return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
 
 
 def _keep_limit(request: web.Request, engine: Engine) -> int:

@@ -67,6 +67,13 @@ SETTINGS = (
         _positive_int,
         "Size at which the write-ahead log starts a new segment file.",
     ),
+    Setting(
+        "answer_cache_bytes",
+        64 << 20,
+        _positive_int,
+        "Memory for encoded query answers, each reused until its source next changes "
+        "(dashboards polling the same query cost one computation per change).",
+    ),
 )
 
 
@@ -81,6 +88,7 @@ class Settings:
     max_limit: int = 10_000
     keep_rejected: int = 1000
     wal_segment_bytes: int = 64 << 20
+    answer_cache_bytes: int = 64 << 20
 
     @property
     def host(self) -> str:

@@ -25,7 +25,7 @@ async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> 
     if url is not None:
         return await load.run(scenario, url.rstrip("/"))
     assert config is not None
-    from tests.e2e.server import ServerProcess
+    from benchmarks.server import ServerProcess
 
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(config, Path(tmp) / "data", Path(tmp) / "server.log")

@@ -27,8 +27,8 @@ import orjson
 
 from api.cli import EXAMPLE
 from api.demo import order
+from benchmarks.server import ServerProcess
 from ingest.decode import Decoder
-from tests.e2e.server import ServerProcess
 from views.config import load
 from views.registry import Batch, Registry
 

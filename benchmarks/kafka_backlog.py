@@ -25,7 +25,7 @@ import aiohttp
 
 from api.cli import EXAMPLE
 from api.demo import order
-from tests.e2e.server import ServerProcess
+from benchmarks.server import ServerProcess
 from tests.kafka.broker import broker_unless, create_topic, produce
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from ingest.decode import Decoder, LineError, rejected_record
+from ingest.decode import TABLE_MIN_LINES, Decoder, LineError, rejected_record
+from views.columns import Table
 
 Row = dict[str, Any]
 
@@ -33,6 +34,17 @@ class ChangeDecoder:
         self.decoder = decoder
         self.format = fmt
         self.kafka_time = kafka_time  # time = "kafka_timestamp": use the record's timestamp
+
+    def table(self, values: list[bytes | None]) -> Table | None:
+        """Plain JSON records, many and all valid, as one column-wise table (else None)."""
+        if self.format != "json" or self.kafka_time or len(values) < TABLE_MIN_LINES:
+            return None
+        if None in values:
+            return None
+        body = b"\n".join(values)  # type: ignore[arg-type]
+        if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
+            return None
+        return self.decoder.table(body)
 
     def decode(self, part: str, records: list[tuple[int, int, bytes | None]]) -> Decoded:
         """``records``: (offset, timestamp ms, value) in offset order."""

@@ -173,7 +173,13 @@ class Pipeline:
         async with self.lock:
             started = time.perf_counter()
             position = self.registry.position
-            data = await asyncio.to_thread(lambda: snapshot.encode(self.registry.to_state()))
+            # Encoded on the event loop a piece at a time (queries run between pieces; the
+            # lock keeps writers out): a worker thread would hold the GIL against the queries.
+            pieces = []
+            for piece in self.registry.state_json():
+                pieces.append(piece)
+                await asyncio.sleep(0)
+            data = await asyncio.to_thread(snapshot.encode_payload, b"".join(pieces))
             path = await asyncio.to_thread(self.snapshots.write, data, position)
             await asyncio.to_thread(self.wal.rotate)
         trimmed = await asyncio.to_thread(self.wal.trim, self.snapshots.oldest_kept_position())

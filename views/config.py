@@ -177,7 +177,7 @@ def _kafka_options(path: str, where: str, body: dict[str, Any]) -> dict[str, Any
     start = body.get("start", "earliest")
     if start not in ("earliest", "latest"):
         raise ConfigError(path, where, "start", f"{start!r} is not 'earliest' or 'latest'")
-    max_batch = body.get("max_batch", 5000)
+    max_batch = body.get("max_batch", 20_000)
     if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
         raise ConfigError(path, where, "max_batch", f"{max_batch!r} is not a positive integer")
     state_dir = body.get("state_dir")

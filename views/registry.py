@@ -4,8 +4,11 @@ positions and watermarks, and turns state into snapshots — whole, or one parti
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from views.columns import Prepared, Table, prepare
 from views.spec import SourceSpec, ViewSpec
@@ -35,6 +38,7 @@ class SourceState:
         self.positions: dict[str, int] = {}  # part -> position after its last batch
         self.accepted = 0
         self.rejected = 0
+        self.version = 0  # bumped by every change to this source's views (answer caches use it)
         self.rejected_events: deque[dict[str, Any]] = deque(maxlen=keep)
 
     @property
@@ -115,6 +119,7 @@ class Registry:
         source.rejected += len(batch.rejected)
         source.rejected_events.extend(batch.rejected)
         source.positions[part] = batch.position
+        source.version += 1
         self.version += 1
         if source.spec.logged:
             self.position = max(self.position, batch.position)
@@ -155,6 +160,7 @@ class Registry:
                 view.parts.pop(part, None)
                 notes.append(f"view {view.spec.name} is new for {part}: it counts from here on")
         target = self.sources[source]
+        target.version += 1
         if state.get("position") is not None:
             target.positions[part] = int(state["position"])
         if state.get("watermark") is not None:
@@ -162,6 +168,7 @@ class Registry:
         return notes
 
     def drop_part(self, source: str, part: str) -> None:
+        self.sources[source].version += 1
         for view in self.by_source[source]:
             view.parts.pop(part, None)
         self.sources[source].positions.pop(part, None)
@@ -175,6 +182,51 @@ class Registry:
             "sources": {name: s.to_state() for name, s in self.sources.items()},
             "views": {
                 name: v.to_state(parts=self.sources[v.spec.source].spec.kind != "kafka")
+                for name, v in self.views.items()
+            },
+        }
+
+    def state_json(self, piece_groups: int = 2_000) -> Iterator[bytes]:
+        """``orjson.dumps(self.to_state())``, in pieces of about ``piece_groups`` groups each,
+        so a caller on the event loop can let queries run between pieces (a snapshot of a
+        million buckets then never holds the loop for long). No writer may run meanwhile."""
+        whole = self.to_state_without_buckets()
+        yield b'{"position":' + orjson.dumps(whole["position"])
+        yield b',"sources":' + orjson.dumps(whole["sources"]) + b',"views":{'
+        for i, (name, view) in enumerate(self.views.items()):
+            head = whole["views"][name]
+            yield (b"," if i else b"") + orjson.dumps(name) + b":"
+            if "parts" not in head:
+                yield orjson.dumps(head)
+                continue
+            yield b'{"fingerprint":' + orjson.dumps(head["fingerprint"]) + b',"parts":{'
+            for j, (part_name, part) in enumerate(view.parts.items()):
+                info = {"counters": part.counters, "late_events": list(part.late_events)}
+                yield (b"," if j else b"") + orjson.dumps(part_name) + b":"
+                yield orjson.dumps(info)[:-1] + b',"buckets":['
+                pending: list[list[Any]] = []
+                groups = 0
+                first = True
+                for bucket in view.bucket_states(part):
+                    pending.append(bucket)
+                    groups += len(bucket[1])
+                    if groups >= piece_groups:
+                        yield (b"" if first else b",") + orjson.dumps(pending)[1:-1]
+                        pending, groups, first = [], 0, False
+                if pending:
+                    yield (b"" if first else b",") + orjson.dumps(pending)[1:-1]
+                yield b"]}"
+            yield b"}}"
+        yield b"}}"
+
+    def to_state_without_buckets(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "sources": {name: s.to_state() for name, s in self.sources.items()},
+            "views": {
+                name: v.to_state(parts=False)
+                if self.sources[v.spec.source].spec.kind == "kafka"
+                else {"fingerprint": v.spec.fingerprint, "parts": {}}
                 for name, v in self.views.items()
             },
         }
@@ -200,6 +252,7 @@ class Registry:
         notes = []
         self.position = int(state["position"])
         for name, source in self.sources.items():
+            source.version += 1
             if name in state["sources"]:
                 source.load_state(state["sources"][name])
         for name, view in self.views.items():

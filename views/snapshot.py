@@ -28,7 +28,11 @@ class SnapshotError(ValueError):
 
 
 def encode(state: dict[str, Any]) -> bytes:
-    payload = orjson.dumps(state)
+    return encode_payload(orjson.dumps(state))
+
+
+def encode_payload(payload: bytes) -> bytes:
+    """Frame an already JSON-encoded state (``Registry.state_json`` builds one piece by piece)."""
     return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), zlib.crc32(payload)) + payload
 
 

@@ -26,7 +26,7 @@ Policies, all observable through counters kept with each part (and so in snapsho
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -227,11 +227,14 @@ class View:
         return {
             "counters": part.counters,
             "late_events": list(part.late_events),
-            "buckets": [
-                [start, [[list(key), [a.to_state() for a in aggs]] for key, aggs in groups.items()]]
-                for start, groups in part.buckets.items()
-            ],
+            "buckets": list(self.bucket_states(part)),
         }
+
+    @staticmethod
+    def bucket_states(part: Part) -> Iterator[list[Any]]:
+        """A part's buckets as snapshot state, one bucket at a time."""
+        for start, groups in part.buckets.items():
+            yield [start, [[list(k), [a.to_state() for a in aggs]] for k, aggs in groups.items()]]
 
     def load_part(self, name: str, state: dict[str, Any]) -> None:
         part = self.parts[name] = Part(self.keep)

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
+from benchmarks.server import ServerProcess
 from tests import reference as ref
-from tests.e2e.server import ServerProcess
 from tests.helpers import BASE_TS
 
 CONFIG = """

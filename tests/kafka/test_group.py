@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.server import ServerProcess
+from benchmarks.server import ServerProcess
 from tests.e2e.test_sigkill import rows
 from tests.helpers import BASE_TS
 from tests.kafka.broker import create_topic, produce

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.server import ServerProcess
 from tests import reference as ref
-from tests.e2e.server import ServerProcess
 from tests.e2e.test_sigkill import rows
 from tests.helpers import BASE_TS, until
 from tests.kafka.broker import create_topic, produce

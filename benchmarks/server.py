@@ -1,4 +1,4 @@
-"""A real ``tallyd serve`` subprocess on 127.0.0.1, for tests that kill it."""
+"""A real ``tallyd serve`` subprocess on 127.0.0.1: benchmarks start one, tests kill one."""
 
 from __future__ import annotations
 

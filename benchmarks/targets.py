@@ -1,0 +1,617 @@
+"""Every target of the reference workload (``shop``), measured in one run, peers included.
+
+    python -m benchmarks.targets [--quick] [--only NAME ...] [--peers-python PATH] [--out DIR]
+
+Each measurement starts what it needs (a real ``tallyd serve`` on 127.0.0.1, Tansu for Kafka, the
+peers as subprocesses of their own Python), is bounded in events and seconds, and stops by itself.
+The result is printed as the Markdown table of benchmarks/README.md and written as JSON.
+
+Measurements (names for ``--only``):
+
+* ``http``: HTTP ingest capacity: 2 clients posting 50,000-event NDJSON bodies back to back,
+  fsync + apply before each 200; then a check that the views counted exactly what was accepted.
+* ``kafka``: Kafka end to end: N records on 4 partitions, from the first assignment until every
+  partition's position reaches its end, into the 4 reference views and into the 1 view the peers
+  compute.
+* ``peers``: Pathway, Quix Streams and Bytewax on the same records from the same broker, computing
+  revenue by country per minute; their totals are checked against a plain-Python reference.
+* ``query``: one hour of data; point / top-N / 1-hour-series queries from ``wrk`` (C, 2 threads,
+  32 connections, closed loop: the issue's "concurrency 32" target), then the same questions put
+  to DuckDB over the raw events, in process.
+* ``mixed``: open loop: 5,000 queries/s while ingesting 100,000 events/s; plus freshness probes
+  (acknowledgement → first answer that includes it).
+* ``memory``: bytes per (group, bucket) of a count/sum/avg/min/max view (tracemalloc, in process).
+* ``snapshot``: 1,000,000 (group, bucket) pairs; query latency while a snapshot is taken; restart
+  time from the snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import tracemalloc
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmarks import load
+from benchmarks.server import ServerProcess
+from benchmarks.shop import CONFIG, COUNTRIES, Bodies, events
+
+PEERS = Path(__file__).parent / "peers"
+MINUTE = 60_000
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return math.nan
+
+
+async def started(config_text: str, tmp: Path, name: str = "tallyd") -> ServerProcess:
+    path = tmp / f"{name}.toml"
+    path.write_text(config_text)
+    server = ServerProcess(path, tmp / f"{name}-data", tmp / f"{name}.log")
+    await server.start(timeout=120)
+    return server
+
+
+async def post_all(session: aiohttp.ClientSession, url: str, bodies: list[bytes]) -> int:
+    accepted = 0
+    for body in bodies:
+        async with session.post(f"{url}/v1/sources/orders/events", data=body) as response:
+            answer = await response.json()
+            assert response.status == 200, answer
+            accepted += answer["accepted"]
+    return accepted
+
+
+async def total_orders(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(f"{url}/v1/views/top_products") as response:
+        return int((await response.json())["rows"][0]["orders"])
+
+
+# -- HTTP ingest ---------------------------------------------------------------------------------
+
+
+async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[str, Any]:
+    server = await started(CONFIG.read_text(), tmp, "http")
+    pool = Bodies(batch, count=4)
+    accepted = 0
+    latencies: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            stop_at = time.perf_counter() + seconds
+
+            async def client() -> None:
+                nonlocal accepted
+                while time.perf_counter() < stop_at:
+                    body = pool.next(int(time.time() * 1000))
+                    sent = time.perf_counter()
+                    async with session.post(
+                        f"{server.url}/v1/sources/orders/events", data=body
+                    ) as response:
+                        answer = await response.json()
+                    assert response.status == 200, answer
+                    latencies.append(time.perf_counter() - sent)
+                    accepted += answer["accepted"]
+
+            began = time.perf_counter()
+            await asyncio.gather(client(), client())
+            elapsed = time.perf_counter() - began
+            counted = await total_orders(session, server.url)
+        assert server.proc is not None
+        rss = rss_mb(server.proc.pid)
+    finally:
+        server.terminate()
+    return {
+        "events_per_s": accepted / elapsed,
+        "accepted": accepted,
+        "counted": counted,
+        "batch": batch,
+        "mean_request_ms": 1000 * sum(latencies) / len(latencies),
+        "rss_mb": rss,
+    }
+
+
+# -- Kafka and the peers -------------------------------------------------------------------------
+
+
+def kafka_config(bootstrap: str, topic: str, views: str) -> str:
+    raw = tomllib.loads(CONFIG.read_text())
+    text = f"""
+[server]
+snapshot_every = "30s"
+
+[sources.orders]
+from = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+group = "bench{uuid.uuid4().hex[:6]}"
+time = "ts"
+fields = {{ user_id = "string", country = "string", device = "string", product = "string" }}
+"""
+    for name, body in raw["views"].items():
+        if views == "all" or name == views:
+            text += f"\n[views.{name}]\nsql = '''{body['sql']}'''\n"
+    return text
+
+
+async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dict[str, Any]]:
+    """N shop orders on a new 4-partition topic, keyed (and partitioned) by country, so every
+    engine — Quix windows by key — sees one country's orders in one partition, in order."""
+    from aiokafka import AIOKafkaProducer
+
+    from tests.kafka.broker import create_topic
+
+    # Quix Streams reads the topic's retention.ms and fails without it: state it explicitly.
+    topic = await create_topic(bootstrap, 4, config={"retention.ms": "-1"})
+    start = int(time.time() * 1000) - n
+    reference: dict[tuple[str, int], list[float]] = defaultdict(list)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    counts: dict[int, int] = {}
+    try:
+        futures = []
+        for e in events(seed=5, n=n, start=start):
+            partition = COUNTRIES.index(e["country"]) % 4
+            reference[(e["country"], e["ts"] - e["ts"] % MINUTE)].append(e["amount"])
+            futures.append(
+                await producer.send(
+                    topic, orjson.dumps(e), key=e["country"].encode(), partition=partition
+                )
+            )
+            counts[partition] = counts.get(partition, 0) + 1
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    end = {f"{topic}:{p}": c for p, c in counts.items()}
+    ref = {
+        "events": n,
+        "groups": len(reference),
+        "total": math.fsum(a for amounts in reference.values() for a in amounts),
+    }
+    return topic, end, ref
+
+
+async def kafka_ingest(
+    tmp: Path, bootstrap: str, topic: str, end: dict[str, int], views: str, n: int
+) -> dict[str, Any]:
+    began = time.perf_counter()
+    server = await started(kafka_config(bootstrap, topic, views), tmp, f"kafka-{views}")
+    first = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                async with session.get(f"{server.url}/v1/sources") as r:
+                    parts = (await r.json())["sources"][0]["status"]["partitions"]
+                positions = {p: s["position"] or 0 for p, s in parts.items()}
+                if first is None and any(positions.values()):
+                    first = time.perf_counter()
+                if positions == end:
+                    break
+                await asyncio.sleep(0.02)  # polling progress, bounded by the deadline
+            else:
+                raise TimeoutError(f"not consumed in 600 s: {positions} of {end}")
+            done = time.perf_counter()
+            view = "revenue"
+            async with session.get(
+                f"{server.url}/v1/views/{view}?bucket=all&group_by=&limit=1"
+            ) as r:
+                row = (await r.json())["rows"][0]
+        assert server.proc is not None
+        rss = rss_mb(server.proc.pid)
+    finally:
+        server.terminate()
+    assert first is not None
+    return {
+        "events_per_s": n / (done - first),
+        "seconds": done - first,
+        "wall_seconds": done - began,
+        "events": row["orders"],
+        "total": row["revenue"],
+        "rss_mb": rss,
+    }
+
+
+def run_peer(python: str, script: str, args: list[str], timeout: float) -> dict[str, Any]:
+    began = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [python, str(PEERS / script), *args],
+            env={**os.environ, "PYTHONPATH": str(PEERS.parent.parent)},
+            capture_output=True,
+            timeout=timeout,
+            text=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["wall_seconds"] = time.perf_counter() - began
+    if "seconds" in result:
+        result["events_per_s"] = result["events"] / result["seconds"]
+    return result
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+local paths = {%s}
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+
+def query_paths(now: int, rng: random.Random, count: int = 300) -> dict[str, list[str]]:
+    """Concrete query URLs of the three kinds the target names."""
+    hour_end = now - now % MINUTE
+    out: dict[str, list[str]] = {"point": [], "top": [], "series": []}
+    for _ in range(count):
+        country = rng.choice(COUNTRIES[:10])
+        minute = hour_end - MINUTE * rng.randrange(1, 60)
+        out["point"].append(
+            f"/v1/views/revenue?country={country}&from={minute}&to={minute + MINUTE}"
+        )
+        out["series"].append(
+            f"/v1/views/revenue?country={country}&from={hour_end - 60 * MINUTE}&to={hour_end}"
+            "&limit=100"
+        )
+        out["top"].append("/v1/views/top_products")
+    return out
+
+
+def wrk(url: str, paths: list[str], seconds: int, tmp: Path) -> dict[str, Any]:
+    script = tmp / "mix.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(f'"{p}"' for p in paths))
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    figures: dict[str, Any] = {"raw": out}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["requests_per_s"] = float(parts[1])
+        elif parts and parts[0] in ("50%", "90%", "99%"):
+            figures[f"p{parts[0][:-1]}_ms"] = _ms(parts[1])
+        elif "Non-2xx" in line:
+            figures["non_2xx"] = int(parts[-1])
+    figures.setdefault("non_2xx", 0)
+    return figures
+
+
+def _ms(text: str) -> float:
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+async def fill_hour(session: aiohttp.ClientSession, url: str, n: int, now: int) -> int:
+    """N orders spread over the last hour, posted in 50,000-event bodies."""
+    step = 3_600_000 / n
+    stream = events(seed=9, n=n, start=now - 3_600_000, step_ms=step)
+    bodies = []
+    chunk: list[bytes] = []
+    for e in stream:
+        chunk.append(orjson.dumps(e))
+        if len(chunk) == 50_000:
+            bodies.append(b"\n".join(chunk) + b"\n")
+            chunk = []
+    if chunk:
+        bodies.append(b"\n".join(chunk) + b"\n")
+    return await post_all(session, url, bodies)
+
+
+async def tallyd_sequential(
+    session: aiohttp.ClientSession, url: str, paths: dict[str, list[str]]
+) -> dict[str, Any]:
+    """tallyd's per-kind latency, one request at a time over HTTP (for the DuckDB comparison)."""
+    out: dict[str, Any] = {}
+    for kind, urls in paths.items():
+        times = []
+        for path in urls:
+            t = time.perf_counter()
+            async with session.get(url + path) as response:
+                await response.read()
+                assert response.status == 200
+            times.append(time.perf_counter() - t)
+        times.sort()
+        out[kind] = {
+            "p50_ms": 1000 * times[len(times) // 2],
+            "p99_ms": 1000 * times[int(len(times) * 0.99)],
+        }
+    return out
+
+
+async def queries(tmp: Path, n: int, seconds: int, peers_python: str | None) -> dict[str, Any]:
+    server = await started(CONFIG.read_text(), tmp, "query")
+    now = int(time.time() * 1000)
+    rng = random.Random(11)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await fill_hour(session, server.url, n, now)
+            paths = query_paths(now, rng)
+            mix = paths["point"] + paths["top"] + paths["series"]
+            result: dict[str, Any] = {"events": n}
+            result["wrk_mix"] = wrk(server.url, mix, seconds, tmp)
+            for kind, urls in paths.items():
+                result[f"wrk_{kind}"] = wrk(server.url, urls, max(3, seconds // 2), tmp)
+            result["sequential"] = await tallyd_sequential(session, server.url, paths)
+    finally:
+        server.terminate()
+    if peers_python is not None:
+        result["duckdb"] = run_peer(peers_python, "duckdb_shop.py", [str(n), str(now)], 600)
+    return result
+
+
+# -- mixed and freshness -------------------------------------------------------------------------
+
+
+async def mixed(tmp: Path, seconds: float, query_rate: int, ingest_rate: int) -> dict[str, Any]:
+    server = await started(CONFIG.read_text(), tmp, "mixed")
+    now = int(time.time() * 1000)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await fill_hour(session, server.url, 200_000, now)
+            paths = query_paths(now, random.Random(3))
+            templates = [{"weight": 1, "path": p} for p in paths["point"][:50]]
+            templates += [{"weight": 1, "path": p} for p in paths["series"][:25]]
+            templates += [{"weight": 1, "path": "/v1/views/top_products"}]
+        scenario = load.Scenario(
+            "shop-mixed",
+            seconds,
+            64,
+            {
+                "query": {"rate": query_rate, "templates": templates},
+                "ingest": {"rate": ingest_rate, "batch": 10_000, "workload": "shop"},
+                "freshness": {"rate": 5, "view": "revenue", "workload": "shop"},
+            },
+        )
+        result = await load.run(scenario, server.url)
+        assert server.proc is not None
+        result["server_rss_mb"] = rss_mb(server.proc.pid)
+    finally:
+        server.terminate()
+    result.pop("timelines", None)
+    return result
+
+
+# -- memory and snapshots ------------------------------------------------------------------------
+
+FLAT_SQL = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, sum(x) AS s, avg(x) AS a,
+    min(x) AS lo, max(x) AS hi FROM s GROUP BY k, m"""
+
+
+def flat_bodies(keys: int, minutes: int, per_body: int = 50_000) -> list[bytes]:
+    """One event per (key, minute): keys x minutes (group, bucket) pairs."""
+    rng = random.Random(4)
+    lines = [
+        orjson.dumps({"ts": 1_790_000_000_000 + m * MINUTE, "k": f"k{k}", "x": rng.random()})
+        for m in range(minutes)
+        for k in range(keys)
+    ]
+    return [b"\n".join(lines[i : i + per_body]) + b"\n" for i in range(0, len(lines), per_body)]
+
+
+def memory(pairs_keys: int = 1000, minutes: int = 200) -> dict[str, Any]:
+    from ingest.decode import Decoder
+    from views.config import parse
+    from views.registry import Batch, Registry
+
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": FLAT_SQL}}}, "memory")
+    bodies = flat_bodies(pairs_keys, minutes)
+    decoder = Decoder(config.sources["s"], 1 << 20)
+    tables = [decoder.table(b) for b in bodies]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    registry = Registry(config.sources, config.views)
+    for i, table in enumerate(tables, start=1):
+        assert table is not None
+        registry.apply(Batch("s", [], i, table=table))
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    pairs = pairs_keys * minutes
+    stats = registry.views["v"].stats()
+    assert stats["buckets"] == minutes
+    return {"pairs": pairs, "bytes_per_pair": (after - before) / pairs}
+
+
+async def snapshot_pause(tmp: Path, keys: int, minutes: int) -> dict[str, Any]:
+    config = f"""
+[server]
+snapshot_every = "1h"
+
+[sources.s]
+time = "ts"
+
+[views.v]
+sql = '''{FLAT_SQL}'''
+"""
+    server = await started(config, tmp, "snap")
+    try:
+        async with aiohttp.ClientSession() as session:
+            for body in flat_bodies(keys, minutes):
+                async with session.post(f"{server.url}/v1/sources/s/events", data=body) as r:
+                    assert r.status == 200, await r.text()
+            point = f"{server.url}/v1/views/v?k=k7&limit=5"
+            probe: list[tuple[float, float]] = []  # (sent, latency)
+            stop = asyncio.Event()
+
+            async def probe_loop() -> None:
+                loop = asyncio.get_running_loop()
+                interval = 1 / 200  # open loop, 200 queries/s
+                began = loop.time()
+                i = 0
+                pending = set()
+
+                async def one(intended: float) -> None:
+                    async with session.get(point) as response:
+                        await response.read()
+                    probe.append((intended, loop.time() - intended))
+
+                while not stop.is_set():
+                    intended = began + i * interval
+                    delay = intended - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    task = asyncio.create_task(one(intended))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    i += 1
+                await asyncio.gather(*pending)
+
+            task = asyncio.create_task(probe_loop())
+            await asyncio.sleep(1.0)  # a baseline second of queries before the snapshot
+            loop = asyncio.get_running_loop()
+            snap_began = loop.time()
+            async with session.post(f"{server.url}/v1/admin/snapshot") as r:
+                info = await r.json()
+            snap_ended = loop.time()
+            await asyncio.sleep(0.5)
+            stop.set()
+            await task
+        assert server.proc is not None
+        rss = rss_mb(server.proc.pid)
+    finally:
+        server.terminate()  # a graceful stop snapshots again; the restart below reads that
+    during = sorted(lat for sent, lat in probe if snap_began <= sent <= snap_ended)
+    restart = ServerProcess(server.config, server.data_dir, server.log)
+    began = time.perf_counter()
+    await restart.start(timeout=300)
+    restore = time.perf_counter() - began
+    restart.terminate()
+    return {
+        "pairs": keys * minutes,
+        "snapshot_seconds": info["seconds"],
+        "snapshot_mb": info["bytes"] / 1e6,
+        "queries_during": len(during),
+        "p99_during_ms": 1000 * during[int(len(during) * 0.99)] if during else None,
+        "max_during_ms": 1000 * during[-1] if during else None,
+        "restart_to_ready_s": restore,
+        "rss_mb": rss,
+    }
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    quick = args.quick
+    wanted = set(args.only or ["http", "kafka", "peers", "query", "mixed", "memory", "snapshot"])
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if "http" in wanted:
+            out["http"] = await http_ingest(tmp, 3 if quick else 15)
+            print("http", out["http"], flush=True)
+        if wanted & {"kafka", "peers"}:
+            from tests.kafka.broker import broker_unless
+
+            n = 20_000 if quick else args.kafka_events
+            with broker_unless(args.bootstrap, tmp) as bootstrap:
+                topic, end, ref = await produce_shop(bootstrap, n)
+                out["kafka_reference"] = ref
+                if "kafka" in wanted:
+                    for views in ("all", "revenue"):
+                        out[f"kafka_{views}"] = await kafka_ingest(
+                            tmp, bootstrap, topic, end, views, n
+                        )
+                        print(f"kafka_{views}", out[f"kafka_{views}"], flush=True)
+                if "peers" in wanted:
+                    python = args.peers_python
+                    timeout = 120 if quick else 900
+                    state = tmp / "quix-state"
+                    for name, script, extra in (
+                        ("pathway", "pathway_shop.py", []),
+                        ("quixstreams", "quix_shop.py", [str(state)]),
+                        ("bytewax", "bytewax_shop.py", []),
+                    ):
+                        out[name] = run_peer(
+                            python, script, [bootstrap, topic, str(n), *extra], timeout
+                        )
+                        print(name, out[name], flush=True)
+        if "query" in wanted:
+            out["query"] = await queries(
+                tmp,
+                100_000 if quick else 1_000_000,
+                3 if quick else 10,
+                args.peers_python if args.duckdb else None,
+            )
+            print("query", {k: v for k, v in out["query"].items() if k != "raw"}, flush=True)
+        if "mixed" in wanted:
+            out["mixed"] = await mixed(
+                tmp, 3 if quick else 15, 500 if quick else 5000, 20_000 if quick else 100_000
+            )
+            print("mixed", out["mixed"], flush=True)
+        if "memory" in wanted:
+            out["memory"] = memory(100 if quick else 1000, 20 if quick else 200)
+            print("memory", out["memory"], flush=True)
+        if "snapshot" in wanted:
+            keys, minutes = (100, 100) if quick else (1000, 1000)
+            out["snapshot"] = await snapshot_pause(tmp, keys, minutes)
+            print("snapshot", out["snapshot"], flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.targets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks it runs")
+    parser.add_argument("--only", nargs="*", help="measure only these (see above)")
+    parser.add_argument("--bootstrap", help="an existing Kafka instead of a Tansu started here")
+    parser.add_argument("--kafka-events", type=int, default=500_000)
+    parser.add_argument(
+        "--peers-python",
+        default=os.environ.get("TALLYD_PEERS_PYTHON", sys.executable),
+        help="the Python that has pathway, quixstreams, bytewax installed",
+    )
+    parser.add_argument("--no-duckdb", dest="duckdb", action="store_false")
+    parser.add_argument("--out", type=Path, default=Path("bench-reports"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None and (args.only is None or "query" in args.only):
+        parser.error("the query measurement needs wrk (apt-get install wrk)")
+    out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
+    try:
+        asyncio.run(run_all(args, out))
+    finally:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / "targets.json"
+        with contextlib.suppress(OSError):
+            path.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
