@@ -24,10 +24,10 @@ ROUTES = (
 )
 
 
-def make_app(config: Config, settings: Settings) -> web.Application:
+def make_app(config: Config, settings: Settings, manage_gc: bool = False) -> web.Application:
     # client_max_size bounds the body *after* aiohttp's transparent gzip decoding.
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
-    app[ENGINE] = Engine(config, settings)
+    app[ENGINE] = Engine(config, settings, manage_gc)
     app.cleanup_ctx.append(engine_context)
     for method, path, handler, _ in ROUTES:
         app.router.add_route(method, path, handler)

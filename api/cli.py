@@ -55,7 +55,7 @@ async def serve(config: Config, settings: Settings, on_ready: str | None = None)
     # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query
     # (the convoy effect). benchmarks/README.md has the figures behind this value.
     sys.setswitchinterval(float(os.environ.get("TALLYD_GIL_SWITCH_S", GIL_SWITCH_S)))
-    app = make_app(config, settings)
+    app = make_app(config, settings, manage_gc=True)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -99,7 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
     p_demo.add_argument("--data-dir", default="./tallyd-demo-data")
     p_demo.add_argument("--listen", default="127.0.0.1:8080")
+    p_bench = commands.add_parser(
+        "bench",
+        help="load-test a tallyd: 'tallyd bench run SCENARIO ...' or 'tallyd bench targets ...'",
+        add_help=False,
+    )
+    p_bench.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        try:
+            from benchmarks.__main__ import main as bench
+        except ImportError as err:  # the load generator's extras are not installed
+            print(f"tallyd: bench needs: pip install 'tallyd[bench]' ({err})", file=sys.stderr)
+            return 1
+        return bench(args.rest)
     logs.configure()
     try:
         if args.command == "check":

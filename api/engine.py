@@ -26,11 +26,12 @@ log = logging.getLogger("tallyd.engine")
 
 
 class Engine:
-    def __init__(self, config: Config, settings: Settings) -> None:
+    def __init__(self, config: Config, settings: Settings, manage_gc: bool = False) -> None:
         self.config = config
         self.settings = settings
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.pipeline = Pipeline(self.registry, Path(settings.data_dir), settings.wal_segment_bytes)
+        self.pipeline.manage_gc = manage_gc  # the server process's heap; not a test runner's
         self.decoders = {
             name: Decoder(spec, settings.max_line_bytes) for name, spec in config.sources.items()
         }

@@ -1,9 +1,17 @@
-"""``python -m benchmarks run SCENARIO.toml (--url URL | --config tallyd.toml) [--out DIR]``"""
+"""The load-test suite's command line (also ``tallyd bench``).
+
+    python -m benchmarks run SCENARIO (--url URL | --config tallyd.toml) [--out DIR]
+    python -m benchmarks targets [--quick] [--only ...]      (every target, peers included)
+    python -m benchmarks list                                 (the bundled scenarios)
+
+SCENARIO is a TOML file or the name of a bundled one (``shop-ingest``, ``query``, ...).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,26 +49,53 @@ async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> 
             server.terminate()
 
 
-def main() -> None:
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def scenario_path(text: str) -> Path:
+    path = Path(text)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    bundled = SCENARIOS / f"{text}.toml"
+    if not bundled.exists():
+        names = ", ".join(sorted(p.stem for p in SCENARIOS.glob("*.toml")))
+        raise SystemExit(f"no scenario file or bundled scenario {text!r}; bundled: {names}")
+    return bundled
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["targets"]:
+        from benchmarks import targets
+
+        targets.main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog="tallyd bench",
         description=load.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     p_run = commands.add_parser("run", help="run one scenario and write its report")
-    p_run.add_argument("scenario", type=Path)
+    p_run.add_argument("scenario", type=scenario_path, help="a TOML file or a bundled name")
     target = p_run.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a running tallyd, e.g. http://127.0.0.1:8080")
     target.add_argument("--config", type=Path, help="start tallyd serve with this config")
     p_run.add_argument("--out", type=Path, default=Path("bench-reports"))
-    args = parser.parse_args()
+    commands.add_parser("list", help="list the bundled scenarios")
+    commands.add_parser("targets", help="measure every target of the reference workload")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for path in sorted(SCENARIOS.glob("*.toml")):
+            print(f"{path.stem:16} {path.read_text().splitlines()[0].lstrip('# ')}")
+        return 0
     scenario = load.Scenario.load(args.scenario)
     result = asyncio.run(run(scenario, args.url, args.config))
     print(report.markdown(result), end="")
     for path in report.write(result, args.out):
         print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

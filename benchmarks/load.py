@@ -12,12 +12,16 @@ A scenario is a small TOML file (see benchmarks/scenarios/):
     [query]                      # optional: a weighted mix of query templates
     rate = 1000                  # requests per second
     templates = [{ weight = 3, path = "/v1/views/revenue_by_country?country={country}" }]
-    params = { country = ["US", "DE", "FR"] }
+    params = { country = ["US", "DE", "FR"] }   # also built in: {minute} {minute_end}
+                                                 # {hour_ago} {now_minute} (epoch ms)
     [ingest]                     # optional: NDJSON batches of shop orders
     rate = 20000                 # events per second
     batch = 1000                 # events per request
     source = "orders"
     workload = "shop"            # optional: the reference workload (benchmarks/shop.py)
+    via = "kafka"                # optional: produce to Kafka instead of POSTing (latency = ack)
+    bootstrap = "127.0.0.1:9092" # ... then these two are needed
+    topic = "orders"
     [freshness]                  # optional: time from an ingest acknowledgement to the first
     rate = 5                     # query whose freshness position includes it
     view = "order_status"
@@ -85,6 +89,7 @@ class Stream:
             "achieved_rate": round(self.items / elapsed, 1) if elapsed else 0.0,
             "unit": self.unit,
             "sent": self.sent,
+            "items": self.items,
             "latency_ms": {
                 **ms,
                 "max": round(h.get_max_value() / 1000, 3),
@@ -199,12 +204,24 @@ async def _queries(
 
     async def send(i: int) -> tuple[str, int]:
         template = rng.choices(templates, weights)[0]["path"]
-        path = template.format(**{k: rng.choice(v) for k, v in params.items()})
+        path = template.format(**_times(rng), **{k: rng.choice(v) for k, v in params.items()})
         async with session.get(url + path) as response:
             await response.read()
             return str(response.status), 1
 
     await open_loop(stream.asked_rate, scenario.duration, scenario.connections, stream, send)
+
+
+def _times(rng: random.Random) -> dict[str, int]:
+    """Built-in template parameters: epoch-ms bounds within the last full hour."""
+    now_minute = int(time.time() * 1000) // 60_000 * 60_000
+    minute = now_minute - 60_000 * rng.randrange(1, 61)
+    return {
+        "now_minute": now_minute,
+        "hour_ago": now_minute - 3_600_000,
+        "minute": minute,
+        "minute_end": minute + 60_000,
+    }
 
 
 def _ingest(
@@ -223,19 +240,50 @@ def _ingest(
     # Built here, before any stream starts, so building them stalls no measured request.
     pool = Bodies(batch, seed=rng.randrange(1 << 30)) if spec.get("workload") == "shop" else None
 
-    async def send(i: int) -> tuple[str, int]:
+    def body() -> bytes:
         now = int(time.time() * 1000)
         if pool is not None:
-            body = pool.next(now)
-        else:
-            body = b"\n".join(orjson.dumps(order(rng, now)) for _ in range(batch))
-        async with session.post(target, data=body) as response:
+            return pool.next(now)
+        return b"\n".join(orjson.dumps(order(rng, now)) for _ in range(batch))
+
+    async def send(i: int) -> tuple[str, int]:
+        async with session.post(target, data=body()) as response:
             await response.read()
             return str(response.status), batch if response.status == 200 else 0
 
-    return open_loop(
-        stream.asked_rate / batch, scenario.duration, scenario.connections, stream, send
+    rate = stream.asked_rate / batch
+    if spec.get("via", "http") == "http":
+        return open_loop(rate, scenario.duration, scenario.connections, stream, send)
+    if spec["via"] != "kafka":
+        raise ValueError(f"[ingest] via = {spec['via']!r}: expected 'http' or 'kafka'")
+    return _produce(spec, scenario, stream, rate, body)
+
+
+async def _produce(
+    spec: dict[str, Any],
+    scenario: Scenario,
+    stream: Stream,
+    rate: float,
+    body: Callable[[], bytes],
+) -> None:
+    """Kafka produce: each request is one batch of records, its latency the broker's ack."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=spec["bootstrap"], linger_ms=5, max_batch_size=1 << 20
     )
+    await producer.start()
+
+    async def send(i: int) -> tuple[str, int]:
+        records = body().rstrip(b"\n").split(b"\n")
+        acks = [await producer.send(spec["topic"], record) for record in records]
+        await asyncio.gather(*acks)
+        return "acked", len(records)
+
+    try:
+        await open_loop(rate, scenario.duration, scenario.connections, stream, send)
+    finally:
+        await producer.stop()
 
 
 async def _freshness(

@@ -492,12 +492,16 @@ sql = '''{FLAT_SQL}'''
                 await asyncio.gather(*pending)
 
             task = asyncio.create_task(probe_loop())
-            await asyncio.sleep(1.0)  # a baseline second of queries before the snapshot
             loop = asyncio.get_running_loop()
-            snap_began = loop.time()
-            async with session.post(f"{server.url}/v1/admin/snapshot") as r:
-                info = await r.json()
-            snap_ended = loop.time()
+            windows = []
+            # The first snapshot after a burst that built the whole state, then one in the
+            # steady state (every snapshot_every, the state built since the last one).
+            for _ in ("first", "steady"):
+                await asyncio.sleep(1.0)  # a second of queries before each snapshot
+                began = loop.time()
+                async with session.post(f"{server.url}/v1/admin/snapshot") as r:
+                    info = await r.json()
+                windows.append((began, loop.time(), info))
             await asyncio.sleep(0.5)
             stop.set()
             await task
@@ -505,22 +509,22 @@ sql = '''{FLAT_SQL}'''
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()  # a graceful stop snapshots again; the restart below reads that
-    during = sorted(lat for sent, lat in probe if snap_began <= sent <= snap_ended)
     restart = ServerProcess(server.config, server.data_dir, server.log)
     began = time.perf_counter()
     await restart.start(timeout=300)
     restore = time.perf_counter() - began
     restart.terminate()
-    return {
-        "pairs": keys * minutes,
-        "snapshot_seconds": info["seconds"],
-        "snapshot_mb": info["bytes"] / 1e6,
-        "queries_during": len(during),
-        "p99_during_ms": 1000 * during[int(len(during) * 0.99)] if during else None,
-        "max_during_ms": 1000 * during[-1] if during else None,
-        "restart_to_ready_s": restore,
-        "rss_mb": rss,
-    }
+    out: dict[str, Any] = {"pairs": keys * minutes, "restart_to_ready_s": restore, "rss_mb": rss}
+    for name, (start, end, info) in zip(("first", "steady"), windows, strict=True):
+        during = sorted(lat for sent, lat in probe if start <= sent <= end)
+        out[name] = {
+            "snapshot_seconds": info["seconds"],
+            "snapshot_mb": info["bytes"] / 1e6,
+            "queries_during": len(during),
+            "p99_during_ms": 1000 * during[int(len(during) * 0.99)] if during else None,
+            "max_during_ms": 1000 * during[-1] if during else None,
+        }
+    return out
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -582,9 +586,9 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
             print("snapshot", out["snapshot"], flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.targets",
+        prog="tallyd bench targets",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -599,7 +603,7 @@ def main() -> None:
     )
     parser.add_argument("--no-duckdb", dest="duckdb", action="store_false")
     parser.add_argument("--out", type=Path, default=Path("bench-reports"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None and (args.only is None or "query" in args.only):
         parser.error("the query measurement needs wrk (apt-get install wrk)")
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}

@@ -13,6 +13,7 @@ the last batch it contains.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -51,6 +52,21 @@ class Recovery:
     notes: list[str]
 
 
+def settle_heap() -> None:
+    """Move every live object out of the cyclic GC's sight (``gc.freeze``).
+
+    View state is millions of small, long-lived, acyclic objects (aggregates, lists, tuples).
+    CPython's full collection walks all of them: 0.7 s with the event loop stopped at a million
+    (group, bucket) pairs, measured. Frozen after a restore and after each snapshot, a full
+    collection only walks what was created since. The young generations are collected first
+    (cheap: requests' short-lived cycles die there); a cycle that had already reached the old
+    generation when it is frozen is never collected — acyclic garbage is still freed as usual,
+    by reference counting.
+    """
+    gc.collect(1)
+    gc.freeze()
+
+
 class Pipeline:
     def __init__(self, registry: Registry, data_dir: Path, segment_bytes: int) -> None:
         self.registry = registry
@@ -61,6 +77,7 @@ class Pipeline:
         self.wakeup = asyncio.Event()
         self.failed: str | None = None
         self.last_snapshot: dict[str, Any] | None = None
+        self.manage_gc = False  # ``tallyd serve`` turns this on (see settle_heap)
         self._task: asyncio.Task[None] | None = None
 
     # -- start / stop ---------------------------------------------------------------------------
@@ -68,14 +85,21 @@ class Pipeline:
     def recover(self) -> Recovery:
         """Load the newest valid snapshot and replay the WAL after it. Blocking: run in a thread
         before anything else touches the registry."""
-        loaded = self.snapshots.load_newest()
-        notes: list[str] = []
-        if loaded.state is not None:
-            notes = self.registry.load_state(loaded.state)
-        replayed = 0
-        for seq, payload in self.wal.open(after=self.registry.position):
-            self.registry.apply(self._batch(seq, payload))
-            replayed += 1
+        if self.manage_gc:
+            gc.disable()  # millions of new objects: no collection could find garbage among them
+        try:
+            loaded = self.snapshots.load_newest()
+            notes: list[str] = []
+            if loaded.state is not None:
+                notes = self.registry.load_state(loaded.state)
+            replayed = 0
+            for seq, payload in self.wal.open(after=self.registry.position):
+                self.registry.apply(self._batch(seq, payload))
+                replayed += 1
+        finally:
+            if self.manage_gc:
+                gc.enable()
+                settle_heap()
         return Recovery(
             loaded.path.name if loaded.path else None,
             loaded.problems,
@@ -179,14 +203,17 @@ class Pipeline:
             for piece in self.registry.state_json():
                 pieces.append(piece)
                 await asyncio.sleep(0)
-            data = await asyncio.to_thread(snapshot.encode_payload, b"".join(pieces))
-            path = await asyncio.to_thread(self.snapshots.write, data, position)
+            framed = await asyncio.to_thread(snapshot.encode_pieces, pieces)
+            del pieces
+            if self.manage_gc:
+                settle_heap()
+            path = await asyncio.to_thread(self.snapshots.write, framed, position)
             await asyncio.to_thread(self.wal.rotate)
         trimmed = await asyncio.to_thread(self.wal.trim, self.snapshots.oldest_kept_position())
         info = {
             "file": path.name,
             "position": position,
-            "bytes": len(data),
+            "bytes": sum(len(p) for p in framed),
             "seconds": round(time.perf_counter() - started, 4),
             "wal_segments_trimmed": trimmed,
         }

@@ -14,12 +14,16 @@ from views import snapshot
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
 
 
-def atomic_write(final: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a mix, even across a crash."""
+def atomic_write(final: Path, data: bytes | list[bytes]) -> None:
+    """Readers see the old file or the new one, never a mix, even across a crash. ``data`` may
+    be a list of pieces, written one after the other (a large snapshot is never joined)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.with_name(final.name + ".tmp")
     with temp.open("wb") as f:
-        f.write(data)
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            f.writelines(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, final)
@@ -51,7 +55,7 @@ class SnapshotStore:
                 continue
         return sorted(found, reverse=True)
 
-    def write(self, data: bytes, position: int) -> Path:
+    def write(self, data: bytes | list[bytes], position: int) -> Path:
         final = self.directory / f"snapshot-{position:020d}.tsnap"
         atomic_write(final, data)
         for _, old in self.files()[KEEP:]:

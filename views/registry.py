@@ -186,10 +186,10 @@ class Registry:
             },
         }
 
-    def state_json(self, piece_groups: int = 2_000) -> Iterator[bytes]:
-        """``orjson.dumps(self.to_state())``, in pieces of about ``piece_groups`` groups each,
-        so a caller on the event loop can let queries run between pieces (a snapshot of a
-        million buckets then never holds the loop for long). No writer may run meanwhile."""
+    def state_json(self, piece_groups: int = 250) -> Iterator[bytes]:
+        """``orjson.dumps(self.to_state())``, in pieces of at most ``piece_groups`` groups, so a
+        caller on the event loop can let queries run between pieces (a snapshot of a million
+        (group, bucket) pairs then never holds the loop for long). No writer may run meanwhile."""
         whole = self.to_state_without_buckets()
         yield b'{"position":' + orjson.dumps(whole["position"])
         yield b',"sources":' + orjson.dumps(whole["sources"]) + b',"views":{'
@@ -204,17 +204,16 @@ class Registry:
                 info = {"counters": part.counters, "late_events": list(part.late_events)}
                 yield (b"," if j else b"") + orjson.dumps(part_name) + b":"
                 yield orjson.dumps(info)[:-1] + b',"buckets":['
-                pending: list[list[Any]] = []
-                groups = 0
-                first = True
-                for bucket in view.bucket_states(part):
-                    pending.append(bucket)
-                    groups += len(bucket[1])
-                    if groups >= piece_groups:
-                        yield (b"" if first else b",") + orjson.dumps(pending)[1:-1]
-                        pending, groups, first = [], 0, False
-                if pending:
-                    yield (b"" if first else b",") + orjson.dumps(pending)[1:-1]
+                for k, (start, groups) in enumerate(part.buckets.items()):
+                    head_bytes = (b"," if k else b"") + b"[" + orjson.dumps(start) + b",["
+                    items = list(groups.items())
+                    for c in range(0, len(items), piece_groups):
+                        chunk = [
+                            [list(key), [a.to_state() for a in aggs]]
+                            for key, aggs in items[c : c + piece_groups]
+                        ]
+                        yield (head_bytes if c == 0 else b",") + orjson.dumps(chunk)[1:-1]
+                    yield (b"" if items else head_bytes) + b"]]"
                 yield b"]}"
             yield b"}}"
         yield b"}}"

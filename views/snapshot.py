@@ -28,12 +28,18 @@ class SnapshotError(ValueError):
 
 
 def encode(state: dict[str, Any]) -> bytes:
-    return encode_payload(orjson.dumps(state))
-
-
-def encode_payload(payload: bytes) -> bytes:
-    """Frame an already JSON-encoded state (``Registry.state_json`` builds one piece by piece)."""
+    payload = orjson.dumps(state)
     return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_pieces(pieces: list[bytes]) -> list[bytes]:
+    """Frame a JSON-encoded state given in pieces (``Registry.state_json``) without joining it:
+    the header, then the pieces, for a writer to write one after the other."""
+    crc = 0
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
+    length = sum(len(p) for p in pieces)
+    return [_HEADER.pack(MAGIC, FORMAT_VERSION, 0, length, crc), *pieces]
 
 
 def decode(data: bytes) -> dict[str, Any]:

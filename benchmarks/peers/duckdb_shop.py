@@ -4,6 +4,7 @@
 import json
 import random
 import sys
+import tempfile
 import time
 
 import duckdb
@@ -13,14 +14,16 @@ from benchmarks.shop import COUNTRIES, events
 MINUTE = 60_000
 n, now = int(sys.argv[1]), int(sys.argv[2])
 con = duckdb.connect()
-con.execute(
-    "CREATE TABLE orders (ts BIGINT, user_id VARCHAR, country VARCHAR, device VARCHAR,"
-    " product VARCHAR, amount DOUBLE, latency_ms DOUBLE)"
-)
-rows = [
-    tuple(e.values()) for e in events(seed=9, n=n, start=now - 3_600_000, step_ms=3_600_000 / n)
-]
-con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+with tempfile.NamedTemporaryFile("w", suffix=".ndjson") as raw:
+    for e in events(seed=9, n=n, start=now - 3_600_000, step_ms=3_600_000 / n):
+        raw.write(json.dumps(e) + "\n")
+    raw.flush()
+    con.execute(
+        "CREATE TABLE orders AS SELECT * FROM read_json(?, columns = {ts: 'BIGINT', "
+        "user_id: 'VARCHAR', country: 'VARCHAR', device: 'VARCHAR', product: 'VARCHAR', "
+        "amount: 'DOUBLE', latency_ms: 'DOUBLE'})",
+        [raw.name],
+    )
 hour_end = now - now % MINUTE
 questions = {
     "point": (

@@ -6,6 +6,7 @@ leaves behind: every acknowledged batch was fsynced to the WAL, snapshot files a
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,29 @@ async def test_column_wise_batches_are_logged_raw_and_replay_to_identical_state(
         assert engine.recovery["replayed_batches"] == 2
         assert _state(engine) == expected
         assert await (await client.get("/v1/views/per_minute?bucket=all")).json() == answer
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_manages_the_gc_freezes_its_heap_after_restore_and_snapshot(
+    tmp_path: Path,
+) -> None:
+    """``tallyd serve`` keeps view state out of the cyclic GC's full collections."""
+    from ingest.pipeline import settle_heap
+
+    gc.unfreeze()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        async with running(CONFIG, tmp_path) as (client, engine):
+            engine.pipeline.manage_gc = True
+            await _post(client, order_events(seed=4, n=500))
+            assert gc.get_freeze_count() == 0
+            await client.post("/v1/admin/snapshot")
+            assert gc.get_freeze_count() > 0
+            # The view state is among the frozen: out of every generation the collector walks.
+            aggs = next(iter(engine.registry.views["totals"].parts[""].buckets[0].values()))
+            assert gc.is_tracked(aggs)
+            assert not any(o is aggs for o in gc.get_objects())
+    finally:
+        gc.unfreeze()

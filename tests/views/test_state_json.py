@@ -11,7 +11,7 @@ from views.config import parse
 from views.registry import Batch, Registry
 
 
-@pytest.mark.parametrize("piece_groups", [1, 7, 2_000])
+@pytest.mark.parametrize("piece_groups", [1, 7, 250, 2_000])
 def test_state_json_equals_the_whole_state_encoded_at_once(piece_groups: int) -> None:
     config = parse(
         {
