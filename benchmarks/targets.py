@@ -352,6 +352,38 @@ async def tallyd_sequential(
     return out
 
 
+BARE_AIOHTTP = """
+import sys
+from aiohttp import web
+async def answer(request):
+    return web.json_response({"view": "v", "rows": [{"country": "FR", "orders": 3}]})
+app = web.Application()
+app.router.add_get("/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+async def aiohttp_ceiling(tmp: Path, seconds: int) -> dict[str, Any]:
+    """What aiohttp itself serves here: a handler returning a constant small JSON answer."""
+    from benchmarks.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_AIOHTTP, str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # bounded wait for the port
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + "/") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+        return wrk(url, ["/v1/views/v"], seconds, tmp)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 async def queries(tmp: Path, n: int, seconds: int, peers_python: str | None) -> dict[str, Any]:
     server = await started(CONFIG.read_text(), tmp, "query")
     now = int(time.time() * 1000)
@@ -368,6 +400,7 @@ async def queries(tmp: Path, n: int, seconds: int, peers_python: str | None) -> 
             result["sequential"] = await tallyd_sequential(session, server.url, paths)
     finally:
         server.terminate()
+    result["aiohttp_ceiling"] = await aiohttp_ceiling(tmp, max(3, seconds // 2))
     if peers_python is not None:
         result["duckdb"] = run_peer(peers_python, "duckdb_shop.py", [str(n), str(now)], 600)
     return result

@@ -61,6 +61,14 @@ class Aggregate:
     def load(self, state: Any) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def restore(cls, state: Any, params: dict[str, Any]) -> Aggregate:
+        """A new instance from ``to_state`` output (restores call this millions of times: the
+        plain aggregates override it to skip ``__init__``)."""
+        aggregate = cls(**params)
+        aggregate.load(state)
+        return aggregate
+
 
 class Count(Aggregate):
     kind = "count"
@@ -87,6 +95,12 @@ class Count(Aggregate):
 
     def load(self, state: Any) -> None:
         self.n = int(state)
+
+    @classmethod
+    def restore(cls, state: Any, params: dict[str, Any]) -> Count:
+        aggregate = cls.__new__(cls)
+        aggregate.n = int(state)
+        return aggregate
 
 
 def _grow(partials: list[float], x: float) -> None:
@@ -154,6 +168,12 @@ class Sum(Aggregate):
             [float(f) for f in state[2]],
         )
 
+    @classmethod
+    def restore(cls, state: Any, params: dict[str, Any]) -> Sum:
+        aggregate = cls.__new__(cls)
+        aggregate.load(state)
+        return aggregate
+
 
 class Avg(Sum):
     kind = "avg"
@@ -190,6 +210,12 @@ class Min(Aggregate):
 
     def load(self, state: Any) -> None:
         self.value = state
+
+    @classmethod
+    def restore(cls, state: Any, params: dict[str, Any]) -> Min:
+        aggregate = cls.__new__(cls)
+        aggregate.value = state
+        return aggregate
 
 
 class Max(Min):

@@ -8,6 +8,8 @@ Stored aggregates are never mutated here: rollups merge into fresh instances.
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +164,7 @@ def _scan(
 ) -> Iterator[tuple[int, Key, list[Aggregate]]]:
     checks = [(key_names.index(n), allowed) for n, allowed in query.filters.items()]
     windowed = view.spec.window is not None
+    lookups = _lookups(view, query, key_names)
     for part in view.parts.values():
         buckets = part.buckets
         if windowed:
@@ -169,9 +172,34 @@ def _scan(
         else:
             starts = iter(buckets.keys())
         for start in list(starts):
-            for key, aggs in buckets[start].items():
+            groups = buckets[start]
+            if lookups is not None:  # every key filtered: look the few candidates up
+                for key in lookups:
+                    aggs = groups.get(key)
+                    if aggs is not None:
+                        yield start, key, aggs
+                continue
+            for key, aggs in groups.items():
                 if all(key_text(key[i]) in allowed for i, allowed in checks):
                     yield start, key, aggs
+
+
+def _lookups(view: View, query: Query, key_names: list[str]) -> list[Key] | None:
+    """When every key column is filtered and holds only strings (declared ``string``: values
+    are str or NULL), the matching keys are known in advance: each allowed text is that string,
+    and "null" is also NULL. Then a bucket costs a few dict lookups instead of a scan."""
+    if not key_names or set(query.filters) != set(key_names):
+        return None
+    types = {c.name: c.type for c in view.spec.columns if c.role == "key"}
+    if any(types[n] != "string" for n in key_names):
+        return None
+    options = [
+        [*sorted(query.filters[n]), *([None] if "null" in query.filters[n] else [])]
+        for n in key_names
+    ]
+    if math.prod(len(o) for o in options) > 256:
+        return None
+    return [tuple(k) for k in itertools.product(*options)]
 
 
 Picker = Callable[[int | None, Key, list[Aggregate]], Any]

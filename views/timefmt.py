@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,6 +42,7 @@ def query_time(text: str) -> int:
     return parse_rfc3339(stripped)
 
 
+@functools.lru_cache(maxsize=4096)  # every answer formats its watermark; it rarely changes
 def format_time(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-22T10:00:00.000Z``."""
     moment = _EPOCH + ms * _MS

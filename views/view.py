@@ -32,7 +32,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from views.aggregates import Aggregate
-from views.spec import ViewSpec
+from views.spec import AGGREGATES, ViewSpec
 from views.windows import hop_starts
 
 OTHER = "__other__"
@@ -240,13 +240,16 @@ class View:
         part = self.parts[name] = Part(self.keep)
         part.counters.update({k: int(v) for k, v in state["counters"].items()})
         part.late_events.extend(state["late_events"])
-        specs = self.spec.aggs
+        loaders = [(AGGREGATES[s.kind].restore, s.params) for s in self.spec.aggs]
+        refs = part.group_refs
+        keys: dict[Key, Key] = {}  # one tuple per key, shared by all its buckets
         for start, groups in state["buckets"]:
             loaded: Groups = {}
             for key, aggs in groups:
                 k = tuple(key)
-                loaded[k] = [s.from_state(a) for s, a in zip(specs, aggs, strict=True)]
-                part.group_refs[k] = part.group_refs.get(k, 0) + 1
+                k = keys.setdefault(k, k)
+                loaded[k] = [load(a, p) for (load, p), a in zip(loaders, aggs, strict=True)]
+                refs[k] = refs.get(k, 0) + 1
             part.buckets[int(start)] = loaded
 
     def to_state(self, parts: bool = True) -> dict[str, Any]:
