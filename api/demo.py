@@ -100,12 +100,17 @@ def examples(base: str) -> str:
     )
     return f"""
 tallyd demo is running at {base}  (Ctrl-C to stop; state persists in the data dir)
+
+  Open {base}/ in a browser: every view as a live chart and table.
+
 Try:
   curl -s '{base}/v1/views' | python3 -m json.tool
   curl -s '{base}/v1/views/revenue_by_country?order_by=-revenue&limit=5'
   curl -s '{base}/v1/views/revenue_by_country?country=FR&country=DE&bucket=1h&group_by='
   curl -s '{base}/v1/views/latency_by_device?bucket=all&format=csv'
   curl -s '{base}/v1/views/top_products'
+  curl -s '{base}/v1/views/revenue_by_country/series?metric=revenue&split_by=country&top=5'
+  curl -sN '{base}/v1/views/order_status/subscribe'          # live, Server-Sent Events
   curl -s '{base}/v1/views/order_status?format=ndjson'
   curl -s -XPOST '{base}/v1/sources/orders/events' --data-binary \\
        '{event}'

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from api.cache import AnswerCache
+from api.live import Hub
 from api.settings import Settings
 from ingest.decode import Decoder
 from ingest.files import FileSource
@@ -36,6 +37,7 @@ class Engine:
             name: Decoder(spec, settings.max_line_bytes) for name, spec in config.sources.items()
         }
         self.answers = AnswerCache(settings.answer_cache_bytes)
+        self.hub = Hub()
         self.ready = asyncio.Event()
         self.fatal = asyncio.Event()
         self.fatal_reason: str | None = None
@@ -126,6 +128,7 @@ class Engine:
                     log.error("event=snapshot_failed error=%r", str(err))
 
     async def stop(self) -> None:
+        await self.hub.close()
         for task in self._tasks:  # Kafka sources write their part files as they stop
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

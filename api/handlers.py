@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
+from api import pages
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
-from api.params import bad, encode_cursor, parse_query
+from api.params import bad, encode_cursor, parse_query, parse_series
 from ingest.pipeline import Unavailable
 from views import query as q
-from views.durations import format_duration
+from views.durations import format_duration, parse_duration
 from views.registry import Batch, SourceState
+from views.series import Series, SeriesError, series
 from views.spec import ViewSpec
 from views.timefmt import format_time
 from views.view import View
@@ -139,39 +145,69 @@ async def list_views(request: web.Request) -> web.Response:
     return _json({"views": views})
 
 
-async def query_view(request: web.Request) -> web.Response:
+def rows_answer(
+    engine: Engine, view: View, params: MultiMapping[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A query's answer (without freshness) and what the response needs besides it."""
+    settings = engine.settings
+    query, output = parse_query(view.spec, params, settings.default_limit, settings.max_limit)
+    try:
+        result = q.run(view, query)
+    except q.QueryError as err:
+        raise bad(err.param, str(err)) from None
+    cursor = None if result.next_offset is None else encode_cursor(result.next_offset, params)
+    meta: dict[str, Any] = {"output": output, "cursor": cursor, "truncated": result.truncated}
+    if output != "json":
+        meta["result"] = result
+        return {}, meta
+    answer = {
+        "view": view.spec.name,
+        "columns": [c.describe() for c in result.columns],
+        "rows": row_dicts(result),
+        "truncated": result.truncated,
+        "next_cursor": cursor,
+    }
+    return answer, meta
+
+
+def series_answer(
+    engine: Engine, view: View, params: MultiMapping[str]
+) -> tuple[dict[str, Any], str]:
+    newest = engine.watermark(view.spec.source)
+    query, output = parse_series(
+        view.spec,
+        params,
+        newest if newest is not None else int(time.time() * 1000),
+        engine.settings.max_series_points,
+    )
+    try:
+        answer = series(view, query)
+    except SeriesError as err:
+        raise bad(err.param, str(err)) from None
+    if output == "csv":
+        return {"csv": series_csv(answer)}, output
+    return {"view": view.spec.name, "metric": query.metric, **answer.to_json()}, output
+
+
+def _cached(request: web.Request, kind: str) -> tuple[Engine, View, tuple[Any, ...], int, Any]:
+    """(engine, view, cache key, source version, cached answer or None) of a GET on a view."""
     engine = _engine(request)
     view = _view(engine, request)
-    settings = engine.settings
+    version = engine.registry.sources[view.spec.source].version
+    key = (kind, view.spec.name, tuple(sorted(request.query.items())))
+    return engine, view, key, version, engine.answers.get(key, version)
+
+
+async def query_view(request: web.Request) -> web.Response:
+    engine, view, key, version, cached = _cached(request, "query")
     source = view.spec.source
-    version = engine.registry.sources[source].version
-    key = ("query", view.spec.name, tuple(sorted(request.query.items())))
-    cached = engine.answers.get(key, version)
     if cached is None:
-        query, output = parse_query(
-            view.spec, request.query, settings.default_limit, settings.max_limit
-        )
-        try:
-            result = q.run(view, query)
-        except q.QueryError as err:
-            raise bad(err.param, str(err)) from None
-        cursor = (
-            None if result.next_offset is None else encode_cursor(result.next_offset, request.query)
-        )
-        meta = {"output": output, "cursor": cursor, "truncated": result.truncated}
-        if output == "json":
-            # Everything but the closing freshness, which is added per response.
-            body = orjson.dumps(
-                {
-                    "view": view.spec.name,
-                    "columns": [c.describe() for c in result.columns],
-                    "rows": row_dicts(result),
-                    "truncated": result.truncated,
-                    "next_cursor": cursor,
-                }
-            )[:-1]
+        answer, meta = rows_answer(engine, view, request.query)
+        if meta["output"] == "json":  # everything but the closing freshness, added per response
+            body = orjson.dumps(answer)[:-1]
         else:
-            body = to_csv(result) if output == "csv" else to_ndjson(result)
+            result = meta.pop("result")
+            body = to_csv(result) if meta["output"] == "csv" else to_ndjson(result)
         engine.answers.put(key, version, body, meta)
     else:
         body, meta = cached.body, cached.meta
@@ -192,6 +228,152 @@ async def query_view(request: web.Request) -> web.Response:
     if meta["output"] == "csv":
         return web.Response(body=body, content_type="text/csv", charset="utf-8", headers=headers)
     return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
+
+
+async def series_view(request: web.Request) -> web.Response:
+    """Chart-ready columns: ``{"x": [bucket starts], "series": [{"name", "values"}]}``."""
+    engine, view, key, version, cached = _cached(request, "series")
+    source = view.spec.source
+    if cached is not None and "to" in request.query:  # no default range: it moves with time
+        body, meta = cached.body, cached.meta
+    else:
+        answer, output = series_answer(engine, view, request.query)
+        body = orjson.dumps(answer)[:-1] if output == "json" else answer["csv"]
+        meta = {"output": output}
+        engine.answers.put(key, version, body, meta)
+    fresh = freshness(engine, source)
+    if meta["output"] == "json":
+        return web.Response(
+            body=body + b',"freshness":' + orjson.dumps(fresh) + b"}",
+            content_type="application/json",
+        )
+    return web.Response(
+        body=body,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"X-Tallyd-Position": fresh["position"]},
+    )
+
+
+def series_csv(answer: Series) -> bytes:
+    """``time,<series>...`` with one row per bucket (RFC 3339 UTC times)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["time", *[s["name"] for s in answer.series]])
+    for i, x in enumerate(answer.x):
+        writer.writerow(
+            [format_time(x), *["" if (v := s["values"][i]) is None else v for s in answer.series]]
+        )
+    return out.getvalue().encode()
+
+
+async def chart(request: web.Request) -> web.Response:
+    """An embeddable live chart of ``series`` (same parameters, plus type/theme/title/unit)."""
+    engine = _engine(request)
+    view = _view(engine, request)
+    extra = {k: v for k, v in request.query.items() if k in pages.CHART_PARAMS}
+    params = MultiDict((k, v) for k, v in request.query.items() if k not in pages.CHART_PARAMS)
+    if extra.get("type", "line") not in pages.TYPES:
+        raise bad("type", f"{extra['type']!r} is not one of {', '.join(pages.TYPES)}")
+    if extra.get("theme", "light") not in pages.THEMES:
+        raise bad("theme", f"{extra['theme']!r} is not one of {', '.join(pages.THEMES)}")
+    if params.get("format", "json") != "json":
+        raise bad("format", "a chart reads the JSON series")
+    series_answer(engine, view, params)  # a bad series request is a 400 here, not a blank page
+    body = pages.chart_page(view.spec.name, dict(params.items()), extra)
+    return web.Response(text=body, content_type="text/html")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """Every view: a live chart (windowed views) and a live table, with embed snippets."""
+    engine = _engine(request)
+    _only(request, set())
+    views = []
+    for name, view in engine.registry.views.items():
+        spec = view.spec
+        newest_first = "" if spec.window is None else f"&order_by=-{spec.window.name}"
+        entry: dict[str, Any] = {
+            "name": name,
+            "description": engine.config.descriptions.get(name, ""),
+            "query": f"/v1/views/{name}?limit=10{newest_first}",
+            "live": f"/v1/views/{name}/subscribe?kind=rows&limit=10{newest_first}",
+            "chart": None,
+        }
+        metric = next(
+            (c.name for c in spec.columns if c.role == "aggregate" and c.type != "array"), None
+        )
+        if spec.window is not None and metric is not None:
+            params = {"metric": metric}
+            keys = [c.name for c in spec.columns if c.role == "key"]
+            if keys:
+                params |= {"split_by": keys[0], "top": "5"}
+            entry["chart"] = f"/v1/views/{name}/chart?{urlencode(params)}"
+        views.append(entry)
+    return web.Response(text=pages.dashboard_page(views), content_type="text/html")
+
+
+LIVE_PARAMS = {"kind", "interval"}
+
+
+async def subscribe(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the answer to a query (``kind=rows``, its parameters) or a series
+    (``kind=series``), then its changes at most once per ``interval`` (api/live.py)."""
+    engine = _engine(request)
+    view = _view(engine, request)
+    params = MultiDict((k, v) for k, v in request.query.items() if k not in LIVE_PARAMS)
+    kind = request.query.get("kind", "rows")
+    if kind not in ("rows", "series"):
+        raise bad("kind", f"{kind!r} is not one of rows, series")
+    try:
+        interval = parse_duration(request.query.get("interval", "1s")) / 1000
+    except ValueError as err:
+        raise bad("interval", str(err)) from None
+    if not 0.1 <= interval <= 3600:
+        raise bad("interval", "must be between 100ms and 1h")
+    if params.get("format", "json") != "json":
+        raise bad("format", "live answers are JSON")
+    source = engine.registry.sources[view.spec.source]
+
+    def compute() -> dict[str, Any]:
+        if kind == "rows":
+            answer, _ = rows_answer(engine, view, params)
+        else:
+            answer, _ = series_answer(engine, view, params)
+        return {**answer, "freshness": freshness(engine, view.spec.source)}
+
+    key = ("live", view.spec.name, kind, interval, tuple(sorted(params.items())))
+    topic = engine.hub.topic(key, compute, lambda: source.version, kind, interval)
+    if topic.answer is None:
+        topic.refresh()  # the first subscriber's request is checked here: a 400 before streaming
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        }
+    )
+    await response.prepare(request)
+    transport = request.transport
+    subscriber = engine.hub.subscribe(topic, transport.abort if transport is not None else None)
+    try:
+        for first in topic.since(request.headers.get("Last-Event-ID")):
+            await response.write(first.encode())
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    subscriber.queue.get(), engine.settings.sse_heartbeat / 1000
+                )
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if message is None:  # dropped: it fell too far behind
+                break
+            await response.write(message.encode())
+    except ConnectionError:
+        pass
+    finally:
+        engine.hub.unsubscribe(topic, subscriber)
+    return response
 
 
 def _keep_limit(request: web.Request, engine: Engine) -> int:

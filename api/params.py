@@ -13,6 +13,7 @@ from multidict import MultiMapping
 from api.errors import ApiError
 from views.durations import parse_duration
 from views.query import ALL, Query
+from views.series import SeriesQuery
 from views.spec import ViewSpec
 from views.timefmt import query_time
 
@@ -97,21 +98,7 @@ def _cursor(params: MultiMapping[str]) -> int:
 def parse_query(
     spec: ViewSpec, params: MultiMapping[str], default_limit: int, max_limit: int
 ) -> tuple[Query, str]:
-    keys = {c.name for c in spec.columns if c.role == "key"}
-    filters: dict[str, frozenset[str]] = {}
-    for name in params:
-        if name in RESERVED:
-            continue
-        if name not in keys:
-            hint = (
-                f"group keys you can filter on: {', '.join(sorted(keys))}"
-                if keys
-                else ("this view has no group keys")
-            )
-            raise bad(
-                name, f"unknown parameter; {hint}; other parameters: {', '.join(sorted(RESERVED))}"
-            )
-        filters[name] = frozenset(params.getall(name))
+    filters = _filters(spec, params, RESERVED)
     group_by = _one(params, "group_by")
     order_by = _one(params, "order_by")
     columns = _one(params, "columns")
@@ -136,4 +123,72 @@ def parse_query(
         and query.time_to < query.time_from
     ):
         raise bad("to", "is before 'from'")
+    return query, output
+
+
+SERIES_PARAMS = {"metric", "bucket", "from", "to", "tz", "split_by", "top", "fill", "format"}
+FILLS = ("null", "zero", "previous")
+
+
+def _filters(spec: ViewSpec, params: MultiMapping[str], reserved: set[str]) -> dict[str, Any]:
+    keys = {c.name for c in spec.columns if c.role == "key"}
+    filters: dict[str, frozenset[str]] = {}
+    for name in params:
+        if name in reserved:
+            continue
+        if name not in keys:
+            hint = (
+                f"group keys you can filter on: {', '.join(sorted(keys))}"
+                if keys
+                else ("this view has no group keys")
+            )
+            raise bad(
+                name, f"unknown parameter; {hint}; other parameters: {', '.join(sorted(reserved))}"
+            )
+        filters[name] = frozenset(params.getall(name))
+    return filters
+
+
+def parse_series(
+    spec: ViewSpec, params: MultiMapping[str], newest: int | None, max_points: int
+) -> tuple[SeriesQuery, str]:
+    """``newest``: the source's watermark (or now), for the default range: the last 60 buckets."""
+    filters = _filters(spec, params, SERIES_PARAMS)
+    metric = _one(params, "metric")
+    if metric is None:
+        names = [c.name for c in spec.columns if c.role == "aggregate"]
+        raise bad("metric", f"required: one of {', '.join(names)}")
+    bucket = _bucket(params)
+    if bucket == ALL:
+        raise bad("bucket", "a series needs time buckets, e.g. 1h")
+    window = spec.window.size if spec.window is not None else None
+    size = bucket or window or 1
+    to = _time(params, "to")
+    if to is None:
+        latest = newest if newest is not None else 0
+        to = latest - latest % size + size
+    time_from = _time(params, "from")
+    if time_from is None:
+        time_from = to - 60 * size
+    top = _one(params, "top")
+    if top is not None and (not top.isdigit() or int(top) < 1):
+        raise bad("top", f"{top!r} is not a positive integer")
+    fill = _one(params, "fill") or "null"
+    if fill not in FILLS:
+        raise bad("fill", f"{fill!r} is not one of {', '.join(FILLS)}")
+    output = _one(params, "format") or "json"
+    if output not in ("json", "csv"):
+        raise bad("format", f"{output!r} is not one of json, csv")
+    query = SeriesQuery(
+        metric=metric,
+        time_from=time_from,
+        time_to=to,
+        bucket=bucket,
+        tz=_one(params, "tz") or "UTC",
+        split_by=_one(params, "split_by"),
+        top=None if top is None else int(top),
+        fill=fill,  # type: ignore[arg-type]
+        filters=filters,
+        max_points=max_points,
+    )
     return query, output

@@ -68,6 +68,18 @@ SETTINGS = (
         "Size at which the write-ahead log starts a new segment file.",
     ),
     Setting(
+        "max_series_points",
+        10_000,
+        _positive_int,
+        "Most points (buckets x series) one series answer may have (400 beyond).",
+    ),
+    Setting(
+        "sse_heartbeat",
+        "15s",
+        _duration,
+        "How often an idle live stream sends a comment line, so proxies keep it open.",
+    ),
+    Setting(
         "answer_cache_bytes",
         64 << 20,
         _positive_int,
@@ -88,6 +100,8 @@ class Settings:
     max_limit: int = 10_000
     keep_rejected: int = 1000
     wal_segment_bytes: int = 64 << 20
+    max_series_points: int = 10_000
+    sse_heartbeat: int = 15_000
     answer_cache_bytes: int = 64 << 20
 
     @property

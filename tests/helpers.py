@@ -110,3 +110,23 @@ async def until(check: Any, timeout: float) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+# A view per country and minute, for the series, live and chart tests.
+MINUTE_CONFIG = """
+[sources.orders]
+time = "ts"
+fields = { country = "string" }
+
+[views.per_minute]
+description = "Revenue per country and minute"
+sql = '''SELECT country, tumble(ts, '1 minute') AS minute, count(*) AS n, sum(amount) AS revenue
+         FROM orders GROUP BY country, minute'''
+grace = "1h"
+"""
+HOUR_T0 = BASE_TS - BASE_TS % 3_600_000  # on the hour: minute and multi-minute buckets start here
+
+
+def minute_orders(spec: list[tuple[int, str, float]]) -> bytes:
+    """(minute after HOUR_T0, country, amount) -> an NDJSON body."""
+    return ndjson([{"ts": HOUR_T0 + m * 60_000 + 1, "country": c, "amount": a} for m, c, a in spec])

@@ -1,0 +1,108 @@
+"""The chart page and the dashboard in real headless Chromium (Debian's, driven by Playwright).
+
+Screenshots go to ``test-artifacts/`` (override with TALLYD_ARTIFACTS) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import BASE_TS, MINUTE_CONFIG, ndjson, running
+
+playwright = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = os.environ.get("TALLYD_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(
+    os.environ.get("TALLYD_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
+)
+CONFIG = (
+    MINUTE_CONFIG
+    + """
+[views.totals]
+sql = "SELECT country, count(*) AS n FROM orders GROUP BY country"
+"""
+)
+T0 = BASE_TS - BASE_TS % 60_000
+
+
+def orders(minutes: range, countries: list[str], amount: float) -> bytes:
+    return ndjson(
+        [
+            {"ts": T0 + m * 60_000 + i, "country": c, "amount": amount + m}
+            for m in minutes
+            for i, c in enumerate(countries)
+        ]
+    )
+
+
+async def browser(p: Any) -> Any:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+    return await p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with running(CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=orders(range(10), ["FR", "DE"], 10))
+        url = client.make_url(
+            f"/v1/views/per_minute/chart?metric=revenue&split_by=country&from={T0}"
+            f"&to={T0 + 15 * 60_000}&unit=EUR&type=area&interval=200ms"
+        )
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page(viewport={"width": 900, "height": 420})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(str(url))
+            await page.wait_for_function("window.tallyd && window.tallyd.points === 20")
+            box = await page.locator("#chart canvas").bounding_box()
+            assert box is not None
+            assert box["width"] > 400
+            assert box["height"] > 150
+            assert await page.evaluate("window.tallyd.series") == ["DE", "FR"]
+            await page.screenshot(path=ARTIFACTS / "chart-before.png")
+            updates = await page.evaluate("window.tallyd.updates")
+            await client.post(
+                "/v1/sources/orders/events", data=orders(range(10, 13), ["FR", "US"], 50)
+            )
+            await page.wait_for_function(
+                f"window.tallyd.updates > {updates} && window.tallyd.points === 26"
+            )
+            assert await page.evaluate("window.tallyd.series") == ["DE", "FR", "US"]
+            await page.screenshot(path=ARTIFACTS / "chart-after.png")
+            assert errors == []
+            await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_lists_every_view_live(tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with running(CONFIG, tmp_path) as (client, engine):
+        await client.post(
+            "/v1/sources/orders/events", data=orders(range(30), ["FR", "DE", "US"], 5)
+        )
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page(viewport={"width": 1200, "height": 900})
+            await page.goto(str(client.make_url("/")))
+            await page.wait_for_function("window.tallyd && window.tallyd.tables >= 2")
+            for name in engine.registry.views:
+                section = page.locator(f"#view-{name}")
+                assert await section.locator("h2").inner_text() == name
+                assert await section.locator("table tr").count() > 1
+            frame = page.frame_locator("#view-per_minute iframe")
+            await frame.locator("#chart canvas").wait_for()
+            snippet = await page.locator("#view-per_minute pre").first.text_content() or ""
+            assert snippet.startswith('<iframe src="http://127.0.0.1:')
+            assert "/chart?" in snippet
+            await page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+            await chromium.close()
