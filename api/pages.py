@@ -38,6 +38,7 @@ CHART = Template(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>$title</title>
 <link rel="stylesheet" href="/assets/uPlot.min.css">
 <style>
@@ -188,6 +189,7 @@ DASHBOARD = Template(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>tallyd</title>
 <style>
   body { margin: 0 auto; max-width: 1200px; padding: 16px;
@@ -224,9 +226,11 @@ DASHBOARD = Template(
     const t = document.createElement("table");
     const names = answer.columns.map((c) => c.name);
     const head = t.insertRow(); names.forEach((n) => head.appendChild(text("th", n)));
+    const show = (v) => typeof v === "number" && !Number.isInteger(v)
+      ? String(Number(v.toPrecision(10)))  // exact sums can end in ...0000001: display only
+      : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
     answer.rows.forEach((r) => { const row = t.insertRow();
-      names.forEach((n) => row.insertCell().textContent =
-        typeof r[n] === "object" && r[n] !== null ? JSON.stringify(r[n]) : String(r[n])); });
+      names.forEach((n) => row.insertCell().textContent = show(r[n])); });
     box.appendChild(t); seen.tables += 1;
   }
   views.forEach((v) => {

@@ -93,6 +93,9 @@ async def test_the_dashboard_lists_every_view_live(tmp_path: Path) -> None:
         async with playwright.async_playwright() as p:
             chromium = await browser(p)
             page = await chromium.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             await page.goto(str(client.make_url("/")))
             await page.wait_for_function("window.tallyd && window.tallyd.tables >= 2")
             for name in engine.registry.views:
@@ -105,4 +108,5 @@ async def test_the_dashboard_lists_every_view_live(tmp_path: Path) -> None:
             assert snippet.startswith('<iframe src="http://127.0.0.1:')
             assert "/chart?" in snippet
             await page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+            assert problems == []  # no script error, no failed request (favicon included)
             await chromium.close()
