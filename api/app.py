@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from api import handlers as h
 from api import pages
@@ -27,12 +30,29 @@ ROUTES = (
     ("POST", "/v1/sources/{source}/events", h.post_events, "Ingest NDJSON or a JSON array."),
     ("GET", "/v1/sources/{source}/rejected", h.rejected_events, "Rejected lines kept."),
     ("POST", "/v1/admin/snapshot", h.take_snapshot, "Write a snapshot now."),
+    ("GET", "/v1/status", h.status, "Sources, views, snapshots, ingest and live figures (JSON)."),
+    ("GET", "/metrics", h.metrics, "The same, and latency histograms, for Prometheus."),
 )
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request latency by route template (never the raw path: bounded label values)."""
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = f"{request.method} {resource.canonical if resource is not None else 'unmatched'}"
+    request.app[ENGINE].metrics.requests.labels(route, f"{response.status // 100}xx").observe(
+        time.perf_counter() - started
+    )
+    return response
 
 
 def make_app(config: Config, settings: Settings, manage_gc: bool = False) -> web.Application:
     # client_max_size bounds the body *after* aiohttp's transparent gzip decoding.
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[timing_middleware, error_middleware], client_max_size=settings.max_body_bytes
+    )
     app[ENGINE] = Engine(config, settings, manage_gc)
     app.cleanup_ctx.append(engine_context)
     for method, path, handler, _ in ROUTES:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.cache import AnswerCache
 from api.live import Hub
+from api.metrics import Metrics
 from api.settings import Settings
 from ingest.decode import Decoder
 from ingest.files import FileSource
@@ -33,10 +34,23 @@ class Engine:
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.pipeline = Pipeline(self.registry, Path(settings.data_dir), settings.wal_segment_bytes)
         self.pipeline.manage_gc = manage_gc  # the server process's heap; not a test runner's
+        self.pipeline.receipt_ttl_ms = settings.idempotency_ttl
+        self.registry.max_receipts = settings.idempotency_max_keys
+        self.keys_in_flight: set[str] = set()  # Idempotency-Key requests being committed
+        self.ingest_bytes = 0  # request bodies read and not yet answered (the ingest backlog)
+        self.ingest_peak = 0
+        self.shed = 0  # ingest requests refused with 503 because of that backlog
         self.decoders = {
-            name: Decoder(spec, settings.max_line_bytes) for name, spec in config.sources.items()
+            name: Decoder(spec, settings.max_line_bytes, settings.max_future)
+            for name, spec in config.sources.items()
         }
         self.answers = AnswerCache(settings.answer_cache_bytes)
+        self.metrics = Metrics()
+        self.metrics.watch(self)
+        batch_events = self.metrics.batch_events
+        self.registry.observers.append(
+            lambda batch: batch_events.labels(batch.source).observe(len(batch))
+        )
         self.hub = Hub()
         self.ready = asyncio.Event()
         self.fatal = asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import time
 from typing import Any
@@ -12,16 +13,18 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import pages
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
+from api.metrics import engine_status
 from api.params import bad, encode_cursor, parse_query, parse_series
 from ingest.pipeline import Unavailable
 from views import query as q
 from views.durations import format_duration, parse_duration
-from views.registry import Batch, SourceState
+from views.registry import Batch, Receipt, SourceState
 from views.series import Series, SeriesError, series
 from views.spec import ViewSpec
 from views.timefmt import format_time
@@ -443,6 +446,46 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         ) from None
 
 
+KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+def _idempotency(
+    request: web.Request, engine: Engine, name: str, on_error: str, body: bytes
+) -> tuple[Receipt | None, web.Response | None]:
+    """The request's receipt (None without an Idempotency-Key), or the answer a retry gets."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None, None
+    if not 1 <= len(key) <= 255 or not set(key) <= KEY_CHARS:
+        raise ApiError(
+            400,
+            "header 'Idempotency-Key': 1 to 255 visible ASCII characters (a UUID is typical)",
+            param="Idempotency-Key",
+        )
+    digest = hashlib.sha256(b"%s\0%s\0%s" % (name.encode(), on_error.encode(), body)).hexdigest()
+    now = int(time.time() * 1000)
+    seen = engine.registry.receipts.get(key)
+    if seen is not None and seen["at"] >= now - engine.settings.idempotency_ttl:
+        if seen["digest"] != digest or seen["source"] != name:
+            raise ApiError(
+                422,
+                "this Idempotency-Key was already used with a different request (source, body "
+                "or on_error); use a new key for new events",
+                param="Idempotency-Key",
+            )
+        answer = {k: seen[k] for k in ("accepted", "rejected")}
+        answer["position"] = f"wal:{seen['position']}"
+        return None, _json(answer, headers={"Idempotent-Replayed": "true"})
+    if key in engine.keys_in_flight:
+        raise ApiError(
+            409,
+            "a request with this Idempotency-Key is being processed; retry when it has answered",
+            {"Retry-After": "1"},
+            param="Idempotency-Key",
+        )
+    return Receipt(key, digest, now), None
+
+
 async def post_events(request: web.Request) -> web.Response:
     engine = _engine(request)
     name = _source(engine, request)
@@ -450,15 +493,49 @@ async def post_events(request: web.Request) -> web.Response:
     on_error = request.query.get("on_error", "fail")
     if on_error not in ("fail", "skip"):
         raise bad("on_error", "must be 'fail' (reject the whole body) or 'skip'")
+    _admit(engine, request.content_length or 0)  # before reading: shed load, not memory
     body = await _read_body(request, engine.settings.max_body_bytes)
+    _admit(engine, len(body))
+    engine.ingest_bytes += len(body)
+    engine.ingest_peak = max(engine.ingest_peak, engine.ingest_bytes)
+    try:
+        receipt, replayed = _idempotency(request, engine, name, on_error, body)
+        if replayed is not None:
+            return replayed
+        if receipt is None:
+            return await _ingest(engine, name, on_error, body, None)
+        engine.keys_in_flight.add(receipt.key)
+        try:
+            return await _ingest(engine, name, on_error, body, receipt)
+        finally:
+            engine.keys_in_flight.discard(receipt.key)
+    finally:
+        engine.ingest_bytes -= len(body)
+
+
+def _admit(engine: Engine, size: int) -> None:
+    """Refuse a body that would take the ingest backlog past ``max_ingest_backlog_bytes``: a
+    503 with Retry-After now instead of a timeout later, and memory that stays bounded."""
+    limit = engine.settings.max_ingest_backlog_bytes
+    if engine.ingest_bytes and engine.ingest_bytes + size > limit:
+        engine.shed += 1
+        raise ApiError(
+            503,
+            f"overloaded: {engine.ingest_bytes} bytes of events are being written "
+            f"(max_ingest_backlog_bytes is {limit}); retry after the Retry-After seconds",
+            {"Retry-After": "1"},
+        )
+
+
+async def _ingest(
+    engine: Engine, name: str, on_error: str, body: bytes, receipt: Receipt | None
+) -> web.Response:
     decoder = engine.decoders[name]
     if len(body) > OFFLOAD_BYTES:
         table = await asyncio.to_thread(decoder.table, body)
         if table is not None:  # a large, clean NDJSON body: the column-wise path
-            try:
-                position = await engine.pipeline.submit(Batch(name, [], 0, table=table), body)
-            except Unavailable as err:
-                raise ApiError(503, str(err), {"Retry-After": "5"}) from None
+            batch = Batch(name, [], 0, table=table, receipt=receipt)
+            position = await _submit(engine, batch, body)
             return _json({"accepted": len(table), "rejected": 0, "position": f"wal:{position}"})
         decoded = await asyncio.to_thread(decoder.decode, body)
     else:
@@ -479,10 +556,8 @@ async def post_events(request: web.Request) -> web.Response:
         return _json({"accepted": 0, "rejected": 0, "position": current})
     received = format_time(int(time.time() * 1000))  # wall clock: when it reached us
     rejected = [{**e.describe(), "text": e.text, "received_at": received} for e in decoded.errors]
-    try:
-        position = await engine.pipeline.submit(Batch(name, decoded.events, 0, rejected))
-    except Unavailable as err:
-        raise ApiError(503, str(err), {"Retry-After": "5"}) from None
+    batch = Batch(name, decoded.events, 0, rejected, receipt=receipt)
+    position = await _submit(engine, batch, None)
     return _json(
         {
             "accepted": len(decoded.events),
@@ -490,6 +565,24 @@ async def post_events(request: web.Request) -> web.Response:
             "position": f"wal:{position}",
         }
     )
+
+
+async def _submit(engine: Engine, batch: Batch, body: bytes | None) -> int:
+    try:
+        return await engine.pipeline.submit(batch, body)
+    except Unavailable as err:
+        raise ApiError(503, str(err), {"Retry-After": "5"}) from None
+
+
+async def status(request: web.Request) -> web.Response:
+    _only(request, set())
+    return _json(engine_status(_engine(request)))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    _only(request, set())
+    body = generate_latest(_engine(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def take_snapshot(request: web.Request) -> web.Response:

@@ -80,6 +80,33 @@ SETTINGS = (
         "How often an idle live stream sends a comment line, so proxies keep it open.",
     ),
     Setting(
+        "max_future",
+        "1h",
+        _duration,
+        "Events dated further ahead of the server's clock are refused (line error, or a kept "
+        "poison record for Kafka and files): one would move the watermark and make on-time "
+        "events late.",
+    ),
+    Setting(
+        "max_ingest_backlog_bytes",
+        256 << 20,
+        _positive_int,
+        "Request bodies being decoded, logged and applied at once; beyond it ingest answers 503 "
+        "with Retry-After (load is shed, memory stays bounded).",
+    ),
+    Setting(
+        "idempotency_ttl",
+        "24h",
+        _duration,
+        "How long an Idempotency-Key is remembered: a retry within it returns the first answer.",
+    ),
+    Setting(
+        "idempotency_max_keys",
+        100_000,
+        _positive_int,
+        "Most Idempotency-Keys remembered; beyond it the oldest are forgotten first.",
+    ),
+    Setting(
         "answer_cache_bytes",
         64 << 20,
         _positive_int,
@@ -102,6 +129,10 @@ class Settings:
     wal_segment_bytes: int = 64 << 20
     max_series_points: int = 10_000
     sse_heartbeat: int = 15_000
+    max_future: int = 3_600_000
+    max_ingest_backlog_bytes: int = 256 << 20
+    idempotency_ttl: int = 24 * 3_600_000
+    idempotency_max_keys: int = 100_000
     answer_cache_bytes: int = 64 << 20
 
     @property

@@ -8,6 +8,8 @@ integer epoch milliseconds, which is what views and the WAL see.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from views.columns import Table
+from views.durations import format_duration
 from views.spec import SourceSpec
-from views.timefmt import SECONDS_BELOW, event_time
+from views.timefmt import SECONDS_BELOW, event_time, format_time
 
 _EXPECT = {
     "number": "a number",
@@ -92,10 +95,31 @@ TABLE_MIN_LINES = 2_000  # below this, row by row is as fast and simpler
 
 
 class Decoder:
-    def __init__(self, source: SourceSpec, max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        source: SourceSpec,
+        max_line_bytes: int,
+        max_future_ms: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.time_field = source.time_field
         self.checks = [(f, k) for f, k in sorted(source.schema.items()) if f != source.time_field]
         self.max_line_bytes = max_line_bytes
+        # Events dated further ahead than this (a sender's clock is wrong) are refused: one of
+        # them would move the watermark and make every on-time event after it late.
+        self.max_future_ms = max_future_ms
+        self.clock = clock
+
+    def _future(self, ts: int) -> str | None:
+        if self.max_future_ms is None:
+            return None
+        now = int(self.clock() * 1000)
+        if ts <= now + self.max_future_ms:
+            return None
+        return (
+            f"{format_time(ts)} is more than {format_duration(self.max_future_ms)} ahead of the "
+            f"server's clock ({format_time(now)}); check the sender's clock (max_future)"
+        )
 
     def table(self, body: bytes) -> Table | None:
         """A large, entirely valid NDJSON body as an Arrow table; None when it is small, not
@@ -153,6 +177,9 @@ class Decoder:
             ts = event_time(item[self.time_field])
         except ValueError as err:
             return fail(self.time_field, str(err))
+        ahead = self._future(ts)
+        if ahead is not None:
+            return fail(self.time_field, ahead)
         for field, kind in self.checks:
             value = item.get(field)
             if value is not None and not _kind_ok(kind, value):

@@ -85,8 +85,17 @@ class KafkaSource:
         source = self.registry.sources[self.spec.name]
         partitions = {}
         for part in sorted(self.owned | set(self.partition_errors)):
+            position = source.positions.get(part)
+            topic, _, number = part.rpartition(":")
+            end = (
+                self.consumer.highwater(TopicPartition(topic, int(number)))
+                if self.consumer is not None
+                else None
+            )
             partitions[part] = {
-                "position": source.positions.get(part),
+                "position": position,
+                "end": end,  # the partition's high watermark, as last fetched
+                "lag": None if end is None else max(0, end - (position or 0)),
                 "watermark": source.watermarks.get(part),
                 "error": self.partition_errors.get(part),
             }

@@ -26,7 +26,7 @@ from ingest.decode import Decoder
 from ingest.snapshots import SnapshotStore
 from ingest.wal import Wal
 from views import snapshot
-from views.registry import Batch, Registry
+from views.registry import Batch, Receipt, Registry
 
 log = logging.getLogger("tallyd.pipeline")
 TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
@@ -67,6 +67,13 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def _receipt(record: dict[str, Any]) -> Receipt | None:
+    if "receipt" not in record:
+        return None
+    key, digest, at = record["receipt"]
+    return Receipt(str(key), str(digest), int(at))
+
+
 class Pipeline:
     def __init__(self, registry: Registry, data_dir: Path, segment_bytes: int) -> None:
         self.registry = registry
@@ -77,7 +84,9 @@ class Pipeline:
         self.wakeup = asyncio.Event()
         self.failed: str | None = None
         self.last_snapshot: dict[str, Any] | None = None
+        self.last_snapshot_at: float | None = None  # wall clock, for the snapshot's age
         self.manage_gc = False  # ``tallyd serve`` turns this on (see settle_heap)
+        self.receipt_ttl_ms = 24 * 3_600_000  # idempotency keys older than this are forgotten
         self._task: asyncio.Task[None] | None = None
 
     # -- start / stop ---------------------------------------------------------------------------
@@ -113,16 +122,19 @@ class Pipeline:
         of a column-wise batch, read again by the same reader."""
         if payload[:1] != TABLE_RECORD:
             record = orjson.loads(payload)
-            return Batch(record["source"], record["events"], seq, record["rejected"])
+            batch = Batch(record["source"], record["events"], seq, record["rejected"])
+            batch.receipt = _receipt(record)
+            return batch
         header, body = payload[1:].split(b"\n", 1)
-        source = orjson.loads(header)["source"]
+        head = orjson.loads(header)
+        source = head["source"]
         decoder = Decoder(self.registry.sources[source].spec, max_line_bytes=len(body) + 1)
         table = decoder.table(body)
         if table is not None:
-            return Batch(source, [], seq, table=table)
+            return Batch(source, [], seq, table=table, receipt=_receipt(head))
         # Read column-wise when it was logged; a different pyarrow may disagree. Row-wise gives
         # the same answers (top_k may keep different tail entries, within its error bound).
-        return Batch(source, decoder.decode(body).events, seq)
+        return Batch(source, decoder.decode(body).events, seq, receipt=_receipt(head))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._commit_loop(), name="tallyd-committer")
@@ -147,12 +159,23 @@ class Pipeline:
             raise Unavailable(self.failed)
         if self._task is None:
             raise Unavailable("not ready")
+        receipt = (
+            {}
+            if batch.receipt is None
+            else {"receipt": [batch.receipt.key, batch.receipt.digest, batch.receipt.at]}
+        )
         if batch.table is not None:
             assert body is not None
-            payload = TABLE_RECORD + orjson.dumps({"source": batch.source}) + b"\n" + body
+            header = orjson.dumps({"source": batch.source, **receipt})
+            payload = TABLE_RECORD + header + b"\n" + body
         else:
             payload = orjson.dumps(
-                {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
+                {
+                    "source": batch.source,
+                    "events": batch.events,
+                    "rejected": batch.rejected,
+                    **receipt,
+                }
             )
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(batch, payload, done))
@@ -196,6 +219,7 @@ class Pipeline:
     async def snapshot(self) -> dict[str, Any]:
         async with self.lock:
             started = time.perf_counter()
+            self.registry.forget_receipts_before(int(time.time() * 1000) - self.receipt_ttl_ms)
             position = self.registry.position
             # Encoded on the event loop a piece at a time (queries run between pieces; the
             # lock keeps writers out): a worker thread would hold the GIL against the queries.
@@ -218,5 +242,6 @@ class Pipeline:
             "wal_segments_trimmed": trimmed,
         }
         self.last_snapshot = info
+        self.last_snapshot_at = time.time()
         log.info("event=snapshot %s", " ".join(f"{k}={v}" for k, v in info.items()))
         return info

@@ -4,7 +4,7 @@ positions and watermarks, and turns state into snapshots — whole, or one parti
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,15 @@ import orjson
 from views.columns import Prepared, Table, prepare
 from views.spec import SourceSpec, ViewSpec
 from views.view import View
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An ``Idempotency-Key`` request: its key, a digest of the request, when it arrived (ms)."""
+
+    key: str
+    digest: str
+    at: int
 
 
 @dataclass
@@ -26,6 +35,7 @@ class Batch:
     part: str = ""  # the source partition: "" for HTTP, "topic:3" for Kafka, a path for files
     weights: list[int] | None = None  # +1 / -1 per event, for change streams
     table: Table | None = None  # the same events column-wise (then ``events`` is left empty)
+    receipt: Receipt | None = None  # an idempotency key the client sent with these events
 
     def __len__(self) -> int:
         return len(self.table) if self.table is not None else len(self.events)
@@ -80,6 +90,12 @@ class Registry:
         for view in self.views.values():
             self.by_source[view.spec.source].append(view)
         self.position = 0  # newest WAL position applied (HTTP sources)
+        # Idempotency keys of applied batches: key -> {digest, at, source, accepted, rejected,
+        # position}. In the WAL with their batch and in snapshots, so a retry after a restart
+        # is still recognised. Bounded: the oldest go first beyond ``max_receipts``.
+        self.receipts: dict[str, dict[str, Any]] = {}
+        self.max_receipts = 100_000
+        self.observers: list[Callable[[Batch], None]] = []  # told of every applied batch
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
     def prepare(self, batch: Batch) -> list[Prepared | None]:
@@ -119,10 +135,36 @@ class Registry:
         source.rejected += len(batch.rejected)
         source.rejected_events.extend(batch.rejected)
         source.positions[part] = batch.position
+        if batch.receipt is not None:
+            self.remember(batch)
         source.version += 1
         self.version += 1
+        for observe in self.observers:
+            observe(batch)
         if source.spec.logged:
             self.position = max(self.position, batch.position)
+
+    def remember(self, batch: Batch) -> None:
+        receipt = batch.receipt
+        assert receipt is not None
+        self.receipts.pop(receipt.key, None)  # re-inserted last: the dict stays in arrival order
+        self.receipts[receipt.key] = {
+            "digest": receipt.digest,
+            "at": receipt.at,
+            "source": batch.source,
+            "accepted": len(batch),
+            "rejected": len(batch.rejected),
+            "position": batch.position,
+        }
+        while len(self.receipts) > self.max_receipts:
+            del self.receipts[next(iter(self.receipts))]
+
+    def forget_receipts_before(self, at: int) -> int:
+        """Drop idempotency keys that arrived before ``at`` (expired); returns how many."""
+        old = [k for k, r in self.receipts.items() if r["at"] < at]
+        for key in old:
+            del self.receipts[key]
+        return len(old)
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
@@ -179,6 +221,7 @@ class Registry:
     def to_state(self) -> dict[str, Any]:
         return {
             "position": self.position,
+            "receipts": self.receipts,
             "sources": {name: s.to_state() for name, s in self.sources.items()},
             "views": {
                 name: v.to_state(parts=self.sources[v.spec.source].spec.kind != "kafka")
@@ -192,6 +235,7 @@ class Registry:
         (group, bucket) pairs then never holds the loop for long). No writer may run meanwhile."""
         whole = self.to_state_without_buckets()
         yield b'{"position":' + orjson.dumps(whole["position"])
+        yield b',"receipts":' + orjson.dumps(whole["receipts"])
         yield b',"sources":' + orjson.dumps(whole["sources"]) + b',"views":{'
         for i, (name, view) in enumerate(self.views.items()):
             head = whole["views"][name]
@@ -221,6 +265,7 @@ class Registry:
     def to_state_without_buckets(self) -> dict[str, Any]:
         return {
             "position": self.position,
+            "receipts": self.receipts,
             "sources": {name: s.to_state() for name, s in self.sources.items()},
             "views": {
                 name: v.to_state(parts=False)
@@ -250,6 +295,7 @@ class Registry:
             )
         notes = []
         self.position = int(state["position"])
+        self.receipts = dict(state.get("receipts", {}))
         for name, source in self.sources.items():
             source.version += 1
             if name in state["sources"]:

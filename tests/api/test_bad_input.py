@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.helpers import BASE_TS, running
+from tests.helpers import BASE_TS, ndjson, running
 
 CONFIG = """
 [sources.orders]
@@ -185,3 +186,23 @@ async def test_internal_errors_never_leak(tmp_path: Path, monkeypatch: pytest.Mo
         assert "secret" not in text
         assert "RuntimeError" not in text
         assert orjson.loads(text)["error"]["message"] == "internal error"
+
+
+@pytest.mark.asyncio
+async def test_events_from_the_future_are_refused_naming_line_and_field(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    lines = [{"ts": now, "country": "FR"}, {"ts": now + 2 * 3_600_000, "country": "FR"}]
+    big = [{"ts": now - i, "country": "FR"} for i in range(3000)] + lines[1:]  # column-wise size
+    async with running(CONFIG, tmp_path, max_future="1h") as (client, engine):
+        for body in (ndjson(lines), ndjson(big)):
+            before = engine.registry.version
+            response = await client.post("/v1/sources/orders/events", data=body)
+            assert response.status == 400
+            error = (await response.json())["error"]
+            (problem,) = error["errors"]
+            assert problem["line"] == body.count(b"\n")
+            assert problem["field"] == "ts"
+            assert "ahead of the server's clock" in problem["reason"]
+            assert engine.registry.version == before
+        ok = await client.post("/v1/sources/orders/events", data=ndjson(lines[:1]))
+        assert ok.status == 200

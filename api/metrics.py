@@ -1,0 +1,198 @@
+"""``GET /metrics`` (Prometheus text format, via prometheus-client) and ``GET /v1/status`` (JSON).
+
+Most figures are read from the engine when scraped (a collector), so the hot paths pay nothing for
+them; two histograms are observed as things happen: request latency by route, and events per
+applied batch. The registry is per app, never the process-global one (tests run many apps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+# Measured bytes per (group, bucket) of a count/sum/avg/min/max view (benchmarks/README.md):
+# the memory figure below is this times the pairs, an estimate, labelled so.
+BYTES_PER_PAIR = 971
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Histogram(
+            "tallyd_request_seconds",
+            "HTTP request latency by route (method and path template) and status class.",
+            ["route", "status"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.batch_events = Histogram(
+            "tallyd_batch_events",
+            "Events per applied batch, by source.",
+            ["source"],
+            registry=self.registry,
+            buckets=(1, 10, 100, 1_000, 10_000, 50_000, 100_000, 500_000),
+        )
+
+    def watch(self, engine: Any) -> None:
+        self.registry.register(_EngineCollector(engine))
+
+
+class _EngineCollector:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        status = engine_status(self.engine)
+        counters = {
+            "tallyd_events_accepted": ("Events applied, by source.", "accepted"),
+            "tallyd_events_rejected": ("Invalid events kept aside, by source.", "rejected"),
+        }
+        for name, (text, field) in counters.items():
+            counter = CounterMetricFamily(name, text, labels=["source"])
+            for source, s in status["sources"].items():
+                counter.add_metric([source], s[field])
+            yield counter
+        gauges = {
+            "tallyd_watermark_seconds": ("Newest event time applied (epoch s).", "watermark_s"),
+            "tallyd_freshness_lag_seconds": (
+                "Server clock minus the watermark: how far behind real time a source is.",
+                "lag_s",
+            ),
+        }
+        for name, (text, field) in gauges.items():
+            family = GaugeMetricFamily(name, text, labels=["source"])
+            for source, s in status["sources"].items():
+                if s[field] is not None:
+                    family.add_metric([source], s[field])
+            yield family
+        kafka_lag = GaugeMetricFamily(
+            "tallyd_kafka_lag_records",
+            "Records between a partition's position and its high watermark.",
+            labels=["source", "partition"],
+        )
+        for source, s in status["sources"].items():
+            for part, p in s.get("partitions", {}).items():
+                if p.get("lag") is not None:
+                    kafka_lag.add_metric([source, part], p["lag"])
+        yield kafka_lag
+        view_gauges = {
+            "tallyd_view_groups": ("Distinct group keys alive.", "groups"),
+            "tallyd_view_buckets": ("Time buckets alive.", "buckets"),
+            "tallyd_view_pairs": ("(group, bucket) pairs held.", "pairs"),
+            "tallyd_view_memory_bytes_estimate": (
+                "Estimated state memory: pairs x the measured bytes per pair.",
+                "memory_bytes_estimate",
+            ),
+        }
+        for name, (text, field) in view_gauges.items():
+            family = GaugeMetricFamily(name, text, labels=["view"])
+            for view, v in status["views"].items():
+                family.add_metric([view], v[field])
+            yield family
+        view_counters = {
+            "tallyd_view_late_events": "Events too late for their window (not applied).",
+            "tallyd_view_overflow_events": "Events folded into __other__ by max_groups.",
+            "tallyd_view_unmatched_retractions": "Retractions of rows that were never added.",
+        }
+        for (name, text), field in zip(
+            view_counters.items(), ("late", "overflow", "unmatched"), strict=True
+        ):
+            per_view = CounterMetricFamily(name, text, labels=["view"])
+            for view, v in status["views"].items():
+                per_view.add_metric([view], v[field])
+            yield per_view
+        snap = status["snapshot"]
+        for name, text, value in (
+            ("tallyd_snapshot_duration_seconds", "Duration of the last snapshot.", "seconds"),
+            ("tallyd_snapshot_bytes", "Size of the last snapshot.", "bytes"),
+            ("tallyd_snapshot_age_seconds", "Time since the last snapshot.", "age_s"),
+        ):
+            if snap.get(value) is not None:
+                yield GaugeMetricFamily(name, text, value=snap[value])
+        ingest = status["ingest"]
+        yield GaugeMetricFamily(
+            "tallyd_wal_bytes", "Write-ahead log on disk.", value=ingest["wal_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "tallyd_ingest_backlog_bytes",
+            "Request bodies being decoded, logged and applied.",
+            value=ingest["backlog_bytes"],
+        )
+        yield CounterMetricFamily(
+            "tallyd_ingest_shed",
+            "Ingest requests refused with 503 because of the backlog.",
+            value=ingest["shed"],
+        )
+        answers = status["answers"]
+        yield CounterMetricFamily(
+            "tallyd_answer_cache_hits", "Queries answered from the cache.", value=answers["hits"]
+        )
+        yield CounterMetricFamily(
+            "tallyd_answer_cache_misses", "Queries computed.", value=answers["misses"]
+        )
+        live = status["live"]
+        yield GaugeMetricFamily(
+            "tallyd_live_subscribers", "Open SSE streams.", value=live["subscribers"]
+        )
+        yield CounterMetricFamily(
+            "tallyd_live_dropped", "SSE subscribers dropped for not reading.", value=live["dropped"]
+        )
+
+
+def engine_status(engine: Any) -> dict[str, Any]:
+    """What ``/v1/status`` answers and ``/metrics`` exposes, read now."""
+    now = time.time()
+    registry = engine.registry
+    sources = {}
+    for name, state in registry.sources.items():
+        watermark = engine.watermark(name)
+        status = engine.source_status(name)
+        sources[name] = {
+            "kind": state.spec.kind,
+            "accepted": state.accepted,
+            "rejected": state.rejected,
+            "watermark_s": None if watermark is None else watermark / 1000,
+            "lag_s": None if watermark is None else round(now - watermark / 1000, 3),
+            "healthy": status.get("healthy", True),
+            "partitions": status.get("partitions", {}),
+        }
+    views = {}
+    for name, view in registry.views.items():
+        stats = view.stats()
+        pairs = sum(len(g) for part in view.parts.values() for g in part.buckets.values())
+        views[name] = {
+            **stats,
+            "pairs": pairs,
+            "memory_bytes_estimate": pairs * BYTES_PER_PAIR,
+        }
+    last = engine.pipeline.last_snapshot or {}
+    taken = engine.pipeline.last_snapshot_at
+    wal_dir = Path(engine.settings.data_dir) / "wal"
+    wal_bytes = sum(p.stat().st_size for p in wal_dir.glob("wal-*.log")) if wal_dir.exists() else 0
+    return {
+        "ready": engine.ready.is_set(),
+        "sources": sources,
+        "views": views,
+        "snapshot": {
+            "file": last.get("file"),
+            "seconds": last.get("seconds"),
+            "bytes": last.get("bytes"),
+            "age_s": None if taken is None else round(now - taken, 3),
+        },
+        "ingest": {
+            "wal_bytes": wal_bytes,
+            "backlog_bytes": engine.ingest_bytes,
+            "shed": engine.shed,
+        },
+        "answers": {"hits": engine.answers.hits, "misses": engine.answers.misses},
+        "live": {
+            "topics": len(engine.hub.topics),
+            "subscribers": sum(len(t.subscribers) for t in engine.hub.topics.values()),
+            "dropped": engine.hub.dropped,
+        },
+    }
