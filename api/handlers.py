@@ -21,6 +21,7 @@ from api.engine import ENGINE, Engine
 from api.errors import ApiError
 from api.metrics import engine_status
 from api.params import bad, encode_cursor, parse_query, parse_series
+from ingest import faults
 from ingest.pipeline import Unavailable
 from views import query as q
 from views.durations import format_duration, parse_duration
@@ -569,9 +570,11 @@ async def _ingest(
 
 async def _submit(engine: Engine, batch: Batch, body: bytes | None) -> int:
     try:
-        return await engine.pipeline.submit(batch, body)
+        position = await engine.pipeline.submit(batch, body)
     except Unavailable as err:
-        raise ApiError(503, str(err), {"Retry-After": "5"}) from None
+        raise ApiError(err.status, str(err), {"Retry-After": "5"}) from None
+    faults.reached("before_response")
+    return position
 
 
 async def status(request: web.Request) -> web.Response:

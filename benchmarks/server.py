@@ -22,10 +22,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, config: Path, data_dir: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, data_dir: Path, log: Path, launcher: list[str] | None = None
+    ) -> None:
         self.config, self.data_dir, self.log = config, data_dir, log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # What runs ``serve ...``: tallyd itself, or a test-only launcher that arms a crash point.
+        self.launcher = launcher or [sys.executable, "-m", "api"]
 
     @property
     def url(self) -> str:
@@ -35,9 +39,7 @@ class ServerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "api",
+                    *self.launcher,
                     "serve",
                     "--config",
                     str(self.config),

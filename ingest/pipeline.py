@@ -13,6 +13,7 @@ the last batch it contains.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from ingest import faults
 from ingest.decode import Decoder
 from ingest.snapshots import SnapshotStore
 from ingest.wal import Wal
@@ -33,7 +35,12 @@ TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON 
 
 
 class Unavailable(RuntimeError):
-    """The pipeline cannot take writes (not started, stopping, or a fatal disk error)."""
+    """The pipeline cannot take writes (not started, stopping, or a fatal disk error).
+    ``status``: 507 when the disk is full, else 503."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -83,6 +90,7 @@ class Pipeline:
         self.pending: list[_Pending] = []
         self.wakeup = asyncio.Event()
         self.failed: str | None = None
+        self.failed_status = 503
         self.last_snapshot: dict[str, Any] | None = None
         self.last_snapshot_at: float | None = None  # wall clock, for the snapshot's age
         self.manage_gc = False  # ``tallyd serve`` turns this on (see settle_heap)
@@ -156,7 +164,7 @@ class Pipeline:
         """Durably log and apply ``batch``; returns its WAL position. A table batch logs the
         NDJSON ``body`` it was read from (smaller and faster than re-encoding its events)."""
         if self.failed is not None:
-            raise Unavailable(self.failed)
+            raise Unavailable(self.failed, self.failed_status)
         if self._task is None:
             raise Unavailable("not ready")
         receipt = (
@@ -192,16 +200,25 @@ class Pipeline:
                     await self._commit(group)
 
     async def _commit(self, group: list[_Pending]) -> None:
+        faults.reached("before_wal_append")
         try:
             seqs = await asyncio.to_thread(self.wal.append, [p.payload for p in group])
         except OSError as err:
             # An fsync or write failure leaves the file in an unknown state: never retry and
-            # pretend (the PostgreSQL fsync lesson). Refuse writes until a restart recovers.
-            self.failed = f"the write-ahead log failed ({err.strerror or err}); restart required"
+            # pretend (the PostgreSQL fsync lesson). Refuse writes until a restart recovers,
+            # which cuts whatever part of the batch reached the log as a torn tail.
+            full = err.errno == errno.ENOSPC
+            self.failed_status = 507 if full else 503
+            self.failed = (
+                f"the write-ahead log failed ({err.strerror or err}"
+                f"{': the disk is full' if full else ''}); nothing of this batch was "
+                "acknowledged; restart the server once the disk is fixed"
+            )
             log.error("event=wal_failed error=%r", str(err))
             for item in group:
-                item.done.set_exception(Unavailable(self.failed))
+                item.done.set_exception(Unavailable(self.failed, self.failed_status))
             return
+        faults.reached("after_fsync_before_apply")
         for item, seq in zip(group, seqs, strict=True):
             item.batch.position = seq
             if item.batch.table is not None:

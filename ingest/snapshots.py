@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest import faults
 from views import snapshot
 
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
@@ -26,7 +27,9 @@ def atomic_write(final: Path, data: bytes | list[bytes]) -> None:
             f.writelines(data)
         f.flush()
         os.fsync(f.fileno())
+    faults.reached("mid_snapshot")
     os.replace(temp, final)
+    faults.reached("after_rename_before_dir_fsync")
     fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(fd)

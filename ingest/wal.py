@@ -23,6 +23,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ingest import faults
+
 _FRAME = struct.Struct("<IIQ")
 _SEQ = struct.Struct("<Q")
 
@@ -147,9 +149,11 @@ class Wal:
             self.rotate()
         seqs = list(range(self.next_seq, self.next_seq + len(payloads)))
         data = b"".join(frame(s, p) for s, p in zip(seqs, payloads, strict=True))
-        written = os.write(self._fd, data)
-        if written != len(data):
-            raise OSError(f"short write to the WAL ({written} of {len(data)} bytes)")
+        view = memoryview(data)
+        written = 0
+        while written < len(data):  # a short write is legal; the next one says why (ENOSPC)
+            written += os.write(self._fd, view[written:])
+        faults.reached("after_write_before_fsync")
         os.fsync(self._fd)
         self.commits += 1
         self._size += len(data)

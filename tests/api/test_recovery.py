@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,25 @@ async def test_graceful_stop_snapshots_and_restart_replays_nothing(tmp_path: Pat
         assert len(wal_segments) <= 2  # trimmed once the snapshots covered it
 
 
+def _flip(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x40  # one flipped bit
+    return bytes(damaged)
+
+
+DAMAGES = {
+    "flipped bit": (_flip, "checksum mismatch"),
+    "truncated": (lambda d: d[: len(d) // 2], "truncated"),
+    "zero-length": (lambda d: b"", "shorter than the"),
+    "wrong version": (lambda d: d[:8] + struct.pack("<H", 99) + d[10:], "format version 99"),
+}
+
+
 @pytest.mark.asyncio
-async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(
+    tmp_path: Path, damage: str
+) -> None:
     events = order_events(seed=3, n=4000)
     async with running(CONFIG, tmp_path / "live") as (client, engine):
         for part in range(4):
@@ -92,15 +110,31 @@ async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(tmp_path: Pa
         shutil.copytree(tmp_path / "live", tmp_path / "image")
     snapshots = sorted((tmp_path / "image" / "snapshots").glob("*.tsnap"))
     assert len(snapshots) == 2
-    data = bytearray(snapshots[-1].read_bytes())
-    data[len(data) // 2] ^= 0x40  # one flipped bit in the newest snapshot
-    snapshots[-1].write_bytes(bytes(data))
+    spoil, message = DAMAGES[damage]
+    snapshots[-1].write_bytes(spoil(snapshots[-1].read_bytes()))
     async with running(CONFIG, tmp_path / "image") as (_, engine):
         assert engine.recovery["snapshot"] == snapshots[0].name
         problems = engine.recovery["problems"]
         assert isinstance(problems, list)
-        assert "checksum mismatch" in problems[0]
-        assert _state(engine) == expected
+        assert message in problems[0]
+        assert snapshots[-1].name in problems[0]
+        assert _state(engine) == expected  # older snapshot + WAL replay: the identical state
+
+
+@pytest.mark.asyncio
+async def test_a_corrupt_wal_record_refuses_to_start_saying_where(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path / "live") as (client, _):
+        for part in range(3):
+            await _post(client, order_events(seed=part, n=300), size=300)
+        shutil.copytree(tmp_path / "live", tmp_path / "image")
+    (segment,) = (tmp_path / "image" / "wal").glob("wal-*.log")
+    segment.write_bytes(_flip(segment.read_bytes()))  # mid-log: not a torn tail
+    async with running(CONFIG, tmp_path / "image", wait=False) as (client, engine):
+        await asyncio.wait_for(engine.fatal.wait(), 30)
+        reason = engine.fatal_reason or ""
+        assert segment.name in reason
+        assert "corrupt" in reason.lower() or "checksum" in reason.lower()
+        assert (await client.get("/readyz")).status == 503
 
 
 @pytest.mark.asyncio

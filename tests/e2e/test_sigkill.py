@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
+from benchmarks import crash
 from benchmarks.server import ServerProcess
 from tests import reference as ref
 from tests.helpers import BASE_TS
@@ -75,17 +76,8 @@ async def poster(url: str, ledger: Ledger, rng: random.Random, stop: asyncio.Eve
 
 
 async def rows(url: str, view: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor = None
     async with aiohttp.ClientSession() as session:
-        while True:
-            params = {"limit": "10000", **({"cursor": cursor} if cursor else {})}
-            async with session.get(f"{url}/v1/views/{view}", params=params) as response:
-                body = await response.json()
-            out += body["rows"]
-            cursor = body["next_cursor"]
-            if cursor is None:
-                return out
+        return await crash.rows(session, url, view)
 
 
 @pytest.mark.asyncio
