@@ -6,33 +6,103 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDict
 
 from api import handlers as h
 from api import pages
+from api.auth import TOKEN, Auth, parse_auth
 from api.engine import ENGINE, Engine, engine_context
-from api.errors import error_middleware
+from api.errors import ApiError, error_middleware
 from api.settings import Settings
 from views.config import Config
 
-# (method, path, handler, summary) — the README's API section is checked against this table.
+# (method, path, handler, permission, summary) — the README's API section is checked against
+# this table. Permission: None (public), or (action, the path parameter naming its target).
+READ_ANY = ("read", None)
 ROUTES = (
-    ("GET", "/", h.dashboard, "Dashboard: every view as a live chart and table."),
-    ("GET", "/assets/{name}", pages.asset, "Vendored chart library (uPlot)."),
-    ("GET", "/healthz", h.healthz, "Liveness: 200 while the process runs."),
-    ("GET", "/readyz", h.readyz, "Readiness: 200 once state is restored, else 503."),
-    ("GET", "/v1/views", h.list_views, "Every view: columns, keys, window, counters."),
-    ("GET", "/v1/views/{view}", h.query_view, "Query a view's rows."),
-    ("GET", "/v1/views/{view}/series", h.series_view, "Chart-ready series of one metric."),
-    ("GET", "/v1/views/{view}/subscribe", h.subscribe, "Live answer and changes (SSE)."),
-    ("GET", "/v1/views/{view}/chart", h.chart, "Embeddable live chart (HTML)."),
-    ("GET", "/v1/views/{view}/late", h.late_events, "Late events kept for inspection."),
-    ("GET", "/v1/sources", h.list_sources, "Every source: schema, counters, freshness."),
-    ("POST", "/v1/sources/{source}/events", h.post_events, "Ingest NDJSON or a JSON array."),
-    ("GET", "/v1/sources/{source}/rejected", h.rejected_events, "Rejected lines kept."),
-    ("POST", "/v1/admin/snapshot", h.take_snapshot, "Write a snapshot now."),
-    ("GET", "/v1/status", h.status, "Sources, views, snapshots, ingest and live figures (JSON)."),
-    ("GET", "/metrics", h.metrics, "The same, and latency histograms, for Prometheus."),
+    ("GET", "/", h.dashboard, READ_ANY, "Dashboard: every view as a live chart and table."),
+    ("GET", "/assets/{name}", pages.asset, None, "Vendored chart library (uPlot)."),
+    ("GET", "/healthz", h.healthz, None, "Liveness: 200 while the process runs."),
+    ("GET", "/readyz", h.readyz, None, "Readiness: 200 once state is restored, else 503."),
+    ("GET", "/v1/views", h.list_views, READ_ANY, "Every view: columns, keys, window, counters."),
+    ("GET", "/v1/views/{view}", h.query_view, ("read", "view"), "Query a view's rows."),
+    ("GET", "/v1/views/{view}/series", h.series_view, ("read", "view"), "Chart-ready series."),
+    ("GET", "/v1/views/{view}/subscribe", h.subscribe, ("read", "view"), "Live answers (SSE)."),
+    ("GET", "/v1/views/{view}/chart", h.chart, ("read", "view"), "Embeddable chart (HTML)."),
+    ("GET", "/v1/views/{view}/late", h.late_events, ("read", "view"), "Late events kept."),
+    ("GET", "/v1/sources", h.list_sources, ("admin", None), "Every source: schema, counters."),
+    ("POST", "/v1/sources/{source}/events", h.post_events, ("append", "source"), "Ingest."),
+    ("GET", "/v1/sources/{source}/rejected", h.rejected_events, ("admin", None), "Rejects."),
+    ("POST", "/v1/admin/snapshot", h.take_snapshot, ("admin", None), "Write a snapshot now."),
+    ("GET", "/v1/status", h.status, ("admin", None), "Figures of sources, views, ingest (JSON)."),
+    ("GET", "/metrics", h.metrics, ("admin", None), "The same for Prometheus."),
 )
+PERMISSIONS = {(method, path): permission for method, path, _, permission, _ in ROUTES}
+CORS_HEADERS = "Authorization, Content-Type, Content-Encoding, Idempotency-Key, Last-Event-ID"
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who may call what (api/auth.py); CORS for the allowed origins."""
+    auth = request.app[AUTH]
+    origin = request.headers.get("Origin")
+    allowed_origin = origin if origin is not None and origin in auth.cors_origins else None
+    if request.method == "OPTIONS" and allowed_origin is not None:  # a CORS preflight
+        return web.Response(status=204, headers=_cors(allowed_origin, preflight=True))
+    resource = request.match_info.route.resource
+    permission = PERMISSIONS.get((request.method, resource.canonical if resource else ""))
+    secret = _secret(request)
+    if "token" in request.query:  # never seen by handlers, caches or logs
+        rest = MultiDict((k, v) for k, v in request.query.items() if k != "token")
+        request = request.clone(rel_url=request.rel_url.with_query(rest))
+    if auth.enabled and permission is not None:
+        token = auth.identify(secret) if secret else None
+        if token is None:
+            raise ApiError(
+                401,
+                "a valid token is required: Authorization: Bearer <token> (or ?token=)",
+                {"WWW-Authenticate": 'Bearer realm="tallyd"'},
+            )
+        action, key = permission
+        target = request.match_info.get(key) if key else None
+        if not token.allows(action, target) and not (
+            permission == READ_ANY and any(s.startswith("read:") for s in token.scopes)
+        ):
+            raise ApiError(403, f"this token may not {action} {target or 'here'}")
+        request[TOKEN] = token
+    response = await handler(request)
+    if allowed_origin is not None:
+        response.headers.update(_cors(allowed_origin, preflight=False))
+    if auth.cors_origins and response.content_type == "text/html":
+        ancestors = " ".join(("'self'", *auth.cors_origins))
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    return response
+
+
+def _secret(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    return request.query.get("token")
+
+
+def _cors(origin: str, preflight: bool) -> dict[str, str]:
+    headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    if preflight:
+        headers |= {
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+    else:
+        headers["Access-Control-Expose-Headers"] = (
+            "X-Tallyd-Position, X-Tallyd-Watermark, X-Tallyd-Truncated, X-Tallyd-Next-Cursor, "
+            "Retry-After, Idempotent-Replayed"
+        )
+    return headers
+
+
+AUTH = web.AppKey("auth", Auth)
 
 
 @web.middleware
@@ -51,10 +121,12 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 def make_app(config: Config, settings: Settings, manage_gc: bool = False) -> web.Application:
     # client_max_size bounds the body *after* aiohttp's transparent gzip decoding.
     app = web.Application(
-        middlewares=[timing_middleware, error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[timing_middleware, error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
     )
+    app[AUTH] = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
     app[ENGINE] = Engine(config, settings, manage_gc)
     app.cleanup_ctx.append(engine_context)
-    for method, path, handler, _ in ROUTES:
+    for method, path, handler, _, _ in ROUTES:
         app.router.add_route(method, path, handler)
     return app

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from api import logs
 from api.app import make_app
+from api.auth import ACTIONS, AuthError, loopback, new_token, parse_auth
 from api.engine import ENGINE
 from api.settings import Settings, SettingsError, load_settings
 from views.config import Config, ConfigError, load
@@ -46,7 +47,22 @@ def describe(config: Config) -> str:
 
 def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     config = load(path)
+    parse_auth(config.auth, config.path, list(config.views), list(config.sources))  # fail early
     return config, load_settings(config.server, config.path, **overrides)
+
+
+def _open_without_tokens(config: Config, settings: Settings) -> str | None:
+    """Why serving is refused: a non-loopback address and no token to guard it."""
+    auth = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
+    if auth.enabled or loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.listen} without any token: anyone who can reach it "
+        "could read every view and post events. Create one with\n"
+        "  tallyd token create --name NAME --scopes admin\n"
+        f"and paste the line it prints into [auth] tokens = [...] in {config.path}, "
+        "or listen on 127.0.0.1"
+    )
 
 
 async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
@@ -99,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
     p_demo.add_argument("--data-dir", default="./tallyd-demo-data")
     p_demo.add_argument("--listen", default="127.0.0.1:8080")
+    p_token = commands.add_parser("token", help="create an API token: 'tallyd token create'")
+    token_commands = p_token.add_subparsers(dest="token_command", required=True)
+    p_create = token_commands.add_parser("create", help="print a new secret and its config line")
+    p_create.add_argument("--name", required=True)
+    p_create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: read, read:VIEW, append, append:SOURCE, admin",
+    )
     p_bench = commands.add_parser(
         "bench",
         help="load-test a tallyd: 'tallyd bench run SCENARIO ...' or 'tallyd bench targets ...'",
@@ -121,12 +146,31 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
+            refusal = _open_without_tokens(config, settings)
+            if refusal is not None:
+                print(f"tallyd: {refusal}", file=sys.stderr)
+                return 1
             return asyncio.run(serve(config, settings))
+        if args.command == "token":
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            bad_scopes = [s for s in scopes if s.partition(":")[0] not in ACTIONS]
+            if not scopes or bad_scopes:
+                print(
+                    f"tallyd: scopes {bad_scopes or scopes}: use read, read:VIEW, append, "
+                    "append:SOURCE, admin",
+                    file=sys.stderr,
+                )
+                return 1
+            secret, line = new_token(args.name, scopes)
+            print(f"secret (shown once; give it to the client): {secret}")
+            print("config line (add to [auth] tokens = [...]; it holds only the hash):")
+            print(f"  {line}")
+            return 0
         from api.demo import run_demo
 
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
         return asyncio.run(run_demo(config, settings, args.rate))
-    except (ConfigError, SettingsError) as err:
+    except (ConfigError, SettingsError, AuthError) as err:
         print(f"tallyd: {err}", file=sys.stderr)
         return 1
     except OSError as err:

@@ -16,6 +16,7 @@ from multidict import MultiDict, MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import pages
+from api.auth import TOKEN, Token
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
@@ -45,6 +46,13 @@ def _engine(request: web.Request) -> Engine:
     if not engine.ready.is_set():
         raise ApiError(503, "restoring state; try again shortly", {"Retry-After": "1"})
     return engine
+
+
+def _readable(request: web.Request, engine: Engine) -> list[str]:
+    """The views this request's token may read (all of them when authorization is off)."""
+    names = list(engine.registry.views)
+    token: Token | None = request.get(TOKEN)
+    return names if token is None else token.readable(names)
 
 
 def _view(engine: Engine, request: web.Request) -> View:
@@ -143,8 +151,8 @@ async def list_views(request: web.Request) -> web.Response:
     engine = _engine(request)
     _only(request, set())
     views = [
-        describe_view(v, engine.config.descriptions.get(n, ""))
-        for n, v in engine.registry.views.items()
+        describe_view(engine.registry.views[n], engine.config.descriptions.get(n, ""))
+        for n in _readable(request, engine)
     ]
     return _json({"views": views})
 
@@ -293,7 +301,8 @@ async def dashboard(request: web.Request) -> web.Response:
     engine = _engine(request)
     _only(request, set())
     views = []
-    for name, view in engine.registry.views.items():
+    for name in _readable(request, engine):
+        view = engine.registry.views[name]
         spec = view.spec
         newest_first = "" if spec.window is None else f"&order_by=-{spec.window.name}"
         entry: dict[str, Any] = {

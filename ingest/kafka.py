@@ -87,9 +87,13 @@ class KafkaSource:
         for part in sorted(self.owned | set(self.partition_errors)):
             position = source.positions.get(part)
             topic, _, number = part.rpartition(":")
+            tp = TopicPartition(topic, int(number))
+            consumer = self.consumer
+            # The high watermark is known only for partitions the consumer has assigned now
+            # (during a rebalance ``owned`` and the assignment briefly differ).
             end = (
-                self.consumer.highwater(TopicPartition(topic, int(number)))
-                if self.consumer is not None
+                consumer.highwater(tp)
+                if consumer is not None and tp in consumer.assignment()
                 else None
             )
             partitions[part] = {

@@ -56,6 +56,7 @@ class Config:
     sources: dict[str, SourceSpec]
     views: dict[str, ViewSpec]
     descriptions: dict[str, str] = field(default_factory=dict)
+    auth: dict[str, Any] = field(default_factory=dict)  # checked by api.auth (tokens, CORS)
 
 
 def load(path: str | Path) -> Config:
@@ -70,13 +71,14 @@ def load(path: str | Path) -> Config:
 
 
 def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
-    unknown = set(raw) - {"server", "sources", "views"}
+    unknown = set(raw) - {"server", "sources", "views", "auth"}
     if unknown:
         raise ConfigError(
             path,
             "file",
             None,
-            f"unknown table(s) {sorted(unknown)}; expected [server], [sources.NAME], [views.NAME]",
+            f"unknown table(s) {sorted(unknown)}; expected [server], [sources.NAME], "
+            "[views.NAME], [auth]",
         )
     sources = {name: _source(path, name, body) for name, body in _tables(raw, "sources", path)}
     if not sources:
@@ -90,7 +92,10 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
     server = raw.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError(path, "server", None, "must be a table")
-    return Config(path, server, sources, views, descriptions)
+    auth = raw.get("auth", {})
+    if not isinstance(auth, dict):
+        raise ConfigError(path, "auth", None, "must be a table")
+    return Config(path, server, sources, views, descriptions, auth)
 
 
 def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[str, Any]]]:

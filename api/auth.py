@@ -1,0 +1,151 @@
+"""Who may do what: tokens with scopes, checked on every request; CORS from an allowlist.
+
+Tokens are declared in the config by their SHA-256 (never the secret itself), each with scopes:
+
+    [auth]
+    tokens = [
+      { name = "dashboard", sha256 = "…", scopes = ["read"] },                  # every view
+      { name = "shop", sha256 = "…", scopes = ["read:revenue_by_country", "append:orders"] },
+      { name = "ops", sha256 = "…", scopes = ["admin"] },                       # everything
+    ]
+    cors_origins = ["https://app.example.com"]
+
+``tallyd token create --name NAME --scopes read`` prints a new secret once, and the line to paste.
+A request presents its secret as ``Authorization: Bearer <secret>`` or, for what a browser loads by
+URL (charts, dashboards, live streams), as ``?token=<secret>``. Secrets are random 256-bit
+values, so one SHA-256 is the right hash; the lookup compares against every token with
+``hmac.compare_digest`` and never stops early.
+
+With no tokens, authorization is off — allowed only on a loopback address (``tallyd serve``
+refuses anything else and says how to add a token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+ACTIONS = ("read", "append", "admin")
+
+
+class AuthError(ValueError):
+    """A bad [auth] table; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    digest: bytes
+    scopes: frozenset[str]
+
+    def allows(self, action: str, target: str | None) -> bool:
+        if "admin" in self.scopes:
+            return True
+        if action == "admin":
+            return False
+        if action in self.scopes:
+            return True
+        return target is not None and f"{action}:{target}" in self.scopes
+
+    def readable(self, views: list[str]) -> list[str]:
+        return [v for v in views if self.allows("read", v)]
+
+
+TOKEN = web.RequestKey("tallyd_token", Token)  # the request's token, when authorization is on
+
+
+@dataclass(frozen=True)
+class Auth:
+    tokens: tuple[Token, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+    def identify(self, secret: str) -> Token | None:
+        digest = hashlib.sha256(secret.encode()).digest()
+        found = None
+        for token in self.tokens:  # constant time: every token compared, no early exit
+            if hmac.compare_digest(digest, token.digest):
+                found = token
+        return found
+
+
+def parse_auth(raw: dict[str, Any], path: str, views: list[str], sources: list[str]) -> Auth:
+    def fail(field: str, message: str) -> AuthError:
+        return AuthError(f"{path}: auth: field '{field}': {message}")
+
+    unknown = set(raw) - {"tokens", "cors_origins"}
+    if unknown:
+        raise fail(sorted(unknown)[0], "unknown field; known: tokens, cors_origins")
+    tokens = []
+    names: set[str] = set()
+    for i, item in enumerate(raw.get("tokens", [])):
+        where = f"tokens[{i}]"
+        if not isinstance(item, dict) or set(item) != {"name", "sha256", "scopes"}:
+            raise fail(where, 'must be { name = "...", sha256 = "...", scopes = [...] }')
+        name, digest, scopes = item["name"], item["sha256"], item["scopes"]
+        if not isinstance(name, str) or not name or name in names:
+            raise fail(f"{where}.name", f"{name!r}: a unique, non-empty name")
+        names.add(name)
+        try:
+            raw_digest = bytes.fromhex(digest)
+        except (TypeError, ValueError):
+            raw_digest = b""
+        if len(raw_digest) != 32:
+            raise fail(
+                f"{where}.sha256",
+                "64 hex digits: the SHA-256 of the secret, as `tallyd token create` prints it",
+            )
+        if not isinstance(scopes, list) or not scopes:
+            raise fail(f"{where}.scopes", 'a non-empty list, e.g. ["read"]')
+        for scope in scopes:
+            _check_scope(fail, f"{where}.scopes", scope, views, sources)
+        tokens.append(Token(name, raw_digest, frozenset(scopes)))
+    origins = raw.get("cors_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise fail("cors_origins", 'a list of origins like "https://app.example.com"')
+    for origin in origins:
+        if origin == "*" or not origin.startswith(("https://", "http://")) or origin.endswith("/"):
+            raise fail(
+                "cors_origins",
+                f"{origin!r}: an exact origin (scheme://host[:port], no path); '*' is never "
+                "allowed",
+            )
+    return Auth(tuple(tokens), tuple(origins))
+
+
+def _check_scope(fail: Any, field: str, scope: Any, views: list[str], sources: list[str]) -> None:
+    if not isinstance(scope, str):
+        raise fail(field, f"{scope!r} is not a string")
+    action, _, target = scope.partition(":")
+    if action not in ACTIONS or (action == "admin" and target):
+        raise fail(field, f"{scope!r}: scopes are read, read:VIEW, append, append:SOURCE, admin")
+    if action == "read" and target and target not in views:
+        raise fail(field, f"{scope!r}: no view named {target!r}")
+    if action == "append" and target and target not in sources:
+        raise fail(field, f"{scope!r}: no source named {target!r}")
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def new_token(name: str, scopes: list[str]) -> tuple[str, str]:
+    """A new secret, and the config line that declares it (by hash)."""
+    secret = "tly_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    quoted = ", ".join(f'"{s}"' for s in scopes)
+    return secret, f'{{ name = "{name}", sha256 = "{digest}", scopes = [{quoted}] }}'

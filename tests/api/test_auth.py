@@ -1,0 +1,167 @@
+"""Authorization, table-driven: every endpoint x every kind of caller -> the expected status; a
+token never sees a view it may not read; secrets never reach the logs; CORS from the allowlist."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.auth import new_token
+from api.cli import _open_without_tokens
+from api.settings import load_settings
+from tests.helpers import MINUTE_CONFIG, minute_orders, running
+from views.config import parse
+
+SECRETS: dict[str, str] = {}
+LINES = []
+for role, scopes in {
+    "read": ["read"],
+    "read_totals": ["read:totals"],
+    "append": ["append:orders"],
+    "admin": ["admin"],
+}.items():
+    SECRETS[role], line = new_token(role, scopes)
+    LINES.append(line)
+SECRETS["wrong"] = "tly_not-a-token-of-this-server"
+ORIGIN = "https://app.example.com"
+CONFIG = (
+    MINUTE_CONFIG
+    + """
+[views.totals]
+sql = "SELECT country, count(*) AS n FROM orders GROUP BY country"
+
+[auth]
+tokens = [
+  """
+    + ",\n  ".join(LINES)
+    + f"""
+]
+cors_origins = ["{ORIGIN}"]
+"""
+)
+BODY = minute_orders([(0, "FR", 1.0)])
+PUBLIC = {r: 200 for r in ("none", "wrong", "read", "read_totals", "append", "admin")}
+READ_ANY = {"none": 401, "wrong": 401, "read": 200, "read_totals": 200, "append": 403, "admin": 200}
+READ_VIEW = {**READ_ANY, "read_totals": 403}
+APPEND = {"none": 401, "wrong": 401, "read": 403, "read_totals": 403, "append": 200, "admin": 200}
+ADMIN = {"none": 401, "wrong": 401, "read": 403, "read_totals": 403, "append": 403, "admin": 200}
+ENDPOINTS: list[tuple[str, str, dict[str, int]]] = [
+    ("GET", "/healthz", PUBLIC),
+    ("GET", "/readyz", PUBLIC),
+    ("GET", "/assets/uPlot.min.css", PUBLIC),
+    ("GET", "/", READ_ANY),
+    ("GET", "/v1/views", READ_ANY),
+    ("GET", "/v1/views/per_minute", READ_VIEW),
+    ("GET", "/v1/views/per_minute/series?metric=n", READ_VIEW),
+    ("GET", "/v1/views/per_minute/chart?metric=n", READ_VIEW),
+    ("GET", "/v1/views/per_minute/late", READ_VIEW),
+    ("GET", "/v1/views/totals", {**READ_VIEW, "read_totals": 200}),
+    ("POST", "/v1/sources/orders/events", APPEND),
+    ("GET", "/v1/sources", ADMIN),
+    ("GET", "/v1/sources/orders/rejected", ADMIN),
+    ("POST", "/v1/admin/snapshot", ADMIN),
+    ("GET", "/v1/status", ADMIN),
+    ("GET", "/metrics", ADMIN),
+]
+
+
+@pytest.mark.asyncio
+async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running(CONFIG, tmp_path) as (client, _):
+        for method, path, expected in ENDPOINTS:
+            for role, status in expected.items():
+                for how in ("header", "query"):
+                    headers, url = {}, path
+                    if role != "none" and how == "header":
+                        headers["Authorization"] = f"Bearer {SECRETS[role]}"
+                    elif role != "none":
+                        url += ("&" if "?" in path else "?") + f"token={SECRETS[role]}"
+                    data = BODY if method == "POST" else None
+                    response = await client.request(method, url, headers=headers, data=data)
+                    assert response.status == status, (method, path, role, how)
+                    if status == 401:
+                        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                        message = (await response.json())["error"]["message"]
+                        assert role == "none" or SECRETS[role] not in message
+    # tallyd's own log lines (the test server's access log is the harness's, not tallyd's:
+    # `tallyd serve` runs without one) never carry a secret.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tallyd"))
+    assert logged  # there were log lines to check
+    assert all(secret not in logged for secret in SECRETS.values())
+
+
+@pytest.mark.asyncio
+async def test_a_token_sees_only_the_views_it_may_read(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        auth = {"Authorization": f"Bearer {SECRETS['read_totals']}"}
+        listed = await (await client.get("/v1/views", headers=auth)).json()
+        assert [v["name"] for v in listed["views"]] == ["totals"]
+        page = await (await client.get("/", headers=auth)).text()
+        assert '"name":"totals"' in page
+        assert '"name":"per_minute"' not in page
+        live = await client.get(f"/v1/views/per_minute/subscribe?token={SECRETS['read_totals']}")
+        assert live.status == 403
+
+
+@pytest.mark.asyncio
+async def test_cors_answers_allowed_origins_only_and_charts_set_frame_ancestors(
+    tmp_path: Path,
+) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        preflight = await client.options(
+            "/v1/views/per_minute",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+        auth = {"Authorization": f"Bearer {SECRETS['read']}"}
+        ok = await client.get("/v1/views/per_minute", headers={**auth, "Origin": ORIGIN})
+        assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+        other = await client.get(
+            "/v1/views/per_minute", headers={**auth, "Origin": "https://evil.example"}
+        )
+        assert "Access-Control-Allow-Origin" not in other.headers
+        chart = await client.get("/v1/views/per_minute/chart?metric=n", headers=auth)
+        assert chart.headers["Content-Security-Policy"] == f"frame-ancestors 'self' {ORIGIN}"
+
+
+def test_serving_beyond_loopback_without_tokens_is_refused_with_how_to_fix() -> None:
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {}})
+    public = load_settings({}, "x.toml", listen="0.0.0.0:8080")
+    refusal = _open_without_tokens(config, public)
+    assert refusal is not None
+    assert "tallyd token create" in refusal
+    assert (
+        _open_without_tokens(config, load_settings({}, "x.toml", listen="127.0.0.1:8080")) is None
+    )
+    guarded = parse(
+        {
+            "sources": {"s": {"time": "ts"}},
+            "views": {},
+            "auth": {"tokens": [{"name": "a", "sha256": "0" * 64, "scopes": ["admin"]}]},
+        }
+    )
+    assert _open_without_tokens(guarded, public) is None
+
+
+def test_token_create_prints_a_secret_once_and_a_line_holding_only_its_hash(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import hashlib
+    import tomllib
+
+    from api.cli import main
+
+    assert main(["token", "create", "--name", "ci", "--scopes", "read,append:orders"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    secret = out[0].rpartition(": ")[2]
+    line = tomllib.loads(f"t = {out[-1].strip()}")["t"]
+    assert line["sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in out[-1]
+    assert line["scopes"] == ["read", "append:orders"]
+    assert main(["token", "create", "--name", "x", "--scopes", "write"]) == 1
