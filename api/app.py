@@ -10,7 +10,7 @@ from multidict import MultiDict
 
 from api import handlers as h
 from api import pages
-from api.auth import TOKEN, Auth, parse_auth
+from api.auth import TOKEN, URL_SECRET, Auth, parse_auth
 from api.engine import ENGINE, Engine, engine_context
 from api.errors import ApiError, error_middleware
 from api.settings import Settings
@@ -52,9 +52,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     resource = request.match_info.route.resource
     permission = PERMISSIONS.get((request.method, resource.canonical if resource else ""))
     secret = _secret(request)
-    if "token" in request.query:  # never seen by handlers, caches or logs
+    if "token" in request.query:  # never seen by handlers' parameters, caches or logs
+        in_url = request.query["token"]
         rest = MultiDict((k, v) for k, v in request.query.items() if k != "token")
         request = request.clone(rel_url=request.rel_url.with_query(rest))
+        request[URL_SECRET] = in_url
     if auth.enabled and permission is not None:
         token = auth.identify(secret) if secret else None
         if token is None:

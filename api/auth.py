@@ -58,6 +58,9 @@ class Token:
 
 
 TOKEN = web.RequestKey("tallyd_token", Token)  # the request's token, when authorization is on
+# A secret that came as ?token=: pages pass it on to the URLs they load (an iframe's fetches and
+# EventSource cannot send an Authorization header).
+URL_SECRET = web.RequestKey("tallyd_url_secret", str)
 
 
 @dataclass(frozen=True)

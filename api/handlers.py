@@ -16,7 +16,7 @@ from multidict import MultiDict, MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import pages
-from api.auth import TOKEN, Token
+from api.auth import TOKEN, URL_SECRET, Token
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
@@ -292,7 +292,7 @@ async def chart(request: web.Request) -> web.Response:
     if params.get("format", "json") != "json":
         raise bad("format", "a chart reads the JSON series")
     series_answer(engine, view, params)  # a bad series request is a 400 here, not a blank page
-    body = pages.chart_page(view.spec.name, dict(params.items()), extra)
+    body = pages.chart_page(view.spec.name, dict(params.items()), extra, request.get(URL_SECRET))
     return web.Response(text=body, content_type="text/html")
 
 
@@ -300,6 +300,8 @@ async def dashboard(request: web.Request) -> web.Response:
     """Every view: a live chart (windowed views) and a live table, with embed snippets."""
     engine = _engine(request)
     _only(request, set())
+    secret = request.get(URL_SECRET)
+    carry = "" if secret is None else "&" + urlencode({"token": secret})
     views = []
     for name in _readable(request, engine):
         view = engine.registry.views[name]
@@ -308,8 +310,8 @@ async def dashboard(request: web.Request) -> web.Response:
         entry: dict[str, Any] = {
             "name": name,
             "description": engine.config.descriptions.get(name, ""),
-            "query": f"/v1/views/{name}?limit=10{newest_first}",
-            "live": f"/v1/views/{name}/subscribe?kind=rows&limit=10{newest_first}",
+            "query": f"/v1/views/{name}?limit=10{newest_first}{carry}",
+            "live": f"/v1/views/{name}/subscribe?kind=rows&limit=10{newest_first}{carry}",
             "chart": None,
         }
         metric = next(
@@ -320,7 +322,7 @@ async def dashboard(request: web.Request) -> web.Response:
             keys = [c.name for c in spec.columns if c.role == "key"]
             if keys:
                 params |= {"split_by": keys[0], "top": "5"}
-            entry["chart"] = f"/v1/views/{name}/chart?{urlencode(params)}"
+            entry["chart"] = f"/v1/views/{name}/chart?{urlencode(params)}{carry}"
         views.append(entry)
     return web.Response(text=pages.dashboard_page(views), content_type="text/html")
 

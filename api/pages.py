@@ -168,9 +168,12 @@ CHART = Template(
 )
 
 
-def chart_page(view: str, params: dict[str, str], extra: dict[str, str]) -> str:
-    """``params``: the series query; ``extra``: chart options (type, theme, title, unit)."""
-    query = urlencode(params)
+def chart_page(
+    view: str, params: dict[str, str], extra: dict[str, str], token: str | None = None
+) -> str:
+    """``params``: the series query; ``extra``: chart options (type, theme, title, unit);
+    ``token``: the secret the page itself was loaded with, passed on to what it loads."""
+    query = urlencode(params if token is None else {**params, "token": token})
     config = {
         "view": view,
         "metric": params.get("metric", ""),

@@ -165,3 +165,31 @@ def test_token_create_prints_a_secret_once_and_a_line_holding_only_its_hash(
     assert secret not in out[-1]
     assert line["scopes"] == ["read", "append:orders"]
     assert main(["token", "create", "--name", "x", "--scopes", "write"]) == 1
+
+
+def page_config(page: str) -> Any:
+    import json
+    import re
+
+    found = re.search(r'id="config" type="application/json">(.*?)</script>', page)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+@pytest.mark.asyncio
+async def test_pages_loaded_with_a_url_token_pass_it_on_to_what_they_load(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        secret = SECRETS["read"]
+        page = await (
+            await client.get(f"/v1/views/per_minute/chart?metric=n&token={secret}")
+        ).text()
+        config = page_config(page)
+        for key in ("series", "subscribe"):
+            assert f"token={secret}" in config[key]
+        assert (await client.get(config["series"])).status == 200
+        dashboard = await (await client.get(f"/?token={secret}")).text()
+        views = page_config(dashboard)
+        for view in views:
+            assert (await client.get(view["query"])).status == 200
+            if view["chart"]:
+                assert (await client.get(view["chart"])).status == 200
