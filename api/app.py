@@ -10,7 +10,7 @@ from multidict import MultiDict
 
 from api import handlers as h
 from api import pages
-from api.auth import TOKEN, URL_SECRET, Auth, parse_auth
+from api.auth import TOKEN, URL_SECRET, Auth, Token, parse_auth
 from api.engine import ENGINE, Engine, engine_context
 from api.errors import ApiError, error_middleware
 from api.settings import Settings
@@ -58,7 +58,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request = request.clone(rel_url=request.rel_url.with_query(rest))
         request[URL_SECRET] = in_url
     if auth.enabled and permission is not None:
-        token = auth.identify(secret) if secret else None
+        token = (auth.identify(secret) or auth.embedded(secret)) if secret else None
         if token is None:
             raise ApiError(
                 401,
@@ -71,6 +71,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             permission == READ_ANY and any(s.startswith("read:") for s in token.scopes)
         ):
             raise ApiError(403, f"this token may not {action} {target or 'here'}")
+        if token.filters and key == "view" and target is not None:
+            request = _forced(request, token, target)
         request[TOKEN] = token
     response = await handler(request)
     if allowed_origin is not None:
@@ -79,6 +81,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         ancestors = " ".join(("'self'", *auth.cors_origins))
         response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
     return response
+
+
+def _forced(request: web.Request, token: Token, view: str) -> web.Request:
+    """An embed token's filters, forced onto a read of ``view``: a parameter may narrow them,
+    never widen or replace them (403, not a silent merge)."""
+    spec = request.app[ENGINE].registry.views[view].spec
+    keys = {c.name for c in spec.columns if c.role == "key"}
+    query = MultiDict(request.query)
+    for key, allowed in token.filters:
+        if key not in keys:
+            raise ApiError(403, f"this token's filters do not apply to view {view}")
+        asked = query.getall(key, [])
+        if asked and not set(asked) <= allowed:
+            raise ApiError(403, f"parameter '{key}': outside what this token may read")
+        if not asked:
+            for value in sorted(allowed):
+                query.add(key, value)
+    return request.clone(rel_url=request.rel_url.with_query(query))
 
 
 def _secret(request: web.Request) -> str | None:

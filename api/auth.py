@@ -25,11 +25,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from aiohttp import web
+
+from views.durations import parse_duration
 
 ACTIONS = ("read", "append", "admin")
 
@@ -43,6 +48,8 @@ class Token:
     name: str
     digest: bytes
     scopes: frozenset[str]
+    # Embed tokens: filters forced onto every read (group key -> allowed values, as text).
+    filters: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def allows(self, action: str, target: str | None) -> bool:
         if "admin" in self.scopes:
@@ -67,10 +74,42 @@ URL_SECRET = web.RequestKey("tallyd_url_secret", str)
 class Auth:
     tokens: tuple[Token, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    embed_key: bytes | None = None  # HMAC key of embed tokens (from the environment)
+    embed_max_ttl: int = 24 * 3600  # seconds an embed token may live, at most
 
     @property
     def enabled(self) -> bool:
-        return bool(self.tokens)
+        return bool(self.tokens) or self.embed_key is not None
+
+    def embedded(self, secret: str) -> Token | None:
+        """A valid, unexpired embed token (a JWT signed HS256 with ``embed_key``), or None.
+        Claims: ``views`` (list), ``filters`` ({key: value or [values]}), ``exp``, ``iat``."""
+        if self.embed_key is None or secret.count(".") != 2:
+            return None
+        try:
+            claims = jwt.decode(
+                secret,
+                self.embed_key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "iat", "views"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        views, filters = claims.get("views"), claims.get("filters", {})
+        if claims["exp"] - claims["iat"] > self.embed_max_ttl:
+            return None  # minted to live longer than allowed
+        if not isinstance(views, list) or not all(isinstance(v, str) for v in views):
+            return None
+        if not isinstance(filters, dict):
+            return None
+        forced = []
+        for key, value in sorted(filters.items()):
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, str | int | bool) for v in values):
+                return None
+            texts = frozenset(_text(v) for v in values)
+            forced.append((str(key), texts))
+        return Token("embed", b"", frozenset(f"read:{v}" for v in views), tuple(forced))
 
     def identify(self, secret: str) -> Token | None:
         digest = hashlib.sha256(secret.encode()).digest()
@@ -81,13 +120,22 @@ class Auth:
         return found
 
 
-def parse_auth(raw: dict[str, Any], path: str, views: list[str], sources: list[str]) -> Auth:
+def parse_auth(
+    raw: dict[str, Any],
+    path: str,
+    views: list[str],
+    sources: list[str],
+    environ: Mapping[str, str] = os.environ,
+) -> Auth:
     def fail(field: str, message: str) -> AuthError:
         return AuthError(f"{path}: auth: field '{field}': {message}")
 
-    unknown = set(raw) - {"tokens", "cors_origins"}
+    unknown = set(raw) - {"tokens", "cors_origins", "embed_secret_env", "embed_max_ttl"}
     if unknown:
-        raise fail(sorted(unknown)[0], "unknown field; known: tokens, cors_origins")
+        raise fail(
+            sorted(unknown)[0],
+            "unknown field; known: tokens, cors_origins, embed_secret_env, embed_max_ttl",
+        )
     tokens = []
     names: set[str] = set()
     for i, item in enumerate(raw.get("tokens", [])):
@@ -122,7 +170,24 @@ def parse_auth(raw: dict[str, Any], path: str, views: list[str], sources: list[s
                 f"{origin!r}: an exact origin (scheme://host[:port], no path); '*' is never "
                 "allowed",
             )
-    return Auth(tuple(tokens), tuple(origins))
+    embed_key = None
+    env = raw.get("embed_secret_env")
+    if env is not None:
+        if not isinstance(env, str) or not env:
+            raise fail("embed_secret_env", "the name of an environment variable")
+        value = environ.get(env, "")
+        if len(value) < 32:
+            raise fail(
+                "embed_secret_env",
+                f"${env} must hold the embed signing key, at least 32 characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+            )
+        embed_key = value.encode()
+    try:
+        max_ttl = parse_duration(str(raw.get("embed_max_ttl", "24h"))) // 1000
+    except ValueError as err:
+        raise fail("embed_max_ttl", str(err)) from None
+    return Auth(tuple(tokens), tuple(origins), embed_key, max_ttl)
 
 
 def _check_scope(fail: Any, field: str, scope: Any, views: list[str], sources: list[str]) -> None:
@@ -135,6 +200,21 @@ def _check_scope(fail: Any, field: str, scope: Any, views: list[str], sources: l
         raise fail(field, f"{scope!r}: no view named {target!r}")
     if action == "append" and target and target not in sources:
         raise fail(field, f"{scope!r}: no source named {target!r}")
+
+
+def _text(value: str | int | bool) -> str:
+    """How a filter value is written in a query string (views.query.key_text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def mint_embed(
+    key: bytes, views: list[str], filters: dict[str, list[str]], ttl: int, now: int
+) -> str:
+    """An embed token for a browser: these views only, these filters forced, ``ttl`` seconds."""
+    claims = {"views": views, "filters": filters, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 def loopback(host: str) -> bool:

@@ -8,17 +8,18 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from api import logs
 from api.app import make_app
-from api.auth import ACTIONS, AuthError, loopback, new_token, parse_auth
+from api.auth import ACTIONS, AuthError, loopback, mint_embed, new_token, parse_auth
 from api.engine import ENGINE
 from api.settings import Settings, SettingsError, load_settings
 from views.config import Config, ConfigError, load
-from views.durations import format_duration
+from views.durations import format_duration, parse_duration
 
 GIL_SWITCH_S = 0.0005
 log = logging.getLogger("tallyd")
@@ -49,6 +50,33 @@ def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     config = load(path)
     parse_auth(config.auth, config.path, list(config.views), list(config.sources))  # fail early
     return config, load_settings(config.server, config.path, **overrides)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    auth = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
+    if auth.embed_key is None:
+        print(f"tallyd: {config.path}: set [auth] embed_secret_env first", file=sys.stderr)
+        return 1
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    unknown = [v for v in views if v not in config.views]
+    filters: dict[str, list[str]] = {}
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"tallyd: --filter {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 1
+        filters.setdefault(key, []).append(value)
+    ttl = parse_duration(args.ttl) // 1000
+    if unknown or not views or not 0 < ttl <= auth.embed_max_ttl:
+        print(
+            f"tallyd: views {unknown or views} / ttl {args.ttl}: name known views and a ttl "
+            f"up to embed_max_ttl ({auth.embed_max_ttl} s)",
+            file=sys.stderr,
+        )
+        return 1
+    print(mint_embed(auth.embed_key, views, filters, ttl, int(time.time())))
+    return 0
 
 
 def _open_without_tokens(config: Config, settings: Settings) -> str | None:
@@ -151,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"tallyd: {refusal}", file=sys.stderr)
                 return 1
             return asyncio.run(serve(config, settings))
+        if args.command == "token" and args.token_command == "embed":  # noqa: S105 - a subcommand
+            return _embed(args)
         if args.command == "token":
             scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
             bad_scopes = [s for s in scopes if s.partition(":")[0] not in ACTIONS]
