@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from aiohttp import web
@@ -73,6 +74,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise ApiError(403, f"this token may not {action} {target or 'here'}")
         if token.filters and key == "view" and target is not None:
             request = _forced(request, token, target)
+        _rate(request.app[ENGINE], token)
         request[TOKEN] = token
     response = await handler(request)
     if allowed_origin is not None:
@@ -81,6 +83,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         ancestors = " ".join(("'self'", *auth.cors_origins))
         response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
     return response
+
+
+def _rate(engine: Engine, token: Token) -> None:
+    """A token bucket per token: ``rate_limit`` per second on average, ``rate_burst`` at once."""
+    rate, burst = engine.settings.rate_limit, engine.settings.rate_burst
+    now = time.monotonic()
+    allowance, at = engine.buckets.get(token.key, (float(burst), now))
+    allowance = min(float(burst), allowance + (now - at) * rate)
+    if allowance < 1:
+        wait = max(1, math.ceil((1 - allowance) / rate))
+        raise ApiError(
+            429,
+            f"this token is over its rate limit ({rate} requests/s, bursts of {burst}); "
+            "retry after the Retry-After seconds",
+            {"Retry-After": str(wait)},
+        )
+    if len(engine.buckets) > 10_000:  # embed grants are unbounded in number: forget idle ones
+        engine.buckets.clear()
+    engine.buckets[token.key] = (allowance - 1, now)
 
 
 def _forced(request: web.Request, token: Token, view: str) -> web.Request:

@@ -51,6 +51,14 @@ class Token:
     # Embed tokens: filters forced onto every read (group key -> allowed values, as text).
     filters: tuple[tuple[str, frozenset[str]], ...] = ()
 
+    @property
+    def key(self) -> str:
+        """What limits count against: the token's name, or for an embed token its grant (a
+        tenant's tokens share their limits)."""
+        if self.digest:
+            return self.name
+        return "embed:" + repr((sorted(self.scopes), self.filters))
+
     def allows(self, action: str, target: str | None) -> bool:
         if "admin" in self.scopes:
             return True

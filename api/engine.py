@@ -40,6 +40,8 @@ class Engine:
         self.ingest_bytes = 0  # request bodies read and not yet answered (the ingest backlog)
         self.ingest_peak = 0
         self.shed = 0  # ingest requests refused with 503 because of that backlog
+        self.streams_by_token: dict[str, int] = {}  # open SSE streams per token (a limit)
+        self.buckets: dict[str, tuple[float, float]] = {}  # token -> (allowance, at): rates
         self.decoders = {
             name: Decoder(spec, settings.max_line_bytes, settings.max_future)
             for name, spec in config.sources.items()

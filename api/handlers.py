@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import io
 import time
@@ -21,7 +22,7 @@ from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
 from api.metrics import engine_status
-from api.params import bad, encode_cursor, parse_query, parse_series
+from api.params import bad, check_range, encode_cursor, parse_query, parse_series
 from ingest import faults
 from ingest.pipeline import Unavailable
 from views import query as q
@@ -163,6 +164,8 @@ def rows_answer(
     """A query's answer (without freshness) and what the response needs besides it."""
     settings = engine.settings
     query, output = parse_query(view.spec, params, settings.default_limit, settings.max_limit)
+    check_range(query.time_from, query.time_to, settings.max_time_range)
+    query = dataclasses.replace(query, max_scan=settings.max_groups_scanned)
     try:
         result = q.run(view, query)
     except q.QueryError as err:
@@ -192,6 +195,7 @@ def series_answer(
         newest if newest is not None else int(time.time() * 1000),
         engine.settings.max_series_points,
     )
+    check_range(query.time_from, query.time_to, engine.settings.max_time_range)
     try:
         answer = series(view, query)
     except SeriesError as err:
@@ -360,6 +364,31 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     topic = engine.hub.topic(key, compute, lambda: source.version, kind, interval)
     if topic.answer is None:
         topic.refresh()  # the first subscriber's request is checked here: a 400 before streaming
+    holder = _holder(request)
+    if holder is not None:
+        if engine.streams_by_token.get(holder, 0) >= engine.settings.max_subscribers_per_token:
+            raise ApiError(
+                429,
+                f"this token already holds {engine.settings.max_subscribers_per_token} live "
+                "streams (max_subscribers_per_token); close one first",
+                {"Retry-After": "5"},
+            )
+        engine.streams_by_token[holder] = engine.streams_by_token.get(holder, 0) + 1
+    try:
+        return await _stream(request, engine, topic)
+    finally:
+        if holder is not None:
+            engine.streams_by_token[holder] -= 1
+            if not engine.streams_by_token[holder]:
+                del engine.streams_by_token[holder]
+
+
+def _holder(request: web.Request) -> str | None:
+    token = request.get(TOKEN)
+    return None if token is None else token.key
+
+
+async def _stream(request: web.Request, engine: Engine, topic: Any) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

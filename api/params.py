@@ -95,6 +95,17 @@ def _cursor(params: MultiMapping[str]) -> int:
     return offset
 
 
+def check_range(time_from: int | None, time_to: int | None, max_range: int) -> None:
+    """A cost cap: an explicit range may span at most ``max_time_range`` (an open-ended query
+    is bounded by ``max_groups_scanned`` instead)."""
+    if time_from is not None and time_to is not None and time_to - time_from > max_range:
+        raise bad(
+            "to",
+            f"the range spans {(time_to - time_from) // 1000} s, more than max_time_range "
+            f"({max_range // 1000} s); ask for less at a time",
+        )
+
+
 def parse_query(
     spec: ViewSpec, params: MultiMapping[str], default_limit: int, max_limit: int
 ) -> tuple[Query, str]:

@@ -95,6 +95,37 @@ SETTINGS = (
         "with Retry-After (load is shed, memory stays bounded).",
     ),
     Setting(
+        "max_time_range",
+        "366d",
+        _duration,
+        "Longest from..to span a query or series may ask for (400 beyond): a cost cap.",
+    ),
+    Setting(
+        "max_groups_scanned",
+        1_000_000,
+        _positive_int,
+        "Most (bucket, key) groups one query may read (400 beyond, naming how to narrow it).",
+    ),
+    Setting(
+        "rate_limit",
+        100,
+        _positive_int,
+        "Requests per second per token, on average (429 with Retry-After beyond); only when "
+        "authorization is on.",
+    ),
+    Setting(
+        "rate_burst",
+        500,
+        _positive_int,
+        "Requests a token may make at once before rate_limit applies.",
+    ),
+    Setting(
+        "max_subscribers_per_token",
+        100,
+        _positive_int,
+        "Live streams (SSE) one token may hold open at once (429 beyond).",
+    ),
+    Setting(
         "idempotency_ttl",
         "24h",
         _duration,
@@ -131,6 +162,11 @@ class Settings:
     sse_heartbeat: int = 15_000
     max_future: int = 3_600_000
     max_ingest_backlog_bytes: int = 256 << 20
+    max_time_range: int = 366 * 86_400_000
+    max_groups_scanned: int = 1_000_000
+    rate_limit: int = 100
+    rate_burst: int = 500
+    max_subscribers_per_token: int = 100
     idempotency_ttl: int = 24 * 3_600_000
     idempotency_max_keys: int = 100_000
     answer_cache_bytes: int = 64 << 20

@@ -43,6 +43,7 @@ class Query:
     limit: int = 100
     offset: int = 0
     columns: tuple[str, ...] | None = None
+    max_scan: int | None = None  # most (bucket, key) groups a query may read (a cost cap)
 
 
 @dataclass
@@ -131,6 +132,12 @@ def run(view: View, query: Query) -> Result:
     groups: dict[tuple[int | None, Key], list[Aggregate]] = {}
     for start, key, aggs in _scan(view, query, key_names):
         scanned += 1
+        if query.max_scan is not None and scanned > query.max_scan:
+            raise QueryError(
+                "from",
+                f"this query reads more than {query.max_scan} groups (max_groups_scanned); "
+                "narrow it with from/to or key filters",
+            )
         if query.bucket == ALL:
             t: int | None = None
         elif query.bucket is not None:
