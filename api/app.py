@@ -14,8 +14,14 @@ from api import pages
 from api.auth import TOKEN, URL_SECRET, Auth, Token, parse_auth
 from api.engine import ENGINE, Engine, engine_context
 from api.errors import ApiError, error_middleware
+from api.openapi import document
 from api.settings import Settings
 from views.config import Config
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document(ROUTES, "1"))
+
 
 # (method, path, handler, permission, summary) — the README's API section is checked against
 # this table. Permission: None (public), or (action, the path parameter naming its target).
@@ -23,6 +29,7 @@ READ_ANY = ("read", None)
 ROUTES = (
     ("GET", "/", h.dashboard, READ_ANY, "Dashboard: every view as a live chart and table."),
     ("GET", "/assets/{name}", pages.asset, None, "Vendored chart library (uPlot)."),
+    ("GET", "/openapi.json", openapi_json, None, "This API, as an OpenAPI 3.1 document."),
     ("GET", "/healthz", h.healthz, None, "Liveness: 200 while the process runs."),
     ("GET", "/readyz", h.readyz, None, "Readiness: 200 once state is restored, else 503."),
     ("GET", "/v1/views", h.list_views, READ_ANY, "Every view: columns, keys, window, counters."),
@@ -107,6 +114,8 @@ def _rate(engine: Engine, token: Token) -> None:
 def _forced(request: web.Request, token: Token, view: str) -> web.Request:
     """An embed token's filters, forced onto a read of ``view``: a parameter may narrow them,
     never widen or replace them (403, not a silent merge)."""
+    if request.path.endswith("/late"):  # raw events of every tenant: nothing to filter them by
+        raise ApiError(403, "late events are not available to a filtered (embed) token")
     spec = request.app[ENGINE].registry.views[view].spec
     keys = {c.name for c in spec.columns if c.role == "key"}
     query = MultiDict(request.query)

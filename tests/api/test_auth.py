@@ -4,12 +4,14 @@ token never sees a view it may not read; secrets never reach the logs; CORS from
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api.auth import new_token
+from api.auth import mint_embed, new_token
 from api.cli import _open_without_tokens
 from api.settings import load_settings
 from tests.helpers import MINUTE_CONFIG, minute_orders, running
@@ -26,6 +28,16 @@ for role, scopes in {
     SECRETS[role], line = new_token(role, scopes)
     LINES.append(line)
 SECRETS["wrong"] = "tly_not-a-token-of-this-server"
+EMBED_KEY = "e" * 48
+os.environ["TALLYD_TEST_AUTH_EMBED_KEY"] = EMBED_KEY  # read when each test's app starts
+_now = int(time.time())
+# Tenant A: the per_minute view, its own country only.
+SECRETS["embed_a"] = mint_embed(EMBED_KEY.encode(), ["per_minute"], {"country": ["FR"]}, 3600, _now)
+SECRETS["expired"] = mint_embed(
+    EMBED_KEY.encode(), ["per_minute"], {"country": ["FR"]}, 60, _now - 7200
+)
+_head, _claims, _signature = SECRETS["embed_a"].split(".")
+SECRETS["tampered"] = f"{_head}.{_claims[:-4]}AAAA.{_signature}"
 ORIGIN = "https://app.example.com"
 CONFIG = (
     MINUTE_CONFIG
@@ -40,14 +52,36 @@ tokens = [
     + f"""
 ]
 cors_origins = ["{ORIGIN}"]
+embed_secret_env = "TALLYD_TEST_AUTH_EMBED_KEY"
 """
 )
 BODY = minute_orders([(0, "FR", 1.0)])
-PUBLIC = {r: 200 for r in ("none", "wrong", "read", "read_totals", "append", "admin")}
-READ_ANY = {"none": 401, "wrong": 401, "read": 200, "read_totals": 200, "append": 403, "admin": 200}
+ROLES = (
+    "none",
+    "wrong",
+    "read",
+    "read_totals",
+    "append",
+    "admin",
+    "embed_a",
+    "expired",
+    "tampered",
+)
+PUBLIC = dict.fromkeys(ROLES, 200)
+UNKNOWN = {"none": 401, "wrong": 401, "expired": 401, "tampered": 401}
+READ_ANY = {
+    **UNKNOWN,
+    "read": 200,
+    "read_totals": 200,
+    "append": 403,
+    "admin": 200,
+    "embed_a": 200,
+}
 READ_VIEW = {**READ_ANY, "read_totals": 403}
-APPEND = {"none": 401, "wrong": 401, "read": 403, "read_totals": 403, "append": 200, "admin": 200}
-ADMIN = {"none": 401, "wrong": 401, "read": 403, "read_totals": 403, "append": 403, "admin": 200}
+APPEND = {**UNKNOWN, **dict.fromkeys(("read", "read_totals", "embed_a"), 403)}
+APPEND |= {"append": 200, "admin": 200}
+ADMIN = {**UNKNOWN, **dict.fromkeys(("read", "read_totals", "append", "embed_a"), 403)}
+ADMIN |= {"admin": 200}
 ENDPOINTS: list[tuple[str, str, dict[str, int]]] = [
     ("GET", "/healthz", PUBLIC),
     ("GET", "/readyz", PUBLIC),
@@ -57,8 +91,12 @@ ENDPOINTS: list[tuple[str, str, dict[str, int]]] = [
     ("GET", "/v1/views/per_minute", READ_VIEW),
     ("GET", "/v1/views/per_minute/series?metric=n", READ_VIEW),
     ("GET", "/v1/views/per_minute/chart?metric=n", READ_VIEW),
-    ("GET", "/v1/views/per_minute/late", READ_VIEW),
-    ("GET", "/v1/views/totals", {**READ_VIEW, "read_totals": 200}),
+    ("GET", "/v1/views/per_minute/late", {**READ_VIEW, "embed_a": 403}),  # raw, unfiltered
+    ("GET", "/v1/views/totals", {**READ_VIEW, "read_totals": 200, "embed_a": 403}),
+    # Tenant A asking for tenant B's rows: refused, for every read of the view.
+    ("GET", "/v1/views/per_minute?country=DE", {**READ_VIEW, "embed_a": 403}),
+    ("GET", "/v1/views/per_minute/series?metric=n&country=DE", {**READ_VIEW, "embed_a": 403}),
+    ("GET", "/v1/views/per_minute/chart?metric=n&country=DE", {**READ_VIEW, "embed_a": 403}),
     ("POST", "/v1/sources/orders/events", APPEND),
     ("GET", "/v1/sources", ADMIN),
     ("GET", "/v1/sources/orders/rejected", ADMIN),
@@ -72,6 +110,11 @@ ENDPOINTS: list[tuple[str, str, dict[str, int]]] = [
 async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     async with running(CONFIG, tmp_path) as (client, _):
+        both = minute_orders([(0, "FR", 1.0), (0, "DE", 2.0)])  # two tenants' rows
+        admin = {"Authorization": f"Bearer {SECRETS['admin']}"}
+        assert (
+            await client.post("/v1/sources/orders/events", data=both, headers=admin)
+        ).status == 200
         for method, path, expected in ENDPOINTS:
             for role, status in expected.items():
                 for how in ("header", "query"):
@@ -83,6 +126,8 @@ async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> N
                     data = BODY if method == "POST" else None
                     response = await client.request(method, url, headers=headers, data=data)
                     assert response.status == status, (method, path, role, how)
+                    if role == "embed_a" and status == 200:  # never another tenant's row
+                        assert b"DE" not in await response.read(), (method, path)
                     if status == 401:
                         assert response.headers["WWW-Authenticate"].startswith("Bearer")
                         message = (await response.json())["error"]["message"]
