@@ -226,8 +226,11 @@ async def run(
     seed: int = 7,
     clients: int = 2,
     progress: bool = False,
+    verify_every: int | None = None,
 ) -> Verdict:
-    """``kills`` SIGKILL cycles under load (HTTP, plus Kafka when ``bootstrap`` is given)."""
+    """``kills`` SIGKILL cycles under load (HTTP, plus Kafka when ``bootstrap`` is given).
+    ``verify_every``: also run the oracle after every that many kills (a long run then leaves
+    verdicts along the way), continuing with the same data and logs."""
     rng = random.Random(seed)
     text = CONFIG.format(snapshot_every="150ms")  # most cycles snapshot: restarts stay quick
     topic = None
@@ -256,11 +259,21 @@ async def run(
         await asyncio.gather(*tasks)
         if progress and (cycle + 1) % 10 == 0:
             print(f"{cycle + 1} kills; {len(ledger.acked)} batches acknowledged", flush=True)
+        if verify_every and (cycle + 1) % verify_every == 0 and cycle + 1 < kills:
+            partial = await _verified(server, ledger, topic is not None)
+            print(f"after {cycle + 1} kills:\n{partial}", flush=True)
+            if not partial.ok:
+                return partial
+    return await _verified(server, ledger, topic is not None)
+
+
+async def _verified(server: ServerProcess, ledger: Ledger, kafka: bool) -> Verdict:
+    """Start, catch up, ask the oracle, stop (gracefully: the next cycle kills it again)."""
     await server.start(timeout=60)
     try:
-        if topic is not None:
+        if kafka:
             await caught_up(server.url, 120)
-        return await verdict(server.url, ledger, topic is not None)
+        return await verdict(server.url, ledger, kafka)
     finally:
         server.terminate()
 
@@ -275,16 +288,35 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bootstrap", help="an existing Kafka (default: a Tansu started here)")
     parser.add_argument("--no-kafka", action="store_true", help="HTTP only")
+    parser.add_argument(
+        "--verify-every", type=int, default=100, help="also check the oracle every N kills"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.no_kafka:
-            result = asyncio.run(run(args.kills, Path(tmp), None, args.seed, progress=True))
+            result = asyncio.run(
+                run(
+                    args.kills,
+                    Path(tmp),
+                    None,
+                    args.seed,
+                    progress=True,
+                    verify_every=args.verify_every,
+                )
+            )
         else:
             from tests.kafka.broker import broker_unless
 
             with broker_unless(args.bootstrap, Path(tmp)) as bootstrap:
                 result = asyncio.run(
-                    run(args.kills, Path(tmp), bootstrap, args.seed, progress=True)
+                    run(
+                        args.kills,
+                        Path(tmp),
+                        bootstrap,
+                        args.seed,
+                        progress=True,
+                        verify_every=args.verify_every,
+                    )
                 )
     print(f"{args.kills} kills\n{result}")
     for problem in result.problems[:20]:
