@@ -29,9 +29,13 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> dict[str, Any]:
     if url is not None:
-        return await load.run(scenario, url.rstrip("/"))
+        return await load.run(scenario, url.rstrip("/"), progress=_progress)
     assert config is not None
     from benchmarks.server import ServerProcess
 
@@ -39,7 +43,7 @@ async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> 
         server = ServerProcess(config, Path(tmp) / "data", Path(tmp) / "server.log")
         await server.start()
         try:
-            result = await load.run(scenario, server.url)
+            result = await load.run(scenario, server.url, progress=_progress)
             assert server.proc is not None
             rss = rss_mb(server.proc.pid)
             if rss is not None:

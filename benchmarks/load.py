@@ -163,8 +163,14 @@ class Scenario:
         )
 
 
-async def run(scenario: Scenario, url: str, seed: int = 1) -> dict[str, Any]:
-    """Run every stream of the scenario at once against ``url``; return the report."""
+async def run(
+    scenario: Scenario,
+    url: str,
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stream of the scenario at once against ``url``; return the report.
+    ``progress`` is given a line a second while it runs (what was done so far, per stream)."""
     rng = random.Random(seed)
     streams: list[Stream] = []
     jobs: list[Awaitable[None]] = []
@@ -177,7 +183,15 @@ async def run(scenario: Scenario, url: str, seed: int = 1) -> dict[str, Any]:
         if "freshness" in scenario.raw:
             jobs.append(_freshness(scenario, session, url, rng, streams))
         started = time.perf_counter()
-        await asyncio.gather(*jobs)
+        ticker = (
+            None if progress is None else asyncio.create_task(_tick(progress, streams, started))
+        )
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
         elapsed = time.perf_counter() - started
     return {
         "scenario": scenario.name,
@@ -186,6 +200,19 @@ async def run(scenario: Scenario, url: str, seed: int = 1) -> dict[str, Any]:
         "streams": {s.name: s.report(elapsed) for s in streams},
         "timelines": {s.name: s.timeline for s in streams},
     }
+
+
+async def _tick(progress: Callable[[str], None], streams: list[Stream], started: float) -> None:
+    while True:
+        await asyncio.sleep(1.0)  # a progress line a second until the streams end
+        elapsed = time.perf_counter() - started
+        parts = [
+            f"{s.name}: {s.items:,} {s.unit} ({s.items / elapsed:,.0f}/s, asked "
+            f"{s.asked_rate:,.0f}/s), {sum(n for k, n in s.statuses.items() if k[:1] != '2')} "
+            "not 2xx"
+            for s in streams
+        ]
+        progress(f"{elapsed:5.1f}s  " + " | ".join(parts))
 
 
 async def _queries(

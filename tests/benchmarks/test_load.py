@@ -95,3 +95,20 @@ def test_the_latency_timeline_stays_bounded() -> None:
     assert len(stream.timeline) < 2 * load.TIMELINE_POINTS
     assert stream.timeline[-1][0] > 90_000  # it still spans the whole run
     assert stream.histogram.get_total_count() == 100_000  # percentiles see every sample
+
+
+@pytest.mark.asyncio
+async def test_progress_is_reported_while_it_runs(tmp_path: Path) -> None:
+    scenario = dataclasses.replace(
+        load.Scenario.load(SCENARIOS[0]),
+        duration=2.5,
+        raw={"ingest": {"rate": 200, "batch": 20}},
+        connections=4,
+    )
+    lines: list[str] = []
+    async with running(EXAMPLE.read_text(), tmp_path / "data") as (client, _):
+        await load.run(scenario, str(client.make_url("")).rstrip("/"), progress=lines.append)
+    assert len(lines) >= 2  # one a second, for at least 2.5 s
+    assert "ingest:" in lines[-1]
+    assert "events" in lines[-1]
+    assert "0 not 2xx" in lines[-1]
