@@ -382,38 +382,45 @@ class KafkaSource:
         before = positions.get(part)
         prepared = await asyncio.to_thread(self.registry.prepare, batch)
         async with self.lock:
-            if not self._current(part, messages[0].offset):
-                return True
+            if not self._owned(part):
+                return True  # revoked while the fetch was in flight: the new owner reads it
+            position = positions.get(part)
+            if position is not None and messages[0].offset < position:
+                # Partly counted already (a hand-over reloaded the part meanwhile): the row
+                # path drops exactly the counted records and applies the rest.
+                return False
             # Prepared against the part as it was; if a hand-over reloaded it meanwhile,
             # prepare again against what is there now.
-            self.registry.apply(batch, prepared if positions.get(part) == before else None)
+            self.registry.apply(batch, prepared if position == before else None)
         self.last_seen[part] = time.time()
         return True
 
-    def _current(self, part: str, first: int) -> bool:
-        """Whether a fetched batch starting at offset ``first`` is still ours to apply: the
-        partition is owned, healthy, and the batch is not behind the position its state has
-        (it was revoked and handed back while the fetch was in flight)."""
-        if part not in self.owned or part in self.partition_errors:
-            return False
-        position = self.registry.sources[self.spec.name].positions.get(part)
-        return position is None or first >= position
+    def _owned(self, part: str) -> bool:
+        return part in self.owned and part not in self.partition_errors
 
     async def _apply(self, tp: TopicPartition, messages: list[Any]) -> None:
         part = part_name(tp)
-        decoded = self.changes.decode(part, [(m.offset, m.timestamp, m.value) for m in messages])
-        retracting = self.spec.retracting
-        batch = Batch(
-            self.spec.name,
-            decoded.events,
-            messages[-1].offset + 1,
-            decoded.poison,
-            part,
-            decoded.weights if retracting else None,
-        )
         async with self.lock:
-            if not self._current(part, messages[0].offset):
+            if not self._owned(part):
                 return  # revoked while the fetch was in flight: the new owner reads it again
+            # Records below the part's position are counted already (the part was handed over
+            # and reloaded while this fetch was in flight): drop exactly those, keep the rest.
+            # Skipping the whole batch instead would lose its uncounted tail.
+            position = self.registry.sources[self.spec.name].positions.get(part)
+            if position is not None:
+                messages = [m for m in messages if m.offset >= position]
+            if not messages:
+                return
+            records = [(m.offset, m.timestamp, m.value) for m in messages]
+            decoded = self.changes.decode(part, records)
+            batch = Batch(
+                self.spec.name,
+                decoded.events,
+                messages[-1].offset + 1,
+                decoded.poison,
+                part,
+                decoded.weights if self.spec.retracting else None,
+            )
             self.registry.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
