@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import tempfile
 import time
@@ -294,30 +295,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.no_kafka:
+            broker: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext()
+        else:
+            from tests.kafka.broker import broker_unless
+
+            broker = broker_unless(args.bootstrap, Path(tmp))
+        with broker as bootstrap:
             result = asyncio.run(
                 run(
                     args.kills,
                     Path(tmp),
-                    None,
+                    bootstrap,
                     args.seed,
                     progress=True,
                     verify_every=args.verify_every,
                 )
             )
-        else:
-            from tests.kafka.broker import broker_unless
-
-            with broker_unless(args.bootstrap, Path(tmp)) as bootstrap:
-                result = asyncio.run(
-                    run(
-                        args.kills,
-                        Path(tmp),
-                        bootstrap,
-                        args.seed,
-                        progress=True,
-                        verify_every=args.verify_every,
-                    )
-                )
     print(f"{args.kills} kills\n{result}")
     for problem in result.problems[:20]:
         print("  " + problem)
