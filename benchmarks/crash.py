@@ -24,6 +24,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,15 @@ session_timeout = "6s"
 
 [views.stream_audit]
 sql = "SELECT count(*) AS n, sum(id) AS ids, count_distinct(id) AS distinct_ids FROM stream"
+
+# Where a Kafka verdict goes wrong: ids in runs of 10,000 (ts = BASE_TS + id ms).
+[views.stream_chunks]
+sql = "SELECT tumble(ts, '10 seconds') AS c, count(*) AS n, sum(id) AS ids FROM stream GROUP BY c"
+retention = "3650d"
+grace = "1h"
 """
+
+CHUNK = 10_000  # ids per stream_chunks row
 
 
 @dataclass
@@ -204,7 +213,30 @@ async def verdict(url: str, ledger: Ledger, kafka: bool) -> Verdict:
             if row["ids"] != sum(produced):
                 problems.append(f"Kafka id sum {row['ids']} != produced {sum(produced)}")
                 result.kafka_lost = max(result.kafka_lost, 1)
+            if result.kafka_lost or result.kafka_duplicated:
+                problems += await _kafka_chunks(session, url, produced)
     return result
+
+
+async def _kafka_chunks(session: aiohttp.ClientSession, url: str, produced: list[int]) -> list[str]:
+    """Which runs of ids went wrong, and how (odd ids are partition 1, even ones partition 0)."""
+    expected: dict[int, list[int]] = {}
+    for i in produced:
+        expected.setdefault(i // CHUNK, []).append(i)
+    counted = {}
+    for row in await rows(session, url, "stream_chunks"):
+        start = datetime.fromisoformat(row["c"]).timestamp() * 1000
+        counted[int(start - BASE_TS) // CHUNK] = row
+    out = []
+    for chunk in sorted(expected.keys() | counted.keys()):
+        ids = expected.get(chunk, [])
+        row = counted.get(chunk, {"n": 0, "ids": 0})
+        if row["n"] != len(ids) or row["ids"] != sum(ids):
+            out.append(
+                f"Kafka ids {chunk * CHUNK}..{(chunk + 1) * CHUNK - 1}: counted n={row['n']} "
+                f"sum={row['ids']}, produced n={len(ids)} sum={sum(ids)}"
+            )
+    return out
 
 
 async def caught_up(url: str, timeout: float) -> None:
@@ -292,8 +324,16 @@ def main() -> None:
     parser.add_argument(
         "--verify-every", type=int, default=100, help="also check the oracle every N kills"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="run in this directory and keep it (server log, WAL, snapshots, part files)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    workdir = contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()
+    with workdir as tmp:
         if args.no_kafka:
             broker: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext()
         else:

@@ -33,7 +33,7 @@ from ingest.decode import Decoder
 from ingest.snapshots import atomic_write
 from views import snapshot
 from views.config import KAFKA_TIMESTAMP
-from views.registry import Batch, Registry
+from views.registry import Batch, Registry, StateMismatch
 from views.spec import SourceSpec
 
 log = logging.getLogger("tallyd.kafka")
@@ -44,6 +44,10 @@ HEALTH_EVERY = 2.0  # seconds between broker health probes
 # per turn let single queries wait about 0.5 s (benchmarks/README.md).
 APPLY_CHUNK = 1000
 PROBE_TIMEOUT = 3.0
+
+
+# One part's records from one ``getmany``, with the part's epoch when they were returned.
+Fetched = tuple[TopicPartition, list[Any], int | None]
 
 
 def part_name(tp: TopicPartition) -> str:
@@ -67,7 +71,15 @@ class KafkaSource:
         self.changes = ChangeDecoder(decoder, spec.format, spec.time_field == KAFKA_TIMESTAMP)
         self.consumer: AIOKafkaConsumer | None = None
         self.owned: set[str] = set()
+        # part -> hand-over count: bumped whenever the part arrives or leaves. A fetch is applied
+        # only if its part's epoch is still the one it had when ``getmany`` returned it; a fetch
+        # that spans a hand-over belongs to the old position and is dropped (the consumer was
+        # seeked to the reloaded one, so its records come again).
+        self.epochs: dict[str, int] = {}
         self.saved: dict[str, int] = {}  # part -> position in its part file
+        # part -> lock serialising its file writes: two saves racing (the periodic one and a
+        # hand-over's) could otherwise land out of order and leave an older position on disk.
+        self.saving: dict[str, asyncio.Lock] = {}
         self.checking: set[TopicPartition] = set()  # restored here; end not yet confirmed
         self.state = "starting"
         self.error: str | None = None
@@ -134,17 +146,20 @@ class KafkaSource:
         """Write part files for owned partitions that moved since their last file. Returns count."""
         written = 0
         for part in list(self.owned if parts is None else parts):
-            async with self.lock:
-                if part not in self.owned:
-                    continue
-                position = self.registry.sources[self.spec.name].positions.get(part)
-                if position is None or (not force and self.saved.get(part) == position):
-                    continue
-                # Built and encoded in a worker thread while the lock keeps writers out;
-                # queries only read, so they keep being answered on the loop meanwhile.
-                data = await asyncio.to_thread(self._encode_part, part)
-            await asyncio.to_thread(atomic_write, self._path(part), data)
-            self.saved[part] = position
+            async with self.saving.setdefault(part, asyncio.Lock()):
+                async with self.lock:
+                    if part not in self.owned:
+                        continue
+                    position = self.registry.sources[self.spec.name].positions.get(part)
+                    if position is None or (not force and self.saved.get(part) == position):
+                        continue
+                    # Built and encoded in a worker thread while the lock keeps writers out;
+                    # queries only read, so they keep being answered on the loop meanwhile.
+                    data = await asyncio.to_thread(self._encode_part, part)
+                # Outside the pipeline lock (ingest goes on), inside the part's own: the next
+                # save of this part encodes only after this file is in place.
+                await asyncio.to_thread(atomic_write, self._path(part), data)
+                self.saved[part] = position
             written += 1
         if written and self.consumer is not None:
             await self._commit_for_lag()
@@ -176,38 +191,54 @@ class KafkaSource:
     async def acquire(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
         consumer = self.consumer
-        restored: dict[TopicPartition, int] = {}
-        fresh: list[TopicPartition] = []
+        loaded: dict[TopicPartition, dict[str, Any] | None] = {}
         for tp in assigned:
-            part = part_name(tp)
-            if part in self.owned:
+            if part_name(tp) in self.owned:
                 continue
             try:
-                state = await asyncio.to_thread(self._load, part)
+                loaded[tp] = await asyncio.to_thread(self._load, part_name(tp))
             except (snapshot.SnapshotError, ValueError) as err:
-                self._fail(tp, f"part file {self._path(part).name} is unusable: {err}")
-                continue
-            async with self.lock:
-                if state is not None:
-                    for note in self.registry.load_part(self.spec.name, part, state):
-                        log.warning("event=part_note source=%s note=%r", self.spec.name, note)
-                else:
+                self._fail(tp, f"part file {self._path(part_name(tp)).name} is unusable: {err}")
+        restored: dict[TopicPartition, int] = {}
+        fresh: list[TopicPartition] = []
+        async with self.lock:
+            # One step with no await in it: each part's state is installed and the consumer
+            # pointed exactly where that state ends, so no record of these parts can be
+            # applied in between (a fetch from the group's committed offset, say).
+            for tp, state in loaded.items():
+                part = part_name(tp)
+                self.epochs[part] = self.epochs.get(part, 0) + 1
+                if state is None:
                     self.registry.drop_part(self.spec.name, part)
+                else:
+                    try:
+                        notes = self.registry.load_part(self.spec.name, part, state)
+                    except StateMismatch as err:
+                        self._fail(tp, str(err))
+                        continue
+                    for note in notes:
+                        log.warning("event=part_note source=%s note=%r", self.spec.name, note)
                 self.owned.add(part)
-            if state is not None and state.get("position") is not None:
-                restored[tp] = self.saved[part] = int(state["position"])
-            else:
-                fresh.append(tp)
-        # Every partition gets its position before anything is awaited on the broker: the
-        # fetcher must never see an assigned partition without one (auto_offset_reset="none").
-        for tp, position in restored.items():
-            consumer.seek(tp, position)
-        if fresh:  # marks them for reset synchronously, then waits for the offsets
+                if state is not None and state.get("position") is not None:
+                    restored[tp] = self.saved[part] = int(state["position"])
+                    consumer.seek(tp, restored[tp])
+                else:
+                    fresh.append(tp)
+            if fresh:
+                consumer.pause(*fresh)  # no records until their start is known
+        if fresh:
             if self.options["start"] == "earliest":
                 await consumer.seek_to_beginning(*fresh)
             else:
                 await consumer.seek_to_end(*fresh)
-        await self._check_positions(restored, fresh)
+            if self.options["start"] == "latest":
+                # Pin where "latest" was, so a restart before the first record does not skip
+                # ahead (the parts are paused: nothing moves them meanwhile).
+                positions = self.registry.sources[self.spec.name].positions
+                for tp in fresh:
+                    positions[part_name(tp)] = await consumer.position(tp)
+            consumer.resume(*[tp for tp in fresh if part_name(tp) not in self.partition_errors])
+        await self._check_positions(restored)
         log.info(
             "event=assigned source=%s partitions=%s restored=%s",
             self.spec.name,
@@ -215,9 +246,7 @@ class KafkaSource:
             ",".join(f"{part_name(tp)}@{p}" for tp, p in restored.items()) or "none",
         )
 
-    async def _check_positions(
-        self, restored: dict[TopicPartition, int], fresh: list[TopicPartition]
-    ) -> None:
+    async def _check_positions(self, restored: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
         if restored:
             begins = await self.consumer.beginning_offsets(list(restored))
@@ -231,11 +260,6 @@ class KafkaSource:
                     )
                 else:
                     self.checking.add(tp)  # confirm it is not above the end once a fetch answers
-        if self.options["start"] == "latest":
-            # Pin where "latest" was, so a restart before the first record does not skip ahead.
-            positions = self.registry.sources[self.spec.name].positions
-            for tp in fresh:
-                positions[part_name(tp)] = await self.consumer.position(tp)
 
     def _fail(self, tp: TopicPartition, reason: str) -> None:
         part = part_name(tp)
@@ -250,6 +274,7 @@ class KafkaSource:
         async with self.lock:
             for part in parts:
                 self.registry.drop_part(self.spec.name, part)
+                self.epochs[part] = self.epochs.get(part, 0) + 1
                 self.owned.discard(part)
                 self.saved.pop(part, None)
                 self.last_seen.pop(part, None)
@@ -364,53 +389,75 @@ class KafkaSource:
                         f"the saved position {position} is above the partition's end "
                         f"{highwater} (was the topic deleted and recreated?)",
                     )
-            for tp, messages in records.items():
-                if await self._apply_table(tp, messages):
-                    continue
-                for start in range(0, len(messages), APPLY_CHUNK):
-                    await self._apply(tp, messages[start : start + APPLY_CHUNK])
-                    await asyncio.sleep(0)  # let queries in between batches
+            await self._apply_fetched(self._stamped(records))
 
-    async def _apply_table(self, tp: TopicPartition, messages: list[Any]) -> bool:
-        """Many clean JSON records at once: column-wise, the heavy half in a worker thread."""
+    def _stamped(self, records: dict[TopicPartition, list[Any]]) -> list[Fetched]:
+        """What ``getmany`` returned, each part with its epoch as of now: call it before
+        anything is awaited, so the epoch is the one the records were fetched in."""
+        return [(tp, messages, self.epochs.get(part_name(tp))) for tp, messages in records.items()]
+
+    async def _apply_fetched(self, fetched: list[Fetched]) -> None:
+        for tp, messages, epoch in fetched:
+            if await self._apply_table(tp, messages, epoch):
+                continue
+            for start in range(0, len(messages), APPLY_CHUNK):
+                await self._apply(tp, messages[start : start + APPLY_CHUNK], epoch)
+                await asyncio.sleep(0)  # let queries in between batches
+
+    async def _apply_table(
+        self, tp: TopicPartition, messages: list[Any], epoch: int | None
+    ) -> bool:
+        """Many clean JSON records at once: column-wise, the heavy half in a worker thread.
+        False: apply them row-wise instead."""
         table = self.changes.table([m.value for m in messages])
         if table is None:
             return False
         part = part_name(tp)
         batch = Batch(self.spec.name, [], messages[-1].offset + 1, part=part, table=table)
-        positions = self.registry.sources[self.spec.name].positions
-        before = positions.get(part)
         prepared = await asyncio.to_thread(self.registry.prepare, batch)
         async with self.lock:
-            if not self._owned(part):
-                return True  # revoked while the fetch was in flight: the new owner reads it
-            position = positions.get(part)
-            if position is not None and messages[0].offset < position:
-                # Partly counted already (a hand-over reloaded the part meanwhile): the row
-                # path drops exactly the counted records and applies the rest.
-                return False
-            # Prepared against the part as it was; if a hand-over reloaded it meanwhile,
-            # prepare again against what is there now.
-            self.registry.apply(batch, prepared if position == before else None)
+            if not self._current(part, epoch):
+                return True
+            if self._counted(part, messages):
+                return False  # the row path drops exactly the counted records
+            self.registry.apply(batch, prepared)
         self.last_seen[part] = time.time()
         return True
 
-    def _owned(self, part: str) -> bool:
-        return part in self.owned and part not in self.partition_errors
+    def _current(self, part: str, epoch: int | None) -> bool:
+        """Whether a fetch of ``part`` made in ``epoch`` may still be applied."""
+        if part not in self.owned or part in self.partition_errors:
+            return False  # revoked (or failed) meanwhile: its next owner reads these again
+        # Handed over and back meanwhile: the consumer was seeked to the reloaded position
+        # and reads these records again from there.
+        return self.epochs.get(part) == epoch
 
-    async def _apply(self, tp: TopicPartition, messages: list[Any]) -> None:
+    def _counted(self, part: str, messages: list[Any]) -> bool:
+        """Whether the fetch starts below the part's position. Epochs rule it out; were it to
+        happen, the records below the position are counted already and are dropped, the
+        rest applied (dropping all would lose the tail, applying all count some twice)."""
+        position = self.registry.sources[self.spec.name].positions.get(part)
+        if position is None or messages[0].offset >= position:
+            return False
+        log.warning(
+            "event=overlapping_fetch source=%s part=%s first=%d position=%d",
+            self.spec.name,
+            part,
+            messages[0].offset,
+            position,
+        )
+        return True
+
+    async def _apply(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
         part = part_name(tp)
         async with self.lock:
-            if not self._owned(part):
-                return  # revoked while the fetch was in flight: the new owner reads it again
-            # Records below the part's position are counted already (the part was handed over
-            # and reloaded while this fetch was in flight): drop exactly those, keep the rest.
-            # Skipping the whole batch instead would lose its uncounted tail.
-            position = self.registry.sources[self.spec.name].positions.get(part)
-            if position is not None:
-                messages = [m for m in messages if m.offset >= position]
-            if not messages:
+            if not self._current(part, epoch):
                 return
+            if self._counted(part, messages):
+                position = self.registry.sources[self.spec.name].positions[part]
+                messages = [m for m in messages if m.offset >= position]
+                if not messages:
+                    return
             records = [(m.offset, m.timestamp, m.value) for m in messages]
             decoded = self.changes.decode(part, records)
             batch = Batch(
