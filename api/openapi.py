@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.pages import ASSETS
+
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -102,13 +104,14 @@ CONTENT = {
     "GET /": "text/html",
     "GET /v1/views/{view}/chart": "text/html",
     "GET /v1/views/{view}/subscribe": "text/event-stream",
-    "GET /assets/{name}": "application/octet-stream",
+    "GET /assets/{name}": ASSETS["uPlot.iife.min.js"],
 }
 
 
-FORMATS = {  # format=csv / ndjson answers
+FORMATS = {  # other content types a 200 may have (format=csv / ndjson answers, assets)
     "GET /v1/views/{view}": ("text/csv", "application/x-ndjson"),
     "GET /v1/views/{view}/series": ("text/csv",),
+    "GET /assets/{name}": tuple(sorted(set(ASSETS.values()) - {ASSETS["uPlot.iife.min.js"]})),
 }
 
 
