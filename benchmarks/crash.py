@@ -340,7 +340,8 @@ def main() -> None:
             from tests.kafka.broker import broker_unless
 
             broker = broker_unless(args.bootstrap, Path(tmp))
-        with broker as bootstrap:
+        with broker as bootstrap, contextlib.ExitStack() as stack:
+            stack.callback(ServerProcess.stop_all)  # Ctrl-C leaves no server behind
             result = asyncio.run(
                 run(
                     args.kills,

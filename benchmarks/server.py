@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import aiohttp
 
@@ -22,6 +23,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    # Every process started and not yet reaped: ``stop_all`` kills what a failing test or an
+    # interrupted run left behind, so no server outlives its caller.
+    started: ClassVar[set[subprocess.Popen[bytes]]] = set()
+
     def __init__(
         self, config: Path, data_dir: Path, log: Path, launcher: list[str] | None = None
     ) -> None:
@@ -51,6 +56,7 @@ class ServerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        self.started.add(self.proc)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -67,8 +73,21 @@ class ServerProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self.started.discard(self.proc)
 
     def terminate(self) -> int:
         assert self.proc is not None
         self.proc.terminate()
-        return self.proc.wait(30)
+        code = self.proc.wait(30)
+        self.started.discard(self.proc)
+        return code
+
+    @classmethod
+    def stop_all(cls, keep: frozenset[subprocess.Popen[bytes]] = frozenset()) -> int:
+        """Kill every server still running but those in ``keep``; returns how many."""
+        left = [proc for proc in cls.started - keep if proc.poll() is None]
+        for proc in left:
+            proc.kill()
+            proc.wait(10)
+        cls.started &= keep
+        return len(left)
