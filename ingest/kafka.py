@@ -54,6 +54,11 @@ def part_name(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
+def _partition(part: str) -> TopicPartition:
+    topic, _, number = part.rpartition(":")
+    return TopicPartition(topic, int(number))
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -98,8 +103,7 @@ class KafkaSource:
         partitions = {}
         for part in sorted(self.owned | set(self.partition_errors)):
             position = source.positions.get(part)
-            topic, _, number = part.rpartition(":")
-            tp = TopicPartition(topic, int(number))
+            tp = _partition(part)
             consumer = self.consumer
             # The high watermark is known only for partitions the consumer has assigned now
             # (during a rebalance ``owned`` and the assignment briefly differ).
@@ -191,10 +195,15 @@ class KafkaSource:
     async def acquire(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
         consumer = self.consumer
+        # Before anything is awaited, every partition gets a placeholder position and is paused:
+        # with none, the fetcher would go for the group's committed offset (and with no such
+        # offset fail the whole session, auto_offset_reset being "none"); paused, nothing is
+        # fetched until the partition's real start is known, below.
+        for tp in assigned:
+            consumer.seek(tp, 0)
+        consumer.pause(*assigned)
         loaded: dict[TopicPartition, dict[str, Any] | None] = {}
         for tp in assigned:
-            if part_name(tp) in self.owned:
-                continue
             try:
                 loaded[tp] = await asyncio.to_thread(self._load, part_name(tp))
             except (snapshot.SnapshotError, ValueError) as err:
@@ -203,8 +212,7 @@ class KafkaSource:
         fresh: list[TopicPartition] = []
         async with self.lock:
             # One step with no await in it: each part's state is installed and the consumer
-            # pointed exactly where that state ends, so no record of these parts can be
-            # applied in between (a fetch from the group's committed offset, say).
+            # pointed exactly where that state ends.
             for tp, state in loaded.items():
                 part = part_name(tp)
                 self.epochs[part] = self.epochs.get(part, 0) + 1
@@ -224,8 +232,6 @@ class KafkaSource:
                     consumer.seek(tp, restored[tp])
                 else:
                     fresh.append(tp)
-            if fresh:
-                consumer.pause(*fresh)  # no records until their start is known
         if fresh:
             if self.options["start"] == "earliest":
                 await consumer.seek_to_beginning(*fresh)
@@ -237,7 +243,7 @@ class KafkaSource:
                 positions = self.registry.sources[self.spec.name].positions
                 for tp in fresh:
                     positions[part_name(tp)] = await consumer.position(tp)
-            consumer.resume(*[tp for tp in fresh if part_name(tp) not in self.partition_errors])
+        consumer.resume(*[tp for tp in assigned if part_name(tp) not in self.partition_errors])
         await self._check_positions(restored)
         log.info(
             "event=assigned source=%s partitions=%s restored=%s",
@@ -337,7 +343,9 @@ class KafkaSource:
                 health.cancel()
                 await asyncio.gather(health, return_exceptions=True)
         finally:
-            await self.release([tp for tp in consumer.assignment()])
+            # Every part this session owned or failed (the assignment may already be gone after
+            # an error): files written, state and errors dropped; the next session starts over.
+            await self.release([_partition(p) for p in self.owned | set(self.partition_errors)])
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None

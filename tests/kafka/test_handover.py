@@ -223,3 +223,36 @@ async def test_a_part_saved_under_other_sql_is_a_partition_error(
     async with member(changed, kafka, tp):
         assert "view(s) v changed their SQL" in changed.partition_errors[part]
         assert part not in changed.owned
+
+
+@pytest.mark.asyncio
+async def test_no_fetch_position_is_looked_up_while_a_part_is_being_loaded(
+    kafka: str, tmp_path: Path
+) -> None:
+    """While a partition's file is loaded (the pipeline lock busy, say), the consumer must not go
+    for the group's committed offset: there is none, and with auto_offset_reset "none" that
+    failed the whole session (seen in the long crash run). Each partition gets a position and
+    is paused before anything is awaited."""
+    topic = await create_topic(kafka, 1)
+    await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(200)])
+    tp, part = TopicPartition(topic, 0), f"{topic}:0"
+    source = make_source(tmp_path, kafka, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka,
+        group_id=f"g{uuid.uuid4().hex[:8]}",  # a group with no committed offsets
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        source.consumer = consumer
+        async with source.lock:  # acquire waits for it, as behind a long apply or snapshot
+            loading = asyncio.create_task(source.acquire([tp]))
+            assert await consumer.getmany(timeout_ms=1000) == {}  # raised before
+        await loading
+        assert await drain(source, consumer, part, 200) == 200
+        assert totals(source) == (200, sum(range(200)), 200)
+    finally:
+        source.consumer = None
+        await consumer.stop()
