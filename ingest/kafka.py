@@ -11,6 +11,10 @@ events this state never counted. Offsets are committed to Kafka too, for lag mon
 When a partition leaves (rebalance or stop), its part file is written, then its state dropped, so
 the next owner continues exactly where this one stopped. After a crash the next owner continues
 from the last periodic part file and re-reads what followed: nothing lost, nothing counted twice.
+Three rules keep that true while records are in flight during a hand-over: a part's file writes
+are serialised (a file never goes back), a part is positioned and paused from the moment it
+arrives until its state is installed, and records fetched before a hand-over are dropped after it
+(each hand-over bumps the part's *epoch*; the consumer re-reads them from the installed position).
 
 Mutations happen under the one pipeline lock, in bounded batches (``max_batch`` records), with a
 yield to the event loop after each, so queries keep being answered while a backlog is consumed.
