@@ -10,8 +10,11 @@ batch and over the Kafka records) are compared with the logs:
 
     acknowledged ⊆ counted ⊆ sent, each counted batch whole, no id twice.
 
-The verdict is printed as figures: sent / acknowledged / counted / lost / duplicated. Bounded: a
-fixed number of kill cycles, each stopping by itself. Without ``--bootstrap`` a Tansu broker is
+Every fourth cycle (``--kafka-every``) waits until the Kafka source has joined the group and is
+consuming before its kill; the others kill within 0.6 s of the start, often before the group
+has assigned anything. The verdict is printed as figures: sent / acknowledged / counted / lost /
+duplicated, and how many kills landed mid-consumption. Bounded: a fixed number of kill cycles,
+each stopping by itself. Without ``--bootstrap`` a Tansu broker is
 started (it needs the test extras); ``--no-kafka`` runs HTTP only.
 """
 
@@ -55,7 +58,7 @@ bootstrap = "{bootstrap}"
 topic = "{topic}"
 group = "{group}"
 time = "ts"
-session_timeout = "6s"
+session_timeout = "3s"
 
 [views.stream_audit]
 sql = "SELECT count(*) AS n, sum(id) AS ids, count_distinct(id) AS distinct_ids FROM stream"
@@ -103,6 +106,7 @@ class Verdict:
     kafka_counted: int = 0
     kafka_duplicated: int = 0
     kafka_lost: int = 0
+    kafka_kills: int = 0  # kills that landed while the Kafka source was consuming
     problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -114,7 +118,8 @@ class Verdict:
         if self.kafka_produced:
             text += (
                 f"\nKafka records: produced={self.kafka_produced} counted={self.kafka_counted} "
-                f"lost={self.kafka_lost} duplicated={self.kafka_duplicated}"
+                f"lost={self.kafka_lost} duplicated={self.kafka_duplicated} "
+                f"(kills while consuming: {self.kafka_kills})"
             )
         return text
 
@@ -252,6 +257,24 @@ async def caught_up(url: str, timeout: float) -> None:
     raise TimeoutError(f"Kafka not caught up in {timeout} s: {parts}")
 
 
+async def consuming(url: str, timeout: float) -> bool:
+    """Until the Kafka source owns partitions and their positions move (bounded): a kill then
+    lands mid-consumption. False if that did not happen in time."""
+    deadline = time.monotonic() + timeout
+    first: int | None = None
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"{url}/v1/status") as r:
+                parts = (await r.json())["sources"]["stream"]["partitions"]
+            total = sum(p["position"] or 0 for p in parts.values())
+            if parts and first is not None and total > first:
+                return True
+            if parts and first is None:
+                first = total
+            await asyncio.sleep(0.05)  # polling progress, bounded by the deadline
+    return False
+
+
 async def run(
     kills: int,
     directory: Path,
@@ -260,10 +283,13 @@ async def run(
     clients: int = 2,
     progress: bool = False,
     verify_every: int | None = None,
+    kafka_every: int = 4,
 ) -> Verdict:
     """``kills`` SIGKILL cycles under load (HTTP, plus Kafka when ``bootstrap`` is given).
     ``verify_every``: also run the oracle after every that many kills (a long run then leaves
-    verdicts along the way), continuing with the same data and logs."""
+    verdicts along the way), continuing with the same data and logs. ``kafka_every``: every that
+    many cycles, the kill waits until the Kafka source is consuming (joining the group takes
+    seconds, longer than most cycles), then lands at a random moment of it."""
     rng = random.Random(seed)
     text = CONFIG.format(snapshot_every="150ms")  # most cycles snapshot: restarts stay quick
     topic = None
@@ -276,16 +302,22 @@ async def run(
     config.write_text(text)
     server = ServerProcess(config, directory / "data", directory / "server.log")
     ledger = Ledger()
+    kafka_kills = 0
     for cycle in range(kills):
         await server.start(timeout=60)
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(poster(server.url, ledger, random.Random(rng.random()), stop))
-            for _ in range(clients)
-        ]
+        tasks = []
         if topic is not None:
             assert bootstrap is not None
             tasks.append(asyncio.create_task(producer(bootstrap, topic, ledger, stop)))
+            if cycle % kafka_every == kafka_every - 1:
+                # Joining the group takes seconds: wait for it (HTTP load starts after, so
+                # these cycles post no more than the others), then kill mid-consumption.
+                kafka_kills += await consuming(server.url, 30)
+        tasks += [
+            asyncio.create_task(poster(server.url, ledger, random.Random(rng.random()), stop))
+            for _ in range(clients)
+        ]
         await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment of the load: then kill
         server.kill()
         stop.set()
@@ -294,10 +326,13 @@ async def run(
             print(f"{cycle + 1} kills; {len(ledger.acked)} batches acknowledged", flush=True)
         if verify_every and (cycle + 1) % verify_every == 0 and cycle + 1 < kills:
             partial = await _verified(server, ledger, topic is not None)
+            partial.kafka_kills = kafka_kills
             print(f"after {cycle + 1} kills:\n{partial}", flush=True)
             if not partial.ok:
                 return partial
-    return await _verified(server, ledger, topic is not None)
+    result = await _verified(server, ledger, topic is not None)
+    result.kafka_kills = kafka_kills
+    return result
 
 
 async def _verified(server: ServerProcess, ledger: Ledger, kafka: bool) -> Verdict:
@@ -325,6 +360,12 @@ def main() -> None:
         "--verify-every", type=int, default=100, help="also check the oracle every N kills"
     )
     parser.add_argument(
+        "--kafka-every",
+        type=int,
+        default=4,
+        help="every N cycles, kill only once the Kafka source is consuming (default 4)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         help="run in this directory and keep it (server log, WAL, snapshots, part files)",
@@ -350,6 +391,7 @@ def main() -> None:
                     args.seed,
                     progress=True,
                     verify_every=args.verify_every,
+                    kafka_every=args.kafka_every,
                 )
             )
     print(f"{args.kills} kills\n{result}")
