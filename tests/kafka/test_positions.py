@@ -100,8 +100,9 @@ def test_idle_partitions_do_not_hold_the_watermark_back() -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("size", [10, 3000])  # row-wise, and large enough for the column path
 async def test_a_fetch_overlapping_counted_records_counts_only_its_tail(size: int) -> None:
-    """A part reloaded (hand-over) while a fetch was in flight: the fetch starts below the part's
-    position. Exactly the records below it are dropped; the tail is counted, once."""
+    """A fetch of the current epoch that starts below the part's position (epochs rule it out;
+    this is the defence behind them): exactly the records below it are dropped, the tail is
+    counted, once."""
     from types import SimpleNamespace
 
     import orjson
