@@ -26,6 +26,7 @@ import contextlib
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -244,35 +245,46 @@ async def _kafka_chunks(session: aiohttp.ClientSession, url: str, produced: list
     return out
 
 
-async def caught_up(url: str, timeout: float) -> None:
-    """Until every Kafka partition's position reaches its end (bounded)."""
+async def _partitions_until(
+    url: str, timeout: float, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """Poll the Kafka source's partitions until ``done`` says so (bounded). Returns them, or
+    None when the deadline passed first."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             async with session.get(f"{url}/v1/status") as r:
-                parts = (await r.json())["sources"]["stream"]["partitions"]
-            if len(parts) == 2 and all(p["lag"] == 0 and p["end"] for p in parts.values()):
-                return
-            await asyncio.sleep(0.1)  # polling progress, bounded by the deadline
-    raise TimeoutError(f"Kafka not caught up in {timeout} s: {parts}")
+                parts: dict[str, Any] = (await r.json())["sources"]["stream"]["partitions"]
+            if done(parts):
+                return parts
+            await asyncio.sleep(0.05)  # polling progress, bounded by the deadline
+    return None
+
+
+async def caught_up(url: str, timeout: float) -> None:
+    """Until every Kafka partition's position reaches its end (bounded)."""
+    last: dict[str, Any] = {}
+
+    def done(parts: dict[str, Any]) -> bool:
+        last.update(parts)
+        return len(parts) == 2 and all(p["lag"] == 0 and p["end"] for p in parts.values())
+
+    if await _partitions_until(url, timeout, done) is None:
+        raise TimeoutError(f"Kafka not caught up in {timeout} s: {last}")
 
 
 async def consuming(url: str, timeout: float) -> bool:
     """Until the Kafka source owns partitions and their positions move (bounded): a kill then
     lands mid-consumption. False if that did not happen in time."""
-    deadline = time.monotonic() + timeout
-    first: int | None = None
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            async with session.get(f"{url}/v1/status") as r:
-                parts = (await r.json())["sources"]["stream"]["partitions"]
-            total = sum(p["position"] or 0 for p in parts.values())
-            if parts and first is not None and total > first:
-                return True
-            if parts and first is None:
-                first = total
-            await asyncio.sleep(0.05)  # polling progress, bounded by the deadline
-    return False
+    first: list[int] = []  # the positions' total when partitions were first seen
+
+    def done(parts: dict[str, Any]) -> bool:
+        total = sum(p["position"] or 0 for p in parts.values())
+        if parts and not first:
+            first.append(total)
+        return bool(parts) and total > first[0]
+
+    return await _partitions_until(url, timeout, done) is not None
 
 
 async def run(

@@ -430,7 +430,7 @@ class KafkaSource:
         async with self.lock:
             if not self._current(part, epoch):
                 return True
-            if self._counted(part, messages):
+            if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
             self.registry.apply(batch, prepared)
         self.last_seen[part] = time.time()
@@ -444,13 +444,13 @@ class KafkaSource:
         # and reads these records again from there.
         return self.epochs.get(part) == epoch
 
-    def _counted(self, part: str, messages: list[Any]) -> bool:
-        """Whether the fetch starts below the part's position. Epochs rule it out; were it to
-        happen, the records below the position are counted already and are dropped, the
-        rest applied (dropping all would lose the tail, applying all count some twice)."""
+    def _counted_below(self, part: str, messages: list[Any]) -> int | None:
+        """The part's position if the fetch starts below it, else None. Epochs rule it out;
+        were it to happen, the records below the position are counted already and are dropped,
+        the rest applied (dropping all would lose the tail, applying all count some twice)."""
         position = self.registry.sources[self.spec.name].positions.get(part)
         if position is None or messages[0].offset >= position:
-            return False
+            return None
         log.warning(
             "event=overlapping_fetch source=%s part=%s first=%d position=%d",
             self.spec.name,
@@ -458,15 +458,15 @@ class KafkaSource:
             messages[0].offset,
             position,
         )
-        return True
+        return position
 
     async def _apply(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
         part = part_name(tp)
         async with self.lock:
             if not self._current(part, epoch):
                 return
-            if self._counted(part, messages):
-                position = self.registry.sources[self.spec.name].positions[part]
+            position = self._counted_below(part, messages)
+            if position is not None:
                 messages = [m for m in messages if m.offset >= position]
                 if not messages:
                     return

@@ -104,9 +104,9 @@ async def test_two_saves_of_one_part_land_in_order(
 
 
 @asynccontextmanager
-async def member(source: KafkaSource, bootstrap: str, tp: TopicPartition) -> AsyncIterator[Any]:
-    """``source`` owning ``tp`` through a real consumer (manual assignment: the hand-overs are
-    driven by the test, through the same acquire/release the group listener calls)."""
+async def assigned(source: KafkaSource, bootstrap: str, tp: TopicPartition) -> AsyncIterator[Any]:
+    """A real consumer of ``tp`` (manual assignment, a group with no committed offsets, no
+    automatic reset) handed to ``source``; the test decides when ``source`` acquires it."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=f"g{uuid.uuid4().hex[:8]}",
@@ -118,12 +118,22 @@ async def member(source: KafkaSource, bootstrap: str, tp: TopicPartition) -> Asy
     consumer.assign([tp])
     source.consumer = consumer
     try:
-        await source.acquire([tp])
         yield consumer
     finally:
-        await source.release([tp])
         source.consumer = None
         await consumer.stop()
+
+
+@asynccontextmanager
+async def member(source: KafkaSource, bootstrap: str, tp: TopicPartition) -> AsyncIterator[Any]:
+    """``source`` owning ``tp`` through a real consumer (the hand-overs are driven by the test,
+    through the same acquire/release the group listener calls)."""
+    async with assigned(source, bootstrap, tp) as consumer:
+        try:
+            await source.acquire([tp])
+            yield consumer
+        finally:
+            await source.release([tp])
 
 
 async def fetch(source: KafkaSource, consumer: Any) -> list[Any]:
@@ -237,22 +247,10 @@ async def test_no_fetch_position_is_looked_up_while_a_part_is_being_loaded(
     await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(200)])
     tp, part = TopicPartition(topic, 0), f"{topic}:0"
     source = make_source(tmp_path, kafka, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka,
-        group_id=f"g{uuid.uuid4().hex[:8]}",  # a group with no committed offsets
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-    )
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        source.consumer = consumer
+    async with assigned(source, kafka, tp) as consumer:
         async with source.lock:  # acquire waits for it, as behind a long apply or snapshot
             loading = asyncio.create_task(source.acquire([tp]))
             assert await consumer.getmany(timeout_ms=1000) == {}  # raised before
         await loading
         assert await drain(source, consumer, part, 200) == 200
         assert totals(source) == (200, sum(range(200)), 200)
-    finally:
-        source.consumer = None
-        await consumer.stop()
