@@ -236,6 +236,14 @@ class KafkaSource:
                     consumer.seek(tp, restored[tp])
                 else:
                     fresh.append(tp)
+        # Logged in the same step as the install (no await between): whoever sees the restored
+        # positions in /v1/status can already read this line.
+        log.info(
+            "event=assigned source=%s partitions=%s restored=%s",
+            self.spec.name,
+            ",".join(part_name(tp) for tp in assigned),
+            ",".join(f"{part_name(tp)}@{p}" for tp, p in restored.items()) or "none",
+        )
         if fresh:
             if self.options["start"] == "earliest":
                 await consumer.seek_to_beginning(*fresh)
@@ -249,12 +257,6 @@ class KafkaSource:
                     positions[part_name(tp)] = await consumer.position(tp)
         consumer.resume(*[tp for tp in assigned if part_name(tp) not in self.partition_errors])
         await self._check_positions(restored)
-        log.info(
-            "event=assigned source=%s partitions=%s restored=%s",
-            self.spec.name,
-            ",".join(part_name(tp) for tp in assigned),
-            ",".join(f"{part_name(tp)}@{p}" for tp, p in restored.items()) or "none",
-        )
 
     async def _check_positions(self, restored: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
