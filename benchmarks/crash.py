@@ -303,15 +303,19 @@ async def run(
     many cycles, the kill waits until the Kafka source is consuming (joining the group takes
     seconds, longer than most cycles), then lands at a random moment of it."""
     rng = random.Random(seed)
-    text = CONFIG.format(snapshot_every="150ms")  # most cycles snapshot: restarts stay quick
+    kafka_text = ""
     topic = None
     if bootstrap is not None:
         from tests.kafka.broker import create_topic
 
         topic = await create_topic(bootstrap, 2)
-        text += KAFKA_CONFIG.format(bootstrap=bootstrap, topic=topic, group=f"crash-{topic}")
+        kafka_text = KAFKA_CONFIG.format(bootstrap=bootstrap, topic=topic, group=f"crash-{topic}")
     config = directory / "tallyd.toml"
-    config.write_text(text)
+
+    def configure(snapshot_every: str) -> None:
+        config.write_text(CONFIG.format(snapshot_every=snapshot_every) + kafka_text)
+
+    configure("150ms")  # most cycles snapshot: restarts stay quick
     server = ServerProcess(config, directory / "data", directory / "server.log")
     ledger = Ledger()
     kafka_kills = 0
@@ -337,27 +341,33 @@ async def run(
         if progress and (cycle + 1) % 10 == 0:
             print(f"{cycle + 1} kills; {len(ledger.acked)} batches acknowledged", flush=True)
         if verify_every and (cycle + 1) % verify_every == 0 and cycle + 1 < kills:
-            partial = await _verified(server, ledger, topic is not None)
+            partial = await _verified(server, ledger, topic is not None, configure)
             partial.kafka_kills = kafka_kills
             print(f"after {cycle + 1} kills:\n{partial}", flush=True)
             if not partial.ok:
                 return partial
-    result = await _verified(server, ledger, topic is not None)
+    result = await _verified(server, ledger, topic is not None, configure)
     result.kafka_kills = kafka_kills
     return result
 
 
-async def _verified(server: ServerProcess, ledger: Ledger, kafka: bool) -> Verdict:
-    """Start, catch up, ask the oracle, stop (gracefully: the next cycle kills it again)."""
+async def _verified(
+    server: ServerProcess, ledger: Ledger, kafka: bool, configure: Callable[[str], None]
+) -> Verdict:
+    """Start, catch up, ask the oracle, stop (gracefully: the next cycle kills it again).
+
+    Nothing is killed here, so snapshots are spaced out while it catches up: after 1,000 kills
+    the exact audit state (every id, for count_distinct) is 75 MB per partition file, and
+    rewriting it every 150 ms left the last long run's catch-up more saving than consuming."""
+    configure("5s")
     await server.start(timeout=60)
     try:
         if kafka:
-            # Bounded, but generous: after 1,000 kills the exact audit state (every id, for
-            # count_distinct) is 75 MB per partition file, rewritten every snapshot.
-            await caught_up(server.url, 900)
+            await caught_up(server.url, 900)  # bounded, but generous (see above)
         return await verdict(server.url, ledger, kafka)
     finally:
         server.terminate()
+        configure("150ms")
 
 
 def main() -> None:
