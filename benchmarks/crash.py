@@ -357,7 +357,7 @@ async def _verified(
     """Start, catch up, ask the oracle, stop (gracefully: the next cycle kills it again).
 
     Nothing is killed here, so snapshots are spaced out while it catches up: after 1,000 kills
-    the exact audit state (every id, for count_distinct) is 75 MB per partition file, and
+    the exact audit state (every id, for count_distinct) is about 80 MB per partition file, and
     rewriting it every 150 ms left the last long run's catch-up more saving than consuming."""
     configure("5s")
     await server.start(timeout=60)

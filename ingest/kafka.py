@@ -237,7 +237,7 @@ class KafkaSource:
                 else:
                     fresh.append(tp)
         # Logged in the same step as the install (no await between): whoever sees the restored
-        # positions in /v1/status can already read this line.
+        # positions in the status can already read this line.
         log.info(
             "event=assigned source=%s partitions=%s restored=%s",
             self.spec.name,
