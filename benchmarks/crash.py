@@ -72,6 +72,9 @@ grace = "1h"
 """
 
 CHUNK = 10_000  # ids per stream_chunks row
+# snapshot_every in kill cycles (most of them snapshot: restarts stay quick), and while a
+# verification catches up (nothing is killed then; see _verified)
+KILL_SNAPSHOTS, VERIFY_SNAPSHOTS = "150ms", "5s"
 
 
 @dataclass
@@ -315,7 +318,7 @@ async def run(
     def configure(snapshot_every: str) -> None:
         config.write_text(CONFIG.format(snapshot_every=snapshot_every) + kafka_text)
 
-    configure("150ms")  # most cycles snapshot: restarts stay quick
+    configure(KILL_SNAPSHOTS)
     server = ServerProcess(config, directory / "data", directory / "server.log")
     ledger = Ledger()
     kafka_kills = 0
@@ -359,7 +362,7 @@ async def _verified(
     Nothing is killed here, so snapshots are spaced out while it catches up: after 1,000 kills
     the exact audit state (every id, for count_distinct) is about 80 MB per partition file, and
     rewriting it every 150 ms left the last long run's catch-up more saving than consuming."""
-    configure("5s")
+    configure(VERIFY_SNAPSHOTS)
     await server.start(timeout=60)
     try:
         if kafka:
@@ -367,7 +370,7 @@ async def _verified(
         return await verdict(server.url, ledger, kafka)
     finally:
         server.terminate()
-        configure("150ms")
+        configure(KILL_SNAPSHOTS)
 
 
 def main() -> None:
