@@ -1,1 +1,3 @@
-"""The aiohttp shell: settings, routes, handlers (parse → query → encode), errors, CLI."""
+"""The aiohttp shell: settings, one route table (``app``) over handlers split by concern
+(``read``, ``stream``, ``write``, ``pages``, ``admin``: parse → query → encode), errors, auth,
+live streams, metrics, the server and the CLI."""

@@ -9,8 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict
 
-from api import handlers as h
-from api import pages
+from api import admin, pages, read, stream, write
 from api.auth import TOKEN, URL_SECRET, Auth, Token, parse_auth
 from api.engine import ENGINE, Engine, engine_context
 from api.errors import ApiError, error_middleware
@@ -27,23 +26,23 @@ async def openapi_json(request: web.Request) -> web.Response:
 # this table. Permission: None (public), or (action, the path parameter naming its target).
 READ_ANY = ("read", None)
 ROUTES = (
-    ("GET", "/", h.dashboard, READ_ANY, "Dashboard: every view as a live chart and table."),
+    ("GET", "/", pages.dashboard, READ_ANY, "Dashboard: every view as a live chart and table."),
     ("GET", "/assets/{name}", pages.asset, None, "Vendored chart library (uPlot)."),
     ("GET", "/openapi.json", openapi_json, None, "This API, as an OpenAPI 3.1 document."),
-    ("GET", "/healthz", h.healthz, None, "Liveness: 200 while the process runs."),
-    ("GET", "/readyz", h.readyz, None, "Readiness: 200 once state is restored, else 503."),
-    ("GET", "/v1/views", h.list_views, READ_ANY, "Every view: columns, keys, window, counters."),
-    ("GET", "/v1/views/{view}", h.query_view, ("read", "view"), "Query a view's rows."),
-    ("GET", "/v1/views/{view}/series", h.series_view, ("read", "view"), "Chart-ready series."),
-    ("GET", "/v1/views/{view}/subscribe", h.subscribe, ("read", "view"), "Live answers (SSE)."),
-    ("GET", "/v1/views/{view}/chart", h.chart, ("read", "view"), "Embeddable chart (HTML)."),
-    ("GET", "/v1/views/{view}/late", h.late_events, ("read", "view"), "Late events kept."),
-    ("GET", "/v1/sources", h.list_sources, ("admin", None), "Every source: schema, counters."),
-    ("POST", "/v1/sources/{source}/events", h.post_events, ("append", "source"), "Ingest."),
-    ("GET", "/v1/sources/{source}/rejected", h.rejected_events, ("admin", None), "Rejects."),
-    ("POST", "/v1/admin/snapshot", h.take_snapshot, ("admin", None), "Write a snapshot now."),
-    ("GET", "/v1/status", h.status, ("admin", None), "Figures of sources, views, ingest (JSON)."),
-    ("GET", "/metrics", h.metrics, ("admin", None), "The same for Prometheus."),
+    ("GET", "/healthz", admin.healthz, None, "Liveness: 200 while the process runs."),
+    ("GET", "/readyz", admin.readyz, None, "Readiness: 200 once state is restored, else 503."),
+    ("GET", "/v1/views", read.list_views, READ_ANY, "Every view: columns, keys, window, counters."),
+    ("GET", "/v1/views/{view}", read.query_view, ("read", "view"), "Query a view's rows."),
+    ("GET", "/v1/views/{view}/series", read.series_view, ("read", "view"), "Chart-ready series."),
+    ("GET", "/v1/views/{view}/subscribe", stream.subscribe, ("read", "view"), "Live (SSE)."),
+    ("GET", "/v1/views/{view}/chart", pages.chart, ("read", "view"), "Embeddable chart (HTML)."),
+    ("GET", "/v1/views/{view}/late", read.late_events, ("read", "view"), "Late events kept."),
+    ("GET", "/v1/sources", admin.list_sources, ("admin", None), "Every source: schema, counters."),
+    ("POST", "/v1/sources/{source}/events", write.post_events, ("append", "source"), "Ingest."),
+    ("GET", "/v1/sources/{source}/rejected", admin.rejected_events, ("admin", None), "Rejects."),
+    ("POST", "/v1/admin/snapshot", admin.take_snapshot, ("admin", None), "Write a snapshot now."),
+    ("GET", "/v1/status", admin.status, ("admin", None), "Figures of sources, views, ingest."),
+    ("GET", "/metrics", admin.metrics, ("admin", None), "The same for Prometheus."),
 )
 PERMISSIONS = {(method, path): permission for method, path, _, permission, _ in ROUTES}
 CORS_HEADERS = "Authorization, Content-Type, Content-Encoding, Idempotency-Key, Last-Event-ID"

@@ -22,7 +22,7 @@ Key = tuple[Any, ...]
 class Cached:
     version: int
     body: bytes
-    meta: dict[str, Any]
+    meta: Any  # what the encoder needs besides the bytes (api.read.Encoded)
 
 
 class AnswerCache:
@@ -42,7 +42,7 @@ class AnswerCache:
         self.hits += 1
         return entry
 
-    def put(self, key: Key, version: int, body: bytes, meta: dict[str, Any]) -> None:
+    def put(self, key: Key, version: int, body: bytes, meta: Any) -> None:
         if len(body) > self.max_bytes // 8:  # one huge answer must not flush everything else
             return
         old = self.entries.pop(key, None)

@@ -1,5 +1,5 @@
-"""The server's runtime root: config + registry + pipeline, and the background tasks around them,
-started and stopped (cancelled *and awaited*) in one place: ``engine_context``."""
+"""The server's runtime root: config + registry + committer + sources, and the background work
+around them, started and stopped (cancelled *and awaited*) in one place: ``engine_context``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
 from api.settings import Settings
+from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.files import FileSource
+from ingest.http import HttpLog, HttpSource
 from ingest.kafka import KafkaSource
-from ingest.pipeline import Pipeline
+from ingest.source import Source
 from views.config import Config
 from views.registry import Registry
+from views.spec import SourceSpec
 
 log = logging.getLogger("tallyd.engine")
 
@@ -31,21 +34,21 @@ class Engine:
     def __init__(self, config: Config, settings: Settings, manage_gc: bool = False) -> None:
         self.config = config
         self.settings = settings
+        data_dir = Path(settings.data_dir)
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
-        self.pipeline = Pipeline(self.registry, Path(settings.data_dir), settings.wal_segment_bytes)
-        self.pipeline.manage_gc = manage_gc  # the server process's heap; not a test runner's
-        self.pipeline.receipt_ttl_ms = settings.idempotency_ttl
-        self.registry.max_receipts = settings.idempotency_max_keys
-        self.keys_in_flight: set[str] = set()  # Idempotency-Key requests being committed
-        self.ingest_bytes = 0  # request bodies read and not yet answered (the ingest backlog)
-        self.ingest_peak = 0
-        self.shed = 0  # ingest requests refused with 503 because of that backlog
+        self.committer = Committer(self.registry, data_dir, frozenset())
+        self.committer.manage_gc = manage_gc  # the server process's heap; not a test runner's
+        self.http = HttpLog(
+            self.committer, data_dir, settings.wal_segment_bytes, settings.max_ingest_backlog_bytes
+        )
+        self.http.receipt_ttl_ms = settings.idempotency_ttl
+        self.http.max_receipts = settings.idempotency_max_keys
+        self.sources: dict[str, Source] = {
+            name: self._source(spec) for name, spec in config.sources.items()
+        }
+        self.committer.detached = frozenset(n for n, s in self.sources.items() if s.detached)
         self.streams_by_token: dict[str, int] = {}  # open SSE streams per token (a limit)
         self.buckets: dict[str, tuple[float, float]] = {}  # token -> (allowance, at): rates
-        self.decoders = {
-            name: Decoder(spec, settings.max_line_bytes, settings.max_future)
-            for name, spec in config.sources.items()
-        }
         self.answers = AnswerCache(settings.answer_cache_bytes)
         self.metrics = Metrics()
         self.metrics.watch(self)
@@ -58,29 +61,24 @@ class Engine:
         self.fatal = asyncio.Event()
         self.fatal_reason: str | None = None
         self.recovery: dict[str, object] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self.kafka = {
-            name: KafkaSource(
-                spec,
-                self.registry,
-                self.pipeline.lock,
-                Path(spec.options["state_dir"] or Path(settings.data_dir) / "kafka" / name),
-                self.decoders[name],
-            )
-            for name, spec in config.sources.items()
-            if spec.kind == "kafka"
-        }
-        base = Path(config.path).resolve().parent  # relative file paths: next to the config
-        self.files = {
-            name: FileSource(spec, self.registry, self.pipeline.lock, self.decoders[name], base)
-            for name, spec in config.sources.items()
-            if spec.kind == "file"
-        }
+        self._snapshots: asyncio.Task[None] | None = None
+        self._started: list[Source] = []
+
+    def _source(self, spec: SourceSpec) -> Source:
+        settings = self.settings
+        decoder = Decoder(spec, settings.max_line_bytes, settings.max_future)
+        if spec.kind == "kafka":
+            state_dir = spec.options["state_dir"] or Path(settings.data_dir) / "kafka" / spec.name
+            return KafkaSource(spec, self.committer, Path(state_dir), decoder)
+        if spec.kind == "file":
+            base = Path(self.config.path).resolve().parent  # relative paths: next to the config
+            return FileSource(spec, self.committer, decoder, base)
+        return HttpSource(spec, self.registry, self.http, decoder)
 
     async def start(self) -> None:
         """Restore (in a thread: nothing else touches the registry until ``ready``), then serve."""
         try:
-            result = await asyncio.to_thread(self.pipeline.recover)
+            result = await asyncio.to_thread(self.committer.recover, self.http)
         except Exception as err:  # any failure to restore must stop the server, loudly
             self.fatal_reason = f"cannot restore state from {self.settings.data_dir}: {err}"
             log.error("event=restore_failed error=%r", self.fatal_reason)
@@ -102,35 +100,27 @@ class Engine:
             result.snapshot,
             result.replayed,
             result.torn_bytes,
-            self.registry.position,
+            self.http.position,
         )
-        self.pipeline.start()
-        self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots"))
-        for name, source in self.kafka.items():
-            self._tasks.append(asyncio.create_task(source.run(), name=f"tallyd-kafka-{name}"))
-        for name, files in self.files.items():
-            self._tasks.append(asyncio.create_task(files.run(), name=f"tallyd-file-{name}"))
+        self.http.start()
+        self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
+        for source in self.sources.values():
+            await source.start()
+            self._started.append(source)
         self.ready.set()
 
-    def source_status(self, name: str) -> dict[str, Any]:
-        kafka = self.kafka.get(name)
-        if kafka is not None:
-            return kafka.status()
-        if name in self.files:
-            return self.files[name].status()
-        return {"kind": self.config.sources[name].kind, "state": "running", "healthy": True}
-
     def watermark(self, name: str) -> int | None:
-        kafka = self.kafka.get(name)
-        if kafka is not None:
-            return kafka.watermark(time.time())
-        return self.registry.sources[name].watermark
+        return self.sources[name].watermark(time.time())
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The main snapshot: every source's state but the detached ones', with the WAL's."""
+        return await self.committer.snapshot(self.http)
 
     async def _snapshot_loop(self) -> None:
         taken_at = self.registry.version
         while True:
             await asyncio.sleep(self.settings.snapshot_every / 1000)
-            for source in self.kafka.values():
+            for source in self.sources.values():
                 try:
                     await source.save()
                 except OSError as err:
@@ -138,21 +128,23 @@ class Engine:
             if self.registry.version != taken_at:
                 version = self.registry.version  # a change during the snapshot: next round
                 try:
-                    await self.pipeline.snapshot()
+                    await self.snapshot()
                     taken_at = version
                 except OSError as err:
                     log.error("event=snapshot_failed error=%r", str(err))
 
     async def stop(self) -> None:
         await self.hub.close()
-        for task in self._tasks:  # Kafka sources write their part files as they stop
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self.ready.is_set() and self.pipeline.failed is None:
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            await asyncio.gather(self._snapshots, return_exceptions=True)
+        for source in self._started:  # Kafka sources write their part files as they stop
+            await source.stop()
+        self._started.clear()
+        if self.ready.is_set() and self.http.failed is None:
             with contextlib.suppress(OSError):
-                await self.pipeline.snapshot()  # on SIGTERM: restart without replaying the WAL
-        await self.pipeline.stop()
+                await self.snapshot()  # on SIGTERM: restart without replaying the WAL
+        await self.http.stop()
 
 
 ENGINE = web.AppKey("engine", Engine)

@@ -1,8 +1,8 @@
 """One error shape for every 4xx/5xx: ``{"error": {"status": 400, "message": "...", ...}}``.
 
-Handlers raise ``ApiError``; the middleware translates it, aiohttp's own HTTP errors (unknown
-route, wrong method) and anything unexpected. A 500 never echoes the exception: it logs it with an
-id and returns only that id.
+Handlers raise ``ApiError`` (sources ``ingest.http.Rejected``, the same thing); the middleware
+translates it, aiohttp's own HTTP errors (unknown route, wrong method) and anything unexpected.
+A 500 never echoes the exception: it logs it with an id and returns only that id.
 """
 
 from __future__ import annotations
@@ -15,18 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingest.http import Rejected
+
 log = logging.getLogger("tallyd.api")
 
 
-class ApiError(Exception):
-    def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, **detail: Any
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.detail = detail
+class ApiError(Rejected):
+    """A request a handler refuses: the same refusal as a source's, raised by ``api/``."""
 
 
 def error_response(
@@ -45,7 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as err:
+    except Rejected as err:  # ApiError, or a source's refusal
         return error_response(err.status, err.message, err.headers, **err.detail)
     except web.HTTPException as err:
         if err.status < 400:

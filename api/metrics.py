@@ -151,7 +151,7 @@ def engine_status(engine: Any) -> dict[str, Any]:
     sources = {}
     for name, state in registry.sources.items():
         watermark = engine.watermark(name)
-        status = engine.source_status(name)
+        status = engine.sources[name].status()
         sources[name] = {
             "kind": state.spec.kind,
             "accepted": state.accepted,
@@ -170,8 +170,8 @@ def engine_status(engine: Any) -> dict[str, Any]:
             "pairs": pairs,
             "memory_bytes_estimate": pairs * BYTES_PER_PAIR,
         }
-    last = engine.pipeline.last_snapshot or {}
-    taken = engine.pipeline.last_snapshot_at
+    last = engine.committer.last_snapshot or {}
+    taken = engine.committer.last_snapshot_at
     wal_dir = Path(engine.settings.data_dir) / "wal"
     wal_bytes = sum(p.stat().st_size for p in wal_dir.glob("wal-*.log")) if wal_dir.exists() else 0
     return {
@@ -186,8 +186,8 @@ def engine_status(engine: Any) -> dict[str, Any]:
         },
         "ingest": {
             "wal_bytes": wal_bytes,
-            "backlog_bytes": engine.ingest_bytes,
-            "shed": engine.shed,
+            "backlog_bytes": engine.http.backlog,
+            "shed": engine.http.shed,
         },
         "answers": {"hits": engine.answers.hits, "misses": engine.answers.misses},
         "live": {

@@ -16,8 +16,13 @@ from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
+from multidict import MultiDict
 
+from api.auth import URL_SECRET
+from api.context import engine_of, only, readable, view_of
 from api.errors import ApiError
+from api.params import bad
+from api.read import series_answer
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {
@@ -278,3 +283,50 @@ async def asset(request: web.Request) -> web.Response:
         content_type=ASSETS[name],
         headers={"Cache-Control": "public, max-age=86400"},
     )
+
+
+async def chart(request: web.Request) -> web.Response:
+    """An embeddable live chart of ``series`` (same parameters, plus type/theme/title/unit)."""
+    engine = engine_of(request)
+    view = view_of(engine, request)
+    extra = {k: v for k, v in request.query.items() if k in CHART_PARAMS}
+    params = MultiDict((k, v) for k, v in request.query.items() if k not in CHART_PARAMS)
+    if extra.get("type", "line") not in TYPES:
+        raise bad("type", f"{extra['type']!r} is not one of {', '.join(TYPES)}")
+    if extra.get("theme", "light") not in THEMES:
+        raise bad("theme", f"{extra['theme']!r} is not one of {', '.join(THEMES)}")
+    if params.get("format", "json") != "json":
+        raise bad("format", "a chart reads the JSON series")
+    series_answer(engine, view, params)  # a bad series request is a 400 here, not a blank page
+    body = chart_page(view.spec.name, dict(params.items()), extra, request.get(URL_SECRET))
+    return web.Response(text=body, content_type="text/html")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """Every view: a live chart (windowed views) and a live table, with embed snippets."""
+    engine = engine_of(request)
+    only(request, set())
+    secret = request.get(URL_SECRET)
+    carry = "" if secret is None else "&" + urlencode({"token": secret})
+    views = []
+    for name in readable(request, engine):
+        spec = engine.registry.views[name].spec
+        newest_first = "" if spec.window is None else f"&order_by=-{spec.window.name}"
+        entry: dict[str, Any] = {
+            "name": name,
+            "description": engine.config.descriptions.get(name, ""),
+            "query": f"/v1/views/{name}?limit=10{newest_first}{carry}",
+            "live": f"/v1/views/{name}/subscribe?kind=rows&limit=10{newest_first}{carry}",
+            "chart": None,
+        }
+        metric = next(
+            (c.name for c in spec.columns if c.role == "aggregate" and c.type != "array"), None
+        )
+        if spec.window is not None and metric is not None:
+            params = {"metric": metric}
+            keys = [c.name for c in spec.columns if c.role == "key"]
+            if keys:
+                params |= {"split_by": keys[0], "top": "5"}
+            entry["chart"] = f"/v1/views/{name}/chart?{urlencode(params)}{carry}"
+        views.append(entry)
+    return web.Response(text=dashboard_page(views), content_type="text/html")

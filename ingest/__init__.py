@@ -1,2 +1,3 @@
-"""Async shells that feed the pure engine: decoding, the write-ahead log, snapshot files and the
-commit pipeline that ties WAL position to applied state."""
+"""Async shells that feed the pure engine: the sources (HTTP, Kafka, files) behind one protocol
+(``source``), decoding, the write-ahead log, snapshot files, and the committer (``commit``) — the
+one owner of the lock around view state, which ties every position to the state it reflects."""

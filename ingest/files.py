@@ -23,8 +23,10 @@ from typing import Any
 
 import orjson
 
+from ingest.commit import Committer
 from ingest.decode import Decoder, LineError, rejected_record
-from views.registry import Batch, Registry
+from ingest.source import Background, oldest, partition_positions
+from views.registry import Batch
 from views.spec import SourceSpec
 
 log = logging.getLogger("tallyd.files")
@@ -34,13 +36,15 @@ MAX_LINES = 5000  # per batch: bounded, so queries are answered in between
 POLL = 0.5
 
 
-class FileSource:
-    def __init__(
-        self, spec: SourceSpec, registry: Registry, lock: asyncio.Lock, decoder: Decoder, base: Path
-    ) -> None:
+class FileSource(Background):
+    kind = "file"
+    detached = False  # positions and state ride in the main snapshot
+
+    def __init__(self, spec: SourceSpec, committer: Committer, decoder: Decoder, base: Path):
         self.spec = spec
-        self.registry = registry
-        self.lock = lock
+        self.name = spec.name
+        self.committer = committer
+        self.registry = committer.registry  # read only: positions and watermarks
         self.decoder = decoder
         pattern = Path(spec.options["path"])
         self.pattern = str(pattern if pattern.is_absolute() else base / pattern)
@@ -48,6 +52,15 @@ class FileSource:
         self.errors: dict[str, str] = {}
         self.headers: dict[str, list[str]] = {}
         self.state = "starting"
+
+    async def save(self) -> None:
+        """Positions are saved with the state, by the main snapshot."""
+
+    def watermark(self, now: float) -> int | None:
+        return oldest(self.registry.sources[self.name].watermarks)
+
+    def position(self) -> str:
+        return partition_positions(self.registry.sources[self.name].positions)
 
     def status(self) -> dict[str, Any]:
         positions = self.registry.sources[self.spec.name].positions
@@ -111,8 +124,7 @@ class FileSource:
             part = lines[start : start + MAX_LINES]
             events, rejected = self._decode(path, part)
             end = part[-1][2]
-            async with self.lock:
-                self.registry.apply(Batch(self.spec.name, events, end, rejected, path))
+            await self.committer.commit(Batch(self.name, events, end, rejected, path))
             await asyncio.sleep(0)
         return True
 

@@ -16,8 +16,9 @@ are serialised (a file never goes back), a part is positioned and paused from th
 arrives until its state is installed, and records fetched before a hand-over are dropped after it
 (each hand-over bumps the part's *epoch*; the consumer re-reads them from the installed position).
 
-Mutations happen under the one pipeline lock, in bounded batches (``max_batch`` records), with a
-yield to the event loop after each, so queries keep being answered while a backlog is consumed.
+Every change to view state is a step of the committer (``ingest.commit``), in bounded batches
+(``max_batch`` records) with a yield to the event loop after each, so queries keep being answered
+while a backlog is consumed.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from ingest.changes import ChangeDecoder
+from ingest.commit import Committer, Step
 from ingest.decode import Decoder
 from ingest.snapshots import atomic_write
+from ingest.source import Background, oldest, partition_positions
 from views import snapshot
 from views.config import KAFKA_TIMESTAMP
-from views.registry import Batch, Registry, StateMismatch
+from views.registry import Batch, StateMismatch
 from views.spec import SourceSpec
 
 log = logging.getLogger("tallyd.kafka")
@@ -63,19 +66,21 @@ def _partition(part: str) -> TopicPartition:
     return TopicPartition(topic, int(number))
 
 
-class KafkaSource:
+class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
+    """Stopped, its session writes every owned part's file as it ends (``_session``); it is
+    its own consumer's rebalance listener (``on_partitions_assigned`` / ``_revoked``)."""
+
+    kind = "kafka"
+    detached = True  # each partition's state and offset are saved together, in its part file
+
     def __init__(
-        self,
-        spec: SourceSpec,
-        registry: Registry,
-        lock: asyncio.Lock,
-        state_dir: Path,
-        decoder: Decoder,
+        self, spec: SourceSpec, committer: Committer, state_dir: Path, decoder: Decoder
     ) -> None:
         self.spec = spec
+        self.name = spec.name
         self.options = spec.options
-        self.registry = registry
-        self.lock = lock
+        self.committer = committer
+        self.registry = committer.registry  # read only: positions, watermarks
         self.state_dir = state_dir
         self.changes = ChangeDecoder(decoder, spec.format, spec.time_field == KAFKA_TIMESTAMP)
         self.consumer: AIOKafkaConsumer | None = None
@@ -96,6 +101,9 @@ class KafkaSource:
         self.last_seen: dict[str, float] = {}  # part -> wall time of its last record
         self.tombstones = 0
 
+    def position(self) -> str:
+        return partition_positions(self.registry.sources[self.name].positions)
+
     # -- status ---------------------------------------------------------------------------------
 
     @property
@@ -111,11 +119,8 @@ class KafkaSource:
             consumer = self.consumer
             # The high watermark is known only for partitions the consumer has assigned now
             # (during a rebalance ``owned`` and the assignment briefly differ).
-            end = (
-                consumer.highwater(tp)
-                if consumer is not None and tp in consumer.assignment()
-                else None
-            )
+            assigned = consumer is not None and tp in consumer.assignment()
+            end = consumer.highwater(tp) if consumer is not None and assigned else None
             partitions[part] = {
                 "position": position,
                 "end": end,  # the partition's high watermark, as last fetched
@@ -137,12 +142,12 @@ class KafkaSource:
     def watermark(self, now: float) -> int | None:
         """The view watermark: the minimum over assigned partitions that are not idle (no record
         for ``idle`` ms), so one quiet partition cannot hold freshness back forever."""
-        source = self.registry.sources[self.spec.name]
-        idle = self.options["idle"] / 1000
-        marks = {p: w for p, w in source.watermarks.items() if p in self.owned}
-        active = [w for p, w in marks.items() if now - self.last_seen.get(p, 0.0) < idle]
-        pool = active or list(marks.values())
-        return min(pool) if pool else None
+        marks = self.registry.sources[self.spec.name].watermarks
+        owned = [p for p in marks if p in self.owned]
+        active = [
+            p for p in owned if now - self.last_seen.get(p, 0.0) < self.options["idle"] / 1000
+        ]
+        return oldest(marks, active or owned)
 
     # -- part files -----------------------------------------------------------------------------
 
@@ -155,16 +160,16 @@ class KafkaSource:
         written = 0
         for part in list(self.owned if parts is None else parts):
             async with self.saving.setdefault(part, asyncio.Lock()):
-                async with self.lock:
+                async with self.committer.step() as step:
                     if part not in self.owned:
                         continue
                     position = self.registry.sources[self.spec.name].positions.get(part)
                     if position is None or (not force and self.saved.get(part) == position):
                         continue
-                    # Built and encoded in a worker thread while the lock keeps writers out;
+                    # Built and encoded in a worker thread while the step keeps writers out;
                     # queries only read, so they keep being answered on the loop meanwhile.
-                    data = await asyncio.to_thread(self._encode_part, part)
-                # Outside the pipeline lock (ingest goes on), inside the part's own: the next
+                    data = await asyncio.to_thread(self._encode_part, step, part)
+                # Outside the committer's step (ingest goes on), inside the part's own: the next
                 # save of this part encodes only after this file is in place.
                 await asyncio.to_thread(atomic_write, self._path(part), data)
                 self.saved[part] = position
@@ -173,8 +178,8 @@ class KafkaSource:
             await self._commit_for_lag()
         return written
 
-    def _encode_part(self, part: str) -> bytes:
-        return snapshot.encode(self.registry.part_state(self.spec.name, part))
+    def _encode_part(self, step: Step, part: str) -> bytes:
+        return snapshot.encode(step.part_state(self.spec.name, part))
 
     async def _commit_for_lag(self) -> None:
         """Best effort, bounded: the part files are the truth, this only feeds lag monitoring."""
@@ -196,6 +201,12 @@ class KafkaSource:
 
     # -- rebalance ------------------------------------------------------------------------------
 
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.acquire(list(assigned))
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.release(list(revoked))
+
     async def acquire(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
         consumer = self.consumer
@@ -214,17 +225,17 @@ class KafkaSource:
                 self._fail(tp, f"part file {self._path(part_name(tp)).name} is unusable: {err}")
         restored: dict[TopicPartition, int] = {}
         fresh: list[TopicPartition] = []
-        async with self.lock:
+        async with self.committer.step() as step:
             # One step with no await in it: each part's state is installed and the consumer
             # pointed exactly where that state ends.
             for tp, state in loaded.items():
                 part = part_name(tp)
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 if state is None:
-                    self.registry.drop_part(self.spec.name, part)
+                    step.drop_part(self.spec.name, part)
                 else:
                     try:
-                        notes = self.registry.load_part(self.spec.name, part, state)
+                        notes = step.load_part(self.spec.name, part, state)
                     except StateMismatch as err:
                         self._fail(tp, str(err))
                         continue
@@ -283,9 +294,9 @@ class KafkaSource:
     async def release(self, revoked: list[TopicPartition]) -> None:
         parts = [part_name(tp) for tp in revoked if part_name(tp) in self.owned]
         await self.save(parts, force=True)
-        async with self.lock:
+        async with self.committer.step() as step:
             for part in parts:
-                self.registry.drop_part(self.spec.name, part)
+                step.drop_part(self.spec.name, part)
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 self.owned.discard(part)
                 self.saved.pop(part, None)
@@ -332,7 +343,6 @@ class KafkaSource:
             session_timeout_ms=self.options["session_timeout"],
             heartbeat_interval_ms=max(100, self.options["session_timeout"] // 4),
         )
-        listener = _Listener(self)
         try:
             await consumer.start()
         except BaseException:
@@ -340,7 +350,7 @@ class KafkaSource:
             raise
         self.consumer = consumer
         try:
-            consumer.subscribe(topics=self.options["topics"], listener=listener)
+            consumer.subscribe(topics=self.options["topics"], listener=self)
             self.state, self.error = "running", None
             health = asyncio.create_task(self._probe(consumer))
             try:
@@ -428,13 +438,13 @@ class KafkaSource:
             return False
         part = part_name(tp)
         batch = Batch(self.spec.name, [], messages[-1].offset + 1, part=part, table=table)
-        prepared = await asyncio.to_thread(self.registry.prepare, batch)
-        async with self.lock:
+        prepared = await self.committer.prepare(batch)
+        async with self.committer.step() as step:
             if not self._current(part, epoch):
                 return True
             if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
-            self.registry.apply(batch, prepared)
+            step.apply(batch, prepared)
         self.last_seen[part] = time.time()
         return True
 
@@ -464,7 +474,7 @@ class KafkaSource:
 
     async def _apply(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
         part = part_name(tp)
-        async with self.lock:
+        async with self.committer.step() as step:
             if not self._current(part, epoch):
                 return
             position = self._counted_below(part, messages)
@@ -482,17 +492,6 @@ class KafkaSource:
                 part,
                 decoded.weights if self.spec.retracting else None,
             )
-            self.registry.apply(batch)
+            step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource) -> None:
-        self.source = source
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.source.release(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.source.acquire(list(assigned))

@@ -11,7 +11,8 @@ Recovery rules (``Wal.open``):
   raised naming the file, the offset and what is wrong, and the server refuses to start rather than
   silently skip acknowledged events.
 
-All methods here block (they do file I/O); the pipeline calls them from a worker thread.
+All methods here block (they do file I/O); the HTTP log (ingest/http.py) calls them from a
+worker thread.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The one mutable root: routes batches to the views of their source, tracks per-partition
-positions and watermarks, and turns state into snapshots — whole, or one partition at a time."""
+positions and watermarks, and turns state into snapshots — whole, or one partition at a time.
+
+It knows nothing of where batches come from: which sources keep their parts out of the main
+snapshot (Kafka's part files), what a log adds to it (the WAL position, idempotency receipts) is
+said by the caller, ``ingest.commit.Committer``, the only code that mutates it."""
 
 from __future__ import annotations
 
@@ -15,15 +19,6 @@ from views.spec import SourceSpec, ViewSpec
 from views.view import View
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """An ``Idempotency-Key`` request: its key, a digest of the request, when it arrived (ms)."""
-
-    key: str
-    digest: str
-    at: int
-
-
 @dataclass
 class Batch:
     """A unit of work: validated events of one source partition and the position they end at."""
@@ -35,7 +30,6 @@ class Batch:
     part: str = ""  # the source partition: "" for HTTP, "topic:3" for Kafka, a path for files
     weights: list[int] | None = None  # +1 / -1 per event, for change streams
     table: Table | None = None  # the same events column-wise (then ``events`` is left empty)
-    receipt: Receipt | None = None  # an idempotency key the client sent with these events
 
     def __len__(self) -> int:
         return len(self.table) if self.table is not None else len(self.events)
@@ -51,17 +45,14 @@ class SourceState:
         self.version = 0  # bumped by every change to this source's views (answer caches use it)
         self.rejected_events: deque[dict[str, Any]] = deque(maxlen=keep)
 
-    @property
-    def watermark(self) -> int | None:
-        """The oldest partition watermark (the one every partition has passed)."""
-        return min(self.watermarks.values()) if self.watermarks else None
-
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, parts: bool = True) -> dict[str, Any]:
+        """``parts``: whether the partitions' positions and watermarks ride along (not when the
+        source saves each partition apart, with its state: Kafka's part files)."""
         state: dict[str, Any] = {
             "counters": [self.accepted, self.rejected],
             "rejected_events": list(self.rejected_events),
         }
-        if self.spec.kind != "kafka":  # Kafka partitions keep theirs in their part files
+        if parts:
             state["watermarks"] = self.watermarks
             state["positions"] = self.positions
         return state
@@ -89,12 +80,6 @@ class Registry:
         self.by_source: dict[str, list[View]] = {name: [] for name in sources}
         for view in self.views.values():
             self.by_source[view.spec.source].append(view)
-        self.position = 0  # newest WAL position applied (HTTP sources)
-        # Idempotency keys of applied batches: key -> {digest, at, source, accepted, rejected,
-        # position}. In the WAL with their batch and in snapshots, so a retry after a restart
-        # is still recognised. Bounded: the oldest go first beyond ``max_receipts``.
-        self.receipts: dict[str, dict[str, Any]] = {}
-        self.max_receipts = 100_000
         self.observers: list[Callable[[Batch], None]] = []  # told of every applied batch
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
@@ -135,36 +120,10 @@ class Registry:
         source.rejected += len(batch.rejected)
         source.rejected_events.extend(batch.rejected)
         source.positions[part] = batch.position
-        if batch.receipt is not None:
-            self.remember(batch)
         source.version += 1
         self.version += 1
         for observe in self.observers:
             observe(batch)
-        if source.spec.logged:
-            self.position = max(self.position, batch.position)
-
-    def remember(self, batch: Batch) -> None:
-        receipt = batch.receipt
-        assert receipt is not None
-        self.receipts.pop(receipt.key, None)  # re-inserted last: the dict stays in arrival order
-        self.receipts[receipt.key] = {
-            "digest": receipt.digest,
-            "at": receipt.at,
-            "source": batch.source,
-            "accepted": len(batch),
-            "rejected": len(batch.rejected),
-            "position": batch.position,
-        }
-        while len(self.receipts) > self.max_receipts:
-            del self.receipts[next(iter(self.receipts))]
-
-    def forget_receipts_before(self, at: int) -> int:
-        """Drop idempotency keys that arrived before ``at`` (expired); returns how many."""
-        old = [k for k, r in self.receipts.items() if r["at"] < at]
-        for key in old:
-            del self.receipts[key]
-        return len(old)
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
@@ -218,62 +177,51 @@ class Registry:
 
     # -- the whole process ----------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(
+        self, extra: dict[str, Any] | None = None, detached: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """The whole state: ``extra`` (what the caller's log adds, first), every source's
+        counters, every view's parts — except the parts of ``detached`` sources, which are saved
+        apart, one partition at a time (``part_state``)."""
         return {
-            "position": self.position,
-            "receipts": self.receipts,
-            "sources": {name: s.to_state() for name, s in self.sources.items()},
+            **(extra or {}),
+            "sources": {n: s.to_state(parts=n not in detached) for n, s in self.sources.items()},
             "views": {
-                name: v.to_state(parts=self.sources[v.spec.source].spec.kind != "kafka")
+                name: v.to_state(parts=v.spec.source not in detached)
                 for name, v in self.views.items()
             },
         }
 
-    def state_json(self, piece_groups: int = 250) -> Iterator[bytes]:
-        """``orjson.dumps(self.to_state())``, in pieces of at most ``piece_groups`` groups, so a
-        caller on the event loop can let queries run between pieces (a snapshot of a million
-        (group, bucket) pairs then never holds the loop for long). No writer may run meanwhile."""
-        whole = self.to_state_without_buckets()
-        yield b'{"position":' + orjson.dumps(whole["position"])
-        yield b',"receipts":' + orjson.dumps(whole["receipts"])
-        yield b',"sources":' + orjson.dumps(whole["sources"]) + b',"views":{'
+    def state_json(
+        self,
+        extra: dict[str, Any] | None = None,
+        detached: frozenset[str] = frozenset(),
+        piece_groups: int = 250,
+    ) -> Iterator[bytes]:
+        """``orjson.dumps(self.to_state(extra, detached))``, in pieces of at most
+        ``piece_groups`` groups, so a caller on the event loop can let queries run between
+        pieces (a snapshot of a million (group, bucket) pairs then never holds the loop for
+        long). No writer may run meanwhile."""
+        head = b"{"
+        for key, value in (extra or {}).items():
+            yield head + orjson.dumps(key) + b":" + orjson.dumps(value)
+            head = b","
+        sources = {n: s.to_state(parts=n not in detached) for n, s in self.sources.items()}
+        yield head + b'"sources":' + orjson.dumps(sources) + b',"views":{'
         for i, (name, view) in enumerate(self.views.items()):
-            head = whole["views"][name]
             yield (b"," if i else b"") + orjson.dumps(name) + b":"
-            if "parts" not in head:
-                yield orjson.dumps(head)
+            if view.spec.source in detached:
+                yield orjson.dumps(view.to_state(parts=False))
                 continue
-            yield b'{"fingerprint":' + orjson.dumps(head["fingerprint"]) + b',"parts":{'
+            yield b'{"fingerprint":' + orjson.dumps(view.spec.fingerprint) + b',"parts":{'
             for j, (part_name, part) in enumerate(view.parts.items()):
                 info = {"counters": part.counters, "late_events": list(part.late_events)}
                 yield (b"," if j else b"") + orjson.dumps(part_name) + b":"
                 yield orjson.dumps(info)[:-1] + b',"buckets":['
-                for k, (start, groups) in enumerate(part.buckets.items()):
-                    head_bytes = (b"," if k else b"") + b"[" + orjson.dumps(start) + b",["
-                    items = list(groups.items())
-                    for c in range(0, len(items), piece_groups):
-                        chunk = [
-                            [list(key), [a.to_state() for a in aggs]]
-                            for key, aggs in items[c : c + piece_groups]
-                        ]
-                        yield (head_bytes if c == 0 else b",") + orjson.dumps(chunk)[1:-1]
-                    yield (b"" if items else head_bytes) + b"]]"
+                yield from _buckets_json(part.buckets, piece_groups)
                 yield b"]}"
             yield b"}}"
         yield b"}}"
-
-    def to_state_without_buckets(self) -> dict[str, Any]:
-        return {
-            "position": self.position,
-            "receipts": self.receipts,
-            "sources": {name: s.to_state() for name, s in self.sources.items()},
-            "views": {
-                name: v.to_state(parts=False)
-                if self.sources[v.spec.source].spec.kind == "kafka"
-                else {"fingerprint": v.spec.fingerprint, "parts": {}}
-                for name, v in self.views.items()
-            },
-        }
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
         """Load a snapshot state; returns notes on views that were added or removed.
@@ -294,8 +242,6 @@ class Registry:
                 "restore the old definition, or give the new one a new name (it starts empty)"
             )
         notes = []
-        self.position = int(state["position"])
-        self.receipts = dict(state.get("receipts", {}))
         for name, source in self.sources.items():
             source.version += 1
             if name in state["sources"]:
@@ -311,3 +257,18 @@ class Registry:
             if n not in self.views
         ]
         return notes
+
+
+def _buckets_json(buckets: Any, piece_groups: int) -> Iterator[bytes]:
+    """A part's buckets as the JSON list ``View.bucket_states`` makes, ``piece_groups`` groups
+    at a time, without the enclosing brackets."""
+    for k, (start, groups) in enumerate(buckets.items()):
+        head_bytes = (b"," if k else b"") + b"[" + orjson.dumps(start) + b",["
+        items = list(groups.items())
+        for c in range(0, len(items), piece_groups):
+            chunk = [
+                [list(key), [a.to_state() for a in aggs]]
+                for key, aggs in items[c : c + piece_groups]
+            ]
+            yield (head_bytes if c == 0 else b",") + orjson.dumps(chunk)[1:-1]
+        yield (b"" if items else head_bytes) + b"]]"

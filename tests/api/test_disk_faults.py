@@ -106,7 +106,7 @@ async def test_an_fsync_error_is_final_until_a_restart(
         assert "Input/output error" in (await failed.json())["error"]["message"]
         failing["on"] = False  # the disk "works" again: tallyd still refuses, no pretending
         assert (await client.post(EVENTS, data=body(3, 10))).status == 503
-        assert engine.pipeline.failed is not None
+        assert engine.http.failed is not None
         assert await counted(client) == {"b1": 10}
     monkeypatch.undo()
     async with running(MINUTE_CONFIG, tmp_path) as (client, _):

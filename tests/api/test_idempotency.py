@@ -87,11 +87,11 @@ async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(tmp_p
 async def test_a_concurrent_duplicate_is_409_while_the_first_is_committing(tmp_path: Path) -> None:
     body = minute_orders([(0, "FR", 1.0)])
     async with running(MINUTE_CONFIG, tmp_path) as (client, engine):
-        async with engine.pipeline.lock:  # the committer waits: the first request is in flight
+        async with engine.committer.lock:  # the committer waits: the first request is in flight
             first = asyncio.create_task(post(client, body, "dup"))
 
             async def in_flight() -> bool:
-                return "dup" in engine.keys_in_flight
+                return "dup" in engine.http.keys_in_flight
 
             await until(in_flight, timeout=10)
             status, _, headers = await post(client, body, "dup")
@@ -107,14 +107,14 @@ async def test_keys_expire_and_are_bounded(tmp_path: Path) -> None:
     body = minute_orders([(0, "FR", 1.0)])
     async with running(MINUTE_CONFIG, tmp_path, idempotency_max_keys=2) as (client, engine):
         await post(client, body, "old")
-        engine.registry.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1  # aged
+        engine.http.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1  # aged
         status, _, headers = await post(client, body, "old")
         assert status == 200
         assert "Idempotent-Replayed" not in headers  # expired: new events
         assert await total(client) == 2
-        engine.registry.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1
+        engine.http.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1
         await client.post("/v1/admin/snapshot")
-        assert "old" not in engine.registry.receipts  # snapshots drop expired keys
+        assert "old" not in engine.http.receipts  # snapshots drop expired keys
         for key in ("a", "b", "c"):
             await post(client, body, key)
-        assert list(engine.registry.receipts) == ["b", "c"]  # the oldest went first
+        assert list(engine.http.receipts) == ["b", "c"]  # the oldest went first

@@ -45,12 +45,12 @@ async def test_overload_sheds_with_retry_after_and_stays_bounded(tmp_path: Path)
             "max_ingest_backlog_bytes" in answer["error"]["message"] for _, answer, _ in shed
         )
         assert queries == [200] * 50  # queries were answered all along
-        assert engine.ingest_peak <= LIMIT  # the backlog, and the memory it holds, stayed bounded
-        assert engine.shed == len(shed)
+        assert engine.http.peak <= LIMIT  # the backlog, and the memory it holds, stayed bounded
+        assert engine.http.shed == len(shed)
         acknowledged = sum(a["accepted"] for s, a, _ in results if s == 200)
         answer = await (await client.get("/v1/views/per_minute?bucket=all&group_by=")).json()
         assert answer["rows"][0]["n"] == acknowledged  # every acknowledged event, nothing else
         # The burst is over: nothing in progress, and the next request goes through.
-        assert engine.ingest_bytes == 0
+        assert engine.http.backlog == 0
         status, answer, _ = await send(payloads[0])
         assert status == 200

@@ -53,7 +53,7 @@ async def test_crash_image_restores_identical_state(tmp_path: Path) -> None:
     async with running(CONFIG, live) as (client, engine):
         await _post(client, events[:2000])
         snap = await (await client.post("/v1/admin/snapshot")).json()
-        assert snap["position"] == engine.registry.position
+        assert snap["position"] == engine.http.position
         await _post(client, events[2000:])
         expected = _state(engine)
         answer = await (await client.get("/v1/views/per_minute?bucket=all")).json()
@@ -209,7 +209,7 @@ async def test_a_server_that_manages_the_gc_freezes_its_heap_after_restore_and_s
     tmp_path: Path,
 ) -> None:
     """``tallyd serve`` keeps view state out of the cyclic GC's full collections."""
-    from ingest.pipeline import settle_heap
+    from ingest.commit import settle_heap
 
     gc.unfreeze()
     try:
@@ -217,7 +217,7 @@ async def test_a_server_that_manages_the_gc_freezes_its_heap_after_restore_and_s
         assert gc.get_freeze_count() > 0
         gc.unfreeze()
         async with running(CONFIG, tmp_path) as (client, engine):
-            engine.pipeline.manage_gc = True
+            engine.committer.manage_gc = True
             await _post(client, order_events(seed=4, n=500))
             assert gc.get_freeze_count() == 0
             await client.post("/v1/admin/snapshot")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.pipeline import Pipeline
+from ingest.commit import Committer
+from ingest.http import HttpLog
 from views.config import parse
 from views.registry import Batch, Registry
 
@@ -21,20 +22,22 @@ async def test_concurrent_batches_share_one_fsync(tmp_path: Path) -> None:
         }
     )
     registry = Registry(config.sources, config.views)
-    pipeline = Pipeline(registry, tmp_path, 1 << 20)
-    pipeline.recover()
-    pipeline.start()
+    committer = Committer(registry, tmp_path, frozenset())
+    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
+    committer.recover(log)
+    log.start()
     try:
         batches = [Batch("s", [{"ts": i, "x": i}], 0) for i in range(50)]
         # all fifty are queued before the committer runs: one WAL append, one fsync
-        positions = await asyncio.gather(*(pipeline.submit(b) for b in batches))
+        positions = await asyncio.gather(*(log.submit(b, None, None) for b in batches))
         assert positions == list(range(1, 51))
-        assert pipeline.wal.commits == 1
+        assert log.wal.commits == 1
         assert registry.views["v"].parts[""].buckets[0][()][1].result() == sum(range(50))
         more = await asyncio.gather(
-            *(pipeline.submit(Batch("s", [{"ts": 1, "x": 1}], 0)) for _ in range(3))
+            *(log.submit(Batch("s", [{"ts": 1, "x": 1}], 0), None, None) for _ in range(3))
         )
         assert more == [51, 52, 53]
-        assert pipeline.wal.commits == 2
+        assert log.wal.commits == 2
+        assert log.position == 53
     finally:
-        await pipeline.stop()
+        await log.stop()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
 from ingest.snapshots import atomic_write
@@ -49,7 +50,8 @@ def make_source(state_dir: Path, bootstrap: str = "x:1", topic: str = "t", sql: 
     )
     registry = Registry(cfg.sources, cfg.views)
     spec = cfg.sources["s"]
-    return KafkaSource(spec, registry, asyncio.Lock(), state_dir, Decoder(spec, 1000))
+    committer = Committer(registry, state_dir, frozenset({"s"}))
+    return KafkaSource(spec, committer, state_dir, Decoder(spec, 1000))
 
 
 def totals(source: KafkaSource) -> tuple[int, int, int]:
@@ -95,7 +97,7 @@ async def test_two_saves_of_one_part_land_in_order(
     monkeypatch.setattr("ingest.kafka.atomic_write", write)
     first = asyncio.create_task(source.save(force=True))  # encodes position 10, then writes
     assert await asyncio.to_thread(first_entered.wait, 10)
-    async with source.lock:
+    async with source.committer.lock:
         apply_ids(source, "t:0", range(10, 20))
     await asyncio.gather(first, source.save(force=True))  # the second encodes position 20
     state = snapshot.decode((tmp_path / "t-0.tsnap").read_bytes())
@@ -239,7 +241,7 @@ async def test_a_part_saved_under_other_sql_is_a_partition_error(
 async def test_no_fetch_position_is_looked_up_while_a_part_is_being_loaded(
     kafka: str, tmp_path: Path
 ) -> None:
-    """While a partition's file is loaded (the pipeline lock busy, say), the consumer must not go
+    """While a partition's file is loaded (the committer busy, say), the consumer must not go
     for the group's committed offset: there is none, and with auto_offset_reset "none" that
     failed the whole session (seen in the long crash run). Each partition gets a position and
     is paused before anything is awaited."""
@@ -248,7 +250,9 @@ async def test_no_fetch_position_is_looked_up_while_a_part_is_being_loaded(
     tp, part = TopicPartition(topic, 0), f"{topic}:0"
     source = make_source(tmp_path, kafka, topic)
     async with assigned(source, kafka, tp) as consumer:
-        async with source.lock:  # acquire waits for it, as behind a long apply or snapshot
+        async with (
+            source.committer.lock
+        ):  # acquire waits for it, as behind a long apply or snapshot
             loading = asyncio.create_task(source.acquire([tp]))
             assert await consumer.getmany(timeout_ms=1000) == {}  # raised before
         await loading

@@ -3,13 +3,13 @@ or re-read); and the idle policy of the source watermark."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
 from tests.helpers import BASE_TS, running, until
@@ -85,7 +85,10 @@ def test_idle_partitions_do_not_hold_the_watermark_back() -> None:
     )
     registry = Registry(cfg.sources, cfg.views)
     source = KafkaSource(
-        cfg.sources["s"], registry, asyncio.Lock(), Path("."), Decoder(cfg.sources["s"], 1000)
+        cfg.sources["s"],
+        Committer(registry, Path("."), frozenset({"s"})),
+        Path("."),
+        Decoder(cfg.sources["s"], 1000),
     )
     for part, ts in (("t:0", 5_000), ("t:1", 9_000)):
         registry.apply(Batch("s", [{"ts": ts}], 1, part=part))
@@ -118,7 +121,10 @@ async def test_a_fetch_overlapping_counted_records_counts_only_its_tail(size: in
     )
     registry = Registry(cfg.sources, cfg.views)
     source = KafkaSource(
-        cfg.sources["s"], registry, asyncio.Lock(), Path("."), Decoder(cfg.sources["s"], 1000)
+        cfg.sources["s"],
+        Committer(registry, Path("."), frozenset({"s"})),
+        Path("."),
+        Decoder(cfg.sources["s"], 1000),
     )
     position = size // 2
     registry.apply(  # the reloaded state: offsets 0..position-1 counted

@@ -21,7 +21,7 @@ def registry(view_sql: str, **options: Any) -> Registry:
 
 def feed(reg: Registry, *batches: list[dict[str, Any]]) -> None:
     for events in batches:
-        reg.apply(Batch("s", [dict(e) for e in events], reg.position + 1))
+        reg.apply(Batch("s", [dict(e) for e in events], reg.sources["s"].positions.get("", 0) + 1))
 
 
 def rows(reg: Registry, **query: Any) -> list[tuple[Any, ...]]:

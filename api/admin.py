@@ -1,0 +1,88 @@
+"""Operations: liveness, readiness, sources and their rejected events, status and metrics, and
+a snapshot on demand."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.context import engine_of, freshness, json_response, keep_limit, only, source_of
+from api.engine import ENGINE
+from api.errors import ApiError
+from api.metrics import engine_status
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if engine.fatal.is_set():
+        raise ApiError(503, engine.fatal_reason or "failed")
+    if engine.http.failed is not None:
+        raise ApiError(503, engine.http.failed)
+    if not engine.ready.is_set():
+        raise ApiError(503, "restoring state", {"Retry-After": "1"})
+    sources = {name: source.status() for name, source in engine.sources.items()}
+    unhealthy = sorted(n for n, s in sources.items() if not s["healthy"])
+    if unhealthy:
+        raise ApiError(
+            503,
+            f"source(s) {', '.join(unhealthy)} unhealthy; queries are answered "
+            "from the state already counted",
+            sources=sources,
+        )
+    return json_response(
+        {"status": "ready", "recovery": engine.recovery, "position": engine.http.position}
+    )
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    only(request, set())
+    out = []
+    for name, state in engine.registry.sources.items():
+        out.append(
+            {
+                "name": name,
+                "time": state.spec.time_field,
+                "fields": state.spec.schema,
+                "accepted": state.accepted,
+                "rejected": state.rejected,
+                "views": [v.spec.name for v in engine.registry.by_source[name]],
+                "freshness": freshness(engine, name),
+                "status": engine.sources[name].status(),
+            }
+        )
+    return json_response({"sources": out})
+
+
+async def rejected_events(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    name = source_of(engine, request)
+    limit = keep_limit(request, engine)
+    state = engine.registry.sources[name]
+    newest = list(state.rejected_events)[-limit:][::-1]
+    return json_response({"source": name, "rejected": state.rejected, "events": newest})
+
+
+async def status(request: web.Request) -> web.Response:
+    only(request, set())
+    return json_response(engine_status(engine_of(request)))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    only(request, set())
+    body = generate_latest(engine_of(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def take_snapshot(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    only(request, set())
+    try:
+        info = await engine.snapshot()
+    except OSError as err:
+        raise ApiError(507, f"snapshot failed: {err.strerror or 'I/O error'}") from None
+    return json_response(info)

@@ -1,0 +1,236 @@
+"""Reads: the list of views, a view's rows, its series, its late events.
+
+Each handler parses its parameters, asks ``views/`` (``query.run``, ``series.series``) and encodes
+the answer. Answers are cached by request until the view's source next changes; freshness is
+added per response, never cached.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
+from api.encode import row_dicts, to_csv, to_ndjson
+from api.engine import Engine
+from api.params import bad, check_range, encode_cursor, parse_query, parse_series
+from views import query as q
+from views.durations import format_duration
+from views.series import Series, SeriesError, series
+from views.spec import ViewSpec
+from views.timefmt import format_time
+from views.view import View
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's answer before freshness is added: the JSON answer, or the result to encode as
+    CSV / NDJSON, and what the response headers need."""
+
+    output: str  # json | csv | ndjson
+    answer: dict[str, Any]  # the JSON answer (empty for csv / ndjson)
+    result: q.Result
+    cursor: str | None
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class SeriesAnswer:
+    output: str  # json | csv
+    answer: dict[str, Any]  # the JSON answer (empty for csv)
+    csv: bytes
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What a cached answer keeps besides its bytes."""
+
+    output: str
+    cursor: str | None = None
+    truncated: bool = False
+
+
+def describe_view(view: View, description: str) -> dict[str, Any]:
+    spec: ViewSpec = view.spec
+    window = spec.window
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "description": description,
+        "sql": spec.sql,
+        "columns": [c.describe() for c in spec.columns],
+        "keys": [c.name for c in spec.columns if c.role == "key"],
+        "window": None
+        if window is None
+        else {
+            "column": window.name,
+            "kind": window.kind,
+            "size": format_duration(window.size),
+            "size_ms": window.size,
+            "slide": format_duration(window.slide),
+            "slide_ms": window.slide,
+        },
+        "retention": None if spec.retention is None else format_duration(spec.retention),
+        "grace": format_duration(spec.grace) if spec.grace else "0s",
+        "max_groups": spec.max_groups,
+        "stats": view.stats(),
+    }
+
+
+async def list_views(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    only(request, set())
+    views = [
+        describe_view(engine.registry.views[n], engine.config.descriptions.get(n, ""))
+        for n in readable(request, engine)
+    ]
+    return json_response({"views": views})
+
+
+def rows_answer(engine: Engine, view: View, params: MultiMapping[str]) -> Rows:
+    """A query's answer (without freshness)."""
+    settings = engine.settings
+    query, output = parse_query(view.spec, params, settings.default_limit, settings.max_limit)
+    check_range(query.time_from, query.time_to, settings.max_time_range)
+    query = dataclasses.replace(query, max_scan=settings.max_groups_scanned)
+    try:
+        result = q.run(view, query)
+    except q.QueryError as err:
+        raise bad(err.param, str(err)) from None
+    cursor = None if result.next_offset is None else encode_cursor(result.next_offset, params)
+    answer: dict[str, Any] = {}
+    if output == "json":
+        answer = {
+            "view": view.spec.name,
+            "columns": [c.describe() for c in result.columns],
+            "rows": row_dicts(result),
+            "truncated": result.truncated,
+            "next_cursor": cursor,
+        }
+    return Rows(output, answer, result, cursor, result.truncated)
+
+
+def series_answer(engine: Engine, view: View, params: MultiMapping[str]) -> SeriesAnswer:
+    newest = engine.watermark(view.spec.source)
+    query, output = parse_series(
+        view.spec,
+        params,
+        newest if newest is not None else int(time.time() * 1000),
+        engine.settings.max_series_points,
+    )
+    check_range(query.time_from, query.time_to, engine.settings.max_time_range)
+    try:
+        answer = series(view, query)
+    except SeriesError as err:
+        raise bad(err.param, str(err)) from None
+    if output == "csv":
+        return SeriesAnswer(output, {}, series_csv(answer))
+    json = {"view": view.spec.name, "metric": query.metric, **answer.to_json()}
+    return SeriesAnswer(output, json, b"")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A GET on a view: where its answer is cached, and the cached answer if still current."""
+
+    engine: Engine
+    view: View
+    key: tuple[Any, ...]
+    version: int
+    body: bytes | None
+    encoded: Encoded | None
+
+
+def _lookup(request: web.Request, kind: str) -> Lookup:
+    engine = engine_of(request)
+    view = view_of(engine, request)
+    version = engine.registry.sources[view.spec.source].version
+    key = (kind, view.spec.name, tuple(sorted(request.query.items())))
+    cached = engine.answers.get(key, version)
+    if cached is None:
+        return Lookup(engine, view, key, version, None, None)
+    return Lookup(engine, view, key, version, cached.body, cached.meta)
+
+
+def _with_freshness(body: bytes, fresh: dict[str, Any]) -> web.Response:
+    """A cached JSON answer (everything but its closing brace) with this response's freshness."""
+    return web.Response(
+        body=body + b',"freshness":' + orjson.dumps(fresh) + b"}", content_type="application/json"
+    )
+
+
+async def query_view(request: web.Request) -> web.Response:
+    found = _lookup(request, "query")
+    engine, view = found.engine, found.view
+    body, encoded = found.body, found.encoded
+    if body is None or encoded is None:
+        rows = rows_answer(engine, view, request.query)
+        if rows.output == "json":
+            body = orjson.dumps(rows.answer)[:-1]  # the closing brace follows the freshness
+        else:
+            body = to_csv(rows.result) if rows.output == "csv" else to_ndjson(rows.result)
+        encoded = Encoded(rows.output, rows.cursor, rows.truncated)
+        engine.answers.put(found.key, found.version, body, encoded)
+    fresh = freshness(engine, view.spec.source)
+    if encoded.output == "json":
+        return _with_freshness(body, fresh)
+    headers = {
+        "X-Tallyd-Truncated": str(encoded.truncated).lower(),
+        "X-Tallyd-Position": fresh["position"],
+    }
+    if fresh["watermark"] is not None:
+        headers["X-Tallyd-Watermark"] = fresh["watermark"]
+    if encoded.cursor is not None:
+        headers["X-Tallyd-Next-Cursor"] = encoded.cursor
+    if encoded.output == "csv":
+        return web.Response(body=body, content_type="text/csv", charset="utf-8", headers=headers)
+    return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
+
+
+async def series_view(request: web.Request) -> web.Response:
+    """Chart-ready columns: ``{"x": [bucket starts], "series": [{"name", "values"}]}``."""
+    found = _lookup(request, "series")
+    engine, view = found.engine, found.view
+    body, encoded = found.body, found.encoded
+    if body is None or encoded is None or "to" not in request.query:  # the default range moves
+        answer = series_answer(engine, view, request.query)
+        body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
+        encoded = Encoded(answer.output)
+        engine.answers.put(found.key, found.version, body, encoded)
+    fresh = freshness(engine, view.spec.source)
+    if encoded.output == "json":
+        return _with_freshness(body, fresh)
+    return web.Response(
+        body=body,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"X-Tallyd-Position": fresh["position"]},
+    )
+
+
+def series_csv(answer: Series) -> bytes:
+    """``time,<series>...`` with one row per bucket (RFC 3339 UTC times)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["time", *[s["name"] for s in answer.series]])
+    for i, x in enumerate(answer.x):
+        writer.writerow(
+            [format_time(x), *["" if (v := s["values"][i]) is None else v for s in answer.series]]
+        )
+    return out.getvalue().encode()
+
+
+async def late_events(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    view = view_of(engine, request)
+    limit = keep_limit(request, engine)
+    newest = view.late_events()[-limit:][::-1]
+    return json_response({"view": view.spec.name, "late": view.counter("late"), "events": newest})

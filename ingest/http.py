@@ -1,0 +1,454 @@
+"""The HTTP source: events posted to ``POST /v1/sources/{source}/events``.
+
+One call per request, ``HttpSource.append``: admission (the ingest backlog is bounded, and a body
+that declares its length is refused before it is read), the idempotency check, decoding and
+validation (column-wise for large clean NDJSON bodies), then the shared log:
+
+``HttpLog`` queues the batch and waits. Its committer task takes everything queued (group
+commit), appends it to the WAL with one fsync in a worker thread, then applies each batch in WAL
+order in one step of the committer, then answers the waiting requests. So an ``Ack`` means "on
+disk and visible", and replaying the WAL reproduces exactly the state that was served.
+Idempotency receipts are logged with their batch and kept in the main snapshot, so a retry is
+recognised across a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ingest import faults
+from ingest.commit import Committer, Step
+from ingest.decode import Decoded, Decoder
+from ingest.source import oldest
+from ingest.wal import Wal
+from views.columns import Prepared
+from views.registry import Batch, Registry
+from views.spec import SourceSpec
+from views.timefmt import format_time
+
+log = logging.getLogger("tallyd.http")
+TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
+OFFLOAD_BYTES = 256 << 10  # decode bodies larger than this in a worker thread
+KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+PreparedViews = list[Prepared | None] | None  # a table batch's column-wise work, per view
+
+
+class Rejected(Exception):
+    """A request refused, nothing of it applied; ``status`` is the HTTP status that says why,
+    ``headers`` and ``detail`` go into the one error shape (``api.errors``, whose ``ApiError``
+    is this, raised by handlers)."""
+
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **detail: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.detail = detail
+
+
+class Unavailable(RuntimeError):
+    """The log cannot take writes (not started, stopping, or a fatal disk error).
+    ``status``: 507 when the disk is full, else 503."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An ``Idempotency-Key`` request: its key, a digest of the request, when it arrived (ms)."""
+
+    key: str
+    digest: str
+    at: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    accepted: int
+    rejected: int
+    position: str
+    replayed: bool = False  # the answer to an earlier request with the same Idempotency-Key
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected, "position": self.position}
+
+
+@dataclass
+class Body:
+    """A request body not yet read: its declared length (None: chunked) and how to read it."""
+
+    declared: int | None
+    read: Callable[[], Awaitable[bytes]]
+
+
+@dataclass
+class _Pending:
+    batch: Batch
+    payload: bytes
+    receipt: Receipt | None
+    done: asyncio.Future[int]
+
+
+class HttpLog:
+    """The write-ahead log every HTTP source shares, and what rides with it: the position, the
+    idempotency receipts, the ingest backlog."""
+
+    def __init__(
+        self, committer: Committer, data_dir: Path, segment_bytes: int, max_backlog: int
+    ) -> None:
+        self.committer = committer
+        self.registry = committer.registry  # read only: the sources' specs
+        self.wal = Wal(data_dir / "wal", segment_bytes)
+        self.position = 0  # newest WAL position applied
+        # Idempotency keys of applied batches: key -> {digest, at, source, accepted, rejected,
+        # position}. In the WAL with their batch and in snapshots, so a retry after a restart
+        # is still recognised. Bounded: the oldest go first beyond ``max_receipts``.
+        self.receipts: dict[str, dict[str, Any]] = {}
+        self.max_receipts = 100_000
+        self.receipt_ttl_ms = 24 * 3_600_000
+        self.keys_in_flight: set[str] = set()  # Idempotency-Key requests being committed
+        self.max_backlog = max_backlog
+        self.backlog = 0  # request bodies read and not yet answered (the ingest backlog)
+        self.peak = 0
+        self.shed = 0  # requests refused with 503 because of that backlog
+        self.pending: list[_Pending] = []
+        self.wakeup = asyncio.Event()
+        self.failed: str | None = None
+        self.failed_status = 503
+        self._task: asyncio.Task[None] | None = None
+
+    # -- recovery and snapshots -----------------------------------------------------------------
+
+    def restore(self, state: dict[str, Any] | None, step: Step) -> tuple[int, int]:
+        """Take the snapshot's fields, then replay the WAL after its position (blocking)."""
+        if state is not None:
+            self.position = int(state["position"])
+            self.receipts = dict(state.get("receipts", {}))
+        replayed = 0
+        for seq, payload in self.wal.open(after=self.position):
+            batch, receipt = self._batch(seq, payload)
+            self._apply(step, batch, receipt, None)
+            replayed += 1
+        return replayed, self.wal.truncated_bytes
+
+    def _batch(self, seq: int, payload: bytes) -> tuple[Batch, Receipt | None]:
+        """A WAL record back into the batch it was: JSON events, or (``T``) the raw NDJSON body
+        of a column-wise batch, read again by the same reader."""
+        if payload[:1] != TABLE_RECORD:
+            record = orjson.loads(payload)
+            return Batch(record["source"], record["events"], seq, record["rejected"]), _receipt(
+                record
+            )
+        header, body = payload[1:].split(b"\n", 1)
+        head = orjson.loads(header)
+        source = head["source"]
+        decoder = Decoder(self.registry.sources[source].spec, max_line_bytes=len(body) + 1)
+        table = decoder.table(body)
+        if table is not None:
+            return Batch(source, [], seq, table=table), _receipt(head)
+        # Read column-wise when it was logged; a different pyarrow may disagree. Row-wise gives
+        # the same answers (top_k may keep different tail entries, within its error bound).
+        return Batch(source, decoder.decode(body).events, seq), _receipt(head)
+
+    def snapshot_extra(self, now_ms: int) -> tuple[int, dict[str, Any]]:
+        self.forget_receipts_before(now_ms - self.receipt_ttl_ms)
+        return self.position, {"position": self.position, "receipts": self.receipts}
+
+    def snapshot_written(self, position: int) -> None:
+        self.wal.rotate()
+
+    def trim(self, oldest_kept: int) -> int:
+        return self.wal.trim(oldest_kept)
+
+    # -- receipts -------------------------------------------------------------------------------
+
+    def remember(self, batch: Batch, receipt: Receipt) -> None:
+        self.receipts.pop(receipt.key, None)  # re-inserted last: the dict stays in arrival order
+        self.receipts[receipt.key] = {
+            "digest": receipt.digest,
+            "at": receipt.at,
+            "source": batch.source,
+            "accepted": len(batch),
+            "rejected": len(batch.rejected),
+            "position": batch.position,
+        }
+        while len(self.receipts) > self.max_receipts:
+            del self.receipts[next(iter(self.receipts))]
+
+    def forget_receipts_before(self, at: int) -> int:
+        """Drop idempotency keys that arrived before ``at`` (expired); returns how many."""
+        old = [k for k, r in self.receipts.items() if r["at"] < at]
+        for key in old:
+            del self.receipts[key]
+        return len(old)
+
+    # -- start / stop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._commit_loop(), name="tallyd-committer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for item in self.pending:
+            if not item.done.done():
+                item.done.set_exception(Unavailable("the server is shutting down"))
+        self.pending.clear()
+        self.wal.close()
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admit(self, size: int) -> None:
+        """Refuse a body that would take the ingest backlog past ``max_backlog``: a 503 with
+        Retry-After now instead of a timeout later, and memory that stays bounded. A single body
+        is always admitted when nothing else is in progress."""
+        if self.backlog and self.backlog + size > self.max_backlog:
+            self.shed += 1
+            raise Rejected(
+                503,
+                f"overloaded: {self.backlog} bytes of events are being written "
+                f"(max_ingest_backlog_bytes is {self.max_backlog}); retry after the Retry-After "
+                "seconds",
+                {"Retry-After": "1"},
+            )
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def submit(self, batch: Batch, body: bytes | None, receipt: Receipt | None) -> int:
+        """Durably log and apply ``batch``; returns its WAL position. A table batch logs the
+        NDJSON ``body`` it was read from (smaller and faster than re-encoding its events)."""
+        if self.failed is not None:
+            raise Unavailable(self.failed, self.failed_status)
+        if self._task is None:
+            raise Unavailable("not ready")
+        extra = {} if receipt is None else {"receipt": [receipt.key, receipt.digest, receipt.at]}
+        if batch.table is not None:
+            assert body is not None
+            header = orjson.dumps({"source": batch.source, **extra})
+            payload = TABLE_RECORD + header + b"\n" + body
+        else:
+            record = {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
+            payload = orjson.dumps({**record, **extra})
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append(_Pending(batch, payload, receipt, done))
+        self.wakeup.set()
+        return await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            # One step for the whole group: the WAL append (a snapshot rotates the WAL in its own
+            # step, so never meanwhile) and the applies, in WAL order.
+            async with self.committer.step() as step:
+                group, self.pending = self.pending, []
+                if group:
+                    await self._commit(step, group)
+
+    async def _commit(self, step: Step, group: list[_Pending]) -> None:
+        faults.reached("before_wal_append")
+        try:
+            seqs = await asyncio.to_thread(self.wal.append, [p.payload for p in group])
+        except OSError as err:
+            self._fail(err, group)
+            return
+        faults.reached("after_fsync_before_apply")
+        for item, seq in zip(group, seqs, strict=True):
+            item.batch.position = seq
+            # The column-wise work runs off the event loop (queries keep being answered); only
+            # the short commit of its results runs on it.
+            prepared = await self.committer.prepare(item.batch)
+            self._apply(step, item.batch, item.receipt, prepared)
+            if not item.done.done():  # the requester may have gone away; the data is in anyway
+                item.done.set_result(seq)
+
+    def _apply(
+        self,
+        step: Step,
+        batch: Batch,
+        receipt: Receipt | None,
+        prepared: list[Prepared | None] | None,
+    ) -> None:
+        step.apply(batch, prepared)
+        if receipt is not None:
+            self.remember(batch, receipt)
+        self.position = max(self.position, batch.position)
+
+    def _fail(self, err: OSError, group: list[_Pending]) -> None:
+        # An fsync or write failure leaves the file in an unknown state: never retry and pretend
+        # (the PostgreSQL fsync lesson). Refuse writes until a restart recovers, which cuts
+        # whatever part of the batch reached the log as a torn tail.
+        full = err.errno == errno.ENOSPC
+        self.failed_status = 507 if full else 503
+        self.failed = (
+            f"the write-ahead log failed ({err.strerror or err}"
+            f"{': the disk is full' if full else ''}); nothing of this batch was "
+            "acknowledged; restart the server once the disk is fixed"
+        )
+        log.error("event=wal_failed error=%r", str(err))
+        for item in group:
+            item.done.set_exception(Unavailable(self.failed, self.failed_status))
+
+
+def _receipt(record: dict[str, Any]) -> Receipt | None:
+    if "receipt" not in record:
+        return None
+    key, digest, at = record["receipt"]
+    return Receipt(str(key), str(digest), int(at))
+
+
+class HttpSource:
+    """One HTTP source: what ``POST /v1/sources/{name}/events`` writes to."""
+
+    kind = "http"
+    detached = False  # its state rides in the main snapshot
+
+    def __init__(self, spec: SourceSpec, registry: Registry, log_: HttpLog, decoder: Decoder):
+        self.spec = spec
+        self.name = spec.name
+        self.registry = registry
+        self.log = log_
+        self.decoder = decoder
+
+    # -- the Source protocol --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing runs per source: the shared log's committer task is started with it."""
+
+    async def stop(self) -> None:
+        """Nothing to stop or save apart: the main snapshot and the WAL hold everything."""
+
+    async def save(self) -> None:
+        """Saved by the main snapshot."""
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "http", "state": "running", "healthy": True}
+
+    def watermark(self, now: float) -> int | None:
+        return oldest(self.registry.sources[self.name].watermarks)
+
+    def position(self) -> str:
+        return f"wal:{self.registry.sources[self.name].positions.get('', 0)}"
+
+    # -- appending ------------------------------------------------------------------------------
+
+    async def append(self, body: Body, on_error: str, key: str | None) -> Ack:
+        """Admit, read, check, decode, log and apply one request's events: an ``Ack`` once they
+        are on disk and visible, or ``Rejected`` with nothing applied. ``on_error``: ``fail``
+        (any invalid line rejects the body) or ``skip`` (valid lines applied, invalid kept);
+        ``key``: the request's Idempotency-Key."""
+        log_ = self.log
+        log_.admit(body.declared or 0)  # before reading: shed load, not memory
+        data = await body.read()
+        log_.admit(len(data))
+        log_.backlog += len(data)
+        log_.peak = max(log_.peak, log_.backlog)
+        try:
+            receipt, replayed = self._idempotency(key, on_error, data)
+            if replayed is not None:
+                return replayed
+            if receipt is None:
+                return await self._ingest(on_error, data, None)
+            log_.keys_in_flight.add(receipt.key)
+            try:
+                return await self._ingest(on_error, data, receipt)
+            finally:
+                log_.keys_in_flight.discard(receipt.key)
+        finally:
+            log_.backlog -= len(data)
+
+    def _idempotency(
+        self, key: str | None, on_error: str, body: bytes
+    ) -> tuple[Receipt | None, Ack | None]:
+        """The request's receipt (None without an Idempotency-Key), or the answer a retry gets."""
+        if key is None:
+            return None, None
+        if not 1 <= len(key) <= 255 or not set(key) <= KEY_CHARS:
+            raise Rejected(
+                400,
+                "header 'Idempotency-Key': 1 to 255 visible ASCII characters (a UUID is typical)",
+                param="Idempotency-Key",
+            )
+        name = self.name
+        request = b"%s\0%s\0%s" % (name.encode(), on_error.encode(), body)
+        digest = hashlib.sha256(request).hexdigest()
+        now = int(time.time() * 1000)
+        seen = self.log.receipts.get(key)
+        if seen is not None and seen["at"] >= now - self.log.receipt_ttl_ms:
+            if seen["digest"] != digest or seen["source"] != name:
+                raise Rejected(
+                    422,
+                    "this Idempotency-Key was already used with a different request (source, "
+                    "body or on_error); use a new key for new events",
+                    param="Idempotency-Key",
+                )
+            return None, Ack(seen["accepted"], seen["rejected"], f"wal:{seen['position']}", True)
+        if key in self.log.keys_in_flight:
+            raise Rejected(
+                409,
+                "a request with this Idempotency-Key is being processed; retry when it has "
+                "answered",
+                {"Retry-After": "1"},
+                param="Idempotency-Key",
+            )
+        return Receipt(key, digest, now), None
+
+    async def _ingest(self, on_error: str, body: bytes, receipt: Receipt | None) -> Ack:
+        decoder = self.decoder
+        if len(body) > OFFLOAD_BYTES:
+            table = await asyncio.to_thread(decoder.table, body)
+            if table is not None:  # a large, clean NDJSON body: the column-wise path
+                batch = Batch(self.name, [], 0, table=table)
+                position = await self._submit(batch, body, receipt)
+                return Ack(len(table), 0, f"wal:{position}")
+            decoded = await asyncio.to_thread(decoder.decode, body)
+        else:
+            decoded = decoder.decode(body)
+        if decoded.errors and on_error == "fail":
+            raise _invalid(decoded)
+        if not decoded.events and not decoded.errors:
+            return Ack(0, 0, self.position())
+        received = format_time(int(time.time() * 1000))  # wall clock: when it reached us
+        rejected = [
+            {**e.describe(), "text": e.text, "received_at": received} for e in decoded.errors
+        ]
+        batch = Batch(self.name, decoded.events, 0, rejected)
+        position = await self._submit(batch, None, receipt)
+        return Ack(len(decoded.events), len(decoded.errors), f"wal:{position}")
+
+    async def _submit(self, batch: Batch, body: bytes | None, receipt: Receipt | None) -> int:
+        try:
+            position = await self.log.submit(batch, body, receipt)
+        except Unavailable as err:
+            raise Rejected(err.status, str(err), {"Retry-After": "5"}) from None
+        faults.reached("before_response")
+        return position
+
+
+def _invalid(decoded: Decoded) -> Rejected:
+    shown = decoded.errors[:100]
+    first = shown[0]
+    where = f"line {first.line}" + (f", field '{first.field}'" if first.field else "")
+    return Rejected(
+        400,
+        f"{len(decoded.errors)} of {decoded.lines} lines are invalid, nothing was applied; "
+        f"first: {where}: {first.reason}",
+        errors=[e.describe() for e in shown],
+        invalid_lines=len(decoded.errors),
+    )
