@@ -18,8 +18,8 @@ What makes the two ways agree (tests/views/test_columns.py checks it on seeded r
   same error bound as the row path, but not always the same state once values get evicted;
 * late events, watermarks and counters follow the same rules; a view whose batch would push it past
   ``max_groups`` (where which keys fold into ``__other__`` depends on event order), a hop window, a
-  change stream, or an aggregate over an expression is left to the row path (``apply_table``
-  returns False before touching anything).
+  change stream, or an aggregate over an expression is left to the row path (``prepare``
+  returns None before touching anything).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from views.aggregates import (
 )
 from views.sketches import DDSketch, SpaceSaving, hash64, sort_key
 from views.spec import ViewSpec
+from views.view import View, late_record
+from views.windows import tumble_starts
 
 COLUMNAR = {
     "count",
@@ -183,7 +185,7 @@ Update = Callable[[list[Any]], None]
 class Prepared:
     """A batch's effect on one view, computed but not yet applied."""
 
-    view: Any
+    view: View
     part_name: str
     applied: int
     late: int
@@ -194,40 +196,28 @@ class Prepared:
     def commit(self) -> None:
         """Apply it: only dict and small-number work, so it is quick on the event loop."""
         view = self.view
-        spec: ViewSpec = view.spec
         part = view.part(self.part_name)
         if self.late:
             part.counters["late"] += self.late
+            grace = view.spec.grace
             part.late_events.extend(
-                {
-                    "event": e,
-                    "watermark": self.watermark,
-                    "grace": spec.grace,
-                    "part": self.part_name,
-                }
-                for e in self.late_rows
+                late_record(e, self.watermark, grace, self.part_name) for e in self.late_rows
             )
         part.counters["applied"] += self.applied
         for (start, key), fns in self.updates.items():
-            aggs = view._group(part, start, key)
+            aggs = view.group(part, start, key)
             for fn in fns:
                 fn(aggs)
 
 
-def apply_table(view: Any, table: Table, watermark: int | None, part_name: str = "") -> bool:
-    """Fold ``table`` into ``view`` column-wise; False (nothing changed) if it must go row-wise."""
-    prepared = prepare(view, table, watermark, part_name)
-    if prepared is None:
-        return False
-    prepared.commit()
-    return True
-
-
-def prepare(view: Any, table: Table, watermark: int | None, part_name: str = "") -> Prepared | None:
-    """The heavy, pure half of ``apply_table``: reads the view, changes nothing, so it may run in
+def prepare(
+    view: View, table: Table, watermark: int | None, part_name: str = ""
+) -> Prepared | None:
+    """A batch's effect on ``view``, column-wise: reads the view, changes nothing, so it may run in
     a worker thread while the event loop answers queries (as long as nothing else writes the view
-    meanwhile). None: this batch must take the row path for this view."""
-    spec: ViewSpec = view.spec
+    meanwhile); ``Prepared.commit`` applies it. None: this batch must take the row path for this
+    view."""
+    spec = view.spec
     if not columnar(spec):
         return None
     data = table.data
@@ -249,7 +239,7 @@ def prepare(view: Any, table: Table, watermark: int | None, part_name: str = "")
         n_late = 0
     if data.num_rows == 0:
         return Prepared(view, part_name, 0, n_late, late_rows, watermark, {})
-    starts = np.zeros(len(ts), np.int64) if window is None else ts - ts % window.size
+    starts = np.zeros(len(ts), np.int64) if window is None else tumble_starts(ts, window.size)
     keys = list(spec.keys)
     columns: dict[str, Any] = {"__start": pa.array(starts)}
     for k in keys:
