@@ -32,7 +32,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from views.aggregates import Aggregate
-from views.spec import AGGREGATES, ViewSpec
+from views.spec import ViewSpec
 from views.windows import hop_starts, tumble_start
 
 OTHER = "__other__"
@@ -242,7 +242,7 @@ class View:
         part = self.parts[name] = Part(self.keep)
         part.counters.update({k: int(v) for k, v in state["counters"].items()})
         part.late_events.extend(state["late_events"])
-        loaders = [(AGGREGATES[s.kind].restore, s.params) for s in self.spec.aggs]
+        loaders = [(s.cls.restore, s.params) for s in self.spec.aggs]
         refs = part.group_refs
         keys: dict[Key, Key] = {}  # one tuple per key, shared by all its buckets
         for start, groups in state["buckets"]:

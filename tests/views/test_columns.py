@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from ingest.decode import TABLE_MIN_LINES, Decoder
-from views.columns import columnar, dyadic_partials
+from views.aggregates.sums import dyadic_partials
+from views.columns import columnar
 from views.config import parse
 from views.registry import Batch, Registry
 from views.sketches import DDSketch, HyperLogLog

@@ -1,23 +1,16 @@
-"""Aggregates: small mergeable state machines, one class each (see ``base`` for the contract)."""
+"""Aggregates: small mergeable state machines, one class each, each owning all its facts.
 
-from views.aggregates.base import (
-    Aggregate,
-    ApproxCountDistinct,
-    ApproxPercentile,
-    Avg,
-    Count,
-    CountDistinct,
-    Max,
-    Min,
-    NotRemovable,
-    SortedMax,
-    SortedMin,
-    SortedPercentile,
-    Sum,
-    TopK,
-    _grow,
-    whole,
-)
+``base`` holds the contract and the facts every class declares; one module per family holds the
+classes. ``views.spec.KINDS`` lists the classes a view may use.
+"""
+
+from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey, NotRemovable, whole
+from views.aggregates.count import Count
+from views.aggregates.distinct import ApproxCountDistinct, CountDistinct
+from views.aggregates.extremes import Max, Min, SortedMax, SortedMin
+from views.aggregates.percentile import ApproxPercentile, SortedPercentile
+from views.aggregates.sums import Avg, Sum
+from views.aggregates.topk import TopK
 
 __all__ = [
     "Aggregate",
@@ -26,6 +19,9 @@ __all__ = [
     "Avg",
     "Count",
     "CountDistinct",
+    "Fold",
+    "GroupKey",
+    "Grouped",
     "Max",
     "Min",
     "NotRemovable",
@@ -34,6 +30,5 @@ __all__ = [
     "SortedPercentile",
     "Sum",
     "TopK",
-    "_grow",
     "whole",
 ]

@@ -1,4 +1,4 @@
-"""Aggregates: small mergeable state machines, one class each.
+"""The aggregate contract, and the facts every aggregate class declares about itself.
 
 The contract every class keeps (checked for all of them by tests/views/test_aggregate_contract.py):
 
@@ -11,19 +11,50 @@ The contract every class keeps (checked for all of them by tests/views/test_aggr
   count_distinct, and the SortedList-backed min/max/percentile used for change streams. Min/max as
   a scalar and the approximate sketches cannot forget a value.
 
-``Sum`` is exact: integers are kept as Python ints and floats as Shewchuk's non-overlapping
-partials (what ``math.fsum`` uses), so a sum is the correctly rounded sum of its inputs whatever the
-order, batching or merge tree — replays, rollups and restarts give bit-identical answers.
+Besides its state, a class declares everything the rest of the engine needs to know about it, so
+that adding an aggregate means writing one class and listing it in ``views.spec.KINDS``:
+
+* ``kind`` — its name in specs and snapshots; ``shown`` — the name a view's schema reports (a
+  stand-in reports the name it stands in for);
+* ``sql_names`` — the function names that call it in view SQL, ``sql_arity`` — how many arguments
+  it takes there, ``sql_usage`` — how the "not a supported aggregate" message spells it, and
+  ``sql_params`` — its constructor parameters from the literal arguments after the first;
+* ``result_type`` — the schema type of its answer; ``numeric_arg`` — whether its argument must be
+  a number;
+* ``removable`` and ``stand_in`` — on a change stream a class that cannot forget a value is
+  replaced by its ``stand_in`` (an exact, removable twin), or refused if it has none;
+* ``columnar`` and ``fold_columns`` — how a whole batch folds in column-wise (``views.columns``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sortedcontainers import SortedList
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-from views.sketches import DDSketch, HyperLogLog, Scalar, SpaceSaving, sort_key
+GroupKey = tuple[int, tuple[Any, ...]]  # (window start, group key) of a batch's group
+Fold = Callable[[Any], None]  # folds one group's share of a batch into that group's aggregate
+
+
+class Grouped(Protocol):
+    """A batch grouped by (window start, group key): what a columnar fold reads. ``views.columns``
+    provides it; the folds only say which figures they need per group."""
+
+    def aggregate(
+        self, extra: dict[str, Any], aggregations: list[Any]
+    ) -> list[tuple[GroupKey, dict[str, Any]]]:
+        """Arrow's ``group_by(...).aggregate(aggregations)`` over the group columns plus
+        ``extra`` columns; extra columns named ``__by*`` are grouped by too. One row dict per
+        result row, with the group it belongs to."""
+        ...
+
+    def value_counts(
+        self, values: pa.ChunkedArray
+    ) -> Iterable[tuple[GroupKey, list[Any], list[int]]]:
+        """Per group: its distinct non-null values and how often each occurs."""
+        ...
 
 
 def whole(x: Any) -> Any:
@@ -41,7 +72,49 @@ class NotRemovable(TypeError):
 
 class Aggregate:
     kind: ClassVar[str]
+    # Facts about one class, never inherited (a subclass is another aggregate): when a class does
+    # not declare them, ``__init_subclass__`` sets "not callable from SQL", "shown as its own
+    # kind" and "no stand-in" rather than letting Max answer to "min" or retract with SortedMin.
+    sql_names: ClassVar[tuple[str, ...]] = ()
+    sql_usage: ClassVar[str] = ""
+    shown: ClassVar[str]
+    stand_in: ClassVar[type[Aggregate] | None] = None
+    # Facts a subclass may share with its parent (Avg with Sum, Max with Min).
+    sql_arity: ClassVar[tuple[int, ...]] = (1,)
+    result_type: ClassVar[str]  # int | number | float | array
+    numeric_arg: ClassVar[bool] = False
     removable: ClassVar[bool] = False
+    columnar: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "kind" not in own or not hasattr(cls, "result_type"):
+            raise TypeError(f"aggregate {cls.__name__} must declare its kind and result_type")
+        if "sql_names" not in own:
+            cls.sql_names = ()
+        if "sql_usage" not in own:
+            cls.sql_usage = ""
+        if "shown" not in own:
+            cls.shown = cls.kind
+        if "stand_in" not in own:
+            cls.stand_in = None
+
+    @classmethod
+    def sql_params(cls, numbers: list[float]) -> dict[str, Any]:
+        """Constructor parameters from the call's literal arguments after the first (as many as
+        ``sql_arity`` allows); ValueError says what is wrong with them."""
+        return {}
+
+    @classmethod
+    def fold_columns(
+        cls, values: pa.ChunkedArray | None, grouped: Grouped
+    ) -> dict[GroupKey, Fold] | None:
+        """Per group of the batch, the function that folds that group's ``values`` (the argument
+        column, None for ``count(*)``; never all null) into its aggregate. Pure: it changes no
+        state, so refusing (None: the batch must take the row path) is free. Only classes with
+        ``columnar = True`` are asked."""
+        return None
 
     def add(self, x: Any) -> None:
         raise NotImplementedError
@@ -68,323 +141,3 @@ class Aggregate:
         aggregate = cls(**params)
         aggregate.load(state)
         return aggregate
-
-
-class Count(Aggregate):
-    kind = "count"
-    removable = True
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, x: Any) -> None:
-        self.n += 1
-
-    def remove(self, x: Any) -> None:
-        self.n -= 1
-
-    def merge(self, other: Count) -> None:
-        self.n += other.n
-
-    def result(self) -> int:
-        return self.n
-
-    def to_state(self) -> int:
-        return self.n
-
-    def load(self, state: Any) -> None:
-        self.n = int(state)
-
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Count:
-        aggregate = cls.__new__(cls)
-        aggregate.n = int(state)
-        return aggregate
-
-
-def _grow(partials: list[float], x: float) -> None:
-    """Add ``x`` to Shewchuk partials in place, exactly (Python's ``msum`` recipe)."""
-    i = 0
-    for y in partials:
-        if abs(x) < abs(y):
-            x, y = y, x
-        hi = x + y
-        lo = y - (hi - x)
-        if lo:
-            partials[i] = lo
-            i += 1
-        x = hi
-    partials[i:] = (
-        [x] if x else []
-    )  # a zero partial adds nothing; dropping it keeps state canonical
-
-
-class Sum(Aggregate):
-    kind = "sum"
-    removable = True
-    __slots__ = ("floats", "integer", "n")
-
-    def __init__(self) -> None:
-        self.integer = 0
-        self.floats: list[float] = []
-        self.n = 0  # values seen, so that sum over no values is NULL as in SQL
-
-    def add(self, x: int | float) -> None:
-        self.n += 1
-        if isinstance(x, int):
-            self.integer += x
-        else:
-            _grow(self.floats, x)
-
-    def remove(self, x: int | float) -> None:
-        self.n -= 1
-        if isinstance(x, int):
-            self.integer -= x
-        else:
-            _grow(self.floats, -x)
-
-    def merge(self, other: Sum) -> None:
-        self.n += other.n
-        self.integer += other.integer
-        for partial in other.floats:
-            _grow(self.floats, partial)
-
-    def total(self) -> int | float:
-        if not any(self.floats):
-            return self.integer
-        return math.fsum([*self.floats, self.integer]) if self.integer else math.fsum(self.floats)
-
-    def result(self) -> int | float | None:
-        return whole(self.total()) if self.n else None
-
-    def to_state(self) -> list[Any]:
-        return [self.n, str(self.integer), list(self.floats)]
-
-    def load(self, state: Any) -> None:
-        self.n, self.integer, self.floats = (
-            int(state[0]),
-            int(state[1]),
-            [float(f) for f in state[2]],
-        )
-
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Sum:
-        aggregate = cls.__new__(cls)
-        aggregate.load(state)
-        return aggregate
-
-
-class Avg(Sum):
-    kind = "avg"
-
-    def result(self) -> float | None:
-        if not self.n:
-            return None
-        if not any(self.floats):
-            return self.integer / self.n
-        return self.total() / self.n
-
-
-class Min(Aggregate):
-    kind = "min"
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: float | None = None
-
-    def add(self, x: float) -> None:
-        if self.value is None or x < self.value:
-            self.value = x
-
-    def merge(self, other: Min) -> None:
-        if other.value is not None:
-            self.add(other.value)
-
-    def result(self) -> float | None:
-        value: float | None = whole(self.value)
-        return value
-
-    def to_state(self) -> float | None:
-        return self.value
-
-    def load(self, state: Any) -> None:
-        self.value = state
-
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Min:
-        aggregate = cls.__new__(cls)
-        aggregate.value = state
-        return aggregate
-
-
-class Max(Min):
-    kind = "max"
-
-    def add(self, x: float) -> None:
-        if self.value is None or x > self.value:
-            self.value = x
-
-
-class CountDistinct(Aggregate):
-    """Exact distinct count: a multiset of the values, so it is removable too."""
-
-    kind = "count_distinct"
-    removable = True
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: dict[Scalar, int] = {}
-
-    def add(self, x: Scalar) -> None:
-        self.seen[x] = self.seen.get(x, 0) + 1
-
-    def remove(self, x: Scalar) -> None:
-        left = self.seen[x] - 1
-        if left:
-            self.seen[x] = left
-        else:
-            del self.seen[x]
-
-    def merge(self, other: CountDistinct) -> None:
-        if not self.seen:
-            self.seen = dict(other.seen)  # C-level copy: the common case in query-time merges
-            return
-        # Overwrite in C, then add back the counts of the values both sides had.
-        both = {v: self.seen[v] for v in self.seen.keys() & other.seen.keys()}
-        self.seen.update(other.seen)
-        for value, n in both.items():
-            self.seen[value] += n
-
-    def result(self) -> int:
-        return len(self.seen)
-
-    def to_state(self) -> list[list[Any]]:
-        return [[v, self.seen[v]] for v in sorted(self.seen, key=sort_key)]
-
-    def load(self, state: Any) -> None:
-        self.seen = {v: int(n) for v, n in state}
-
-
-class ApproxCountDistinct(Aggregate):
-    kind = "approx_count_distinct"
-    __slots__ = ("sketch",)
-
-    def __init__(self) -> None:
-        self.sketch = HyperLogLog()
-
-    def add(self, x: Scalar) -> None:
-        self.sketch.add(x)
-
-    def merge(self, other: ApproxCountDistinct) -> None:
-        self.sketch.merge(other.sketch)
-
-    def result(self) -> int:
-        return self.sketch.estimate()
-
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
-
-    def load(self, state: Any) -> None:
-        self.sketch = HyperLogLog.from_state(state)
-
-
-class ApproxPercentile(Aggregate):
-    kind = "approx_percentile"
-    __slots__ = ("q", "sketch")
-
-    def __init__(self, q: float) -> None:
-        self.q = q
-        self.sketch = DDSketch()
-
-    def add(self, x: float) -> None:
-        self.sketch.add(x)
-
-    def merge(self, other: ApproxPercentile) -> None:
-        self.sketch.merge(other.sketch)
-
-    def result(self) -> float | None:
-        value = self.sketch.quantile(self.q)  # may be an extreme, as it arrived (int or float)
-        return None if value is None else float(value)
-
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
-
-    def load(self, state: Any) -> None:
-        self.sketch = DDSketch.from_state(state)
-
-
-class TopK(Aggregate):
-    kind = "top_k"
-    __slots__ = ("k", "sketch")
-
-    def __init__(self, k: int, capacity: int) -> None:
-        self.k = k
-        self.sketch = SpaceSaving(capacity)
-
-    def add(self, x: Scalar) -> None:
-        self.sketch.add(x)
-
-    def merge(self, other: TopK) -> None:
-        self.sketch.merge(other.sketch)
-
-    def result(self) -> list[dict[str, Any]]:
-        return self.sketch.top(self.k)
-
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
-
-    def load(self, state: Any) -> None:
-        self.sketch = SpaceSaving.from_state(state)
-
-
-class SortedMin(Aggregate):
-    """Exact, removable min: a sorted multiset of the values (for change streams)."""
-
-    kind = "sorted_min"
-    removable = True
-    __slots__ = ("values",)
-
-    def __init__(self) -> None:
-        self.values: SortedList[Any] = SortedList()
-
-    def add(self, x: float) -> None:
-        self.values.add(x)
-
-    def remove(self, x: float) -> None:
-        self.values.remove(x)  # ValueError if absent: the caller counts it as unmatched
-
-    def merge(self, other: SortedMin) -> None:
-        self.values.update(other.values)
-
-    def result(self) -> Any:
-        return self.values[0] if self.values else None
-
-    def to_state(self) -> list[Any]:
-        return list(self.values)
-
-    def load(self, state: Any) -> None:
-        self.values = SortedList(state)
-
-
-class SortedMax(SortedMin):
-    kind = "sorted_max"
-
-    def result(self) -> Any:
-        return self.values[-1] if self.values else None
-
-
-class SortedPercentile(SortedMin):
-    """Exact, removable lower quantile ``sorted(xs)[floor(q * (n - 1))]``."""
-
-    kind = "sorted_percentile"
-    __slots__ = ("q",)
-
-    def __init__(self, q: float) -> None:
-        super().__init__()
-        self.q = q
-
-    def result(self) -> Any:
-        if not self.values:
-            return None
-        return self.values[math.floor(self.q * (len(self.values) - 1))]
