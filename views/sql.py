@@ -255,7 +255,7 @@ def _classify(
             cls = SQL_NAMES.get(name.lower())
             if cls is not None:
                 return cls, node.this, {}
-    hint = ", ".join(cls.sql_usage for cls in KINDS if cls.sql_usage)
+    hint = ", ".join(c.sql_usage for c in KINDS if c.sql_usage)
     raise SqlError(f"'{node.sql()}' is not a supported aggregate or key; use one of: {hint}")
 
 
