@@ -130,7 +130,7 @@ def run(view: View, query: Query) -> Result:
     rollup = len(keep) != len(key_names) or query.bucket is not None or len(view.parts) > 1
     scanned = 0
     groups: dict[tuple[int | None, Key], list[Aggregate]] = {}
-    for start, key, aggs in _scan(view, query, key_names):
+    for start, key, aggs in scan(view, query, key_names):
         scanned += 1
         if query.max_scan is not None and scanned > query.max_scan:
             raise QueryError(
@@ -166,9 +166,11 @@ def run(view: View, query: Query) -> Result:
     return Result(columns, page, truncated, next_offset, scanned)
 
 
-def _scan(
+def scan(
     view: View, query: Query, key_names: list[str]
 ) -> Iterator[tuple[int, Key, list[Aggregate]]]:
+    """The stored (bucket start, key, aggregates) that ``query``'s time range and key filters
+    select, part by part (a key held by several parts comes once per part); never mutate them."""
     checks = [(key_names.index(n), allowed) for n, allowed in query.filters.items()]
     windowed = view.spec.window is not None
     lookups = _lookups(view, query, key_names)

@@ -20,9 +20,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from views.aggregates import Aggregate
-from views.query import Query, _scan, key_text
+from views.query import Query, key_text, scan
 from views.sketches import sort_key
 from views.view import View
+from views.windows import tumble_start
 
 DAY = 86_400_000
 WEEK = 7 * DAY
@@ -67,8 +68,7 @@ def boundaries(time_from: int, time_to: int, bucket: int, tz: str) -> list[int]:
     """Bucket starts covering [time_from, time_to), plus the end of the last bucket."""
     if bucket % DAY == 0 and tz != "UTC":
         return _local_boundaries(time_from, time_to, bucket // DAY, ZoneInfo(tz))
-    first = time_from - time_from % bucket
-    out = [first]
+    out = [tumble_start(time_from, bucket)]
     while out[-1] < time_to:
         out.append(out[-1] + bucket)
     return out
@@ -138,7 +138,7 @@ def series(view: View, q: SeriesQuery) -> Series:
     totals: dict[str, Aggregate] = {}
     scanned = 0
     query = Query(filters=q.filters, time_from=edges[0], time_to=edges[-1])
-    for start, key, aggs in _scan(view, query, keys):
+    for start, key, aggs in scan(view, query, keys):
         scanned += 1
         slot = bisect.bisect_right(edges, start) - 1
         if not 0 <= slot < len(starts):

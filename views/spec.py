@@ -9,42 +9,24 @@ from typing import Any, Literal
 from views import aggregates as agg
 from views.expr import Predicate, Value
 
-AGGREGATES: dict[str, type[agg.Aggregate]] = {
-    cls.kind: cls
-    for cls in (
-        agg.Count,
-        agg.Sum,
-        agg.Avg,
-        agg.Min,
-        agg.Max,
-        agg.CountDistinct,
-        agg.ApproxCountDistinct,
-        agg.ApproxPercentile,
-        agg.TopK,
-        agg.SortedMin,
-        agg.SortedMax,
-        agg.SortedPercentile,
-    )
-}
-
-# On change streams (retractions), these exact removable structures stand in; approximate
-# sketches have no exact removal and are refused.
-RETRACTABLE = {"min": "sorted_min", "max": "sorted_max", "approx_percentile": "sorted_percentile"}
-
-RESULT_TYPES = {
-    "count": "int",
-    "sum": "number",
-    "avg": "float",
-    "min": "number",
-    "max": "number",
-    "count_distinct": "int",
-    "approx_count_distinct": "int",
-    "approx_percentile": "float",
-    "top_k": "array",
-    "sorted_min": "number",
-    "sorted_max": "number",
-    "sorted_percentile": "number",
-}
+# Every aggregate a view may use; everything else about them is read from their class attributes.
+KINDS: tuple[type[agg.Aggregate], ...] = (
+    agg.Count,
+    agg.Sum,
+    agg.Avg,
+    agg.Min,
+    agg.Max,
+    agg.CountDistinct,
+    agg.ApproxCountDistinct,
+    agg.ApproxPercentile,
+    agg.TopK,
+    agg.SortedMin,
+    agg.SortedMax,
+    agg.SortedPercentile,
+)
+AGGREGATES: dict[str, type[agg.Aggregate]] = {cls.kind: cls for cls in KINDS}
+# The view SQL's function names (count(DISTINCT x) and pNN(x) are spelled out in views.sql).
+SQL_NAMES: dict[str, type[agg.Aggregate]] = {name: cls for cls in KINDS for name in cls.sql_names}
 
 
 @dataclass(frozen=True)
@@ -87,6 +69,10 @@ class AggSpec:
     arg_field: str | None = (
         None  # the argument when it is a bare field (the columnar path reads it)
     )
+
+    @property
+    def cls(self) -> type[agg.Aggregate]:
+        return AGGREGATES[self.kind]
 
     def new(self) -> agg.Aggregate:
         return AGGREGATES[self.kind](**self.params)

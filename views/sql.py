@@ -23,21 +23,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from views.aggregates import Aggregate
 from views.durations import parse_duration
 from views.expr import ExprError, Fields, compile_predicate, compile_value, literal
-from views.spec import (
-    RESULT_TYPES,
-    RETRACTABLE,
-    AggSpec,
-    Column,
-    SourceSpec,
-    ViewSpec,
-    WindowSpec,
-)
+from views.spec import KINDS, SQL_NAMES, AggSpec, Column, SourceSpec, ViewSpec, WindowSpec
 
 _PERCENTILE = re.compile(r"^p(\d{1,2})$")
-_NUMERIC_ARG = {"sum", "avg", "min", "max", "approx_percentile", *RETRACTABLE.values()}
-_SHOWN = {v: k for k, v in RETRACTABLE.items()}  # report sorted_min as "min", etc.
 
 
 class SqlError(ValueError):
@@ -130,12 +121,13 @@ def _compile(
         else:
             aggregate = _aggregate(node, alias, fields, source)
             aggs.append(aggregate)
+            cls = aggregate.cls
             columns.append(
                 Column(
                     aggregate.name,
-                    RESULT_TYPES[aggregate.kind],
+                    cls.result_type,
                     "aggregate",
-                    aggregate=_SHOWN.get(aggregate.kind, aggregate.kind),
+                    aggregate=cls.shown,
                     sql=aggregate.sql,
                 )
             )
@@ -218,65 +210,63 @@ def _check_group_by(tree: exp.Select, grouped: dict[str, str]) -> None:
 def _aggregate(
     node: exp.Expression, alias: str | None, fields: Fields, source: SourceSpec
 ) -> AggSpec:
-    kind, arg_node, params = _classify(node)
+    cls, arg_node, params = _classify(node)
     if alias is None:
         raise SqlError(f"name the aggregate with AS, e.g. {node.sql()} AS total")
-    if source.retracting:
-        if kind in ("approx_count_distinct", "top_k"):
+    if source.retracting and not cls.removable:
+        if cls.stand_in is None:
             raise SqlError(
                 f"{node.sql()}: source '{source.name}' is a change stream (format "
-                f"'{source.format}') whose updates and deletes retract rows, and {kind} cannot "
-                "forget a value exactly; use count_distinct, or count per key"
+                f"'{source.format}') whose updates and deletes retract rows, and {cls.kind} "
+                "cannot forget a value exactly; use count_distinct, or count per key"
             )
-        kind = RETRACTABLE.get(kind, kind)
-    need = "number" if kind in _NUMERIC_ARG else "scalar"
+        cls = cls.stand_in
+    need = "number" if cls.numeric_arg else "scalar"
     arg = compile_value(arg_node, fields, need) if arg_node is not None else None
     bare = arg_node.this if isinstance(arg_node, exp.Paren) else arg_node
     field = fields.column(bare) if isinstance(bare, exp.Column) else None
-    return AggSpec(alias, kind, node.sql(), arg, params, field)
+    return AggSpec(alias, cls.kind, node.sql(), arg, params, field)
 
 
-def _classify(node: exp.Expression) -> tuple[str, exp.Expression | None, dict[str, Any]]:
-    """(aggregate kind, argument node, constructor params) for a SELECT item."""
-    simple = {
-        exp.Sum: "sum",
-        exp.Avg: "avg",
-        exp.Min: "min",
-        exp.Max: "max",
-        exp.ApproxDistinct: "approx_count_distinct",
-    }
-    for cls, kind in simple.items():
-        if type(node) is cls:
-            return kind, node.this, {}
-    if isinstance(node, exp.Count):
+def _classify(
+    node: exp.Expression,
+) -> tuple[type[Aggregate], exp.Expression | None, dict[str, Any]]:
+    """(aggregate class, argument node, constructor params) for a SELECT item."""
+    if isinstance(node, exp.Count):  # count(*), count(DISTINCT x), count(x)
         if isinstance(node.this, exp.Star):
-            return "count", None, {}
+            return SQL_NAMES["count"], None, {}
         if isinstance(node.this, exp.Distinct):
             inner = node.this.expressions
             if len(inner) != 1:
                 raise SqlError(f"{node.sql()}: count(DISTINCT ...) takes one expression")
-            return "count_distinct", inner[0], {}
-        return "count", node.this, {}
-    if isinstance(node, exp.Anonymous):
+            return SQL_NAMES["count_distinct"], inner[0], {}
+        return SQL_NAMES["count"], node.this, {}
+    if isinstance(node, exp.Anonymous):  # a function sqlglot does not know: ours, by name
         fname = str(node.name).lower()
         args = node.expressions
-        if fname in ("count_distinct", "approx_count_distinct") and len(args) == 1:
-            return fname, args[0], {}
         match = _PERCENTILE.match(fname)
         if match and len(args) == 1 and int(match.group(1)) >= 1:
-            return "approx_percentile", args[0], {"q": int(match.group(1)) / 100}
-        if fname == "approx_percentile" and len(args) == 2:
-            q = _number_arg(node, args[1])
-            if not 0 <= q <= 1:
-                raise SqlError(f"{node.sql()}: the quantile must be between 0 and 1")
-            return "approx_percentile", args[0], {"q": float(q)}
-        if fname == "top_k" and len(args) in (2, 3):
-            return "top_k", args[0], _top_k_params(node, args)
-    hint = (
-        "count(*), count(x), sum, avg, min, max, count_distinct, approx_count_distinct, "
-        "approx_percentile(x, q), p50..p99(x), top_k(x, k)"
-    )
+            return SQL_NAMES["approx_percentile"], args[0], {"q": int(match.group(1)) / 100}
+        cls = SQL_NAMES.get(fname)
+        if cls is not None and len(args) in cls.sql_arity:
+            return cls, args[0], _params(node, cls, args[1:])
+    elif isinstance(node, exp.Func):  # sqlglot parsed it (sum, avg, ...): the names it answers to
+        for name in type(node).sql_names():
+            cls = SQL_NAMES.get(name.lower())
+            if cls is not None:
+                return cls, node.this, {}
+    hint = ", ".join(c.sql_usage for c in KINDS if c.sql_usage)
     raise SqlError(f"'{node.sql()}' is not a supported aggregate or key; use one of: {hint}")
+
+
+def _params(
+    node: exp.Expression, cls: type[Aggregate], args: list[exp.Expression]
+) -> dict[str, Any]:
+    numbers = [_number_arg(node, arg) for arg in args]
+    try:
+        return cls.sql_params(numbers)
+    except ValueError as err:
+        raise SqlError(f"{node.sql()}: {err}") from None
 
 
 def _number_arg(node: exp.Expression, arg: exp.Expression) -> float:
@@ -287,13 +277,3 @@ def _number_arg(node: exp.Expression, arg: exp.Expression) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise SqlError(f"{node.sql()}: '{arg.sql()}' must be a number")
     return value
-
-
-def _top_k_params(node: exp.Expression, args: list[exp.Expression]) -> dict[str, Any]:
-    k = _number_arg(node, args[1])
-    capacity = _number_arg(node, args[2]) if len(args) == 3 else max(100 * k, 100)
-    if k != int(k) or not 1 <= k <= 1000:
-        raise SqlError(f"{node.sql()}: k must be a whole number from 1 to 1000")
-    if capacity != int(capacity) or not k <= capacity <= 100_000:
-        raise SqlError(f"{node.sql()}: capacity must be a whole number from k to 100000")
-    return {"k": int(k), "capacity": int(capacity)}

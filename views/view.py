@@ -32,13 +32,21 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from views.aggregates import Aggregate
-from views.spec import AGGREGATES, ViewSpec
-from views.windows import hop_starts
+from views.spec import ViewSpec
+from views.windows import hop_starts, tumble_start
 
 OTHER = "__other__"
 Key = tuple[Any, ...]
 Groups = dict[Key, list[Aggregate]]
 COUNTERS = ("applied", "late", "overflow", "unmatched")
+
+
+def late_record(
+    event: dict[str, Any], watermark: int | None, grace: int, part: str
+) -> dict[str, Any]:
+    """What is kept of a late event (``GET /late``, snapshots): the event, and the watermark and
+    grace it was judged by, so a reader can tell why it missed its window."""
+    return {"event": event, "watermark": watermark, "grace": grace, "part": part}
 
 
 class Part:
@@ -121,20 +129,12 @@ class View:
                 ts = event[time_field]
                 if cutoff is not None and ts < cutoff:
                     counters["late"] += 1
-                    part.late_events.append(
-                        {
-                            "event": event,
-                            "watermark": watermark,
-                            "grace": spec.grace,
-                            "part": part_name,
-                        }
-                    )
+                    part.late_events.append(late_record(event, watermark, spec.grace, part_name))
                     continue
-                size = window.size
                 starts = (
-                    (ts - ts % size,)
+                    (tumble_start(ts, window.size),)
                     if window.kind == "tumble"
-                    else hop_starts(ts, size, window.slide)
+                    else hop_starts(ts, window.size, window.slide)
                 )
             counters["applied"] += 1
             if weights is not None and weights[index] < 0:
@@ -142,7 +142,7 @@ class View:
                     self._retract(part, start, key, event, args)
                 continue
             for start in starts:
-                aggs = self._group(part, start, key)
+                aggs = self.group(part, start, key)
                 for aggregate, arg in zip(aggs, args, strict=True):
                     if arg is None:
                         aggregate.add(True)
@@ -151,7 +151,9 @@ class View:
                         if value is not None:
                             aggregate.add(value)
 
-    def _group(self, part: Part, start: int, key: Key) -> list[Aggregate]:
+    def group(self, part: Part, start: int, key: Key) -> list[Aggregate]:
+        """The aggregates of ``key`` in the bucket at ``start``, created if new — or those of
+        ``__other__`` once the part holds ``max_groups`` keys (counted as overflow)."""
         groups = part.buckets.get(start)
         if groups is None:
             groups = part.buckets[start] = {}
@@ -240,7 +242,7 @@ class View:
         part = self.parts[name] = Part(self.keep)
         part.counters.update({k: int(v) for k, v in state["counters"].items()})
         part.late_events.extend(state["late_events"])
-        loaders = [(AGGREGATES[s.kind].restore, s.params) for s in self.spec.aggs]
+        loaders = [(s.cls.restore, s.params) for s in self.spec.aggs]
         refs = part.group_refs
         keys: dict[Key, Key] = {}  # one tuple per key, shared by all its buckets
         for start, groups in state["buckets"]:

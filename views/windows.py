@@ -5,9 +5,18 @@ Python's floor division makes these correct for negative timestamps too (before 
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 
 def tumble_start(ts: int, size: int) -> int:
     """Start of the tumbling window of ``size`` ms that contains ``ts``."""
+    return ts - ts % size
+
+
+def tumble_starts(ts: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
+    """``tumble_start`` of every element (numpy's ``%`` floors like Python's, so it agrees for
+    negative timestamps too)."""
     return ts - ts % size
 
 

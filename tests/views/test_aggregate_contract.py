@@ -1,6 +1,9 @@
 """One contract for every aggregate (river's check suite is the model): merge equals feeding both
 streams, state round-trips through JSON, add-then-remove returns to empty where removal exists,
-merging never aliases the source, and results match a plain reference."""
+merging never aliases the source, and results match a plain reference. And every class declares
+the facts the engine reads from it (SQL names, result type, stand-in...), so an aggregate added to
+``views.spec.KINDS`` cannot be forgotten somewhere (its columnar fold: tests/views/test_columns.py).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import orjson
 import pytest
 
 from views.aggregates import Aggregate, NotRemovable
-from views.spec import AGGREGATES, AggSpec
+from views.spec import AGGREGATES, KINDS, SQL_NAMES, AggSpec, SourceSpec
+from views.sql import SqlError, compile_view
 
 Reference = Callable[[list[Any]], Any]
 
@@ -83,6 +87,77 @@ def _check(kind: str, got: Any, expected: Any) -> None:
 
 def test_every_aggregate_has_a_case() -> None:
     assert set(CASES) == set(AGGREGATES)
+
+
+def test_every_aggregate_class_is_listed() -> None:
+    def subclasses(cls: type[Aggregate]) -> set[type[Aggregate]]:
+        return {s for c in cls.__subclasses__() for s in (c, *subclasses(c))}
+
+    assert subclasses(Aggregate) == set(KINDS)
+
+
+RESULT_TYPES = {"int", "number", "float", "array"}  # what views.spec.Column.type may say
+
+
+@pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.kind)
+def test_every_aggregate_declares_its_facts(cls: type[Aggregate]) -> None:
+    assert AGGREGATES[cls.kind] is cls
+    assert cls.result_type in RESULT_TYPES
+    for fact in ("numeric_arg", "removable", "columnar"):
+        assert isinstance(getattr(cls, fact), bool), fact
+    assert all(SQL_NAMES[name] is cls for name in cls.sql_names)
+    assert bool(cls.sql_names) == bool(cls.sql_usage)  # callable from SQL iff the hint names it
+    assert cls.sql_arity
+    assert min(cls.sql_arity) >= 1
+    if cls.columnar:
+        assert cls.fold_columns is not Aggregate.fold_columns, "columnar without a fold"
+    stand_in = cls.stand_in
+    if stand_in is not None:  # an exact twin that answers like the class it replaces
+        assert not cls.removable
+        assert stand_in in KINDS
+        assert stand_in.removable
+        assert stand_in.stand_in is None
+        assert stand_in.shown == cls.kind
+        assert stand_in.numeric_arg == cls.numeric_arg
+    if not cls.sql_names:  # only reachable as a stand-in, and shown as what it stands in for
+        assert [c for c in KINDS if c.stand_in is cls] == [AGGREGATES[cls.shown]]
+    else:
+        assert cls.shown == cls.kind
+
+
+SOURCES = {
+    "s": SourceSpec("s", "ts"),
+    "changes": SourceSpec("changes", "ts", kind="kafka", format="debezium"),
+}
+
+
+def _call(name: str, arity: int) -> str:
+    return f"{name}(x{', 1' * (arity - 1)})"  # 1 is a valid k, capacity and quantile
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "arity"),
+    [(c, n, a) for c in KINDS for n in c.sql_names for a in c.sql_arity],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "kind", str(v)),
+)
+def test_sql_compiles_every_aggregate_by_its_declared_names(
+    cls: type[Aggregate], name: str, arity: int
+) -> None:
+    sql = f"SELECT {_call(name, arity)} AS a FROM s"
+    spec = compile_view("v", sql, SOURCES)
+    assert [a.kind for a in spec.aggs] == [cls.kind]
+    assert (spec.columns[0].type, spec.columns[0].aggregate) == (cls.result_type, cls.shown)
+    assert spec.requirements["x"] == ("number" if cls.numeric_arg else "scalar")
+    # On a change stream: the class itself, its stand-in, or a refusal naming it.
+    sql = sql.replace("FROM s", "FROM changes")
+    if not cls.removable and cls.stand_in is None:
+        with pytest.raises(SqlError, match=f"{cls.kind} cannot forget a value exactly"):
+            compile_view("v", sql, SOURCES)
+        return
+    first, _hidden_row_count = compile_view("v", sql, SOURCES).aggs
+    assert first.kind == (cls.stand_in or cls).kind
+    assert first.cls.removable
+    assert compile_view("v", sql, SOURCES).columns[0].aggregate == cls.kind
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))

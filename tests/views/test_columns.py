@@ -12,13 +12,18 @@ import random
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from ingest.decode import TABLE_MIN_LINES, Decoder
-from views.columns import columnar, dyadic_partials
+from views.aggregates import Aggregate
+from views.aggregates.sums import dyadic_partials
+from views.columns import Table, columnar, prepare
 from views.config import parse
 from views.registry import Batch, Registry
 from views.sketches import DDSketch, HyperLogLog
+from views.spec import KINDS
+from views.view import View
 
 MINUTE = 60_000
 T0 = 1_790_000_000_000
@@ -172,6 +177,69 @@ def test_exact_float_sums_survive_cancellation() -> None:
         [1e15, 0.1, -1e15, 0.2, -0.3, 7.0] * 400
     )
     assert aggs[0].result() == math.fsum([1e15, 0.1, -1e15, 0.2, -0.3, 7.0] * 400)
+
+
+def _argument_columns(rng: random.Random, n: int) -> dict[str, pa.Array]:
+    """An int, a float and a string column with NULLs, zeros and repeats. Fewer distinct values
+    than a top_k's capacity, so the sketches stay exact and both paths must agree to the letter.
+    No -0.0 next to 0.0: the column path counts them apart (see the xfail test below)."""
+    ints = [None, 0, 7, -3, 10**12, *(rng.randrange(-100, 10**6) for _ in range(30))]
+    floats = [None, 0.0, 1e-13, 2.0, 1e15, -1e15, 0.1, *(rng.uniform(-1e3, 1e6) for _ in range(25))]
+    strings = [None, "", *(f"s{i}" for i in range(30))]
+    return {
+        "vi": pa.array([rng.choice(ints) for _ in range(n)], pa.int64()),
+        "vf": pa.array([rng.choice(floats) for _ in range(n)], pa.float64()),
+        "vs": pa.array([rng.choice(strings) for _ in range(n)], pa.string()),
+    }
+
+
+@pytest.mark.parametrize("cls", [c for c in KINDS if c.columnar], ids=lambda c: c.kind)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_columnar_aggregate_folds_like_the_row_path(cls: type[Aggregate], seed: int) -> None:
+    # Any class that says it folds column-wise, on every kind of column it accepts: an aggregate
+    # added to views.spec.KINDS gets this check without being named here.
+    rng = random.Random(seed)
+    n = 3000
+    data = pa.table(
+        {
+            "ts": pa.array([T0 + rng.randrange(5 * MINUTE) for _ in range(n)], pa.int64()),
+            "k": pa.array([rng.choice(["a", "b", None]) for _ in range(n)]),
+            **_argument_columns(rng, n),
+        }
+    )
+    table = Table(data, "ts")
+    call = f"{cls.sql_names[0]}({{}}{', 1' * (cls.sql_arity[0] - 1)})"
+    fields = ["vi", "vf"] if cls.numeric_arg else ["vi", "vf", "vs"]
+    aggregates = ", ".join(f"{call.format(f)} AS a_{f}" for f in fields)
+    sql = f"SELECT k, tumble(ts, '1 minute') AS m, {aggregates} FROM s GROUP BY k, m"
+    cfg = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    row, col = View(cfg.views["v"], "ts"), View(cfg.views["v"], "ts")
+    row.apply(table.rows(), None)
+    prepared = prepare(col, table, None)
+    assert prepared is not None, "the class says it is columnar, but the batch went row-wise"
+    prepared.commit()
+    assert list(row.parts[""].buckets) == list(col.parts[""].buckets)
+    for start, groups in row.parts[""].buckets.items():
+        assert groups.keys() == col.parts[""].buckets[start].keys()
+        for key, aggs in groups.items():
+            for x, y in zip(aggs, col.parts[""].buckets[start][key], strict=True):
+                assert x.result() == y.result(), (start, key, x.kind)
+                assert type(x.result()) is type(y.result()), (start, key, x.kind)
+
+
+@pytest.mark.xfail(strict=True, reason="Arrow groups -0.0 apart from 0.0; the fold keeps one count")
+def test_negative_zero_counts_with_zero_column_wise() -> None:
+    # Found while writing the test above; left as it was (a pure refactor), to be fixed apart.
+    sql = "SELECT top_k(v, 3) AS t, count_distinct(v) AS d FROM s"
+    cfg = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    table = Table(pa.table({"ts": pa.array([1] * 5), "v": [0.0, -0.0, 0.0, -0.0, 0.0]}), "ts")
+    row, col = View(cfg.views["v"], "ts"), View(cfg.views["v"], "ts")
+    row.apply(table.rows(), None)
+    prepared = prepare(col, table, None)
+    assert prepared is not None
+    prepared.commit()
+    states = [[a.to_state() for a in v.parts[""].buckets[0][()]] for v in (row, col)]
+    assert states[0] == states[1]
 
 
 @pytest.mark.parametrize(

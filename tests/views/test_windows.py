@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from views.durations import format_duration, parse_duration
-from views.windows import align, hop_starts, tumble_start
+from views.windows import align, hop_starts, tumble_start, tumble_starts
 
 times = st.integers(min_value=-(10**13), max_value=10**13)
 sizes = st.integers(min_value=1, max_value=10**9)
@@ -18,6 +19,13 @@ def test_tumble_window_contains_its_timestamp(ts: int, size: int) -> None:
     start = tumble_start(ts, size)
     assert start <= ts < start + size
     assert start % size == 0
+
+
+@given(st.lists(times, max_size=50), sizes)
+def test_tumble_starts_is_tumble_start_per_element(ts: list[int], size: int) -> None:
+    # The column path and the row path must put every event in the same window.
+    got = tumble_starts(np.array(ts, dtype=np.int64), size)
+    assert got.tolist() == [tumble_start(t, size) for t in ts]
 
 
 @given(times, st.integers(1, 10**6), st.integers(1, 50))
