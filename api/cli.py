@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
-import signal
 import sys
 import time
-from pathlib import Path
-
-from aiohttp import web
 
 from api import logs
-from api.app import make_app
-from api.auth import ACTIONS, AuthError, loopback, mint_embed, new_token, parse_auth
-from api.engine import ENGINE
+from api.auth import ACTIONS, AuthError, mint_embed, new_token, parse_auth
+from api.demo import EXAMPLE, run_demo
+from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
 from views.config import Config, ConfigError, load
 from views.durations import format_duration, parse_duration
 
-GIL_SWITCH_S = 0.0005
-log = logging.getLogger("tallyd")
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
+__all__ = ["EXAMPLE", "describe", "main"]  # EXAMPLE: where tests and benchmarks found it first
 
 
 def describe(config: Config) -> str:
@@ -79,57 +71,6 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_without_tokens(config: Config, settings: Settings) -> str | None:
-    """Why serving is refused: a non-loopback address and no token to guard it."""
-    auth = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
-    if auth.enabled or loopback(settings.host):
-        return None
-    return (
-        f"refusing to listen on {settings.listen} without any token: anyone who can reach it "
-        "could read every view and post events. Create one with\n"
-        "  tallyd token create --name NAME --scopes admin\n"
-        f"and paste the line it prints into [auth] tokens = [...] in {config.path}, "
-        "or listen on 127.0.0.1"
-    )
-
-
-async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
-    # Worker threads (column-wise batches, snapshot encoding) keep the GIL up to the switch
-    # interval each time the event loop asks for it back, and a query asks several times (every
-    # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query
-    # (the convoy effect). benchmarks/README.md has the figures behind this value.
-    sys.setswitchinterval(float(os.environ.get("TALLYD_GIL_SWITCH_S", GIL_SWITCH_S)))
-    app = make_app(config, settings, manage_gc=True)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    engine = app[ENGINE]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("event=listening url=http://%s data_dir=%s", settings.listen, settings.data_dir)
-    stopper = asyncio.create_task(stop.wait())
-    failer = asyncio.create_task(engine.fatal.wait())
-    if on_ready:
-        asyncio.create_task(_announce(engine.ready, on_ready))  # noqa: RUF006 - one-shot print
-    await asyncio.wait([stopper, failer], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    failer.cancel()
-    log.info("event=stopping reason=%s", "fatal" if engine.fatal.is_set() else "signal")
-    await runner.cleanup()
-    if engine.fatal.is_set():
-        print(f"tallyd: {engine.fatal_reason}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _announce(ready: asyncio.Event, text: str) -> None:
-    await ready.wait()
-    print(text, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tallyd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
-            refusal = _open_without_tokens(config, settings)
+            refusal = open_without_tokens(config, settings)
             if refusal is not None:
                 print(f"tallyd: {refusal}", file=sys.stderr)
                 return 1
@@ -196,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             print("config line (add to [auth] tokens = [...]; it holds only the hash):")
             print(f"  {line}")
             return 0
-        from api.demo import run_demo
-
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
         return asyncio.run(run_demo(config, settings, args.rate))
     except (ConfigError, SettingsError, AuthError) as err:

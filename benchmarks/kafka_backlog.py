@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from api.cli import EXAMPLE
-from api.demo import order
+from api.demo import EXAMPLE
+from api.shop import order
 from benchmarks.server import ServerProcess
 from tests.kafka.broker import broker_unless, create_topic, produce
 

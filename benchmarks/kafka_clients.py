@@ -22,7 +22,7 @@ import aiokafka
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from api.demo import order
+from api.shop import order
 from tests.kafka.broker import broker_unless, create_topic, produce
 
 

@@ -50,9 +50,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from api.shop import COUNTRIES
 from benchmarks import load
 from benchmarks.server import ServerProcess
-from benchmarks.shop import CONFIG, COUNTRIES, Bodies, events
+from benchmarks.shop import CONFIG, Bodies, events
 
 PEERS = Path(__file__).parent / "peers"
 MINUTE = 60_000
