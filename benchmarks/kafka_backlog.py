@@ -25,8 +25,8 @@ import aiohttp
 
 from api.demo import EXAMPLE
 from api.shop import order
+from benchmarks.broker import broker_unless, create_topic, produce
 from benchmarks.server import ServerProcess
-from tests.kafka.broker import broker_unless, create_topic, produce
 
 
 def config(bootstrap: str, topic: str) -> str:

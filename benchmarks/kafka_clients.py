@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from api.shop import order
-from tests.kafka.broker import broker_unless, create_topic, produce
+from benchmarks.broker import broker_unless, create_topic, produce
 
 
 async def aiokafka_rate(bootstrap: str, topic: str, total: int) -> float:
