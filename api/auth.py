@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from aiohttp import web
 from views.durations import parse_duration
 
 ACTIONS = ("read", "append", "admin")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a POSIX shell can export
 
 
 class AuthError(ValueError):
@@ -134,7 +136,13 @@ def parse_auth(
     views: list[str],
     sources: list[str],
     environ: Mapping[str, str] = os.environ,
+    *,
+    read_secrets: bool = True,
 ) -> Auth:
+    """The [auth] table, validated. ``read_secrets=False`` checks where secrets come from (the names
+    of environment variables) but not their values, and leaves ``embed_key`` None: ``tallyd
+    check`` validates a config in CI, which has no production secrets; serving needs them."""
+
     def fail(field: str, message: str) -> AuthError:
         return AuthError(f"{path}: auth: field '{field}': {message}")
 
@@ -181,21 +189,31 @@ def parse_auth(
     embed_key = None
     env = raw.get("embed_secret_env")
     if env is not None:
-        if not isinstance(env, str) or not env:
-            raise fail("embed_secret_env", "the name of an environment variable")
-        value = environ.get(env, "")
-        if len(value) < 32:
+        if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
             raise fail(
                 "embed_secret_env",
-                f"${env} must hold the embed signing key, at least 32 characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+                f"{env!r}: the name of an environment variable, e.g. TALLYD_EMBED_SECRET",
             )
-        embed_key = value.encode()
+        if read_secrets:
+            embed_key = _embed_key(fail, env, environ)
     try:
         max_ttl = parse_duration(str(raw.get("embed_max_ttl", "24h"))) // 1000
     except ValueError as err:
         raise fail("embed_max_ttl", str(err)) from None
     return Auth(tuple(tokens), tuple(origins), embed_key, max_ttl)
+
+
+def _embed_key(fail: Any, env: str, environ: Mapping[str, str]) -> bytes:
+    value = environ.get(env)
+    hint = (
+        "the embed signing key, at least 32 characters "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
+    if value is None:
+        raise fail("embed_secret_env", f"${env} is not set; it must hold {hint}")
+    if len(value) < 32:
+        raise fail("embed_secret_env", f"${env} must hold {hint}")
+    return value.encode()
 
 
 def _check_scope(fail: Any, field: str, scope: Any, views: list[str], sources: list[str]) -> None:

@@ -1,29 +1,30 @@
-"""``tallyd serve | check | demo``."""
+"""The ``tallyd`` command line: serve, check, demo, token and bench (the README's "Commands").
+
+Serving itself is api/server.py; ``bench`` is imported only when it runs (benchmarks/ needs the
+``tallyd[bench]`` extras, and the server never loads it)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
-import signal
 import sys
 import time
-from pathlib import Path
-
-from aiohttp import web
 
 from api import logs
-from api.app import make_app
-from api.auth import ACTIONS, AuthError, loopback, mint_embed, new_token, parse_auth
-from api.engine import ENGINE
+from api.auth import ACTIONS, AuthError, mint_embed, new_token, parse_auth
+from api.demo import EXAMPLE, run_demo
+from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
 from views.config import Config, ConfigError, load
 from views.durations import format_duration, parse_duration
 
-GIL_SWITCH_S = 0.0005
-log = logging.getLogger("tallyd")
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
+__all__ = ["EXAMPLE", "describe", "main", "parser"]
+
+DESCRIPTION = (
+    "tallyd: incremental aggregate views over event streams (Kafka, HTTP, files), answered over "
+    "HTTP in milliseconds."
+)
+EPILOG = "Run 'tallyd COMMAND --help' for a command's options; the README explains each one."
 
 
 def describe(config: Config) -> str:
@@ -52,98 +53,95 @@ def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     return config, load_settings(config.server, config.path, **overrides)
 
 
-def _embed(args: argparse.Namespace) -> int:
+def _check(path: str) -> int:
+    config = load(path)
+    # Secrets (the embed signing key) are the server's, not the config's: CI checks a config
+    # without them, and only names are validated here.
+    parse_auth(
+        config.auth, config.path, list(config.views), list(config.sources), read_secrets=False
+    )
+    load_settings(config.server, config.path)
+    print(describe(config))
+    return 0
+
+
+class Refused(Exception):
+    """What a command was asked that it cannot do; the message says what to give instead."""
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    bad_scopes = [s for s in scopes if s.partition(":")[0] not in ACTIONS]
+    if not scopes or bad_scopes:
+        raise Refused(
+            f"scopes {bad_scopes or scopes}: use read, read:VIEW, append, append:SOURCE, admin"
+        )
+    secret, line = new_token(args.name, scopes)
+    print(f"secret (shown once; give it to the client): {secret}")
+    print("config line (add to [auth] tokens = [...]; it holds only the hash):")
+    print(f"  {line}")
+    return 0
+
+
+def _embed_filters(config: Config, views: list[str], items: list[str]) -> dict[str, list[str]]:
+    if not views:
+        raise Refused("--views: name at least one view")
+    unknown = [v for v in views if v not in config.views]
+    if unknown:
+        raise Refused(f"--views: no view {', '.join(unknown)}; known: {', '.join(config.views)}")
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Refused(f"--filter {item!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).append(value)
+    for view in views:
+        # The server answers 403 to a token filtering a view on a key it does not group by:
+        # say so now rather than hand out a token that cannot read.
+        keys = sorted(c.name for c in config.views[view].columns if c.role == "key")
+        for key in filters:
+            if key not in keys:
+                raise Refused(f"--filter {key}=...: view {view} has no key {key!r} (keys: {keys})")
+    return filters
+
+
+def _token_embed(args: argparse.Namespace) -> int:
     config = load(args.config)
     auth = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
     if auth.embed_key is None:
-        print(f"tallyd: {config.path}: set [auth] embed_secret_env first", file=sys.stderr)
-        return 1
+        raise Refused(f"{config.path}: set [auth] embed_secret_env first")
     views = [v.strip() for v in args.views.split(",") if v.strip()]
-    unknown = [v for v in views if v not in config.views]
-    filters: dict[str, list[str]] = {}
-    for item in args.filter:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"tallyd: --filter {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 1
-        filters.setdefault(key, []).append(value)
-    ttl = parse_duration(args.ttl) // 1000
-    if unknown or not views or not 0 < ttl <= auth.embed_max_ttl:
-        print(
-            f"tallyd: views {unknown or views} / ttl {args.ttl}: name known views and a ttl "
-            f"up to embed_max_ttl ({auth.embed_max_ttl} s)",
-            file=sys.stderr,
-        )
-        return 1
+    filters = _embed_filters(config, views, args.filter)
+    try:
+        ttl = parse_duration(args.ttl) // 1000
+    except ValueError as err:
+        raise Refused(f"--ttl: {err}") from None
+    if not 0 < ttl <= auth.embed_max_ttl:
+        raise Refused(f"--ttl {args.ttl}: 1 s to embed_max_ttl ({auth.embed_max_ttl} s)")
     print(mint_embed(auth.embed_key, views, filters, ttl, int(time.time())))
     return 0
 
 
-def _open_without_tokens(config: Config, settings: Settings) -> str | None:
-    """Why serving is refused: a non-loopback address and no token to guard it."""
-    auth = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
-    if auth.enabled or loopback(settings.host):
-        return None
-    return (
-        f"refusing to listen on {settings.listen} without any token: anyone who can reach it "
-        "could read every view and post events. Create one with\n"
-        "  tallyd token create --name NAME --scopes admin\n"
-        f"and paste the line it prints into [auth] tokens = [...] in {config.path}, "
-        "or listen on 127.0.0.1"
-    )
-
-
-async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
-    # Worker threads (column-wise batches, snapshot encoding) keep the GIL up to the switch
-    # interval each time the event loop asks for it back, and a query asks several times (every
-    # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query
-    # (the convoy effect). benchmarks/README.md has the figures behind this value.
-    sys.setswitchinterval(float(os.environ.get("TALLYD_GIL_SWITCH_S", GIL_SWITCH_S)))
-    app = make_app(config, settings, manage_gc=True)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    engine = app[ENGINE]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("event=listening url=http://%s data_dir=%s", settings.listen, settings.data_dir)
-    stopper = asyncio.create_task(stop.wait())
-    failer = asyncio.create_task(engine.fatal.wait())
-    if on_ready:
-        asyncio.create_task(_announce(engine.ready, on_ready))  # noqa: RUF006 - one-shot print
-    await asyncio.wait([stopper, failer], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    failer.cancel()
-    log.info("event=stopping reason=%s", "fatal" if engine.fatal.is_set() else "signal")
-    await runner.cleanup()
-    if engine.fatal.is_set():
-        print(f"tallyd: {engine.fatal_reason}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _announce(ready: asyncio.Event, text: str) -> None:
-    await ready.wait()
-    print(text, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tallyd", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="tallyd", description=DESCRIPTION, epilog=EPILOG)
+    commands = root.add_subparsers(dest="command", required=True, title="commands")
     p_serve = commands.add_parser("serve", help="run the server")
     p_serve.add_argument("--config", required=True, help="the tallyd TOML file")
     p_serve.add_argument("--data-dir", help="override [server] data_dir")
     p_serve.add_argument("--listen", help="override [server] listen (HOST:PORT)")
-    p_check = commands.add_parser("check", help="validate a config and describe its views")
-    p_check.add_argument("config")
+    p_check = commands.add_parser(
+        "check", help="validate a config and describe its views (needs none of its secrets)"
+    )
+    p_check.add_argument("config", help="the tallyd TOML file")
     p_demo = commands.add_parser("demo", help="serve examples/shop.toml with generated events")
     p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
-    p_demo.add_argument("--data-dir", default="./tallyd-demo-data")
-    p_demo.add_argument("--listen", default="127.0.0.1:8080")
-    p_token = commands.add_parser("token", help="create an API token: 'tallyd token create'")
+    p_demo.add_argument(
+        "--data-dir", default="./tallyd-demo-data", help="its state (default %(default)s)"
+    )
+    p_demo.add_argument(
+        "--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)"
+    )
+    p_token = commands.add_parser("token", help="create an API token or a browser's embed token")
     token_commands = p_token.add_subparsers(dest="token_command", required=True)
     p_create = token_commands.add_parser("create", help="print a new secret and its config line")
     p_create.add_argument("--name", required=True)
@@ -152,57 +150,65 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="comma-separated: read, read:VIEW, append, append:SOURCE, admin",
     )
-    p_bench = commands.add_parser(
+    p_embed = token_commands.add_parser(
+        "embed",
+        help="print a short-lived token for a browser: these views, these filters forced",
+    )
+    p_embed.add_argument("--config", required=True, help="the tallyd TOML file")
+    p_embed.add_argument("--views", required=True, help="comma-separated view names")
+    p_embed.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="forced onto every read; repeat for more values or keys",
+    )
+    p_embed.add_argument(
+        "--ttl", default="1h", help="how long it is valid (default 1h; at most embed_max_ttl)"
+    )
+    # Listed here for --help; its arguments are the load-test suite's own (main hands them on).
+    commands.add_parser(
         "bench",
-        help="load-test a tallyd: 'tallyd bench run SCENARIO ...' or 'tallyd bench targets ...'",
+        help="load-test a tallyd: 'tallyd bench list | run SCENARIO ... | targets ...'",
         add_help=False,
     )
-    p_bench.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command == "bench":
-        try:
-            from benchmarks.__main__ import main as bench
-        except ImportError as err:  # the load generator's extras are not installed
-            print(f"tallyd: bench needs: pip install 'tallyd[bench]' ({err})", file=sys.stderr)
-            return 1
-        return bench(args.rest)
+    return root
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        from benchmarks.__main__ import main as bench
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] != "hdrh":  # a bug, not the extras: show it
+            raise
+        print(f"tallyd: bench needs: pip install 'tallyd[bench]' ({err})", file=sys.stderr)
+        return 1
+    return bench(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        # Before parsing: argparse would claim 'tallyd bench --help' as its own option.
+        return _bench(argv[1:])
+    args = parser().parse_args(argv)
     logs.configure()
     try:
         if args.command == "check":
-            config, _ = _load(args.config)
-            print(describe(config))
-            return 0
+            return _check(args.config)
         if args.command == "serve":
             config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
-            refusal = _open_without_tokens(config, settings)
+            refusal = open_without_tokens(config, settings)
             if refusal is not None:
                 print(f"tallyd: {refusal}", file=sys.stderr)
                 return 1
             return asyncio.run(serve(config, settings))
         if args.command == "token" and args.token_command == "embed":  # noqa: S105 - a subcommand
-            return _embed(args)
+            return _token_embed(args)
         if args.command == "token":
-            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-            bad_scopes = [s for s in scopes if s.partition(":")[0] not in ACTIONS]
-            if not scopes or bad_scopes:
-                print(
-                    f"tallyd: scopes {bad_scopes or scopes}: use read, read:VIEW, append, "
-                    "append:SOURCE, admin",
-                    file=sys.stderr,
-                )
-                return 1
-            secret, line = new_token(args.name, scopes)
-            print(f"secret (shown once; give it to the client): {secret}")
-            print("config line (add to [auth] tokens = [...]; it holds only the hash):")
-            print(f"  {line}")
-            return 0
-        from api.demo import run_demo
-
+            return _token_create(args)
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
         return asyncio.run(run_demo(config, settings, args.rate))
-    except (ConfigError, SettingsError, AuthError) as err:
-        print(f"tallyd: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
+    except (ConfigError, SettingsError, AuthError, Refused, OSError) as err:
         print(f"tallyd: {err}", file=sys.stderr)
         return 1

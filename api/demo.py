@@ -7,67 +7,19 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any
+from pathlib import Path
 
 import aiohttp
 import orjson
 
-from api.cli import serve
+from api.server import serve
 from api.settings import Settings
+from api.shop import order, request
 from views.config import Config
 from views.timefmt import format_time
 
 log = logging.getLogger("tallyd.demo")
-
-COUNTRIES = [
-    "US",
-    "DE",
-    "FR",
-    "GB",
-    "JP",
-    "BR",
-    "IN",
-    "CA",
-    "AU",
-    "ES",
-    "IT",
-    "NL",
-    "SE",
-    "PL",
-    "MX",
-    "KR",
-    "CH",
-    "BE",
-    "AT",
-    "NO",
-]
-DEVICES = ["ios", "android", "web", "desktop"]
-STATUSES = ["paid"] * 8 + ["refunded", "failed"]
-
-
-def order(rng: random.Random, ts: int) -> dict[str, Any]:
-    product = min(int(rng.paretovariate(1.2)), 10_000)  # a few products sell most
-    return {
-        "ts": ts,
-        "order_id": rng.getrandbits(48),
-        "user_id": f"u{rng.randrange(1_000_000)}",
-        "country": COUNTRIES[min(int(rng.expovariate(0.25)), len(COUNTRIES) - 1)],
-        "device": rng.choice(DEVICES),
-        "product": f"p{product}",
-        "amount": round(rng.lognormvariate(3.3, 0.7), 2),
-        "qty": rng.choice((1, 1, 1, 2, 3)),
-        "status": rng.choice(STATUSES),
-    }
-
-
-def request(rng: random.Random, ts: int) -> dict[str, Any]:
-    return {
-        "ts": ts,
-        "device": rng.choice(DEVICES),
-        "path": rng.choice(["/", "/search", "/product", "/cart", "/checkout"]),
-        "latency_ms": round(rng.lognormvariate(3.0, 0.6) + (200 if rng.random() < 0.02 else 0), 1),
-        "status_code": 500 if rng.random() < 0.01 else 200,
-    }
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
 
 
 async def generate(base: str, rate: int, stop: asyncio.Event, seed: int = 42) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,19 @@ def scenario_path(text: str) -> Path:
     return bundled
 
 
+def summary(path: Path) -> str:
+    """A scenario's first sentence, from the comment that opens its file (which wraps lines)."""
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    text = " ".join(comment)
+    # A sentence ends at a full stop before a new one, not in "e.g. x" or "50,000-event".
+    end = re.search(r"[.!?](?=\s+[^a-z\s])", text)
+    return text[: end.end()] if end else text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["targets"]:
@@ -91,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for path in sorted(SCENARIOS.glob("*.toml")):
-            print(f"{path.stem:16} {path.read_text().splitlines()[0].lstrip('# ')}")
+            print(
+                textwrap.fill(
+                    summary(path),
+                    100,
+                    initial_indent=f"{path.stem:16} ",
+                    subsequent_indent=" " * 17,
+                )
+            )
         return 0
     scenario = load.Scenario.load(args.scenario)
     result = asyncio.run(run(scenario, args.url, args.config))

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from api.cli import EXAMPLE
-from api.demo import order
+from api.demo import EXAMPLE
+from api.shop import order
 from benchmarks.server import ServerProcess
 from ingest.decode import Decoder
 from views.config import load

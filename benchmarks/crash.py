@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from benchmarks.broker import broker_unless, create_topic
 from benchmarks.server import ServerProcess
 
 BASE_TS = 1_790_000_000_000
@@ -309,8 +310,6 @@ async def run(
     kafka_text = ""
     topic = None
     if bootstrap is not None:
-        from tests.kafka.broker import create_topic
-
         topic = await create_topic(bootstrap, 2)
         kafka_text = KAFKA_CONFIG.format(bootstrap=bootstrap, topic=topic, group=f"crash-{topic}")
     config = directory / "tallyd.toml"
@@ -405,8 +404,6 @@ def main() -> None:
         if args.no_kafka:
             broker: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext()
         else:
-            from tests.kafka.broker import broker_unless
-
             broker = broker_unless(args.bootstrap, Path(tmp))
         with broker as bootstrap, contextlib.ExitStack() as stack:
             stack.callback(ServerProcess.stop_all)  # Ctrl-C leaves no server behind

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import aiohttp
 
-from api.cli import EXAMPLE
-from api.demo import order
+from api.demo import EXAMPLE
+from api.shop import order
+from benchmarks.broker import broker_unless, create_topic, produce
 from benchmarks.server import ServerProcess
-from tests.kafka.broker import broker_unless, create_topic, produce
 
 
 def config(bootstrap: str, topic: str) -> str:

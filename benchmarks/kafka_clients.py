@@ -22,8 +22,8 @@ import aiokafka
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from api.demo import order
-from tests.kafka.broker import broker_unless, create_topic, produce
+from api.shop import order
+from benchmarks.broker import broker_unless, create_topic, produce
 
 
 async def aiokafka_rate(bootstrap: str, topic: str, total: int) -> float:

@@ -45,7 +45,7 @@ import aiohttp
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from api.demo import order
+from api.shop import order
 from benchmarks.shop import Bodies
 from benchmarks.shop import event as shop_event
 from views.durations import parse_duration

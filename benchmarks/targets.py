@@ -50,9 +50,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from api.shop import COUNTRIES
 from benchmarks import load
+from benchmarks.broker import broker_unless, create_topic
 from benchmarks.server import ServerProcess
-from benchmarks.shop import CONFIG, COUNTRIES, Bodies, events
+from benchmarks.shop import CONFIG, Bodies, events
 
 PEERS = Path(__file__).parent / "peers"
 MINUTE = 60_000
@@ -158,8 +160,6 @@ async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dic
     """N shop orders on a new 4-partition topic, keyed (and partitioned) by country, so every
     engine — Quix windows by key — sees one country's orders in one partition, in order."""
     from aiokafka import AIOKafkaProducer
-
-    from tests.kafka.broker import create_topic
 
     # Quix Streams reads the topic's retention.ms and fails without it: state it explicitly.
     topic = await create_topic(bootstrap, 4, config={"retention.ms": "-1"})
@@ -572,9 +572,7 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
             out["http"] = await http_ingest(tmp, 3 if quick else 15)
             print("http", out["http"], flush=True)
         if wanted & {"kafka", "peers"}:
-            from tests.kafka.broker import broker_unless
-
-            n = 20_000 if quick else args.kafka_events
+            n = args.kafka_events or (20_000 if quick else 500_000)
             with broker_unless(args.bootstrap, tmp) as bootstrap:
                 topic, end, ref = await produce_shop(bootstrap, n)
                 out["kafka_reference"] = ref
@@ -628,7 +626,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks it runs")
     parser.add_argument("--only", nargs="*", help="measure only these (see above)")
     parser.add_argument("--bootstrap", help="an existing Kafka instead of a Tansu started here")
-    parser.add_argument("--kafka-events", type=int, default=500_000)
+    parser.add_argument(
+        "--kafka-events",
+        type=int,
+        help="records produced for kafka and peers (default 500,000; 20,000 with --quick)",
+    )
     parser.add_argument(
         "--peers-python",
         default=os.environ.get("TALLYD_PEERS_PYTHON", sys.executable),

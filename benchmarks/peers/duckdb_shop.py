@@ -9,7 +9,8 @@ import time
 
 import duckdb
 
-from benchmarks.shop import COUNTRIES, events
+from api.shop import COUNTRIES
+from benchmarks.shop import events
 
 MINUTE = 60_000
 n, now = int(sys.argv[1]), int(sys.argv[2])

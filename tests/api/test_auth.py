@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.auth import mint_embed, new_token
-from api.cli import _open_without_tokens
+from api.server import open_without_tokens
 from api.settings import load_settings
 from tests.helpers import MINUTE_CONFIG, minute_orders, running
 from views.config import parse
@@ -178,12 +178,10 @@ async def test_cors_answers_allowed_origins_only_and_charts_set_frame_ancestors(
 def test_serving_beyond_loopback_without_tokens_is_refused_with_how_to_fix() -> None:
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {}})
     public = load_settings({}, "x.toml", listen="0.0.0.0:8080")
-    refusal = _open_without_tokens(config, public)
+    refusal = open_without_tokens(config, public)
     assert refusal is not None
     assert "tallyd token create" in refusal
-    assert (
-        _open_without_tokens(config, load_settings({}, "x.toml", listen="127.0.0.1:8080")) is None
-    )
+    assert open_without_tokens(config, load_settings({}, "x.toml", listen="127.0.0.1:8080")) is None
     guarded = parse(
         {
             "sources": {"s": {"time": "ts"}},
@@ -191,7 +189,7 @@ def test_serving_beyond_loopback_without_tokens_is_refused_with_how_to_fix() -> 
             "auth": {"tokens": [{"name": "a", "sha256": "0" * 64, "scopes": ["admin"]}]},
         }
     )
-    assert _open_without_tokens(guarded, public) is None
+    assert open_without_tokens(guarded, public) is None
 
 
 def test_token_create_prints_a_secret_once_and_a_line_holding_only_its_hash(

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from api.cli import EXAMPLE
+from api.demo import EXAMPLE
 from benchmarks import load, report
 from benchmarks.shop import CONFIG as SHOP_CONFIG
 from tests.helpers import running

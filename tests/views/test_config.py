@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import EXAMPLE
+from api.demo import EXAMPLE
 from views.config import ConfigError, load
 
 HEADER = '[sources.orders]\ntime = "ts"\n'

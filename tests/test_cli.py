@@ -1,0 +1,378 @@
+"""The ``tallyd`` command as users run it: the installed console script, in a subprocess, from a
+directory outside the repository (so nothing resolves by accident, ``tests`` included).
+
+Every command in the README's ``## Commands`` block is run here doing its job, quickly: a command
+documented there with no working implementation (or no runner below) fails the suite.
+Every wait is bounded; every process started is stopped, even when an assertion fails."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from benchmarks.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TALLYD = Path(sys.executable).parent / "tallyd"
+EXAMPLE = ROOT / "examples" / "shop.toml"
+SCENARIOS = ROOT / "benchmarks" / "scenarios"
+EMBED_KEY = "e" * 48
+RUN_S = 120  # the longest any one command here may take before the test fails
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The caller's environment without PYTHONPATH: only what is installed is importable."""
+    out = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**out, **extra}
+
+
+def tallyd(
+    *args: str, cwd: Path, timeout: float = RUN_S, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    assert TALLYD.exists(), f"the console script is not installed next to {sys.executable}"
+    return subprocess.run(
+        [str(TALLYD), *args],
+        cwd=cwd,
+        env=environ or env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def started(*args: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A long-running tallyd (serve, demo); killed on the way out if it is still running."""
+    with (cwd / "out.log").open("wb") as out, (cwd / "err.log").open("wb") as err:
+        proc = subprocess.Popen([str(TALLYD), *args], cwd=cwd, env=env(), stdout=out, stderr=err)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def logs(cwd: Path) -> str:
+    return f"stdout:\n{(cwd / 'out.log').read_text()}\nstderr:\n{(cwd / 'err.log').read_text()}"
+
+
+def http(url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """GET, or POST ``body``; 127.0.0.1 only (a test's own server)."""
+    assert url.startswith("http://127.0.0.1:")
+    method = "GET" if body is None else "POST"
+    request = urllib.request.Request(url, body, method=method)  # noqa: S310 - http, asserted
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - as above
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def until(
+    what: Callable[[], bool], proc: subprocess.Popen[bytes], cwd: Path, within: float
+) -> None:
+    """Poll ``what`` until it holds, the process exits, or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"tallyd exited with {proc.returncode}\n{logs(cwd)}")
+        with contextlib.suppress(OSError):
+            if what():
+                return
+        time.sleep(0.05)  # polling a condition, bounded by the deadline
+    pytest.fail(f"not within {within} s\n{logs(cwd)}")
+
+
+def stop(proc: subprocess.Popen[bytes], cwd: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, logs(cwd)
+
+
+def ready(base: str) -> Callable[[], bool]:
+    return lambda: http(f"{base}/readyz")[0] == 200
+
+
+def counted(base: str, view: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status, body = http(f"{base}/v1/views/{view}")
+        return status == 200 and any(row.get("orders", 0) > 0 for row in json.loads(body)["rows"])
+
+    return check
+
+
+def write_config(cwd: Path, auth: str = "") -> Path:
+    path = cwd / "tallyd.toml"
+    path.write_text(EXAMPLE.read_text() + auth)
+    return path
+
+
+# -- the README's commands -------------------------------------------------------------------------
+
+
+def documented() -> list[str]:
+    """The command lines of the README's ``## Commands`` code block."""
+    section = (ROOT / "README.md").read_text().split("\n## Commands\n", 1)[1]
+    block = section.split("```", 2)[1]
+    return [line.strip() for line in block.splitlines() if line.startswith("tallyd ")]
+
+
+def command(line: str) -> str:
+    """The subcommand path: 'tallyd bench run SCENARIO ...' -> 'bench run'."""
+    words = []
+    for word in line.split()[1:]:
+        if not re.fullmatch(r"[a-z]+", word):
+            break
+        words.append(word)
+    return " ".join(words)
+
+
+def options(line: str) -> list[str]:
+    return re.findall(r"--[a-z][a-z-]*", line.partition("#")[0])
+
+
+def run_serve(cwd: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = write_config(cwd)
+    args = ("--config", str(config), "--data-dir", str(cwd / "data"))
+    with started("serve", *args, "--listen", f"127.0.0.1:{port}", cwd=cwd) as proc:
+        until(ready(base), proc, cwd, 60)
+        body = b'{"ts": 1790000000000, "status": "paid", "amount": 2.5, "country": "FR"}'
+        assert http(f"{base}/v1/sources/orders/events", body)[0] == 200
+        until(counted(base, "order_status"), proc, cwd, 10)
+        stop(proc, cwd)
+
+
+def run_check(cwd: Path) -> None:
+    done = tallyd("check", str(EXAMPLE), cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert "view revenue_by_country (from orders)" in done.stdout
+
+
+def run_demo(cwd: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ("--rate", "50", "--data-dir", str(cwd / "demo-data"), "--listen", f"127.0.0.1:{port}")
+    with started("demo", *args, cwd=cwd) as proc:
+        until(ready(base), proc, cwd, 60)
+        until(counted(base, "order_status"), proc, cwd, 20)  # the generator is posting
+        stop(proc, cwd)
+    assert f"tallyd demo is running at {base}" in (cwd / "out.log").read_text()
+
+
+def run_bench_list(cwd: Path) -> None:
+    done = tallyd("bench", "list", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    for path in SCENARIOS.glob("*.toml"):
+        assert re.search(rf"^{re.escape(path.stem)} ", done.stdout, re.MULTILINE), path.stem
+
+
+def run_bench_run(cwd: Path) -> None:
+    scenario = cwd / "tiny.toml"
+    scenario.write_text(
+        'name = "tiny"\nduration = "1s"\nconnections = 2\n'
+        '[ingest]\nrate = 100\nbatch = 10\nsource = "orders"\n'
+        '[query]\nrate = 10\ntemplates = [{ path = "/v1/views/order_status" }]\n'
+    )
+    out = cwd / "reports"
+    args = ("--config", str(write_config(cwd)), "--out", str(out))
+    done = tallyd("bench", "run", str(scenario), *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "tiny.json").read_text())
+    assert report["streams"]["ingest"]["statuses"] == {"200": 10}
+    assert report["streams"]["query"]["statuses"] == {"200": 10}
+
+
+def run_bench_targets(cwd: Path) -> None:
+    # --quick alone runs every target (minutes: Kafka, peers, wrk); one in-process target shows
+    # the command works. test_bench_targets_runs_without_the_repository runs the Kafka one.
+    done = tallyd("bench", "targets", "--quick", "--only", "memory", "--out", str(cwd), cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((cwd / "targets.json").read_text())["memory"]["pairs"] > 0
+
+
+def run_token_create(cwd: Path) -> None:
+    done = tallyd("token", "create", "--name", "ci", "--scopes", "read,append:orders", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    first, *_, last = done.stdout.splitlines()
+    secret = first.rpartition(": ")[2]
+    line = tomllib.loads(f"t = {last.strip()}")["t"]
+    assert line["sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    # The line it prints is one a config accepts.
+    checked = tallyd("check", str(write_config(cwd, f"\n[auth]\ntokens = [{last}]\n")), cwd=cwd)
+    assert checked.returncode == 0, checked.stderr
+
+
+def run_token_embed(cwd: Path) -> None:
+    config = write_config(cwd, '\n[auth]\nembed_secret_env = "TALLYD_CLI_TEST_EMBED"\n')
+    args = ("--config", str(config), "--views", "revenue_by_country,order_status")
+    with_secret = env(TALLYD_CLI_TEST_EMBED=EMBED_KEY)
+    done = tallyd("token", "embed", *args, "--filter", "country=FR", cwd=cwd, environ=with_secret)
+    assert done.returncode != 0  # order_status is not grouped by country: it would only 403
+    assert "order_status has no key 'country'" in done.stderr
+    args = ("--config", str(config), "--views", "revenue_by_country")
+    filters = ("--filter", "country=FR", "--filter", "country=DE")
+    done = tallyd("token", "embed", *args, *filters, cwd=cwd, environ=with_secret)
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), EMBED_KEY, algorithms=["HS256"])
+    assert claims["views"] == ["revenue_by_country"]
+    assert claims["filters"] == {"country": ["FR", "DE"]}
+    assert claims["exp"] - claims["iat"] == 3600  # --ttl defaults to 1h
+
+
+RUNNERS: dict[str, Callable[[Path], None]] = {
+    "serve": run_serve,
+    "check": run_check,
+    "demo": run_demo,
+    "bench list": run_bench_list,
+    "bench run": run_bench_run,
+    "bench targets": run_bench_targets,
+    "token create": run_token_create,
+    "token embed": run_token_embed,
+}
+LINES = documented()
+
+
+def test_the_commands_block_is_found_and_every_runner_is_documented() -> None:
+    assert len(LINES) >= 8, LINES
+    stale = set(RUNNERS) - {command(line) for line in LINES}
+    assert not stale, f"runners for commands the README no longer documents: {stale}"
+
+
+@pytest.mark.parametrize("line", LINES, ids=[command(line) for line in LINES])
+def test_every_documented_command_does_its_job(line: str, tmp_path: Path) -> None:
+    path = command(line)
+    runner = RUNNERS.get(path)
+    assert runner is not None, f"README documents 'tallyd {path}': add a runner to {__file__}"
+    shown = tallyd(*path.split(), "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    missing = [o for o in options(line) if o not in shown.stdout]
+    assert not missing, f"'tallyd {path} --help' lacks the documented {missing}"
+    runner(tmp_path)
+
+
+# -- issue 14.3: an installed command imports nothing from tests/ ----------------------------------
+
+
+def test_bench_targets_runs_without_the_repository(tmp_path: Path) -> None:
+    """The Kafka target imported its broker helpers from tests/: run from outside the repository
+    it died with ModuleNotFoundError after its first figure."""
+    external = os.environ.get("TALLYD_TEST_KAFKA")  # the suite's Kafka, when it is given one
+    bootstrap = ("--bootstrap", external) if external else ()
+    args = ("--quick", "--only", "kafka", "--kafka-events", "2000", "--out", str(tmp_path))
+    done = tallyd("bench", "targets", *args, *bootstrap, cwd=tmp_path)
+    assert "No module named" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "targets.json").read_text())
+    assert figures["kafka_all"]["events"] == figures["kafka_revenue"]["events"] == 2000
+
+
+# -- issue 14.4: help and listings -----------------------------------------------------------------
+
+
+def test_tallyd_help_lists_every_command(tmp_path: Path) -> None:
+    done = tallyd("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("serve", "check", "demo", "token", "bench"):
+        assert re.search(rf"^\s+{name}\s+\S", done.stdout, re.MULTILINE), (name, done.stdout)
+    assert "``" not in done.stdout  # no raw docstring markup
+
+
+def test_bench_help_exits_0_and_lists_its_subcommands(tmp_path: Path) -> None:
+    done = tallyd("bench", "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("run", "list", "targets"):
+        assert re.search(rf"^\s+{name}\s+\S", done.stdout, re.MULTILINE), (name, done.stdout)
+
+
+def test_bench_list_gives_each_scenario_a_whole_sentence(tmp_path: Path) -> None:
+    done = tallyd("bench", "list", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries: dict[str, str] = {}
+    for line in done.stdout.splitlines():  # an entry starts at column 0; the rest is wrapping
+        if line[:1].strip():
+            name, _, text = line.partition(" ")
+            entries[name] = text.strip()
+        else:
+            entries[name] += " " + line.strip()
+    assert set(entries) == {p.stem for p in SCENARIOS.glob("*.toml")}
+    for name, text in entries.items():
+        comment = " ".join(
+            line.lstrip("#").strip()
+            for line in (SCENARIOS / f"{name}.toml").read_text().splitlines()
+            if line.startswith("#")
+        )
+        assert comment.startswith(text), (name, text)
+        assert text.endswith((".", "!", "?")), (name, text)
+
+
+def test_bench_without_its_extras_says_what_to_install(tmp_path: Path) -> None:
+    hide_hdrh = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'hdrh':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from api.cli import main\n"
+        "sys.exit(main(['bench', 'list']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_hdrh],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_S,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'tallyd[bench]'" in done.stderr
+
+
+# -- issue 14.7: check needs no secrets, serve does ------------------------------------------------
+
+UNSET = "TALLYD_CLI_TEST_UNSET_SECRET"
+
+
+def test_check_validates_the_secret_variable_name_without_its_value(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'\n[auth]\nembed_secret_env = "{UNSET}"\n')
+    assert UNSET not in env()
+    done = tallyd("check", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bad = write_config(tmp_path, '\n[auth]\nembed_secret_env = "not a name"\n')
+    done = tallyd("check", str(bad), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "embed_secret_env" in done.stderr
+    assert "the name of an environment variable" in done.stderr
+
+
+def test_serve_and_token_embed_refuse_without_the_secret_naming_its_variable(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, f'\n[auth]\nembed_secret_env = "{UNSET}"\n')
+    serve = ("serve", "--config", str(config), "--data-dir", str(tmp_path / "data"))
+    done = tallyd(*serve, "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"${UNSET} is not set" in done.stderr
+    embed = ("token", "embed", "--config", str(config), "--views", "order_status")
+    done = tallyd(*embed, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"${UNSET} is not set" in done.stderr
