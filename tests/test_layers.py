@@ -93,7 +93,9 @@ def imports() -> list[Import]:
         is_package = path.name == "__init__.py"
         for node, lazy, typing_only in _nodes(tree):
             for target in _targets(node, module, is_package):
-                if target in known and target != module:
+                # A module's own ancestor packages are loaded before it runs (Python imports
+                # ``a`` and ``a.b`` before ``a.b.c``): naming one is never a new edge.
+                if target in known and target != module and not module.startswith(target + "."):
                     out.append(Import(module, target, node.lineno, lazy, typing_only))
     return out
 

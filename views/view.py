@@ -142,14 +142,8 @@ class View:
                     self._retract(part, start, key, event, args)
                 continue
             for start in starts:
-                aggs = self.group(part, start, key)
-                for aggregate, arg in zip(aggs, args, strict=True):
-                    if arg is None:
-                        aggregate.add(True)
-                    else:
-                        value = arg(event)
-                        if value is not None:
-                            aggregate.add(value)
+                for aggregate, value in _values(self.group(part, start, key), args, event):
+                    aggregate.add(value)
 
     def group(self, part: Part, start: int, key: Key) -> list[Aggregate]:
         """The aggregates of ``key`` in the bucket at ``start``, created if new — or those of
@@ -183,13 +177,8 @@ class View:
             part.counters["unmatched"] += 1
             return
         try:
-            for aggregate, arg in zip(aggs, args, strict=True):
-                if arg is None:
-                    aggregate.remove(True)
-                else:
-                    value = arg(event)
-                    if value is not None:
-                        aggregate.remove(value)
+            for aggregate, value in _values(aggs, args, event):
+                aggregate.remove(value)
         except (KeyError, ValueError):  # the row's values were never added to this group
             part.counters["unmatched"] += 1
         if aggs[-1].result() == 0:  # the hidden row count of retracting views
@@ -264,3 +253,17 @@ class View:
         self.parts.clear()
         for name, part in state.get("parts", {}).items():
             self.load_part(name, part)
+
+
+def _values(
+    aggs: list[Aggregate], args: list[Any], event: dict[str, Any]
+) -> Iterator[tuple[Aggregate, Any]]:
+    """Each aggregate with what ``event`` gives it: ``True`` for ``count(*)``, else its
+    argument's value; SQL NULLs are skipped, as aggregates other than ``count(*)`` skip them."""
+    for aggregate, arg in zip(aggs, args, strict=True):
+        if arg is None:
+            yield aggregate, True
+        else:
+            value = arg(event)
+            if value is not None:
+                yield aggregate, value
