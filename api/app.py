@@ -77,7 +77,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not token.allows(action, target) and not (
             permission == READ_ANY and any(s.startswith("read:") for s in token.scopes)
         ):
-            raise ApiError(403, f"this token may not {action} {target or 'here'}")
+            raise ApiError(403, _refusal(request, action, key, target))
         if token.filters and key == "view" and target is not None:
             request = _forced(request, token, target)
         _rate(request.app[ENGINE], token)
@@ -89,6 +89,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         ancestors = " ".join(("'self'", *auth.cors_origins))
         response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
     return response
+
+
+def _refusal(request: web.Request, action: str, key: str | None, target: str | None) -> str:
+    """Why a token may not: what it asked, and which scope would allow it."""
+    asked = f"{request.method} {request.path}"
+    if target is None:
+        needed = "the 'admin' scope" if action == "admin" else f"an '{action}' scope"
+        return f"this token lacks {needed}, which {asked} needs"
+    thing = "view" if key == "view" else "source"
+    return (
+        f"this token may not {action} {thing} '{target}' ({asked}): it needs the "
+        f"'{action}' or '{action}:{target}' scope"
+    )
 
 
 def _rate(engine: Engine, token: Token) -> None:

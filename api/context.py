@@ -12,7 +12,7 @@ from api.auth import TOKEN, Token
 from api.engine import ENGINE, Engine
 from api.errors import ApiError
 from api.params import bad
-from views.timefmt import format_time
+from views.timefmt import format_optional
 from views.view import View
 
 
@@ -77,7 +77,7 @@ def freshness(engine: Engine, source: str) -> dict[str, Any]:
     watermark = engine.watermark(source)
     return {
         "source": source,
-        "watermark": None if watermark is None else format_time(watermark),
+        "watermark": format_optional(watermark),
         "watermark_ms": watermark,
         "position": engine.sources[source].position(),
     }

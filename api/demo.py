@@ -16,10 +16,11 @@ from api.server import serve
 from api.settings import Settings
 from api.shop import order, request
 from views.config import Config
-from views.timefmt import format_time
 
 log = logging.getLogger("tallyd.demo")
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
+# A link to examples/shop.toml (where users browse it), shipped as package data, so that
+# `tallyd demo` works from an installed wheel as well as from a clone.
+EXAMPLE = Path(__file__).parent / "demo.toml"
 
 
 async def generate(base: str, rate: int, stop: asyncio.Event, seed: int = 42) -> None:
@@ -45,10 +46,12 @@ async def generate(base: str, rate: int, stop: asyncio.Event, seed: int = 42) ->
 
 
 def examples(base: str) -> str:
-    now = format_time(int(time.time() * 1000))
+    # The example event takes its time from the shell when it is pasted (``date``), not from
+    # when this was printed: pasted a minute later, a fixed time would be older than the views'
+    # watermark minus grace, and every view would count it as late.
     event = (
-        f'{{"ts": "{now}", "country": "FR", "amount": 12.5, "status": "paid", '
-        '"user_id": "u1", "product": "p1"}'
+        '\'{"country": "FR", "amount": 12.5, "status": "paid", "user_id": "u1", '
+        '"product": "p1", "ts": "\'"$(date -u +%FT%TZ)"\'"}\''
     )
     return f"""
 tallyd demo is running at {base}  (Ctrl-C to stop; state persists in the data dir)
@@ -64,8 +67,8 @@ Try:
   curl -s '{base}/v1/views/revenue_by_country/series?metric=revenue&split_by=country&top=5'
   curl -sN '{base}/v1/views/order_status/subscribe'          # live, Server-Sent Events
   curl -s '{base}/v1/views/order_status?format=ndjson'
-  curl -s -XPOST '{base}/v1/sources/orders/events' --data-binary \\
-       '{event}'
+  echo {event} |
+       curl -s --data-binary @- '{base}/v1/sources/orders/events'   # says what each view did
 """
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from views.timefmt import format_optional, format_time
+
 # Measured bytes per (group, bucket) of a count/sum/avg/min/max view (benchmarks/README.md):
 # the memory figure below is this times the pairs, an estimate, labelled so.
 BYTES_PER_PAIR = 971
@@ -58,7 +60,7 @@ class _EngineCollector:
                 counter.add_metric([source], s[field])
             yield counter
         gauges = {
-            "tallyd_watermark_seconds": ("Newest event time applied (epoch s).", "watermark_s"),
+            "tallyd_watermark_seconds": ("Newest event time applied (epoch s).", "watermark_ms"),
             "tallyd_freshness_lag_seconds": (
                 "Server clock minus the watermark: how far behind real time a source is.",
                 "lag_s",
@@ -66,9 +68,10 @@ class _EngineCollector:
         }
         for name, (text, field) in gauges.items():
             family = GaugeMetricFamily(name, text, labels=["source"])
+            scale = 1000 if field == "watermark_ms" else 1
             for source, s in status["sources"].items():
                 if s[field] is not None:
-                    family.add_metric([source], s[field])
+                    family.add_metric([source], s[field] / scale)
             yield family
         kafka_lag = GaugeMetricFamily(
             "tallyd_kafka_lag_records",
@@ -156,7 +159,8 @@ def engine_status(engine: Any) -> dict[str, Any]:
             "kind": state.spec.kind,
             "accepted": state.accepted,
             "rejected": state.rejected,
-            "watermark_s": None if watermark is None else watermark / 1000,
+            "watermark": format_optional(watermark),
+            "watermark_ms": watermark,
             "lag_s": None if watermark is None else round(now - watermark / 1000, 3),
             "healthy": status.get("healthy", True),
             "partitions": status.get("partitions", {}),
@@ -182,6 +186,7 @@ def engine_status(engine: Any) -> dict[str, Any]:
             "file": last.get("file"),
             "seconds": last.get("seconds"),
             "bytes": last.get("bytes"),
+            "at": None if taken is None else format_time(int(taken * 1000)),
             "age_s": None if taken is None else round(now - taken, 3),
         },
         "ingest": {

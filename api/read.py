@@ -233,4 +233,18 @@ async def late_events(request: web.Request) -> web.Response:
     view = view_of(engine, request)
     limit = keep_limit(request, engine)
     newest = view.late_events()[-limit:][::-1]
-    return json_response({"view": view.spec.name, "late": view.counter("late"), "events": newest})
+    events = [_late(record, view.time_field) for record in newest]
+    return json_response({"view": view.spec.name, "late": view.counter("late"), "events": events})
+
+
+def _late(record: dict[str, Any], time_field: str) -> dict[str, Any]:
+    """A kept late event with its times in RFC 3339, as every other answer gives them."""
+    event, watermark, grace = record["event"], record["watermark"], record["grace"]
+    return {
+        "event": event,
+        "event_time": format_time(event[time_field]),
+        "late_before": format_time(watermark - grace),
+        "watermark": format_time(watermark),
+        "grace": format_duration(grace) if grace else "0s",
+        "part": record["part"],
+    }

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from ingest.snapshots import SnapshotStore
 from views import snapshot
 from views.columns import Prepared
-from views.registry import Batch, Registry
+from views.registry import Applied, Batch, Registry
 
 log = logging.getLogger("tallyd.commit")
 
@@ -69,8 +69,8 @@ class Step:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> None:
-        self.registry.apply(batch, prepared)
+    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> Applied:
+        return self.registry.apply(batch, prepared)
 
     def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
         return self.registry.load_part(source, part, state)

@@ -32,7 +32,8 @@ from ingest.decode import Decoded, Decoder
 from ingest.source import oldest
 from ingest.wal import Wal
 from views.columns import Prepared
-from views.registry import Batch, Registry
+from views.durations import format_duration
+from views.registry import Applied, Batch, Registry
 from views.spec import SourceSpec
 from views.timefmt import format_time
 
@@ -81,10 +82,14 @@ class Ack:
     accepted: int
     rejected: int
     position: str
+    # What the events did to each view of the source (``outcomes``): a 200 whose events were
+    # all late, or all filtered out by a WHERE, must not look like one that moved every chart.
+    views: dict[str, dict[str, Any]] | None = None
     replayed: bool = False  # the answer to an earlier request with the same Idempotency-Key
 
     def to_json(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": self.rejected, "position": self.position}
+        out = {"accepted": self.accepted, "rejected": self.rejected, "position": self.position}
+        return out if self.views is None else {**out, "views": self.views}
 
 
 @dataclass
@@ -100,7 +105,7 @@ class _Pending:
     batch: Batch
     payload: bytes
     receipt: Receipt | None
-    done: asyncio.Future[int]
+    done: asyncio.Future[tuple[int, Applied]]
 
 
 class HttpLog:
@@ -176,7 +181,7 @@ class HttpLog:
 
     # -- receipts -------------------------------------------------------------------------------
 
-    def remember(self, batch: Batch, receipt: Receipt) -> None:
+    def remember(self, batch: Batch, receipt: Receipt, applied: Applied) -> None:
         self.receipts.pop(receipt.key, None)  # re-inserted last: the dict stays in arrival order
         self.receipts[receipt.key] = {
             "digest": receipt.digest,
@@ -185,6 +190,7 @@ class HttpLog:
             "accepted": len(batch),
             "rejected": len(batch.rejected),
             "position": batch.position,
+            "views": outcomes(self.registry, len(batch), applied),
         }
         while len(self.receipts) > self.max_receipts:
             del self.receipts[next(iter(self.receipts))]
@@ -230,9 +236,12 @@ class HttpLog:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def submit(self, batch: Batch, body: bytes | None, receipt: Receipt | None) -> int:
-        """Durably log and apply ``batch``; returns its WAL position. A table batch logs the
-        NDJSON ``body`` it was read from (smaller and faster than re-encoding its events)."""
+    async def submit(
+        self, batch: Batch, body: bytes | None, receipt: Receipt | None
+    ) -> tuple[int, Applied]:
+        """Durably log and apply ``batch``; returns its WAL position and what it did. A table
+        batch logs the NDJSON ``body`` it was read from (smaller and faster than re-encoding
+        its events)."""
         if self.failed is not None:
             raise Unavailable(self.failed, self.failed_status)
         if self._task is None:
@@ -245,7 +254,7 @@ class HttpLog:
         else:
             record = {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
             payload = orjson.dumps({**record, **extra})
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[tuple[int, Applied]] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(batch, payload, receipt, done))
         self.wakeup.set()
         return await done
@@ -274,21 +283,18 @@ class HttpLog:
             # The column-wise work runs off the event loop (queries keep being answered); only
             # the short commit of its results runs on it.
             prepared = await self.committer.prepare(item.batch)
-            self._apply(step, item.batch, item.receipt, prepared)
+            applied = self._apply(step, item.batch, item.receipt, prepared)
             if not item.done.done():  # the requester may have gone away; the data is in anyway
-                item.done.set_result(seq)
+                item.done.set_result((seq, applied))
 
     def _apply(
-        self,
-        step: Step,
-        batch: Batch,
-        receipt: Receipt | None,
-        prepared: list[Prepared | None] | None,
-    ) -> None:
-        step.apply(batch, prepared)
+        self, step: Step, batch: Batch, receipt: Receipt | None, prepared: PreparedViews
+    ) -> Applied:
+        applied = step.apply(batch, prepared)
         if receipt is not None:
-            self.remember(batch, receipt)
+            self.remember(batch, receipt, applied)
         self.position = max(self.position, batch.position)
+        return applied
 
     def _fail(self, err: OSError, group: list[_Pending]) -> None:
         # An fsync or write failure leaves the file in an unknown state: never retry and pretend
@@ -398,7 +404,8 @@ class HttpSource:
                     "body or on_error); use a new key for new events",
                     param="Idempotency-Key",
                 )
-            return None, Ack(seen["accepted"], seen["rejected"], f"wal:{seen['position']}", True)
+            position = f"wal:{seen['position']}"
+            return None, Ack(seen["accepted"], seen["rejected"], position, seen.get("views"), True)
         if key in self.log.keys_in_flight:
             raise Rejected(
                 409,
@@ -414,9 +421,7 @@ class HttpSource:
         if len(body) > OFFLOAD_BYTES:
             table = await asyncio.to_thread(decoder.table, body)
             if table is not None:  # a large, clean NDJSON body: the column-wise path
-                batch = Batch(self.name, [], 0, table=table)
-                position = await self._submit(batch, body, receipt)
-                return Ack(len(table), 0, f"wal:{position}")
+                return await self._submit(Batch(self.name, [], 0, table=table), body, receipt)
             decoded = await asyncio.to_thread(decoder.decode, body)
         else:
             decoded = decoder.decode(body)
@@ -428,17 +433,16 @@ class HttpSource:
         rejected = [
             {**e.describe(), "text": e.text, "received_at": received} for e in decoded.errors
         ]
-        batch = Batch(self.name, decoded.events, 0, rejected)
-        position = await self._submit(batch, None, receipt)
-        return Ack(len(decoded.events), len(decoded.errors), f"wal:{position}")
+        return await self._submit(Batch(self.name, decoded.events, 0, rejected), None, receipt)
 
-    async def _submit(self, batch: Batch, body: bytes | None, receipt: Receipt | None) -> int:
+    async def _submit(self, batch: Batch, body: bytes | None, receipt: Receipt | None) -> Ack:
         try:
-            position = await self.log.submit(batch, body, receipt)
+            position, applied = await self.log.submit(batch, body, receipt)
         except Unavailable as err:
             raise Rejected(err.status, str(err), {"Retry-After": "5"}) from None
         faults.reached("before_response")
-        return position
+        views = outcomes(self.registry, len(batch), applied)
+        return Ack(len(batch), len(batch.rejected), f"wal:{position}", views)
 
 
 def _invalid(decoded: Decoded) -> Rejected:
@@ -452,3 +456,25 @@ def _invalid(decoded: Decoded) -> Rejected:
         errors=[e.describe() for e in shown],
         invalid_lines=len(decoded.errors),
     )
+
+
+def outcomes(registry: Registry, accepted: int, applied: Applied) -> dict[str, dict[str, Any]]:
+    """Per view, what a batch's ``accepted`` events did: ``applied``, ``late`` (with the
+    watermark and grace that made them late, and the time before which an event is late),
+    ``filtered`` (not passing the view's WHERE), ``overflow`` (folded into ``__other__``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, effect in applied.views.items():
+        entry: dict[str, Any] = {
+            "applied": effect.applied,
+            "late": effect.late,
+            "filtered": max(0, accepted - effect.applied - effect.late),
+        }
+        if effect.overflow:
+            entry["overflow"] = effect.overflow
+        if effect.late and applied.watermark is not None:
+            grace = registry.views[name].spec.grace
+            entry["late_before"] = format_time(applied.watermark - grace)
+            entry["watermark"] = format_time(applied.watermark)
+            entry["grace"] = format_duration(grace) if grace else "0s"
+        out[name] = entry
+    return out

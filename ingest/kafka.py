@@ -42,6 +42,7 @@ from views import snapshot
 from views.config import KAFKA_TIMESTAMP
 from views.registry import Batch, StateMismatch
 from views.spec import SourceSpec
+from views.timefmt import format_optional
 
 log = logging.getLogger("tallyd.kafka")
 
@@ -125,7 +126,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 "position": position,
                 "end": end,  # the partition's high watermark, as last fetched
                 "lag": None if end is None else max(0, end - (position or 0)),
-                "watermark": source.watermarks.get(part),
+                "watermark": format_optional(source.watermarks.get(part)),
                 "error": self.partition_errors.get(part),
             }
         return {

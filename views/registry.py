@@ -35,6 +35,26 @@ class Batch:
         return len(self.table) if self.table is not None else len(self.events)
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What one batch did to one view: events applied, late (before ``watermark - grace``),
+    folded into ``__other__`` (``max_groups``), retractions that matched nothing. Events that
+    are none of these did not pass the view's WHERE."""
+
+    applied: int
+    late: int
+    overflow: int
+    unmatched: int
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one batch did: per view, and the partition's watermark it was judged against."""
+
+    watermark: int | None  # the partition's watermark before the batch
+    views: dict[str, Effect]
+
+
 class SourceState:
     def __init__(self, spec: SourceSpec, keep: int) -> None:
         self.spec = spec
@@ -90,11 +110,12 @@ class Registry:
         before = self.sources[batch.source].watermarks.get(batch.part)
         return [prepare(v, batch.table, before, batch.part) for v in self.by_source[batch.source]]
 
-    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> None:
+    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> Applied:
         source = self.sources[batch.source]
         time_field = source.spec.time_field
         part = batch.part
         before = source.watermarks.get(part)
+        counted = {v.spec.name: v.part_counters(part) for v in self.by_source[batch.source]}
         table = batch.table
         if table is None:
             for view in self.by_source[batch.source]:
@@ -124,6 +145,13 @@ class Registry:
         self.version += 1
         for observe in self.observers:
             observe(batch)
+        return Applied(
+            before,
+            {
+                v.spec.name: _effect(counted[v.spec.name], v.part_counters(part))
+                for v in self.by_source[batch.source]
+            },
+        )
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
@@ -272,3 +300,9 @@ def _buckets_json(buckets: Any, piece_groups: int) -> Iterator[bytes]:
             ]
             yield (head_bytes if c == 0 else b",") + orjson.dumps(chunk)[1:-1]
         yield (b"" if items else head_bytes) + b"]]"
+
+
+def _effect(before: dict[str, int], after: dict[str, int]) -> Effect:
+    return Effect(
+        *(after[name] - before[name] for name in ("applied", "late", "overflow", "unmatched"))
+    )

@@ -254,6 +254,8 @@ def _classify(
         for name in type(node).sql_names():
             cls = SQL_NAMES.get(name.lower())
             if cls is not None:
+                if node.args.get("expressions"):  # sqlglot reads min(a, b) as a variadic min
+                    raise SqlError(f"{node.sql()}: {name.lower()} takes one argument")
                 return cls, node.this, {}
     hint = ", ".join(c.sql_usage for c in KINDS if c.sql_usage)
     raise SqlError(f"'{node.sql()}' is not a supported aggregate or key; use one of: {hint}")

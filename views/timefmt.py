@@ -47,3 +47,8 @@ def format_time(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-22T10:00:00.000Z``."""
     moment = _EPOCH + ms * _MS
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def format_optional(ms: int | None) -> str | None:
+    """``format_time``, with None (no time yet: an empty source's watermark) kept as None."""
+    return None if ms is None else format_time(ms)

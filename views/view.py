@@ -194,6 +194,11 @@ class View:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def part_counters(self, part_name: str) -> dict[str, int]:
+        """A copy of one part's counters (zeros for a part not seen yet)."""
+        part = self.parts.get(part_name)
+        return dict.fromkeys(COUNTERS, 0) if part is None else dict(part.counters)
+
     def counter(self, name: str) -> int:
         return sum(p.counters[name] for p in self.parts.values())
 

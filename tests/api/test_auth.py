@@ -128,6 +128,10 @@ async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> N
                     assert response.status == status, (method, path, role, how)
                     if role == "embed_a" and status == 200:  # never another tenant's row
                         assert b"DE" not in await response.read(), (method, path)
+                    if status == 403 and role != "embed_a":  # which scope would do it
+                        message = (await response.json())["error"]["message"]
+                        assert "scope" in message, message
+                        assert f"{method} " in message, message
                     if status == 401:
                         assert response.headers["WWW-Authenticate"].startswith("Bearer")
                         message = (await response.json())["error"]["message"]

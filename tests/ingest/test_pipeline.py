@@ -29,14 +29,15 @@ async def test_concurrent_batches_share_one_fsync(tmp_path: Path) -> None:
     try:
         batches = [Batch("s", [{"ts": i, "x": i}], 0) for i in range(50)]
         # all fifty are queued before the committer runs: one WAL append, one fsync
-        positions = await asyncio.gather(*(log.submit(b, None, None) for b in batches))
-        assert positions == list(range(1, 51))
+        done = await asyncio.gather(*(log.submit(b, None, None) for b in batches))
+        assert [position for position, _ in done] == list(range(1, 51))
+        assert all(applied.views["v"].applied == 1 for _, applied in done)
         assert log.wal.commits == 1
         assert registry.views["v"].parts[""].buckets[0][()][1].result() == sum(range(50))
         more = await asyncio.gather(
             *(log.submit(Batch("s", [{"ts": 1, "x": 1}], 0), None, None) for _ in range(3))
         )
-        assert more == [51, 52, 53]
+        assert [position for position, _ in more] == [51, 52, 53]
         assert log.wal.commits == 2
         assert log.position == 53
     finally:

@@ -40,6 +40,8 @@ REFUSED = [
     ("SELECT approx_percentile(x, 2) AS q FROM orders", "between 0 and 1"),
     ("SELECT count(*) AS n FROM orders WHERE", "does not parse"),
     ("DELETE FROM orders", "only SELECT"),
+    ("SELECT min(x, y) AS m FROM orders", "min takes one argument"),  # was: y silently ignored
+    ("SELECT max(x, y) AS m FROM orders", "max takes one argument"),
 ]
 
 
