@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from ingest.files import FileSource
 from ingest.http import HttpLog, HttpSource
 from ingest.kafka import KafkaSource
 from ingest.source import Source
+from ingest.wal import WalCorrupt
 from views.config import Config
 from views.registry import Registry
 from views.spec import SourceSpec
@@ -34,7 +36,7 @@ class Engine:
     def __init__(self, config: Config, settings: Settings, manage_gc: bool = False) -> None:
         self.config = config
         self.settings = settings
-        data_dir = Path(settings.data_dir)
+        self.data_dir = data_dir = Path(settings.data_dir)
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.committer = Committer(self.registry, data_dir, frozenset())
         self.committer.manage_gc = manage_gc  # the server process's heap; not a test runner's
@@ -80,7 +82,9 @@ class Engine:
         try:
             result = await asyncio.to_thread(self.committer.recover, self.http)
         except Exception as err:  # any failure to restore must stop the server, loudly
-            self.fatal_reason = f"cannot restore state from {self.settings.data_dir}: {err}"
+            self.fatal_reason = f"cannot restore state from {self.data_dir}: {err}"
+            if isinstance(err, WalCorrupt):
+                self.fatal_reason += f"; {self._repair_hint()}"
             log.error("event=restore_failed error=%r", self.fatal_reason)
             self.fatal.set()
             return
@@ -108,6 +112,14 @@ class Engine:
             await source.start()
             self._started.append(source)
         self.ready.set()
+
+    def _repair_hint(self) -> str:
+        return (
+            f"'tallyd repair --config {shlex.quote(self.config.path)} --data-dir "
+            f"{shlex.quote(str(self.data_dir))}' keeps the newest usable snapshot and the log "
+            "records that continue it, and moves the rest aside (nothing is deleted; add "
+            "--dry-run to see what it would keep and drop first)"
+        )
 
     def watermark(self, name: str) -> int | None:
         return self.sources[name].watermark(time.time())
