@@ -17,8 +17,8 @@ from aiohttp import web
 from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
-from api.settings import Settings
-from ingest.commit import Committer
+from api.settings import Settings, config_dir
+from ingest.commit import Committer, Recovery
 from ingest.decode import Decoder
 from ingest.files import FileSource
 from ingest.http import HttpLog, HttpSource
@@ -69,11 +69,12 @@ class Engine:
     def _source(self, spec: SourceSpec) -> Source:
         settings = self.settings
         decoder = Decoder(spec, settings.max_line_bytes, settings.max_future)
+        base = config_dir(self.config.path)  # relative paths in the config: next to it
         if spec.kind == "kafka":
-            state_dir = spec.options["state_dir"] or Path(settings.data_dir) / "kafka" / spec.name
-            return KafkaSource(spec, self.committer, Path(state_dir), decoder)
+            configured = spec.options["state_dir"]
+            state_dir = base / configured if configured else self.data_dir / "kafka" / spec.name
+            return KafkaSource(spec, self.committer, state_dir, decoder)
         if spec.kind == "file":
-            base = Path(self.config.path).resolve().parent  # relative paths: next to the config
             return FileSource(spec, self.committer, decoder, base)
         return HttpSource(spec, self.registry, self.http, decoder)
 
@@ -95,17 +96,7 @@ class Engine:
             "torn_tail_bytes": result.torn_bytes,
             "notes": result.notes,
         }
-        for problem in result.problems:
-            log.warning("event=snapshot_skipped reason=%r", problem)
-        for note in result.notes:
-            log.warning("event=view_state note=%r", note)
-        log.info(
-            "event=restored snapshot=%s replayed_batches=%d torn_tail_bytes=%d position=%d",
-            result.snapshot,
-            result.replayed,
-            result.torn_bytes,
-            self.http.position,
-        )
+        self._log_restored(result)
         self.http.start()
         self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
         for source in self.sources.values():
@@ -119,6 +110,24 @@ class Engine:
             f"{shlex.quote(str(self.data_dir))}' keeps the newest usable snapshot and the log "
             "records that continue it, and moves the rest aside (nothing is deleted; add "
             "--dry-run to see what it would keep and drop first)"
+        )
+
+    def _log_restored(self, result: Recovery) -> None:
+        for problem in result.problems:
+            log.warning("event=snapshot_skipped reason=%r", problem)
+        for note in result.notes:
+            log.warning("event=view_state note=%r", note)
+        if result.snapshot is None and not result.replayed and not result.torn_bytes:
+            log.info("event=restored data_dir=%s state='empty: nothing to restore'", self.data_dir)
+            return
+        log.info(
+            "event=restored data_dir=%s snapshot=%s replayed_batches=%d torn_tail_bytes=%d "
+            "position=%d",
+            self.data_dir,
+            result.snapshot,
+            result.replayed,
+            result.torn_bytes,
+            self.http.position,
         )
 
     def watermark(self, name: str) -> int | None:

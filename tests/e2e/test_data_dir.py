@@ -1,5 +1,5 @@
-"""The data directory as users meet it, through the installed ``tallyd`` (issue 14, item 2): one
-server at a time on it, and a way back when its log is damaged.
+"""The data directory as users meet it, through the installed ``tallyd`` (issue 14, items 2 and 6):
+one server at a time on it, a way back when its log is damaged, and where it is.
 
 Real processes throughout (the console script, in its own working directory); every wait is
 bounded and every process started is stopped (``tests/test_cli.py``'s helpers)."""
@@ -20,7 +20,7 @@ from benchmarks.server import free_port
 from ingest.datadir import LOCK_FILE
 from ingest.wal import Wal
 from tests.ingest.test_repair import CONFIG, Counts, batch, files, record, reference
-from tests.test_cli import http, ready, started, stop, tallyd, until
+from tests.test_cli import http, logs, ready, started, stop, tallyd, until
 
 CONFIG_1H = '[server]\nsnapshot_every = "1h"\n' + CONFIG  # no snapshot unless asked
 
@@ -143,3 +143,27 @@ def test_a_log_two_servers_wrote_is_refused_naming_repair_and_repaired(tmp_path:
     with serving(config, data, one) as (again, base):
         assert counts(base) == reference(*(batch(n) for n in (1, 2, 3, 4)))
         stop(again, one)
+
+
+# -- item 6: paths in the config are relative to the config file -----------------------------------
+
+
+def test_a_config_elsewhere_keeps_its_data_dir_next_to_it(tmp_path: Path) -> None:
+    """Started from another working directory, ``data_dir = "state"`` is the config's own
+    ``state/`` — written there, and restored from there by a start from a third directory."""
+    home = workdir(tmp_path, "conf")
+    config = setup(home, '[server]\ndata_dir = "state"\nsnapshot_every = "1h"\n' + CONFIG)
+    expected = home / "state"
+    one, two = workdir(tmp_path, "one"), workdir(tmp_path, "two")
+    with serving(config, None, one) as (first, base):
+        post(base, batch(1))
+        stop(first, one)  # a snapshot on SIGTERM
+    assert list((expected / "snapshots").glob("*.tsnap"))
+    assert not (one / "state").exists()
+    started_log = (one / "err.log").read_text()
+    assert f"event=restored data_dir={expected} state='empty: nothing to restore'" in started_log
+    with serving(config, None, two) as (again, base):
+        assert counts(base) == reference(batch(1))
+        stop(again, two)
+    restored = (two / "err.log").read_text()
+    assert f"event=restored data_dir={expected} snapshot=snapshot-" in restored, logs(two)
