@@ -132,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--config", required=True, help="the tallyd TOML file")
     p_serve.add_argument("--data-dir", help="override [server] data_dir")
     p_serve.add_argument("--listen", help="override [server] listen (HOST:PORT)")
+    _log_level(p_serve)
     p_check = commands.add_parser(
         "check", help="validate a config and describe its views (needs none of its secrets)"
     )
@@ -144,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     p_demo.add_argument(
         "--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)"
     )
+    _log_level(p_demo)
     p_repair = commands.add_parser(
         "repair",
         help="make a damaged data directory startable: keep what is consistent, move the rest "
@@ -188,6 +190,15 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _log_level(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default="info",
+        help="least severe log lines shown (default %(default)s; debug adds every snapshot)",
+    )
+
+
 def _repair(args: argparse.Namespace) -> int:
     config = load(args.config)  # for its data_dir, resolved as serve resolves it
     data_dir = Path(load_settings(config.server, config.path, data_dir=args.data_dir).data_dir)
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         # Before parsing: argparse would claim 'tallyd bench --help' as its own option.
         return _bench(argv[1:])
     args = parser().parse_args(argv)
-    logs.configure()
+    logs.configure(getattr(args, "log_level", "info"))
     try:
         if args.command == "check":
             return _check(args.config)

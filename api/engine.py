@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api import logs
 from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
@@ -64,6 +65,8 @@ class Engine:
         self.fatal_reason: str | None = None
         self.recovery: dict[str, object] = {}
         self._snapshots: asyncio.Task[None] | None = None
+        self._summary: asyncio.Task[None] | None = None
+        self.snapshots_taken = 0  # by this process, for the periodic summary
         self._started: list[Source] = []
 
     def _source(self, spec: SourceSpec) -> Source:
@@ -99,6 +102,7 @@ class Engine:
         self._log_restored(result)
         self.http.start()
         self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
+        self._summary = asyncio.create_task(self._summary_loop(), name="tallyd-summary")
         for source in self.sources.values():
             await source.start()
             self._started.append(source)
@@ -135,7 +139,31 @@ class Engine:
 
     async def snapshot(self) -> dict[str, Any]:
         """The main snapshot: every source's state but the detached ones', with the WAL's."""
-        return await self.committer.snapshot(self.http)
+        info = await self.committer.snapshot(self.http)
+        self.snapshots_taken += 1
+        return info
+
+    def totals(self) -> logs.Totals:
+        registry = self.registry
+        last = self.committer.last_snapshot or {}
+        return logs.Totals(
+            accepted=sum(s.accepted for s in registry.sources.values()),
+            rejected=sum(s.rejected for s in registry.sources.values()),
+            late=sum(v.counter("late") for v in registry.views.values()),
+            snapshots=self.snapshots_taken,
+            last_snapshot_s=last.get("seconds"),
+            wal_bytes=self.http.wal.size(),
+        )
+
+    async def _summary_loop(self) -> None:
+        before, at = self.totals(), time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.summary_every / 1000)
+            now, now_at = self.totals(), time.monotonic()
+            line = logs.summary(before, now, now_at - at)
+            if line is not None:
+                log.info(line)
+            before, at = now, now_at
 
     async def _snapshot_loop(self) -> None:
         taken_at = self.registry.version
@@ -156,9 +184,10 @@ class Engine:
 
     async def stop(self) -> None:
         await self.hub.close()
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            await asyncio.gather(self._snapshots, return_exceptions=True)
+        loops = [t for t in (self._snapshots, self._summary) if t is not None]
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         for source in self._started:  # Kafka sources write their part files as they stop
             await source.stop()
         self._started.clear()

@@ -54,6 +54,13 @@ SETTINGS = (
         "How often view state is snapshotted; each snapshot lets the WAL be trimmed.",
     ),
     Setting(
+        "summary_every",
+        "60s",
+        _duration,
+        "How often one info log line sums up what happened since the last one (events accepted, "
+        "rejected, late; snapshots; WAL bytes); nothing is logged when nothing happened.",
+    ),
+    Setting(
         "max_body_bytes",
         64 << 20,
         _positive_int,
@@ -160,6 +167,7 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     data_dir: str = "./data"
     snapshot_every: int = 30_000
+    summary_every: int = 60_000
     max_body_bytes: int = 64 << 20
     max_line_bytes: int = 1 << 20
     default_limit: int = 100
