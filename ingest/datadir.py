@@ -47,9 +47,9 @@ class DataDirLock:
             os.close(fd)
             raise DataDirBusy(
                 f"cannot {doing}: {data_dir} is in use by another tallyd "
-                f"(pid {holder or 'unknown'}, holding {path}). Two servers on one data "
-                "directory would both write the same log positions and corrupt it: stop that "
-                "one first, or give this one its own data directory (--data-dir)"
+                f"(pid {holder or 'unknown'}, holding {path}). One process at a time: two "
+                "servers on one data directory would both write the same log positions and "
+                "corrupt it. Stop that one first, or use another data directory (--data-dir)"
             ) from None
         except BaseException:
             os.close(fd)
