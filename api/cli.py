@@ -1,4 +1,4 @@
-"""The ``tallyd`` command line: serve, check, demo, token and bench (the README's "Commands").
+"""The ``tallyd`` command line: serve, check, demo, repair, token, bench (the README's "Commands").
 
 Serving itself is api/server.py; ``bench`` is imported only when it runs (benchmarks/ needs the
 ``tallyd[bench]`` extras, and the server never loads it)."""
@@ -9,12 +9,15 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from api import logs
 from api.auth import ACTIONS, AuthError, mint_embed, new_token, parse_auth
 from api.demo import EXAMPLE, run_demo
 from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
+from ingest import repair
+from ingest.datadir import DataDirBusy, DataDirLock
 from views.config import Config, ConfigError, load
 from views.durations import format_duration, parse_duration
 
@@ -129,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--config", required=True, help="the tallyd TOML file")
     p_serve.add_argument("--data-dir", help="override [server] data_dir")
     p_serve.add_argument("--listen", help="override [server] listen (HOST:PORT)")
+    _log_level(p_serve)
     p_check = commands.add_parser(
         "check", help="validate a config and describe its views (needs none of its secrets)"
     )
@@ -140,6 +144,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument(
         "--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)"
+    )
+    _log_level(p_demo)
+    p_repair = commands.add_parser(
+        "repair",
+        help="make a damaged data directory startable: keep what is consistent, move the rest "
+        "aside",
+    )
+    p_repair.add_argument("--config", required=True, help="the tallyd TOML file")
+    p_repair.add_argument("--data-dir", help="override [server] data_dir")
+    p_repair.add_argument(
+        "--dry-run", action="store_true", help="print what it would keep and drop; change nothing"
     )
     p_token = commands.add_parser("token", help="create an API token or a browser's embed token")
     token_commands = p_token.add_subparsers(dest="token_command", required=True)
@@ -175,6 +190,29 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _log_level(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default="info",
+        help="least severe log lines shown (default %(default)s; debug adds every snapshot)",
+    )
+
+
+def _repair(args: argparse.Namespace) -> int:
+    config = load(args.config)  # for its data_dir, resolved as serve resolves it
+    data_dir = Path(load_settings(config.server, config.path, data_dir=args.data_dir).data_dir)
+    if not data_dir.is_dir():
+        raise Refused(f"{data_dir}: no such data directory")
+    with DataDirLock.acquire(data_dir, doing="repair"):
+        found = repair.plan(data_dir)
+        quarantine = repair.quarantine_for(data_dir, time.time())
+        if found.dropped and not args.dry_run:
+            repair.carry_out(found, quarantine)
+        print("\n".join(found.report(quarantine, done=not args.dry_run)))
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     try:
         from benchmarks.__main__ import main as bench
@@ -192,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         # Before parsing: argparse would claim 'tallyd bench --help' as its own option.
         return _bench(argv[1:])
     args = parser().parse_args(argv)
-    logs.configure()
+    logs.configure(getattr(args, "log_level", "info"))
     try:
         if args.command == "check":
             return _check(args.config)
@@ -203,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"tallyd: {refusal}", file=sys.stderr)
                 return 1
             return asyncio.run(serve(config, settings))
+        if args.command == "repair":
+            return _repair(args)
         if args.command == "token" and args.token_command == "embed":  # noqa: S105 - a subcommand
             return _token_embed(args)
         if args.command == "token":
             return _token_create(args)
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
         return asyncio.run(run_demo(config, settings, args.rate))
-    except (ConfigError, SettingsError, AuthError, Refused, OSError) as err:
+    except (ConfigError, SettingsError, AuthError, Refused, DataDirBusy, OSError) as err:
         print(f"tallyd: {err}", file=sys.stderr)
         return 1

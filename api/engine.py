@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,16 +14,18 @@ from typing import Any
 
 from aiohttp import web
 
+from api import logs
 from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
-from api.settings import Settings
-from ingest.commit import Committer
+from api.settings import Settings, config_dir
+from ingest.commit import Committer, Recovery
 from ingest.decode import Decoder
 from ingest.files import FileSource
 from ingest.http import HttpLog, HttpSource
 from ingest.kafka import KafkaSource
 from ingest.source import Source
+from ingest.wal import WalCorrupt
 from views.config import Config
 from views.registry import Registry
 from views.spec import SourceSpec
@@ -34,7 +37,7 @@ class Engine:
     def __init__(self, config: Config, settings: Settings, manage_gc: bool = False) -> None:
         self.config = config
         self.settings = settings
-        data_dir = Path(settings.data_dir)
+        self.data_dir = data_dir = Path(settings.data_dir)
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.committer = Committer(self.registry, data_dir, frozenset())
         self.committer.manage_gc = manage_gc  # the server process's heap; not a test runner's
@@ -62,16 +65,19 @@ class Engine:
         self.fatal_reason: str | None = None
         self.recovery: dict[str, object] = {}
         self._snapshots: asyncio.Task[None] | None = None
+        self._summary: asyncio.Task[None] | None = None
+        self.snapshots_taken = 0  # by this process, for the periodic summary
         self._started: list[Source] = []
 
     def _source(self, spec: SourceSpec) -> Source:
         settings = self.settings
         decoder = Decoder(spec, settings.max_line_bytes, settings.max_future)
+        base = config_dir(self.config.path)  # relative paths in the config: next to it
         if spec.kind == "kafka":
-            state_dir = spec.options["state_dir"] or Path(settings.data_dir) / "kafka" / spec.name
-            return KafkaSource(spec, self.committer, Path(state_dir), decoder)
+            configured = spec.options["state_dir"]
+            state_dir = base / configured if configured else self.data_dir / "kafka" / spec.name
+            return KafkaSource(spec, self.committer, state_dir, decoder)
         if spec.kind == "file":
-            base = Path(self.config.path).resolve().parent  # relative paths: next to the config
             return FileSource(spec, self.committer, decoder, base)
         return HttpSource(spec, self.registry, self.http, decoder)
 
@@ -80,7 +86,9 @@ class Engine:
         try:
             result = await asyncio.to_thread(self.committer.recover, self.http)
         except Exception as err:  # any failure to restore must stop the server, loudly
-            self.fatal_reason = f"cannot restore state from {self.settings.data_dir}: {err}"
+            self.fatal_reason = f"cannot restore state from {self.data_dir}: {err}"
+            if isinstance(err, WalCorrupt):
+                self.fatal_reason += f"; {self._repair_hint()}"
             log.error("event=restore_failed error=%r", self.fatal_reason)
             self.fatal.set()
             return
@@ -91,30 +99,71 @@ class Engine:
             "torn_tail_bytes": result.torn_bytes,
             "notes": result.notes,
         }
+        self._log_restored(result)
+        self.http.start()
+        self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
+        self._summary = asyncio.create_task(self._summary_loop(), name="tallyd-summary")
+        for source in self.sources.values():
+            await source.start()
+            self._started.append(source)
+        self.ready.set()
+
+    def _repair_hint(self) -> str:
+        return (
+            f"'tallyd repair --config {shlex.quote(self.config.path)} --data-dir "
+            f"{shlex.quote(str(self.data_dir))}' keeps the newest usable snapshot and the log "
+            "records that continue it, and moves the rest aside (nothing is deleted; add "
+            "--dry-run to see what it would keep and drop first)"
+        )
+
+    def _log_restored(self, result: Recovery) -> None:
         for problem in result.problems:
             log.warning("event=snapshot_skipped reason=%r", problem)
         for note in result.notes:
             log.warning("event=view_state note=%r", note)
+        if result.snapshot is None and not result.replayed and not result.torn_bytes:
+            log.info("event=restored data_dir=%s state='empty: nothing to restore'", self.data_dir)
+            return
         log.info(
-            "event=restored snapshot=%s replayed_batches=%d torn_tail_bytes=%d position=%d",
+            "event=restored data_dir=%s snapshot=%s replayed_batches=%d torn_tail_bytes=%d "
+            "position=%d",
+            self.data_dir,
             result.snapshot,
             result.replayed,
             result.torn_bytes,
             self.http.position,
         )
-        self.http.start()
-        self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
-        for source in self.sources.values():
-            await source.start()
-            self._started.append(source)
-        self.ready.set()
 
     def watermark(self, name: str) -> int | None:
         return self.sources[name].watermark(time.time())
 
     async def snapshot(self) -> dict[str, Any]:
         """The main snapshot: every source's state but the detached ones', with the WAL's."""
-        return await self.committer.snapshot(self.http)
+        info = await self.committer.snapshot(self.http)
+        self.snapshots_taken += 1
+        return info
+
+    def totals(self) -> logs.Totals:
+        registry = self.registry
+        last = self.committer.last_snapshot or {}
+        return logs.Totals(
+            accepted=sum(s.accepted for s in registry.sources.values()),
+            rejected=sum(s.rejected for s in registry.sources.values()),
+            late=sum(v.counter("late") for v in registry.views.values()),
+            snapshots=self.snapshots_taken,
+            last_snapshot_s=last.get("seconds"),
+            wal_bytes=self.http.wal.size(),
+        )
+
+    async def _summary_loop(self) -> None:
+        before, at = self.totals(), time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.summary_every / 1000)
+            now, now_at = self.totals(), time.monotonic()
+            line = logs.summary(before, now, now_at - at)
+            if line is not None:
+                log.info(line)
+            before, at = now, now_at
 
     async def _snapshot_loop(self) -> None:
         taken_at = self.registry.version
@@ -135,9 +184,10 @@ class Engine:
 
     async def stop(self) -> None:
         await self.hub.close()
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            await asyncio.gather(self._snapshots, return_exceptions=True)
+        loops = [t for t in (self._snapshots, self._summary) if t is not None]
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         for source in self._started:  # Kafka sources write their part files as they stop
             await source.stop()
         self._started.clear()

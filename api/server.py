@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from api.app import make_app
 from api.auth import loopback, parse_auth
 from api.engine import ENGINE
 from api.settings import Settings
+from ingest.datadir import DataDirBusy, DataDirLock
 from views.config import Config
 
 GIL_SWITCH_S = 0.0005
@@ -38,6 +40,19 @@ def open_without_tokens(config: Config, settings: Settings) -> str | None:
 
 
 async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
+    """Serve until a signal or a fatal error; 1 (said on stderr) if the data directory is
+    another process's: locked before the app exists, so a refused server never binds its port
+    nor reads a byte of the directory."""
+    try:
+        lock = DataDirLock.acquire(Path(settings.data_dir))
+    except DataDirBusy as err:
+        print(f"tallyd: {err}", file=sys.stderr)
+        return 1
+    with lock:
+        return await _serve(config, settings, on_ready)
+
+
+async def _serve(config: Config, settings: Settings, on_ready: str | None) -> int:
     # Worker threads (column-wise batches, snapshot encoding) keep the GIL up to the switch
     # interval each time the event loop asks for it back, and a query asks several times (every
     # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query

@@ -4,8 +4,10 @@ from the config file's ``[server]`` table (and CLI overrides); nothing reads ``o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from views.durations import parse_duration
@@ -38,12 +40,25 @@ def _duration(value: Any) -> int:
 
 SETTINGS = (
     Setting("listen", "127.0.0.1:8080", _listen, "HOST:PORT the HTTP server binds to."),
-    Setting("data_dir", "./data", str, "Directory for the write-ahead log and snapshots."),
+    Setting(
+        "data_dir",
+        "./data",
+        str,
+        "Directory for the write-ahead log and snapshots; relative to the config file's directory "
+        "(--data-dir: to the working directory). One server at a time (it is locked).",
+    ),
     Setting(
         "snapshot_every",
         "30s",
         _duration,
         "How often view state is snapshotted; each snapshot lets the WAL be trimmed.",
+    ),
+    Setting(
+        "summary_every",
+        "60s",
+        _duration,
+        "How often one info log line sums up what happened since the last one (events accepted, "
+        "rejected, late; snapshots; WAL bytes); nothing is logged when nothing happened.",
     ),
     Setting(
         "max_body_bytes",
@@ -152,6 +167,7 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     data_dir: str = "./data"
     snapshot_every: int = 30_000
+    summary_every: int = 60_000
     max_body_bytes: int = 64 << 20
     max_line_bytes: int = 1 << 20
     default_limit: int = 100
@@ -184,7 +200,13 @@ class SettingsError(ValueError):
     pass
 
 
+def config_dir(path: str) -> Path:
+    """The directory that relative paths in the config file ``path`` are relative to (its own)."""
+    return Path(path).resolve().parent
+
+
 def load_settings(raw: dict[str, Any], path: str = "<config>", **overrides: Any) -> Settings:
+    """The ``[server]`` table of the config file ``path``, with command-line ``overrides``."""
     table = {s.name: s for s in SETTINGS}
     values: dict[str, Any] = {}
     merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
@@ -200,6 +222,10 @@ def load_settings(raw: dict[str, Any], path: str = "<config>", **overrides: Any)
             raise SettingsError(f"{path}: server: field '{name}': {err}") from None
     for setting in SETTINGS:
         values.setdefault(setting.name, setting.parse(setting.default))
+    # A path in the file is relative to the file's directory, as every path there is; one given
+    # on the command line is relative to the working directory, as any command-line path is.
+    base = Path.cwd() if overrides.get("data_dir") is not None else config_dir(path)
+    values["data_dir"] = os.path.abspath(base / values["data_dir"])
     if values["default_limit"] > values["max_limit"]:
         raise SettingsError(f"{path}: server: field 'default_limit': exceeds max_limit")
     assert {f.name for f in fields(Settings)} == set(table)

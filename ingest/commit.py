@@ -165,5 +165,6 @@ class Committer:
         }
         self.last_snapshot = info
         self.last_snapshot_at = time.time()
-        log.info("event=snapshot %s", " ".join(f"{k}={v}" for k, v in info.items()))
+        # Routine, every snapshot_every: the periodic summary (api/logs.py) counts them at info.
+        log.debug("event=snapshot %s", " ".join(f"{k}={v}" for k, v in info.items()))
         return info

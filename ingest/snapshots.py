@@ -41,7 +41,11 @@ def atomic_write(final: Path, data: bytes | list[bytes]) -> None:
 class Loaded:
     state: dict[str, Any] | None
     path: Path | None
-    problems: list[str]
+    skipped: list[tuple[Path, str]]  # newer snapshots that did not read back, and why
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{path.name}: {why}" for path, why in self.skipped]
 
 
 class SnapshotStore:
@@ -70,10 +74,10 @@ class SnapshotStore:
         return files[-1][0] if files else 0
 
     def load_newest(self) -> Loaded:
-        problems: list[str] = []
+        skipped: list[tuple[Path, str]] = []
         for _, path in self.files():
             try:
-                return Loaded(snapshot.decode(path.read_bytes()), path, problems)
+                return Loaded(snapshot.decode(path.read_bytes()), path, skipped)
             except (snapshot.SnapshotError, ValueError) as err:
-                problems.append(f"{path.name}: {err}")
-        return Loaded(None, None, problems)
+                skipped.append((path, str(err)))
+        return Loaded(None, None, skipped)

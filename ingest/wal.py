@@ -17,12 +17,15 @@ worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ingest import faults
 
@@ -40,6 +43,48 @@ def _crc(seq: int, payload: bytes) -> int:
 
 def frame(seq: int, payload: bytes) -> bytes:
     return _FRAME.pack(len(payload), _crc(seq, payload), seq) + payload
+
+
+class Frame(NamedTuple):
+    offset: int  # where the frame starts in its segment
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A frame that cannot be read: its offset, where it would end, what is wrong."""
+
+    offset: int
+    end: int
+    problem: str
+    after: int  # bytes in the file past ``end``
+    torn: bool  # it reaches the end of the file, or only zero bytes follow it
+
+
+def frames(data: bytes) -> Iterator[Frame | Damage]:
+    """Every intact frame of a segment, in file order, then a ``Damage`` if one stops the
+    reading. Sequence numbers are not checked here: callers know what they expect."""
+    offset = 0
+    while offset < len(data):
+        problem = None
+        end = len(data)
+        if len(data) - offset < _FRAME.size:
+            problem = "incomplete frame header"
+        else:
+            length, crc, seq = _FRAME.unpack_from(data, offset)
+            end = offset + _FRAME.size + length
+            payload = data[offset + _FRAME.size : end]
+            if end > len(data):
+                problem = f"frame of {length} bytes runs past the end of the file"
+            elif _crc(seq, payload) != crc:
+                problem = "checksum mismatch"
+        if problem is not None:
+            torn = end >= len(data) or not any(data[offset + _FRAME.size :])
+            yield Damage(offset, end, problem, max(len(data) - end, 0), torn)
+            return
+        yield Frame(offset, seq, payload)
+        offset = end
 
 
 def _segment_name(first_seq: int) -> str:
@@ -92,44 +137,27 @@ class Wal:
 
     def _read(self, path: Path, first: int, newest: bool) -> Iterator[tuple[int, bytes]]:
         data = path.read_bytes()
-        offset = 0
         seq_expected = first
-        while offset < len(data):
-            problem = None
-            end = len(data)
-            if len(data) - offset < _FRAME.size:
-                problem = "incomplete frame header"
-            else:
-                length, crc, seq = _FRAME.unpack_from(data, offset)
-                end = offset + _FRAME.size + length
-                payload = data[offset + _FRAME.size : end]
-                if end > len(data):
-                    problem = f"frame of {length} bytes runs past the end of the file"
-                elif _crc(seq, payload) != crc:
-                    problem = "checksum mismatch"
-                elif seq != seq_expected:
-                    raise WalCorrupt(
-                        f"{path.name} at byte {offset}: record {seq}, expected {seq_expected}"
-                    )
-            if problem is not None:
+        for item in frames(data):
+            if isinstance(item, Damage):
                 # Torn: the frame reaches the end, or only zeros follow (the file was extended
                 # but the data never reached the disk).
-                if newest and (end >= len(data) or not any(data[offset + _FRAME.size :])):
-                    self._truncate(path, offset, len(data) - offset)
+                if newest and item.torn:
+                    self._truncate(path, item.offset, len(data) - item.offset)
                     return
                 raise WalCorrupt(
-                    f"{path.name} at byte {offset}: {problem}, with "
-                    f"{len(data) - end} more bytes after it: the log is corrupt"
+                    f"{path.name} at byte {item.offset}: {item.problem}, with "
+                    f"{item.after} more bytes after it: the log is corrupt"
                 )
-            yield seq, payload
-            seq_expected = seq + 1
-            offset = end
+            if item.seq != seq_expected:
+                raise WalCorrupt(
+                    f"{path.name} at byte {item.offset}: record {item.seq}, expected {seq_expected}"
+                )
+            yield item.seq, item.payload
+            seq_expected = item.seq + 1
 
     def _truncate(self, path: Path, offset: int, length: int) -> None:
-        with path.open("r+b") as f:
-            f.truncate(offset)
-            f.flush()
-            os.fsync(f.fileno())
+        cut(path, offset)
         self.truncated_bytes += length
 
     def _open_segment(self) -> None:
@@ -140,7 +168,7 @@ class Wal:
             path = self.directory / _segment_name(self.next_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, payloads: list[bytes]) -> list[int]:
         """Write the records and fsync once for all of them (the group commit); returns seqs."""
@@ -169,7 +197,7 @@ class Wal:
         path = self.directory / _segment_name(self.next_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def trim(self, covered: int) -> int:
         """Delete segments whose every record is <= ``covered``; returns how many."""
@@ -180,11 +208,15 @@ class Wal:
                 path.unlink()
                 removed += 1
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return removed
 
     def size(self) -> int:
-        return sum(path.stat().st_size for _, path in self.segments())
+        total = 0
+        for _, path in self.segments():
+            with contextlib.suppress(FileNotFoundError):  # trimmed meanwhile, in a worker thread
+                total += path.stat().st_size
+        return total
 
     def close(self) -> None:
         if self._fd is not None:
@@ -192,7 +224,15 @@ class Wal:
             self._fd = None
 
 
-def _fsync_dir(directory: Path) -> None:
+def cut(path: Path, offset: int) -> None:
+    """Truncate a segment at ``offset``, durably."""
+    with path.open("r+b") as f:
+        f.truncate(offset)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

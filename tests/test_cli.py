@@ -26,6 +26,7 @@ import jwt
 import pytest
 
 from benchmarks.server import free_port
+from ingest.wal import Wal
 
 ROOT = Path(__file__).resolve().parent.parent
 TALLYD = Path(sys.executable).parent / "tallyd"
@@ -237,10 +238,33 @@ def run_token_embed(cwd: Path) -> None:
     assert claims["exp"] - claims["iat"] == 3600  # --ttl defaults to 1h
 
 
+def run_repair(cwd: Path) -> None:
+    # The log two servers on one directory leave: the same record number written twice.
+    data = cwd / "data"
+    event = {"ts": 1790000000000, "status": "paid", "amount": 2.5, "country": "FR"}
+    payload = json.dumps({"source": "orders", "events": [event], "rejected": []}).encode()
+    one, two = Wal(data / "wal"), Wal(data / "wal")
+    assert list(one.open(after=0)) == list(two.open(after=0)) == []
+    assert one.append([payload]) == two.append([payload]) == [1]
+    one.close()
+    two.close()
+    args = ("repair", "--config", str(write_config(cwd)), "--data-dir", str(data))
+    dry = tallyd(*args, "--dry-run", cwd=cwd)
+    assert dry.returncode == 0, dry.stderr
+    assert "record 1, expected 2" in dry.stdout
+    assert not list(data.glob("quarantine-*"))
+    done = tallyd(*args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert "log records 1..1 (1 record, 1 event)" in done.stdout
+    assert len(list(data.glob("quarantine-*/wal/*"))) == 1
+    assert [seq for seq, _ in Wal(data / "wal").open(after=0)] == [1]
+
+
 RUNNERS: dict[str, Callable[[Path], None]] = {
     "serve": run_serve,
     "check": run_check,
     "demo": run_demo,
+    "repair": run_repair,
     "bench list": run_bench_list,
     "bench run": run_bench_run,
     "bench targets": run_bench_targets,

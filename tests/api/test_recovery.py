@@ -134,7 +134,10 @@ async def test_a_corrupt_wal_record_refuses_to_start_saying_where(tmp_path: Path
         reason = engine.fatal_reason or ""
         assert segment.name in reason
         assert "corrupt" in reason.lower() or "checksum" in reason.lower()
-        assert (await client.get("/readyz")).status == 503
+        assert f"'tallyd repair --config test.toml --data-dir {tmp_path / 'image'}'" in reason
+        response = await client.get("/readyz")
+        assert response.status == 503
+        assert "tallyd repair" in (await response.json())["error"]["message"]
 
 
 @pytest.mark.asyncio
