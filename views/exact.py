@@ -111,7 +111,7 @@ class Sums:
             carry[:, 1:] = shifted[:, :-1] >> BITS
             shifted[:, :-1] &= MASK
             self.limbs = shifted + carry
-            self._normalize(None)
+        self._normalize(None)  # the old top limb (the sign) is no longer the top one
 
     def _normalize(self, rows: np.ndarray | None) -> None:
         """Carry every limb but the top one into ``[0, 2**32)`` (floor division keeps the
