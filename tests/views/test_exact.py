@@ -3,6 +3,7 @@ rounded exact sum, whatever the values' magnitudes, the order and the batching."
 
 from __future__ import annotations
 
+import contextlib
 import math
 from fractions import Fraction
 
@@ -45,7 +46,7 @@ def test_every_row_is_the_correctly_rounded_exact_sum(
         want = exact(seen[row])
         if want is not None and abs(want) < 1.7e308:
             assert got[row] == want, (seen[row], got[row], want)
-            if seen[row]:
+            with contextlib.suppress(OverflowError):  # fsum's partials may overflow; ours not
                 assert want == math.fsum(seen[row])
 
 
