@@ -226,18 +226,17 @@ embed_secret_env = "TALLYD_TEST_LIVE_EMBED_KEY"
 """
 
 
+def embed_token(monkeypatch: pytest.MonkeyPatch, views: list[str]) -> str:
+    """A tenant's token for AUTH_CONFIG's server: these views, country FR only."""
+    monkeypatch.setenv("TALLYD_TEST_LIVE_EMBED_KEY", EMBED_KEY)
+    return mint_embed(EMBED_KEY.encode(), views, {"country": ["FR"]}, 600, int(time.time()))
+
+
 @pytest.mark.asyncio
 async def test_each_subscription_is_authorized_and_filtered_as_its_own_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TALLYD_TEST_LIVE_EMBED_KEY", EMBED_KEY)
-    embed = mint_embed(
-        EMBED_KEY.encode(),
-        ["per_minute", "totals", "all_time"],
-        {"country": ["FR"]},
-        600,
-        int(time.time()),
-    )
+    embed = embed_token(monkeypatch, ["per_minute", "totals", "all_time"])
     async with running(AUTH_CONFIG, tmp_path, max_subscribers_per_token=1) as (client, _):
         reader = {"Authorization": f"Bearer {READER}"}
         allowed = await client.get(live(PER_MINUTE), headers=reader)  # any read token: the route
