@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from multidict import MultiDict
+from multidict import MultiDict, MultiMapping
 
 from api import admin, pages, read, stream, write
 from api.auth import TOKEN, URL_SECRET, Auth, Token, parse_auth
@@ -35,6 +35,7 @@ ROUTES = (
     ("GET", "/v1/views/{view}", read.query_view, ("read", "view"), "Query a view's rows."),
     ("GET", "/v1/views/{view}/series", read.series_view, ("read", "view"), "Chart-ready series."),
     ("GET", "/v1/views/{view}/subscribe", stream.subscribe, ("read", "view"), "Live (SSE)."),
+    ("GET", "/v1/live", stream.live, READ_ANY, "Several live subscriptions, one SSE stream."),
     ("GET", "/v1/views/{view}/chart", pages.chart, ("read", "view"), "Embeddable chart (HTML)."),
     ("GET", "/v1/views/{view}/late", read.late_events, ("read", "view"), "Late events kept."),
     ("GET", "/v1/sources", admin.list_sources, ("admin", None), "Every source: schema, counters."),
@@ -80,6 +81,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise ApiError(403, _refusal(request, action, key, target))
         if token.filters and key == "view" and target is not None:
             request = _forced(request, token, target)
+        if resource is not None and resource.canonical == "/v1/live":
+            request = _subscriptions(request, token)
         _rate(request.app[ENGINE], token)
         request[TOKEN] = token
     response = await handler(request)
@@ -124,13 +127,19 @@ def _rate(engine: Engine, token: Token) -> None:
 
 
 def _forced(request: web.Request, token: Token, view: str) -> web.Request:
-    """An embed token's filters, forced onto a read of ``view``: a parameter may narrow them,
-    never widen or replace them (403, not a silent merge)."""
+    """An embed token's filters, forced onto a read of ``view`` (``_force``)."""
     if request.path.endswith("/late"):  # raw events of every tenant: nothing to filter them by
         raise ApiError(403, "late events are not available to a filtered (embed) token")
-    spec = request.app[ENGINE].registry.views[view].spec
+    query = _force(request.app[ENGINE], token, view, request.query)
+    return request.clone(rel_url=request.rel_url.with_query(query))
+
+
+def _force(engine: Engine, token: Token, view: str, params: MultiMapping[str]) -> MultiDict[str]:
+    """``params`` of a read of ``view`` with the token's filters forced: a parameter may narrow
+    them, never widen or replace them (403, not a silent merge)."""
+    spec = engine.registry.views[view].spec
     keys = {c.name for c in spec.columns if c.role == "key"}
-    query = MultiDict(request.query)
+    query = MultiDict(params)
     for key, allowed in token.filters:
         if key not in keys:
             raise ApiError(403, f"this token's filters do not apply to view {view}")
@@ -140,6 +149,28 @@ def _forced(request: web.Request, token: Token, view: str) -> web.Request:
         if not asked:
             for value in sorted(allowed):
                 query.add(key, value)
+    return query
+
+
+def _subscriptions(request: web.Request, token: Token) -> web.Request:
+    """``/v1/live``: each subscription is a read of its view, authorized as ``/subscribe`` would
+    be — the token must be allowed to read that view, and an embed token's filters are forced
+    onto it."""
+    engine = request.app[ENGINE]
+    query: MultiDict[str] = MultiDict()
+    for name, text in request.query.items():
+        if name != "s":
+            query.add(name, text)  # the handler refuses it
+            continue
+        sub = stream.Subscription.parse(len(query.getall("s", [])), text)
+        if not token.allows("read", sub.view):
+            raise sub.error(f"this token may not read {sub.view}", 403)
+        if token.filters and sub.view in engine.registry.views:
+            try:
+                sub = sub.with_query(_force(engine, token, sub.view, sub.query))
+            except ApiError as err:
+                raise sub.error(err.message, err.status) from None
+        query.add("s", sub.text)
     return request.clone(rel_url=request.rel_url.with_query(query))
 
 

@@ -13,6 +13,12 @@ fresh full answer. A subscriber whose queue is full (it stopped reading) is
 dropped: server memory never grows with a slow client. Heartbeat comments keep proxies from closing
 idle streams.
 
+A connection follows a *feed* of one or more topics: ``/subscribe`` one, ``/v1/live`` several
+(a page's every table and chart over one connection, since browsers open at most six per host).
+A multiplexed message says which subscription it is for, ``{"s": index, "data": payload}``, and its
+id lists every subscription's last topic id, comma-separated, so ``Last-Event-ID`` resumes each
+subscription exactly as it would resume alone.
+
 Change data: for rows, ``{"upsert": [rows], "delete": [row keys]}`` (a row's key is its window and
 group-key values); for series, ``{"x": [...], "points": [[series, x, value], ...], "removed":
 [series]}`` — ``x`` only when the buckets moved.
@@ -54,8 +60,13 @@ class Message:
 
 @dataclass(eq=False)  # identity: kept in sets
 class Subscriber:
+    """One connection, subscribed to every topic of its feed: one bounded queue for all of them,
+    so a connection costs the same memory however many questions it follows."""
+
     close: Callable[[], None] | None = None  # aborts its connection
-    queue: asyncio.Queue[Message | None] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    queue: asyncio.Queue[tuple[Topic, Message] | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE)
+    )
     dropped: bool = False
 
 
@@ -143,11 +154,15 @@ class Topic:
             if message is not None:
                 for subscriber in list(self.subscribers):
                     self.offer(subscriber, message)
-        self.hub.topics.pop(self.key, None)
+        if self.hub.topics.get(self.key) is self:  # not a newer topic of the same question
+            del self.hub.topics[self.key]
 
-    def offer(self, subscriber: Subscriber, message: Message | None) -> None:
+    def offer(self, subscriber: Subscriber, message: Message) -> None:
+        if subscriber.dropped:  # dropped by another topic of its feed: its connection is ending
+            self.subscribers.discard(subscriber)
+            return
         try:
-            subscriber.queue.put_nowait(message)
+            subscriber.queue.put_nowait((self, message))
         except asyncio.QueueFull:  # it stopped reading: drop it, never buffer without bound
             subscriber.dropped = True
             self.subscribers.discard(subscriber)
@@ -173,21 +188,35 @@ class Hub:
         kind: str,
         interval: float,
     ) -> Topic:
+        """The topic of a question, with its answer: a new topic computes its first answer here,
+        so a bad question fails (and is forgotten) before any stream. Its task starts at once:
+        a topic that nobody ends up subscribing to (a later subscription of the same request was
+        refused) lingers out like any other, never kept without a task."""
         topic = self.topics.get(key)
         if topic is None:
-            topic = self.topics[key] = Topic(key, compute, version, kind, interval, self)
+            topic = Topic(key, compute, version, kind, interval, self)
+            topic.refresh()
+            self.topics[key] = topic
+            self._start(topic)
         return topic
 
-    def subscribe(self, topic: Topic, close: Callable[[], None] | None = None) -> Subscriber:
+    def subscribe(self, feed: Feed, close: Callable[[], None] | None = None) -> Subscriber:
         subscriber = Subscriber(close)
-        topic.subscribers.add(subscriber)
-        if topic.task is None or topic.task.done():
-            topic.task = asyncio.create_task(topic.run(), name="tallyd-live")
+        for topic in feed.distinct:
+            topic.subscribers.add(subscriber)
+            if topic.task is None or topic.task.done():  # it lingered out meanwhile
+                self.topics.setdefault(topic.key, topic)
+                self._start(topic)
         return subscriber
 
     @staticmethod
-    def unsubscribe(topic: Topic, subscriber: Subscriber) -> None:
-        topic.subscribers.discard(subscriber)
+    def _start(topic: Topic) -> None:
+        topic.task = asyncio.create_task(topic.run(), name="tallyd-live")
+
+    @staticmethod
+    def unsubscribe(feed: Feed, subscriber: Subscriber) -> None:
+        for topic in feed.distinct:
+            topic.subscribers.discard(subscriber)
 
     async def close(self) -> None:
         tasks = [t.task for t in self.topics.values() if t.task is not None]
@@ -195,6 +224,44 @@ class Hub:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.topics.clear()
+
+
+class Feed:
+    """What one connection follows: a topic per subscription, in the order asked (a question
+    asked twice is one topic, and one subscriber of it)."""
+
+    def __init__(self, topics: list[Topic], multiplexed: bool) -> None:
+        self.topics = topics
+        self.multiplexed = multiplexed
+        self.indices: dict[Topic, list[int]] = {}
+        for i, topic in enumerate(topics):
+            self.indices.setdefault(topic, []).append(i)
+        self.distinct = list(self.indices)
+        self.ids = [""] * len(topics)  # the last topic id sent, per subscription
+
+    def start(self, last_event_id: str | None) -> list[bytes]:
+        """What a (re)connecting client needs first, subscription by subscription."""
+        lasts: list[str | None] = [last_event_id]
+        if self.multiplexed:
+            parts = (last_event_id or "").split(",")
+            lasts = list(parts) if len(parts) == len(self.topics) else [None] * len(self.topics)
+        frames = []
+        for i, topic in enumerate(self.topics):
+            messages = topic.since(lasts[i])
+            if not messages:  # already up to date: it goes on from the id it had
+                self.ids[i] = lasts[i] or ""
+            frames += [self._frame(i, m) for m in messages]
+        return frames
+
+    def frames(self, topic: Topic, message: Message) -> list[bytes]:
+        return [self._frame(i, message) for i in self.indices[topic]]
+
+    def _frame(self, i: int, message: Message) -> bytes:
+        if not self.multiplexed:
+            return message.encode()
+        self.ids[i] = message.id
+        data = b'{"s":%d,"data":%s}' % (i, message.data)
+        return Message(",".join(self.ids), message.event, data).encode()
 
 
 def _fresh(answer: Answer) -> Answer:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from api.pages import ASSETS
+from api.settings import Settings
+
+LIVE_MAX = Settings.max_live_subscriptions  # the default: a server may allow fewer (400 beyond)
 
 ERROR = {
     "type": "object",
@@ -38,6 +41,10 @@ def _q(name: str, schema: dict[str, Any], description: str, required: bool = Fal
 STRING = {"type": "string"}
 TIME = {"type": "string", "description": "RFC 3339 or epoch milliseconds"}
 LIMIT = {"type": "integer", "minimum": 1}
+SUBSCRIPTION = {
+    "type": "string",
+    "pattern": r"^/v1/views/[A-Za-z_][A-Za-z0-9_]*/subscribe(\?[^#]*)?$",
+}
 TOKEN = _q("token", STRING, "An API or embed token, for what a browser loads by URL.")
 QUERY = [
     _q("from", TIME, "Window starts from (inclusive)."),
@@ -77,6 +84,20 @@ PARAMETERS: dict[tuple[str, str], list[Any]] = {
         _q("kind", {"type": "string", "enum": ["rows", "series"]}, "What to follow."),
         _q("interval", STRING, "Most often a change is sent (e.g. 1s)."),
     ],
+    ("GET", "/v1/live"): [
+        {
+            **_q(
+                "s",
+                {"type": "array", "items": SUBSCRIPTION, "minItems": 1, "maxItems": LIVE_MAX},
+                "A subscription: the path and query of /v1/views/{view}/subscribe; repeat it "
+                f"(at most max_live_subscriptions, {LIVE_MAX} by default). Each message says "
+                "which (its index, from 0) it is for.",
+                required=True,
+            ),
+            "style": "form",
+            "explode": True,
+        }
+    ],
     ("GET", "/v1/views/{view}/late"): [_q("limit", LIMIT, "How many.")],
     ("GET", "/v1/sources/{source}/rejected"): [_q("limit", LIMIT, "How many.")],
     ("POST", "/v1/sources/{source}/events"): [
@@ -104,6 +125,7 @@ CONTENT = {
     "GET /": "text/html",
     "GET /v1/views/{view}/chart": "text/html",
     "GET /v1/views/{view}/subscribe": "text/event-stream",
+    "GET /v1/live": "text/event-stream",
     "GET /assets/{name}": ASSETS["uPlot.iife.min.js"],
 }
 

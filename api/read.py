@@ -58,7 +58,8 @@ class Encoded:
     truncated: bool = False
 
 
-def describe_view(view: View, description: str) -> dict[str, Any]:
+def describe_view(view: View, description: str, chart: str | None) -> dict[str, Any]:
+    """A view as ``GET /v1/views`` lists it; ``chart``: the aggregate the dashboard plots."""
     spec: ViewSpec = view.spec
     window = spec.window
     return {
@@ -81,6 +82,7 @@ def describe_view(view: View, description: str) -> dict[str, Any]:
         "retention": None if spec.retention is None else format_duration(spec.retention),
         "grace": format_duration(spec.grace) if spec.grace else "0s",
         "max_groups": spec.max_groups,
+        "chart": chart,
         "stats": view.stats(),
     }
 
@@ -88,8 +90,11 @@ def describe_view(view: View, description: str) -> dict[str, Any]:
 async def list_views(request: web.Request) -> web.Response:
     engine = engine_of(request)
     only(request, set())
+    config = engine.config
     views = [
-        describe_view(engine.registry.views[n], engine.config.descriptions.get(n, ""))
+        describe_view(
+            engine.registry.views[n], config.descriptions.get(n, ""), config.charts.get(n)
+        )
         for n in readable(request, engine)
     ]
     return json_response({"views": views})

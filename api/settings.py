@@ -141,6 +141,13 @@ SETTINGS = (
         "Live streams (SSE) one token may hold open at once (429 beyond).",
     ),
     Setting(
+        "max_live_subscriptions",
+        32,
+        _positive_int,
+        "Subscriptions one /v1/live stream may carry (400 beyond); the stream counts once "
+        "against max_subscribers_per_token.",
+    ),
+    Setting(
         "idempotency_ttl",
         "24h",
         _duration,
@@ -183,6 +190,7 @@ class Settings:
     rate_limit: int = 100
     rate_burst: int = 500
     max_subscribers_per_token: int = 100
+    max_live_subscriptions: int = 32
     idempotency_ttl: int = 24 * 3_600_000
     idempotency_max_keys: int = 100_000
     answer_cache_bytes: int = 64 << 20

@@ -39,7 +39,7 @@ SOURCE_FIELDS = {
 }
 FORMATS = {"http": ("json",), "kafka": ("json", "debezium"), "file": ("ndjson", "csv")}
 KAFKA_TIMESTAMP = "kafka_timestamp"
-VIEW_FIELDS = {"sql", "retention", "grace", "max_groups", "description"}
+VIEW_FIELDS = {"sql", "retention", "grace", "max_groups", "description", "chart"}
 
 
 class ConfigError(ValueError):
@@ -57,6 +57,9 @@ class Config:
     views: dict[str, ViewSpec]
     descriptions: dict[str, str] = field(default_factory=dict)
     auth: dict[str, Any] = field(default_factory=dict)  # checked by api.auth (tokens, CORS)
+    # The aggregate the dashboard charts, per view (None: not charted). Like the description,
+    # presentation only: it never changes a view's state, so it is not part of its spec.
+    charts: dict[str, str | None] = field(default_factory=dict)
 
 
 def load(path: str | Path) -> Config:
@@ -85,9 +88,11 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
         raise ConfigError(path, "file", None, "define at least one [sources.NAME]")
     views: dict[str, ViewSpec] = {}
     descriptions: dict[str, str] = {}
+    charts: dict[str, str | None] = {}
     for name, body in _tables(raw, "views", path):
         views[name] = _view(path, name, body, sources)
         descriptions[name] = str(body.get("description", ""))
+        charts[name] = _chart(path, body, views[name])
     sources = _with_schemas(path, sources, views)
     server = raw.get("server", {})
     if not isinstance(server, dict):
@@ -95,7 +100,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
     auth = raw.get("auth", {})
     if not isinstance(auth, dict):
         raise ConfigError(path, "auth", None, "must be a table")
-    return Config(path, server, sources, views, descriptions, auth)
+    return Config(path, server, sources, views, descriptions, auth, charts)
 
 
 def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[str, Any]]]:
@@ -258,6 +263,38 @@ def _view(path: str, name: str, body: dict[str, Any], sources: dict[str, SourceS
             f"only views with a time window have {field_name}; this view keeps all-time totals",
         )
     return spec
+
+
+def _chart(path: str, body: dict[str, Any], spec: ViewSpec) -> str | None:
+    """``chart = "<aggregate>"``: what the dashboard plots for a windowed view. Absent, the first
+    aggregate that is not a count: a view names its volume first by SQL habit (``count(*) AS
+    requests, p95(latency_ms) AS p95``) but is about what follows it, so charting the count
+    would show traffic on a latency view. A view of counts only charts its first count."""
+    plottable = [c for c in spec.columns if c.role == "aggregate" and c.type != "array"]
+    if "chart" not in body:
+        if spec.window is None:
+            return None
+        counts_last = sorted(plottable, key=lambda c: c.aggregate == "count")  # stable
+        return counts_last[0].name if counts_last else None
+    where, name = f"view '{spec.name}'", body["chart"]
+    if spec.window is None:
+        raise ConfigError(
+            path,
+            where,
+            "chart",
+            "only views with a time window are charted; this view keeps "
+            "all-time totals (the dashboard shows it as a table)",
+        )
+    if not isinstance(name, str) or name not in [c.name for c in plottable]:
+        choices = ", ".join(c.name for c in plottable) or "none"
+        raise ConfigError(
+            path,
+            where,
+            "chart",
+            f"{name!r} is not an aggregate column a chart can plot "
+            f"(numbers, not top_k lists); this view's: {choices}",
+        )
+    return name
 
 
 def _with_schemas(

@@ -1,4 +1,5 @@
-"""The chart page and the dashboard in real headless Chromium (Debian's, driven by Playwright).
+"""The chart page in real headless Chromium (Debian's, driven by Playwright); the dashboard's
+tests are in test_dashboard.py.
 
 Screenshots go to ``test-artifacts/`` (override with TALLYD_ARTIFACTS) for a person to look at.
 """
@@ -80,33 +81,4 @@ async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path:
             assert await page.evaluate("window.tallyd.series") == ["DE", "FR", "US"]
             await page.screenshot(path=ARTIFACTS / "chart-after.png")
             assert errors == []
-            await chromium.close()
-
-
-@pytest.mark.asyncio
-async def test_the_dashboard_lists_every_view_live(tmp_path: Path) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with running(CONFIG, tmp_path) as (client, engine):
-        await client.post(
-            "/v1/sources/orders/events", data=orders(range(30), ["FR", "DE", "US"], 5)
-        )
-        async with playwright.async_playwright() as p:
-            chromium = await browser(p)
-            page = await chromium.new_page(viewport={"width": 1200, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            await page.goto(str(client.make_url("/")))
-            await page.wait_for_function("window.tallyd && window.tallyd.tables >= 2")
-            for name in engine.registry.views:
-                section = page.locator(f"#view-{name}")
-                assert await section.locator("h2").inner_text() == name
-                assert await section.locator("table tr").count() > 1
-            frame = page.frame_locator("#view-per_minute iframe")
-            await frame.locator("#chart canvas").wait_for()
-            snippet = await page.locator("#view-per_minute pre").first.text_content() or ""
-            assert snippet.startswith('<iframe src="http://127.0.0.1:')
-            assert "/chart?" in snippet
-            await page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
-            assert problems == []  # no script error, no failed request (favicon included)
             await chromium.close()

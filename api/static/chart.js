@@ -1,0 +1,117 @@
+/* tallyd's live chart of a series, drawn with uPlot: the chart page and the dashboard both use
+ * it, so a series answer and its changes are applied one way (api/live.py says what they hold).
+ *
+ *   const chart = tallydChart(element, { metric, unit, type, height, observed, onDraw });
+ *   chart.answer(fullSeriesAnswer); chart.change(seriesChange);
+ *
+ * `observed` (optional) is kept up to date for tests and embedding apps: updates applied, points
+ * drawn, series names, the last bucket. tallydNumber formats a number the way tables show it.
+ */
+(function () {
+  "use strict";
+  const palette = ["#2f81f7", "#e8590c", "#2da44e", "#bf3989", "#8250df", "#d4a72c",
+                   "#1b7c83", "#cf222e", "#6e7781", "#953800"];
+  // One number format everywhere: thousands separators, at most 3 decimals (3 significant
+  // digits below 1, so 0.000123 stays visible); exact sums ending in ...0000001 read cleanly.
+  const plain = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 });
+  const small = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 3 });
+  const compact = new Intl.NumberFormat(undefined, {
+    notation: "compact", maximumFractionDigits: 1 });
+
+  function number(v) {
+    if (v == null) return "\u2013";
+    if (typeof v !== "number") return String(v);
+    return (v !== 0 && Math.abs(v) < 1 ? small : plain).format(v);
+  }
+
+  function tick(v) {  // axis labels: short
+    return Math.abs(v) >= 1e4 ? compact.format(v) : number(v);
+  }
+
+  function tallydChart(el, options) {
+    const css = getComputedStyle(document.documentElement);
+    const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    const unit = options.unit ? " " + options.unit : "";
+    const observed = options.observed || {};
+    const state = { x: [], series: [], freshness: null };
+    let plot = null;
+    Object.assign(observed, { updates: 0, points: 0, series: [] });
+
+    function size() {
+      return { width: Math.max(200, el.clientWidth), height: options.height() };
+    }
+
+    function data() {
+      return [state.x.map((ms) => ms / 1000), ...state.series.map((s) => s.values)];
+    }
+
+    function build() {
+      if (plot) plot.destroy();
+      const bars = options.type === "bar" && uPlot.paths.bars
+        ? uPlot.paths.bars({ size: [0.8] }) : null;
+      const axis = { stroke: color("--fg", "#1f2328"), grid: { stroke: color("--grid", "#d0d7de") } };
+      plot = new uPlot({
+        ...size(),
+        scales: { x: { time: true } },
+        axes: [{ ...axis, space: 80 }, { ...axis, label: options.metric + (options.unit ? " (" + options.unit + ")" : ""),
+          values: (u, ticks) => ticks.map((v) => tick(v) + unit), size: 70 }],
+        series: [{ label: "time" }, ...state.series.map((s, i) => {
+          const stroke = palette[i % palette.length];
+          return {
+            label: s.name, stroke, width: 2, paths: bars || undefined, spanGaps: false,
+            fill: options.type === "area" ? stroke + "33" : options.type === "bar" ? stroke + "aa"
+              : undefined,
+            value: (u, v) => number(v) + (v == null ? "" : unit),
+          };
+        })],
+        legend: { live: true },
+      }, data(), el);
+      observed.series = state.series.map((s) => s.name);
+    }
+
+    function draw(rebuild) {
+      observed.points = state.series.reduce(
+        (n, s) => n + s.values.filter((v) => v != null).length, 0);
+      if (rebuild || !plot) build(); else plot.setData(data());
+      observed.updates += 1;
+      observed.lastX = state.x[state.x.length - 1];
+      if (options.onDraw) options.onDraw(state.freshness);
+    }
+
+    function answer(a) {
+      state.x = a.x; state.series = a.series; state.freshness = a.freshness; draw(true);
+    }
+
+    function change(c) {
+      let rebuild = false;
+      if (c.x) {  // the buckets moved: keep the values of those still shown
+        const old = new Map(state.x.map((x, i) => [x, i]));
+        state.series.forEach((s) => {
+          s.values = c.x.map((x) => (old.has(x) ? s.values[old.get(x)] : null));
+        });
+        state.x = c.x;
+      }
+      (c.points || []).forEach(([name, x, v]) => {
+        let s = state.series.find((t) => t.name === name);
+        if (!s) {
+          s = { name, values: state.x.map(() => null) }; state.series.push(s); rebuild = true;
+        }
+        const i = state.x.indexOf(x);
+        if (i >= 0) s.values[i] = v;
+      });
+      if (c.removed && c.removed.length) {
+        state.series = state.series.filter((s) => !c.removed.includes(s.name)); rebuild = true;
+      }
+      if (c.freshness) state.freshness = c.freshness;
+      draw(rebuild);
+    }
+
+    const resize = () => plot && plot.setSize(size());
+    new ResizeObserver(resize).observe(el);  // its frame or column changed width
+    window.addEventListener("resize", resize);  // the height may follow the window's
+    return { answer, change, drawn: () => plot !== null };
+  }
+
+  window.tallydChart = tallydChart;
+  window.tallydNumber = number;
+})();

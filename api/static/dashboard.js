@@ -1,0 +1,172 @@
+/* The dashboard: every view as a live table (and a live chart when it has a time window), all of
+ * them over ONE stream, GET /v1/live. A browser opens at most six connections per host over
+ * HTTP/1.1; a stream per table and chart once left every other request of the page queued
+ * behind them.
+ *
+ * The page exposes window.tallyd for tests and embedding apps: updates[view] = { table, chart }
+ * (answers and changes drawn), charts[view] (what tallydChart observes), streams (opened).
+ */
+(function () {
+  "use strict";
+  const views = JSON.parse(document.getElementById("config").textContent);
+  const live = JSON.parse(document.getElementById("live").textContent);
+  const status = document.getElementById("status");
+  const observed = window.tallyd = {
+    views: views.map((v) => v.name), updates: {}, charts: {}, streams: 0 };
+  const targets = [];  // by subscription index: the table or chart its messages update
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text != null) node.textContent = text;
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function fresh(f) {
+    if (!f) return "";
+    const at = f.watermark ? f.watermark.replace("T", " ").replace(/\.\d+Z$/, " UTC") : "\u2013";
+    return "data up to " + at + " · " + f.position;
+  }
+
+  // ---- cells: one readable form per kind of value -------------------------------------------
+  function topList(items) {  // top_k: [{value, count}] -> "p1 (120), p7 (98), …"
+    const text = (i) => String(i.value) + " (" + tallydNumber(i.count) + ")";
+    const shown = items.slice(0, 5).map(text).join(", ");
+    return { text: items.length > 5 ? shown + ", …" : shown, title: items.map(text).join(", "),
+             cls: "list" };
+  }
+
+  function cell(value, column) {
+    if (value == null) return { text: "\u2013", cls: "none" };
+    if (column.role === "window") {  // RFC 3339 UTC: the minute is what a reader scans for
+      return { text: value.slice(0, 16).replace("T", " "), title: value };
+    }
+    if (Array.isArray(value)) return topList(value);
+    if (typeof value === "number" && column.role === "aggregate") {
+      return { text: tallydNumber(value), cls: "number" };
+    }
+    return { text: typeof value === "object" ? JSON.stringify(value) : String(value) };
+  }
+
+  // ---- row order: the server's (views/query.py: window, then keys; nulls last) --------------
+  function rank(v) {  // views.sketches.sort_key
+    if (v == null) return [3, 0];
+    if (typeof v === "boolean") return [0, Number(v)];
+    if (typeof v === "number") return [1, v];
+    return [2, String(v)];
+  }
+
+  function compare(a, b) {
+    const [ra, va] = rank(a), [rb, vb] = rank(b);
+    if (ra !== rb) return ra - rb;
+    return va < vb ? -1 : va > vb ? 1 : 0;
+  }
+
+  function rowsTable(box, v) {
+    const state = { columns: [], keys: [], rows: [] };
+    const holder = box.appendChild(el("div", null, "rows"));
+    const note = box.appendChild(el("div", "", "note"));
+    const id = (row) => JSON.stringify(state.keys.map((k) => row[k]));
+
+    function order(a, b) {
+      for (const [i, k] of state.keys.entries()) {
+        const c = compare(a[k], b[k]);
+        if (c) return i === 0 && v.newest_first ? -c : c;
+      }
+      return 0;
+    }
+
+    function render(freshness) {
+      const t = el("table");
+      const head = t.createTHead().insertRow();
+      state.columns.forEach((c) => head.appendChild(el("th", c.name,
+        c.role === "aggregate" && c.type !== "array" ? "number" : "")));
+      const body = t.createTBody();
+      state.rows.slice(0, v.limit).forEach((r) => {
+        const row = body.insertRow();
+        state.columns.forEach((c) => {
+          const shown = cell(r[c.name], c), td = row.insertCell();
+          td.textContent = shown.text;
+          if (shown.cls) td.className = shown.cls;
+          if (shown.title) td.title = shown.title;
+        });
+      });
+      holder.replaceChildren(t);
+      const n = state.rows.length;  // the page asks for one row more than it shows
+      note.textContent = (n > v.limit ? v.limit + " of more rows" + (v.newest_first
+        ? ", newest first" : "") : n === 0 ? "no rows yet" : n + (n === 1 ? " row" : " rows"))
+        + (v.live.table == null ? " · not live" : "");
+      box.querySelector(".fresh").textContent = fresh(freshness);
+      observed.updates[v.name].table += 1;
+    }
+
+    function answer(a) {
+      if (a.error) { note.textContent = a.error.message; return; }
+      state.columns = a.columns;
+      state.keys = [...a.columns.filter((c) => c.role === "window"),
+                    ...a.columns.filter((c) => c.role === "key")].map((c) => c.name);
+      state.rows = a.rows.slice();
+      render(a.freshness);
+    }
+
+    function change(c) {
+      const rows = new Map(state.rows.map((r) => [id(r), r]));
+      c.delete.forEach((gone) => rows.delete(id(gone)));
+      c.upsert.forEach((r) => rows.set(id(r), r));
+      state.rows = [...rows.values()].sort(order);
+      render(c.freshness);
+    }
+
+    return { answer, change };
+  }
+
+  function chart(box, v) {
+    const watch = observed.charts[v.name] = {};
+    return tallydChart(box.appendChild(el("div", null, "chart")), {
+      metric: v.metric, type: "line", observed: watch, height: () => 240,
+      onDraw: () => { observed.updates[v.name].chart += 1; },
+    });
+  }
+
+  function embed(box, v) {
+    const links = box.appendChild(el("details"));
+    links.appendChild(el("summary", "embed and query"));
+    if (v.chart) links.appendChild(el("pre", '<iframe src="' + location.origin + v.chart +
+      '" width="100%" height="320" style="border:0"></iframe>'));
+    links.appendChild(el("pre", location.origin + v.query));
+  }
+
+  // A part the stream has no room for (max_live_subscriptions) is read once, and says so.
+  function attach(index, target, url) {
+    if (index != null) { targets[index] = target; return; }
+    fetch(url).then((r) => r.json()).then((a) => target.answer(a));
+  }
+
+  function section(v) {
+    const box = el("section", null, "view");
+    box.id = "view-" + v.name;
+    box.append(el("h2", v.name), el("div", v.description || "", "meta"), el("div", "", "meta fresh"));
+    observed.updates[v.name] = v.metric ? { table: 0, chart: 0 } : { table: 0 };
+    if (v.metric) attach(v.live.chart, chart(box, v), v.series);
+    attach(v.live.table, rowsTable(box, v), v.rows);
+    embed(box, v);
+    return box;
+  }
+
+  function follow(url) {
+    const stream = new EventSource(url);
+    observed.streams += 1;
+    const route = (kind) => (e) => {
+      const message = JSON.parse(e.data);
+      targets[message.s][kind](message.data);
+    };
+    stream.addEventListener("answer", route("answer"));
+    stream.addEventListener("change", route("change"));
+    stream.onopen = () => { status.textContent = "live"; status.className = ""; };
+    stream.onerror = () => { status.textContent = "reconnecting…"; status.className = "down"; };
+  }
+
+  const root = document.getElementById("views");
+  views.forEach((v) => root.appendChild(section(v)));
+  if (live) follow(live); else status.textContent = views.length ? "not live" : "no views";
+})();

@@ -1,0 +1,243 @@
+"""The dashboard with many views stays live: one connection, every table and chart updating.
+
+Issue 14 item 1: one SSE stream per table and chart (8 with the demo's views) over HTTP/1.1 met
+the browser's 6 connections per host, and table refreshes queued forever behind open streams. So
+this test shows ten views (five charted), posts events over HTTP while the page is open, and waits
+until every table and every chart has updated several times, counted by the page itself
+(``window.tallyd.updates``), then asserts the page opened exactly one EventSource.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.test_charts import ARTIFACTS, T0, browser
+from tests.helpers import ndjson, running
+
+playwright = pytest.importorskip("playwright.async_api")
+
+CONFIG = """
+[sources.orders]
+time = "ts"
+fields = { country = "string", device = "string", product = "string", user_id = "string" }
+
+[views.per_minute]
+description = "Revenue per country and minute"
+sql = '''SELECT country, tumble(ts, '1 minute') AS minute, count(*) AS n, sum(amount) AS revenue
+         FROM orders GROUP BY country, minute'''
+grace = "1h"
+
+[views.by_device]
+description = "Orders per device and minute (charted: the average, declared)"
+sql = '''SELECT device, tumble(ts, '1 minute') AS minute, count(*) AS n,
+                sum(amount) AS revenue, avg(amount) AS avg_amount
+         FROM orders GROUP BY device, minute'''
+grace = "1h"
+chart = "avg_amount"
+
+[views.amount_percentiles]
+description = "Amount percentiles per minute (charted: p95, the first non-count aggregate)"
+sql = '''SELECT tumble(ts, '1 minute') AS minute, count(*) AS n, p95(amount) AS p95,
+                max(amount) AS biggest
+         FROM orders GROUP BY minute'''
+grace = "1h"
+
+[views.buyers_hourly]
+sql = '''SELECT country, tumble(ts, '1 hour') AS hour, approx_count_distinct(user_id) AS buyers
+         FROM orders GROUP BY country, hour'''
+grace = "1h"
+
+[views.rolling]
+description = "Revenue over ten minutes, every minute"
+sql = '''SELECT hop(ts, '10 minutes', '1 minute') AS span, sum(amount) AS revenue
+         FROM orders GROUP BY span'''
+grace = "1h"
+
+[views.totals]
+sql = "SELECT country, count(*) AS n, sum(amount) AS revenue FROM orders GROUP BY country"
+
+[views.by_status]
+sql = "SELECT status, count(*) AS n, avg(amount) AS avg_amount FROM orders GROUP BY status"
+
+[views.top_products]
+sql = "SELECT top_k(product, 3) AS products, count(*) AS n FROM orders"
+
+[views.buyers]
+sql = "SELECT count_distinct(user_id) AS buyers, count(*) AS n FROM orders"
+
+[views.by_country_device]
+sql = '''SELECT country, device, count(*) AS n, min(amount) AS smallest, max(amount) AS biggest
+         FROM orders GROUP BY country, device'''
+"""
+CHARTED = {"per_minute", "by_device", "amount_percentiles", "buyers_hourly", "rolling"}
+UPDATES = 3  # each table and chart must be seen updating this many times after the first answer
+COUNT_EVENT_SOURCES = """
+(() => {
+  const Real = window.EventSource;
+  window.__eventSources = 0;
+  window.EventSource = class extends Real {
+    constructor(...args) { super(...args); window.__eventSources += 1; }
+  };
+})();
+"""
+
+
+def orders(minute: int, rng: random.Random) -> bytes:
+    """One minute of orders touching every view: each country, device, status and product."""
+    users = itertools.count(minute * 1000)
+    return ndjson(
+        [
+            {
+                "ts": T0 + minute * 60_000 + i,
+                "country": country,
+                "device": rng.choice(["ios", "android", "web"]),
+                "product": f"p{rng.randrange(8)}",
+                "status": rng.choice(["paid", "refunded"]),
+                "user_id": f"u{next(users)}",
+                "amount": round(rng.uniform(1, 2000), 6),  # many decimals: the page rounds
+            }
+            for i, country in enumerate(["FR", "DE", "US", "JP"] * 3)
+        ]
+    )
+
+
+async def counters(page: Any) -> dict[str, dict[str, int]]:
+    return dict(await page.evaluate("window.tallyd ? window.tallyd.updates : null") or {})
+
+
+async def wait_for_updates(page: Any, expected: dict[str, dict[str, int]]) -> None:
+    """Until every counter has passed ``expected`` (bounded); on timeout, say which lagged."""
+    check = """(want) => {
+      const seen = (window.tallyd && window.tallyd.updates) || {};
+      return Object.entries(want).every(([view, parts]) =>
+        Object.entries(parts).every(([part, n]) => ((seen[view] || {})[part] || 0) > n));
+    }"""
+    try:
+        await page.wait_for_function(check, arg=expected, timeout=20_000)
+    except playwright.TimeoutError:
+        seen = await counters(page)
+        pytest.fail(f"not every table and chart updated: wanted > {expected}, saw {seen}")
+
+
+@pytest.mark.asyncio
+async def test_every_table_and_chart_keeps_updating_over_one_connection(tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    rng = random.Random(14)
+    async with running(CONFIG, tmp_path) as (client, engine):
+        for minute in range(20):  # more than a table shows: the page says so
+            await client.post("/v1/sources/orders/events", data=orders(minute, rng))
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            context = await chromium.new_context(
+                viewport={"width": 1280, "height": 1000}, locale="en-US"
+            )
+            await context.add_init_script(COUNT_EVENT_SOURCES)
+            page = await context.new_page()
+            problems: list[str] = []
+            streams: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on(
+                "request",
+                lambda r: streams.append(r.url) if r.resource_type == "eventsource" else None,
+            )
+            await page.goto(str(client.make_url("/")))
+            views = list(engine.registry.views)
+            first = {v: {"table": 0, **({"chart": 0} if v in CHARTED else {})} for v in views}
+            await wait_for_updates(page, first)  # every table and chart has its first answer
+            for minute in range(20, 20 + UPDATES):
+                expected = await counters(page)
+                await client.post("/v1/sources/orders/events", data=orders(minute, rng))
+                await wait_for_updates(page, expected)
+            await page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+            await page.screenshot(path=ARTIFACTS / "dashboard-top.png")  # docs/dashboard.png
+            for name in ("by_device", "rolling", "top_products"):  # close-ups
+                await page.locator(f"#view-{name}").screenshot(path=ARTIFACTS / f"view-{name}.png")
+            final = await counters(page)
+            assert set(final) == set(views)
+            for view, parts in final.items():
+                assert parts["table"] >= UPDATES + 1, (view, parts)  # the answer, then changes
+                assert parts.get("chart", 0) >= (UPDATES + 1 if view in CHARTED else 0), view
+            # One live connection for the whole page (frames included), whatever it shows.
+            opened = [await f.evaluate("window.__eventSources || 0") for f in page.frames]
+            assert sum(opened) == 1, opened
+            assert len(streams) == 1, streams
+            await readable(page)
+            assert problems == []
+            await context.close()
+            await chromium.close()
+
+
+async def readable(page: Any) -> None:
+    """Item 8: the declared or sensible chart metric, readable cells, and a note when cut."""
+    charted = await page.evaluate(
+        "Object.fromEntries(JSON.parse(document.getElementById('config').textContent)"
+        ".map((v) => [v.name, v.metric]))"
+    )
+    assert charted == {
+        **dict.fromkeys(
+            ["totals", "by_status", "top_products", "buyers", "by_country_device"], None
+        ),
+        "per_minute": "revenue",
+        "by_device": "avg_amount",  # declared
+        "amount_percentiles": "p95",  # not n, the count listed first
+        "buyers_hourly": "buyers",
+        "rolling": "revenue",
+    }
+    assert await page.evaluate("window.tallyd.charts.by_device.series") == [
+        "android",
+        "ios",
+        "web",
+    ]
+    top = await page.locator("#view-top_products .rows td").first.inner_text()
+    assert re.fullmatch(r"p\d \(\d+\), p\d \(\d+\), p\d \(\d+\)", top), top
+    numbers = await page.locator(".rows td.number").all_inner_texts()
+    assert len(numbers) > 100
+    assert all(re.fullmatch(r"-?\d{1,3}(,\d{3})*(\.\d{1,3})?", n) for n in numbers), numbers
+    assert any("," in n for n in numbers)  # thousands separated
+    notes = {
+        name: await page.locator(f"#view-{name} .note").inner_text()
+        for name in ("per_minute", "totals", "buyers")
+    }
+    assert notes == {
+        "per_minute": "10 of more rows, newest first",
+        "totals": "4 rows",
+        "buyers": "1 row",
+    }
+    assert await page.locator("#view-per_minute .rows tbody tr").count() == 10
+    minutes = await page.locator("#view-per_minute .rows td:nth-child(2)").all_inner_texts()
+    assert minutes == sorted(minutes, reverse=True)  # newest first, after every change
+    snippet = await page.locator("#view-per_minute pre").first.text_content() or ""
+    assert snippet.startswith('<iframe src="http://127.0.0.1:')
+    assert "/chart?metric=revenue&split_by=country" in snippet
+
+
+@pytest.mark.asyncio
+async def test_views_past_the_stream_limit_are_read_once_and_say_so(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path, max_live_subscriptions=3) as (client, engine):
+        await client.post("/v1/sources/orders/events", data=orders(0, random.Random(1)))
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            await page.goto(str(client.make_url("/")))
+            first = {
+                v: {"table": 0, **({"chart": 0} if v in CHARTED else {})}
+                for v in engine.registry.views
+            }
+            await wait_for_updates(page, first)
+            assert await page.evaluate("window.tallyd.streams") == 1
+            live = await page.evaluate("JSON.parse(document.getElementById('live').textContent)")
+            assert live.count("s=") == 3
+            notes = await page.locator(".note").all_inner_texts()
+            assert [n.endswith("· not live") for n in notes] == [False, False] + [True] * 8
+            assert problems == []
+            await chromium.close()
