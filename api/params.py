@@ -13,7 +13,7 @@ from multidict import MultiMapping
 from api.errors import ApiError
 from views.durations import parse_duration
 from views.query import ALL, Query
-from views.series import SeriesQuery
+from views.series import SeriesQuery, series_step
 from views.spec import ViewSpec
 from views.timefmt import query_time
 
@@ -161,9 +161,15 @@ def _filters(spec: ViewSpec, params: MultiMapping[str], reserved: set[str]) -> d
 
 
 def parse_series(
-    spec: ViewSpec, params: MultiMapping[str], newest: int | None, max_points: int
+    spec: ViewSpec,
+    params: MultiMapping[str],
+    newest: int | None,
+    max_points: int,
+    max_range: int | None = None,
 ) -> tuple[SeriesQuery, str]:
-    """``newest``: the source's watermark (or now), for the default range: the last 60 buckets."""
+    """``newest``: the source's watermark (or now), for the default range: the last 60 buckets
+    — fewer when 60 would span more than ``max_range`` (the default is ours to keep within the
+    server's own cap; only an explicit range is the caller's to fix)."""
     filters = _filters(spec, params, SERIES_PARAMS)
     metric = _one(params, "metric")
     if metric is None:
@@ -172,15 +178,15 @@ def parse_series(
     bucket = _bucket(params)
     if bucket == ALL:
         raise bad("bucket", "a series needs time buckets, e.g. 1h")
-    window = spec.window.size if spec.window is not None else None
-    size = bucket or window or 1
+    size = bucket or (series_step(spec.window) if spec.window is not None else 1)
     to = _time(params, "to")
     if to is None:
         latest = newest if newest is not None else 0
         to = latest - latest % size + size
     time_from = _time(params, "from")
     if time_from is None:
-        time_from = to - 60 * size
+        buckets = 60 if max_range is None else max(1, min(60, max_range // size))
+        time_from = to - buckets * size
     top = _one(params, "top")
     if top is not None and (not top.isdigit() or int(top) < 1):
         raise bad("top", f"{top!r} is not a positive integer")

@@ -130,6 +130,7 @@ def series_answer(engine: Engine, view: View, params: MultiMapping[str]) -> Seri
         params,
         newest if newest is not None else int(time.time() * 1000),
         engine.settings.max_series_points,
+        engine.settings.max_time_range,
     )
     check_range(query.time_from, query.time_to, engine.settings.max_time_range)
     try:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from views.aggregates import Aggregate
 from views.query import Query, key_text, scan
 from views.sketches import sort_key
+from views.spec import WindowSpec
 from views.view import View
 from views.windows import tumble_start
 
@@ -62,6 +63,12 @@ class Series:
 
     def to_json(self) -> dict[str, Any]:
         return {"x": self.x, "series": self.series, "bucket_ms": self.bucket}
+
+
+def series_step(window: WindowSpec) -> int:
+    """The distance between a view's windows: its size, or a hop view's slide (each point of a
+    hop view's series is one window, ``[start, start + size)``, never several merged)."""
+    return window.slide if window.kind == "hop" else window.size
 
 
 def boundaries(time_from: int, time_to: int, bucket: int, tz: str) -> list[int]:
@@ -107,8 +114,13 @@ def series(view: View, q: SeriesQuery) -> Series:
         raise SeriesError("split_by", f"{q.split_by!r} is not a group key: {keys}")
     if spec.window is None:
         raise SeriesError("metric", "this view keeps all-time totals: it has no time series")
-    window = spec.window.size
+    window = series_step(spec.window)
     bucket = window if q.bucket is None else q.bucket
+    if spec.window.kind == "hop" and bucket != window:
+        # Merging overlapping windows would count each event size/slide times.
+        raise SeriesError(
+            "bucket", f"hopping windows overlap: a series of them steps by the slide ({window} ms)"
+        )
     if bucket % window:
         raise SeriesError(
             "bucket", f"must be a multiple of the view's window ({window} ms), got {bucket} ms"

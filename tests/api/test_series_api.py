@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HOUR_T0, MINUTE_CONFIG, minute_orders, running
+from tests.helpers import HOUR_T0, MINUTE_CONFIG, minute_orders, ndjson, running
 
 
 @pytest.mark.asyncio
@@ -72,3 +72,52 @@ async def test_bad_series_requests_are_400_naming_the_parameter(
         error = (await response.json())["error"]
         assert error["param"] == param, error
         assert engine.registry.version == before
+
+
+HOP_CONFIG = """
+[sources.orders]
+time = "ts"
+
+[views.rolling]
+sql = '''SELECT hop(ts, '10 minutes', '1 minute') AS w, count(*) AS n, sum(x) AS x
+         FROM orders GROUP BY w'''
+grace = "1h"
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_hop_series_gives_each_window_once_never_overlaps_merged(tmp_path: Path) -> None:
+    """Each point of a hop view's series is the window starting there, [x, x + 10 min): before,
+    the default bucket (the window size) merged the ten overlapping windows of each bucket."""
+    events = [{"ts": HOUR_T0 + m * 60_000 + 5, "x": 1.0} for m in range(30)]
+    async with running(HOP_CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=ndjson(events))
+        start, end = HOUR_T0, HOUR_T0 + 40 * 60_000
+        url = f"/v1/views/rolling/series?metric=n&from={start}&to={end}&fill=zero"
+        answer = await (await client.get(url)).json()
+        assert answer["x"] == list(range(start, end, 60_000))
+        expected = [
+            sum(1 for e in events if x <= e["ts"] < x + 600_000) for x in answer["x"]
+        ]  # the plain definition of a hopping window
+        assert answer["series"] == [{"name": "n", "values": expected}]
+        assert max(expected) == 10
+        merged = await client.get(url + "&bucket=10m")
+        assert merged.status == 400
+        assert "overlap" in (await merged.json())["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_the_default_range_stays_within_max_time_range(tmp_path: Path) -> None:
+    """A weekly series with no range asked, by default, for 60 weeks — past the server's own
+    366-day max_time_range, a 400 for a request the caller never made wide."""
+    async with running(MINUTE_CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=minute_orders([(0, "FR", 1.0)]))
+        answer = await client.get("/v1/views/per_minute/series?metric=n&bucket=7d")
+        body = await answer.json()
+        assert answer.status == 200, body
+        assert len(body["x"]) == 366 // 7  # as many whole weeks as max_time_range allows
+        assert body["series"][0]["values"][-1] == 1  # and the newest holds the event
+        explicit = await client.get(
+            f"/v1/views/per_minute/series?metric=n&bucket=7d&from=0&to={HOUR_T0}"
+        )
+        assert explicit.status == 400  # an explicit range is the caller's to fix
