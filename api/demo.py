@@ -40,7 +40,8 @@ async def generate(base: str, rate: int, stop: asyncio.Event, seed: int = 42) ->
                         if r.status != 200:
                             log.warning("event=demo_post_failed status=%d", r.status)
                 except aiohttp.ClientError as err:
-                    log.warning("event=demo_post_failed error=%r", str(err))
+                    if not stop.is_set():  # a post in flight as the server stops is expected
+                        log.warning("event=demo_post_failed error=%r", str(err))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick)
 
@@ -75,7 +76,7 @@ Try:
 async def run_demo(config: Config, settings: Settings, rate: int) -> int:
     base = f"http://{settings.listen}"
     stop = asyncio.Event()
-    server = asyncio.create_task(serve(config, settings, on_ready=examples(base)))
+    server = asyncio.create_task(serve(config, settings, examples(base), stopping=stop))
     # Start posting once the server answers readyz; stop with the server.
     async with aiohttp.ClientSession() as session:
         while not server.done():

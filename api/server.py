@@ -39,20 +39,28 @@ def open_without_tokens(config: Config, settings: Settings) -> str | None:
     )
 
 
-async def serve(config: Config, settings: Settings, on_ready: str | None = None) -> int:
+async def serve(
+    config: Config,
+    settings: Settings,
+    on_ready: str | None = None,
+    stopping: asyncio.Event | None = None,
+) -> int:
     """Serve until a signal or a fatal error; 1 (said on stderr) if the data directory is
     another process's: locked before the app exists, so a refused server never binds its port
-    nor reads a byte of the directory."""
+    nor reads a byte of the directory. ``stopping`` is set as the server begins to stop (the
+    demo's generator stops posting then, instead of failing against a closed port)."""
     try:
         lock = DataDirLock.acquire(Path(settings.data_dir))
     except DataDirBusy as err:
         print(f"tallyd: {err}", file=sys.stderr)
         return 1
     with lock:
-        return await _serve(config, settings, on_ready)
+        return await _serve(config, settings, on_ready, stopping or asyncio.Event())
 
 
-async def _serve(config: Config, settings: Settings, on_ready: str | None) -> int:
+async def _serve(
+    config: Config, settings: Settings, on_ready: str | None, stopping: asyncio.Event
+) -> int:
     # Worker threads (column-wise batches, snapshot encoding) keep the GIL up to the switch
     # interval each time the event loop asks for it back, and a query asks several times (every
     # socket operation): at CPython's default 5 ms a busy worker adds tens of ms to each query
@@ -77,6 +85,7 @@ async def _serve(config: Config, settings: Settings, on_ready: str | None) -> in
     stopper.cancel()
     failer.cancel()
     log.info("event=stopping reason=%s", "fatal" if engine.fatal.is_set() else "signal")
+    stopping.set()
     await runner.cleanup()
     if engine.fatal.is_set():
         print(f"tallyd: {engine.fatal_reason}", file=sys.stderr)
