@@ -1,0 +1,144 @@
+"""A batch, column-wise: what every source turns its input into and every view folds in.
+
+``Columns`` holds the event time (int64 epoch ms, never null) and each field the views of its
+source read, one column per field, all of the batch's length; an absent field and a JSON null
+are both NULL. A column is a ``Vec``: its kind, its data and a validity mask —
+
+* ``number``: a float64 or int64 numpy array (integers stay int64 when every value is one);
+* ``string``: a pyarrow string array (UTF-8 bytes, compared and hashed in C);
+* ``bool``: a numpy bool array;
+* ``object``: a numpy object array, for the rare field whose values mix types (a group key
+  that is sometimes a number, sometimes a string): kept exactly, handled value by value;
+* ``null``: no value at all in this batch.
+
+``from_rows`` builds one from decoded events (the row decoder, replayed WAL records, tests); the
+fast decoders build them straight from Arrow's JSON reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+KINDS = ("number", "string", "bool", "object", "null")
+
+
+@dataclass(frozen=True)
+class Vec:
+    kind: str
+    data: Any  # np.ndarray | pa.Array | None, by kind
+    valid: np.ndarray  # bool: True where the value is not NULL
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    @staticmethod
+    def nulls(n: int) -> Vec:
+        return Vec("null", None, np.zeros(n, bool))
+
+    def take(self, index: np.ndarray) -> Vec:
+        if self.kind == "null":
+            return Vec.nulls(len(index))
+        data = self.data.take(pa.array(index)) if self.kind == "string" else self.data[index]
+        return Vec(self.kind, data, self.valid[index])
+
+    def values(self) -> list[Any]:
+        """As Python values, None for NULL (for late-event records and the row oracle)."""
+        if self.kind == "null":
+            return [None] * len(self)
+        items = self.data.to_pylist() if self.kind == "string" else self.data.tolist()
+        return [v if ok else None for v, ok in zip(items, self.valid.tolist(), strict=True)]
+
+
+def from_values(values: Sequence[Any]) -> Vec:
+    """A column from Python values (None for NULL): the narrowest kind that holds them all."""
+    n = len(values)
+    valid = np.fromiter((v is not None for v in values), bool, n)
+    present = [v for v in values if v is not None]
+    if not present:
+        return Vec.nulls(n)
+    kinds = {_kind(v) for v in present}
+    if kinds == {"string"}:
+        return Vec("string", pa.array(values, pa.string()), valid)
+    if kinds == {"bool"}:
+        return Vec("bool", np.array([bool(v) for v in values], bool), valid)
+    if kinds <= {"int", "float"}:
+        if kinds == {"int"} and all(INT64_MIN <= v <= INT64_MAX for v in present):
+            return Vec("number", np.array([v or 0 for v in values], np.int64), valid)
+        return Vec("number", np.array([float(v or 0) for v in values], np.float64), valid)
+    data = np.empty(n, object)
+    data[:] = values
+    return Vec("object", data, valid)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    return "other"
+
+
+def from_arrow(array: pa.Array | pa.ChunkedArray) -> Vec:
+    """A column from an Arrow array read by a JSON reader (int64, double, string, bool, null)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    valid = np.asarray(array.is_valid())
+    kind = array.type
+    if pa.types.is_null(kind):
+        return Vec.nulls(len(array))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return Vec("string", array, valid)
+    if pa.types.is_boolean(kind):
+        return Vec("bool", np.asarray(array.fill_null(False)), valid)
+    if pa.types.is_integer(kind):
+        return Vec("number", np.asarray(array.fill_null(0)).astype(np.int64), valid)
+    if pa.types.is_floating(kind):
+        return Vec("number", np.asarray(array.fill_null(0.0)).astype(np.float64), valid)
+    raise TypeError(f"no column kind for Arrow type {kind}")
+
+
+@dataclass
+class Columns:
+    """The events of one batch, column-wise (see the module docstring)."""
+
+    time: np.ndarray  # int64 epoch ms
+    fields: dict[str, Vec] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def column(self, name: str) -> Vec:
+        found = self.fields.get(name)
+        return Vec.nulls(len(self)) if found is None else found
+
+    def take(self, index: np.ndarray) -> Columns:
+        return Columns(self.time[index], {k: v.take(index) for k, v in self.fields.items()})
+
+    def rows(self, index: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Events as dicts, NULL fields left out (absent and null mean the same)."""
+        chosen = np.arange(len(self)) if index is None else np.fromiter(index, np.int64)
+        names = list(self.fields)
+        columns = [self.fields[n].take(chosen).values() for n in names]
+        out = []
+        for i in range(len(chosen)):
+            out.append({n: c[i] for n, c in zip(names, columns, strict=True) if c[i] is not None})
+        return out
+
+
+def from_rows(events: Sequence[dict[str, Any]], time_field: str, names: Iterable[str]) -> Columns:
+    """Decoded events (time already epoch ms) as columns of the fields ``names``."""
+    time = np.fromiter((e[time_field] for e in events), np.int64, len(events))
+    fields = {name: from_values([e.get(name) for e in events]) for name in names}
+    if time_field in fields:  # the time field as a number column too (WHERE ts > ...)
+        fields[time_field] = Vec("number", time, np.ones(len(events), bool))
+    return Columns(time, fields)

@@ -1,0 +1,190 @@
+"""Where a view's state lives: group keys interned to dense integer *slots*, and a sorted index of
+the (bucket, slot) *pairs* a partition holds, each with a pair id that addresses the aggregates'
+arrays (``views/aggregates/``).
+
+``Keys`` is one per view: every partition shares its slots, so a key has the same slot in every
+part and merging parts (a query, a rollup) merges by slot. A part's snapshot carries the key
+tuples of the slots it uses, so a process that loads it interns them into its own ``Keys``.
+
+``Pairs`` is one per part. A pair's *code* packs its bucket number (the window start divided by
+the view's step) and its slot into one int64, bucket first, so the sorted codes are in time order
+— a time range is one ``searchsorted``, retention drops a prefix — and then in slot order. Pair
+ids are given out in arrival order and never move until ``compact`` (after retention dropped
+many), so the aggregates' arrays grow at their end and are never shuffled by an insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+Key = tuple[Any, ...]
+
+
+class Keys:
+    """Group-key tuples <-> slots (dense ints, given out in arrival order)."""
+
+    def __init__(self) -> None:
+        self.slot_of: dict[Key, int] = {}
+        self.keys: list[Key] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def intern(self, key: Key) -> int:
+        slot = self.slot_of.get(key)
+        if slot is None:
+            slot = self.slot_of[key] = len(self.keys)
+            self.keys.append(key)
+        return slot
+
+    def lookup(self, keys: Iterable[Key]) -> np.ndarray:
+        """Slots of known keys, -1 for unknown ones (nothing is interned)."""
+        get = self.slot_of.get
+        return np.fromiter((get(k, -1) for k in keys), np.int64)
+
+
+class Pairs:
+    """A part's (bucket, slot) pairs: sorted codes, their pair ids, and per pair id its bucket
+    start, slot and whether it is alive."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step  # ms between bucket starts (window size, hop slide; 1 without window)
+        self.codes = np.zeros(0, np.int64)  # alive pairs' codes, sorted
+        self.ids = np.zeros(0, np.int64)  # the pair id of each code
+        self.start = np.zeros(0, np.int64)  # per pair id: bucket start (ms)
+        self.slot = np.zeros(0, np.int64)  # per pair id: slot
+        self.alive = np.zeros(0, bool)
+        self.origin: int | None = None  # bucket number that codes count from
+        self.slot_bits = 16
+
+    def __len__(self) -> int:
+        """Pair ids given out (alive or not): the length the aggregates' arrays need."""
+        return len(self.start)
+
+    @property
+    def count(self) -> int:
+        return len(self.codes)
+
+    # -- codes ----------------------------------------------------------------------------------
+
+    def _encode(self, buckets: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        assert self.origin is not None
+        return ((buckets - self.origin) << self.slot_bits) | slots
+
+    def _fit(self, buckets: np.ndarray, slots: np.ndarray) -> None:
+        """Choose ``origin`` and ``slot_bits`` so that every code fits an int64 and stays in
+        (bucket, slot) order; re-encode the existing codes when they change (rare)."""
+        low = int(buckets.min()) if len(buckets) else 0
+        origin = low if self.origin is None else min(self.origin, low)
+        bits = max(self.slot_bits, int(slots.max(initial=0)).bit_length() + 1)
+        if origin == self.origin and bits == self.slot_bits:
+            return
+        span = int(max(buckets.max(initial=low), self._top_bucket()) - origin)
+        if span >= 1 << (62 - bits):
+            raise OverflowError(
+                f"{span} buckets apart with {bits}-bit slots: too wide a time span for this "
+                "window size; use a larger window or retention"
+            )
+        self.origin, self.slot_bits = origin, bits
+        order = np.argsort(self.start[self.ids] // self.step, kind="stable")
+        self.ids = self.ids[order]
+        self.codes = self._encode(self.start[self.ids] // self.step, self.slot[self.ids])
+        resort = np.argsort(self.codes, kind="stable")
+        self.codes, self.ids = self.codes[resort], self.ids[resort]
+
+    def _top_bucket(self) -> int:
+        if not len(self.ids):
+            return self.origin or 0
+        return int(self.start[self.ids].max() // self.step)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def find_or_add(self, starts: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, int]:
+        """Pair ids of distinct (start, slot) pairs, adding the new ones; returns the ids and
+        how many pairs are new (their ids are the last ones given out)."""
+        buckets = starts // self.step
+        self._fit(buckets, slots)
+        codes = self._encode(buckets, slots)
+        at = np.searchsorted(self.codes, codes)
+        found = np.zeros(len(codes), bool)
+        inside = at < len(self.codes)
+        found[inside] = self.codes[at[inside]] == codes[inside]
+        out = np.empty(len(codes), np.int64)
+        out[found] = self.ids[at[found]]
+        new = np.flatnonzero(~found)
+        if len(new):
+            first = len(self.start)
+            fresh = np.arange(first, first + len(new), dtype=np.int64)
+            out[new] = fresh
+            self.start = np.concatenate([self.start, starts[new]])
+            self.slot = np.concatenate([self.slot, slots[new]])
+            self.alive = np.concatenate([self.alive, np.ones(len(new), bool)])
+            self._insert(codes[new], fresh)
+        return out, len(new)
+
+    def _insert(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        order = np.argsort(codes, kind="stable")
+        codes, ids = codes[order], ids[order]
+        if not len(self.codes) or codes[0] > self.codes[-1]:  # the common case: a new bucket
+            self.codes = np.concatenate([self.codes, codes])
+            self.ids = np.concatenate([self.ids, ids])
+            return
+        at = np.searchsorted(self.codes, codes)
+        self.codes = np.insert(self.codes, at, codes)
+        self.ids = np.insert(self.ids, at, ids)
+
+    def drop(self, ids: np.ndarray) -> None:
+        """Forget these pairs (their ids stay given out until ``compact``)."""
+        if not len(ids):
+            return
+        self.alive[ids] = False
+        keep = self.alive[self.ids]
+        self.codes, self.ids = self.codes[keep], self.ids[keep]
+
+    def before(self, start: int) -> np.ndarray:
+        """Ids of alive pairs whose bucket starts before ``start`` (a prefix of the codes)."""
+        if self.origin is None or not len(self.codes):
+            return np.zeros(0, np.int64)
+        bucket = -(-start // self.step)  # the first bucket starting at or after ``start``
+        limit = (bucket - self.origin) << self.slot_bits
+        return self.ids[: int(np.searchsorted(self.codes, limit))]
+
+    def compact(self) -> np.ndarray | None:
+        """When over half of the ids are dead, renumber the alive pairs densely; returns the old
+        id of each new id (the aggregates take the same ``keep``), or None if nothing moved."""
+        dead = len(self.start) - len(self.ids)
+        if dead == 0 or dead * 2 < len(self.start):
+            return None
+        keep = np.flatnonzero(self.alive)
+        renumber = np.full(len(self.start), -1, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        self.start, self.slot = self.start[keep], self.slot[keep]
+        self.alive = np.ones(len(keep), bool)
+        self.ids = renumber[self.ids]
+        return keep
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def between(self, time_from: int | None, time_to: int | None) -> np.ndarray:
+        """Ids of alive pairs with ``time_from <= start < time_to`` (open ends: unbounded), in
+        code order (time, then slot)."""
+        if self.origin is None or not len(self.codes):
+            return np.zeros(0, np.int64)
+        low, high = 0, len(self.codes)
+        if time_from is not None:
+            bucket = -(-time_from // self.step)
+            low = int(np.searchsorted(self.codes, (bucket - self.origin) << self.slot_bits))
+        if time_to is not None:
+            bucket = -(-time_to // self.step)
+            high = int(np.searchsorted(self.codes, (bucket - self.origin) << self.slot_bits))
+        return self.ids[low:high]
+
+    def alive_ids(self) -> np.ndarray:
+        return self.ids
+
+    def slot_refs(self, slots: int) -> np.ndarray:
+        """Per slot, how many alive pairs of this part hold it."""
+        return np.bincount(self.slot[self.ids], minlength=slots)
