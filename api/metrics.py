@@ -17,10 +17,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from views.timefmt import format_optional, format_time
 
-# Measured bytes per (group, bucket) of a count/sum/avg/min/max view (benchmarks/README.md):
-# the memory figure below is this times the pairs, an estimate, labelled so.
-BYTES_PER_PAIR = 971
-
 
 class Metrics:
     def __init__(self) -> None:
@@ -87,9 +83,9 @@ class _EngineCollector:
             "tallyd_view_groups": ("Distinct group keys alive.", "groups"),
             "tallyd_view_buckets": ("Time buckets alive.", "buckets"),
             "tallyd_view_pairs": ("(group, bucket) pairs held.", "pairs"),
-            "tallyd_view_memory_bytes_estimate": (
-                "Estimated state memory: pairs x the measured bytes per pair.",
-                "memory_bytes_estimate",
+            "tallyd_view_state_bytes": (
+                "Bytes of the view's state arrays (pairs and aggregates), measured.",
+                "state_bytes",
             ),
         }
         for name, (text, field) in view_gauges.items():
@@ -167,13 +163,7 @@ def engine_status(engine: Any) -> dict[str, Any]:
         }
     views = {}
     for name, view in registry.views.items():
-        stats = view.stats()
-        pairs = sum(len(g) for part in view.parts.values() for g in part.buckets.values())
-        views[name] = {
-            **stats,
-            "pairs": pairs,
-            "memory_bytes_estimate": pairs * BYTES_PER_PAIR,
-        }
+        views[name] = {**view.stats(), "state_bytes": view.nbytes()}
     last = engine.committer.last_snapshot or {}
     taken = engine.committer.last_snapshot_at
     wal_dir = Path(engine.settings.data_dir) / "wal"

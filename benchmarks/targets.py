@@ -463,14 +463,14 @@ def memory(pairs_keys: int = 1000, minutes: int = 200) -> dict[str, Any]:
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": FLAT_SQL}}}, "memory")
     bodies = flat_bodies(pairs_keys, minutes)
     decoder = Decoder(config.sources["s"], 1 << 20)
-    tables = [decoder.table(b) for b in bodies]
+    tables = [decoder.columns(b) for b in bodies]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     registry = Registry(config.sources, config.views)
     for i, table in enumerate(tables, start=1):
         assert table is not None
-        registry.apply(Batch("s", [], i, table=table))
+        registry.apply(Batch("s", [], i, columns=table))
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

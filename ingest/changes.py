@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from ingest.decode import TABLE_MIN_LINES, Decoder, LineError, rejected_record
-from views.columns import Table
+from ingest.columnar import MIN_LINES
+from ingest.decode import Decoder, LineError, rejected_record
+from views.batch import Columns
 
 Row = dict[str, Any]
 
@@ -35,16 +36,17 @@ class ChangeDecoder:
         self.format = fmt
         self.kafka_time = kafka_time  # time = "kafka_timestamp": use the record's timestamp
 
-    def table(self, values: list[bytes | None]) -> Table | None:
-        """Plain JSON records, many and all valid, as one column-wise table (else None)."""
-        if self.format != "json" or self.kafka_time or len(values) < TABLE_MIN_LINES:
+    def columns(self, values: list[bytes | None]) -> Columns | None:
+        """Plain JSON records, many and all valid, as one batch of columns (else None): the
+        fetch's values joined into one NDJSON buffer, read at once."""
+        if self.format != "json" or self.kafka_time or len(values) < MIN_LINES:
             return None
         if None in values:
             return None
         body = b"\n".join(values)  # type: ignore[arg-type]
         if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
             return None
-        return self.decoder.table(body)
+        return self.decoder.columns(body)
 
     def decode(self, part: str, records: list[tuple[int, int, bytes | None]]) -> Decoded:
         """``records``: (offset, timestamp ms, value) in offset order."""

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from ingest.snapshots import SnapshotStore
 from views import snapshot
-from views.columns import Prepared
 from views.registry import Applied, Batch, Registry
 
 log = logging.getLogger("tallyd.commit")
@@ -69,8 +68,8 @@ class Step:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> Applied:
-        return self.registry.apply(batch, prepared)
+    def apply(self, batch: Batch) -> Applied:
+        return self.registry.apply(batch)
 
     def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
         return self.registry.load_part(source, part, state)
@@ -106,18 +105,10 @@ class Committer:
         async with self.lock:
             yield Step(self.registry)
 
-    async def prepare(self, batch: Batch) -> list[Prepared | None] | None:
-        """The column-wise work of a table batch, in a worker thread, changing nothing (None
-        for a row batch). Queries keep being answered meanwhile; apply the result in a step."""
-        if batch.table is None:
-            return None
-        return await asyncio.to_thread(self.registry.prepare, batch)
-
     async def commit(self, batch: Batch) -> None:
-        """Apply one batch: prepared off the loop, applied in a step."""
-        prepared = await self.prepare(batch)
+        """Apply one batch in a step."""
         async with self.step() as step:
-            step.apply(batch, prepared)
+            step.apply(batch)
 
     # -- the main snapshot ----------------------------------------------------------------------
 
@@ -143,13 +134,11 @@ class Committer:
         async with self.step():
             started = time.perf_counter()
             position, extra = log_.snapshot_extra(int(time.time() * 1000))
-            # Encoded on the event loop a piece at a time (queries run between pieces; the
-            # lock keeps writers out): a worker thread would hold the GIL against the queries.
-            pieces = []
-            for piece in self.registry.state_json(extra, self.detached):
-                pieces.append(piece)
-                await asyncio.sleep(0)
-            framed = await asyncio.to_thread(snapshot.encode_pieces, pieces)
+            # State is arrays: the header is small JSON, the rest the arrays' own bytes (not
+            # copied). The checksum runs in a worker thread (zlib releases the GIL); the lock
+            # keeps writers out meanwhile, while queries, which only read, go on.
+            pieces = snapshot.payload_pieces(self.registry.to_state(extra, self.detached))
+            framed = await asyncio.to_thread(snapshot.frame, pieces)
             del pieces
             if self.manage_gc:
                 settle_heap()
@@ -159,7 +148,7 @@ class Committer:
         info = {
             "file": path.name,
             "position": position,
-            "bytes": sum(len(p) for p in framed),
+            "bytes": sum(len(p) if isinstance(p, bytes) else p.nbytes for p in framed),
             "seconds": round(time.perf_counter() - started, 4),
             "wal_segments_trimmed": trimmed,
         }

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
-from views.columns import Table
+from ingest.columnar import Reader
+from views.batch import Columns
 from views.durations import format_duration
 from views.spec import SourceSpec
-from views.timefmt import SECONDS_BELOW, event_time, format_time
+from views.timefmt import event_time, format_time
 
 _EXPECT = {
     "number": "a number",
@@ -84,16 +82,6 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-# Arrow types a field of each kind may arrive as in a column-wise batch (null: all absent).
-_ARROW_KINDS: dict[str, tuple[Any, ...]] = {
-    "number": (pa.int64(), pa.float64(), pa.null()),
-    "string": (pa.string(), pa.null()),
-    "bool": (pa.bool_(), pa.null()),
-    "scalar": (pa.string(), pa.int64(), pa.bool_(), pa.null()),
-}
-TABLE_MIN_LINES = 2_000  # below this, row by row is as fast and simpler
-
-
 class Decoder:
     def __init__(
         self,
@@ -109,6 +97,7 @@ class Decoder:
         # them would move the watermark and make every on-time event after it late.
         self.max_future_ms = max_future_ms
         self.clock = clock
+        self.reader = Reader(source, max_line_bytes, self._future)
 
     def _future(self, ts: int) -> str | None:
         if self.max_future_ms is None:
@@ -121,49 +110,10 @@ class Decoder:
             f"server's clock ({format_time(now)}); check the sender's clock (max_future)"
         )
 
-    def table(self, body: bytes) -> Table | None:
-        """A large, entirely valid NDJSON body as an Arrow table; None when it is small, not
-        NDJSON, or anything in it needs the row decoder (which then names the bad line).
-
-        Arrow's reader is strict where it matters: a string field given a number, or a key
-        given twice, fails the read. What it cannot tell apart is 12 from 12.0 in a column that
-        has decimals, which the aggregates make irrelevant (``views.aggregates.whole``); and an
-        integer beyond int64, which it reads as a float — refused below.
-        """
-        if body.count(b"\n") < TABLE_MIN_LINES or body.lstrip()[:1] != b"{":
-            return None
-        if len(body) > self.max_line_bytes and max(map(len, body.split(b"\n"))) > (
-            self.max_line_bytes
-        ):
-            return None
-        try:
-            data = pa_json.read_json(pa.BufferReader(body))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
-        if self.time_field not in data.column_names:
-            return None
-        ts = data.column(self.time_field)
-        if ts.type != pa.int64() or ts.null_count:
-            return None
-        if pc.min(pc.abs(ts)).as_py() < SECONDS_BELOW:  # epoch seconds, as event_time reads them
-            seconds = pc.less(pc.abs(ts), SECONDS_BELOW)
-            ts = pc.if_else(seconds, pc.multiply_checked(ts, 1000), ts)
-            data = data.set_column(
-                data.schema.get_field_index(self.time_field), self.time_field, ts
-            )
-        for field, kind in self.checks:
-            if field not in data.column_names:
-                continue
-            column = data.column(field)
-            if column.type not in _ARROW_KINDS[kind]:
-                return None
-            if (
-                column.type == pa.float64()
-                and column.null_count < len(column)
-                and pc.max(pc.abs(column)).as_py() >= 2**53  # maybe an integer beyond int64
-            ):
-                return None
-        return Table(data, self.time_field)
+    def columns(self, body: bytes) -> Columns | None:
+        """The body as columns, read by Arrow (``ingest.columnar``); None when it is small, not
+        NDJSON, or anything in it needs the row decoder (``decode``), which names the bad line."""
+        return self.reader.read(body)
 
     def event(self, line: int, item: Any, text: bytes) -> dict[str, Any] | LineError:
         def fail(field: str | None, reason: str) -> LineError:

@@ -31,7 +31,6 @@ from ingest.commit import Committer, Step
 from ingest.decode import Decoded, Decoder
 from ingest.source import oldest
 from ingest.wal import Wal
-from views.columns import Prepared
 from views.durations import format_duration
 from views.registry import Applied, Batch, Registry
 from views.spec import SourceSpec
@@ -41,7 +40,6 @@ log = logging.getLogger("tallyd.http")
 TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
 OFFLOAD_BYTES = 256 << 10  # decode bodies larger than this in a worker thread
 KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
-PreparedViews = list[Prepared | None] | None  # a table batch's column-wise work, per view
 
 
 class Rejected(Exception):
@@ -146,7 +144,7 @@ class HttpLog:
         replayed = 0
         for seq, payload in self.wal.open(after=self.position):
             batch, receipt = self._batch(seq, payload)
-            self._apply(step, batch, receipt, None)
+            self._apply(step, batch, receipt)
             replayed += 1
         return replayed, self.wal.truncated_bytes
 
@@ -162,9 +160,9 @@ class HttpLog:
         head = orjson.loads(header)
         source = head["source"]
         decoder = Decoder(self.registry.sources[source].spec, max_line_bytes=len(body) + 1)
-        table = decoder.table(body)
-        if table is not None:
-            return Batch(source, [], seq, table=table), _receipt(head)
+        columns = decoder.columns(body)
+        if columns is not None:
+            return Batch(source, [], seq, columns=columns), _receipt(head)
         # Read column-wise when it was logged; a different pyarrow may disagree. Row-wise gives
         # the same answers (top_k may keep different tail entries, within its error bound).
         return Batch(source, decoder.decode(body).events, seq), _receipt(head)
@@ -247,7 +245,7 @@ class HttpLog:
         if self._task is None:
             raise Unavailable("not ready")
         extra = {} if receipt is None else {"receipt": [receipt.key, receipt.digest, receipt.at]}
-        if batch.table is not None:
+        if batch.columns is not None:
             assert body is not None
             header = orjson.dumps({"source": batch.source, **extra})
             payload = TABLE_RECORD + header + b"\n" + body
@@ -282,15 +280,12 @@ class HttpLog:
             item.batch.position = seq
             # The column-wise work runs off the event loop (queries keep being answered); only
             # the short commit of its results runs on it.
-            prepared = await self.committer.prepare(item.batch)
-            applied = self._apply(step, item.batch, item.receipt, prepared)
+            applied = self._apply(step, item.batch, item.receipt)
             if not item.done.done():  # the requester may have gone away; the data is in anyway
                 item.done.set_result((seq, applied))
 
-    def _apply(
-        self, step: Step, batch: Batch, receipt: Receipt | None, prepared: PreparedViews
-    ) -> Applied:
-        applied = step.apply(batch, prepared)
+    def _apply(self, step: Step, batch: Batch, receipt: Receipt | None) -> Applied:
+        applied = step.apply(batch)
         if receipt is not None:
             self.remember(batch, receipt, applied)
         self.position = max(self.position, batch.position)
@@ -418,13 +413,12 @@ class HttpSource:
 
     async def _ingest(self, on_error: str, body: bytes, receipt: Receipt | None) -> Ack:
         decoder = self.decoder
-        if len(body) > OFFLOAD_BYTES:
-            table = await asyncio.to_thread(decoder.table, body)
-            if table is not None:  # a large, clean NDJSON body: the column-wise path
-                return await self._submit(Batch(self.name, [], 0, table=table), body, receipt)
-            decoded = await asyncio.to_thread(decoder.decode, body)
-        else:
-            decoded = decoder.decode(body)
+        offload = len(body) > OFFLOAD_BYTES  # large bodies are read in a worker thread
+        read = decoder.columns
+        columns = await asyncio.to_thread(read, body) if offload else read(body)
+        if columns is not None:  # a clean NDJSON body, read column-wise by Arrow
+            return await self._submit(Batch(self.name, [], 0, columns=columns), body, receipt)
+        decoded = await asyncio.to_thread(decoder.decode, body) if offload else decoder.decode(body)
         if decoded.errors and on_error == "fail":
             raise _invalid(decoded)
         if not decoded.events and not decoded.errors:

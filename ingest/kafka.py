@@ -434,18 +434,18 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> bool:
         """Many clean JSON records at once: column-wise, the heavy half in a worker thread.
         False: apply them row-wise instead."""
-        table = self.changes.table([m.value for m in messages])
-        if table is None:
+        values = [m.value for m in messages]
+        columns = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
+        if columns is None:
             return False
         part = part_name(tp)
-        batch = Batch(self.spec.name, [], messages[-1].offset + 1, part=part, table=table)
-        prepared = await self.committer.prepare(batch)
+        batch = Batch(self.spec.name, [], messages[-1].offset + 1, part=part, columns=columns)
         async with self.committer.step() as step:
             if not self._current(part, epoch):
                 return True
             if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
-            step.apply(batch, prepared)
+            step.apply(batch)
         self.last_seen[part] = time.time()
         return True
 

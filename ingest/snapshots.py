@@ -5,6 +5,7 @@ Blocking I/O: called from a worker thread."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from views import snapshot
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
 
 
-def atomic_write(final: Path, data: bytes | list[bytes]) -> None:
+def atomic_write(final: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
     """Readers see the old file or the new one, never a mix, even across a crash. ``data`` may
     be a list of pieces, written one after the other (a large snapshot is never joined)."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ class SnapshotStore:
                 continue
         return sorted(found, reverse=True)
 
-    def write(self, data: bytes | list[bytes], position: int) -> Path:
+    def write(self, data: bytes | Sequence[bytes | memoryview], position: int) -> Path:
         final = self.directory / f"snapshot-{position:020d}.tsnap"
         atomic_write(final, data)
         for _, old in self.files()[KEEP:]:

@@ -7,18 +7,19 @@ Stored aggregates are never mutated here: rollups merge into fresh instances.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-import itertools
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from views.aggregates import Aggregate
 from views.sketches import sort_key
 from views.spec import Column
-from views.view import Key, View
-from views.windows import align
+from views.state import Key
+from views.view import Part, View
 
 ALL = -1  # bucket value meaning "collapse time into one row"
 
@@ -121,133 +122,204 @@ def output_columns(view: View, query: Query, projected: bool = True) -> list[Col
     return out
 
 
+@dataclass
+class Selection:
+    """The stored pairs a query reads, part by part: their ids, bucket starts and slots."""
+
+    parts: list[tuple[Part, np.ndarray]]  # (part, pair ids)
+    starts: np.ndarray  # all parts' pairs, concatenated in that order
+    slots: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def select(view: View, query: Query, key_names: list[str]) -> Selection:
+    """The stored pairs ``query``'s time range and key filters select, part by part (a key held
+    by several parts comes once per part), in time then slot order within a part."""
+    windowed = view.spec.window is not None
+    allowed = _allowed_slots(view, query, key_names)
+    chosen: list[tuple[Part, np.ndarray]] = []
+    for part in view.parts.values():
+        pairs = part.pairs
+        ids = pairs.between(query.time_from, query.time_to) if windowed else pairs.alive_ids()
+        if allowed is not None and len(ids):
+            ids = ids[allowed(pairs.slot[ids])]
+        if len(ids):
+            chosen.append((part, ids))
+    starts = np.concatenate([p.pairs.start[ids] for p, ids in chosen] or [np.zeros(0, np.int64)])
+    slots = np.concatenate([p.pairs.slot[ids] for p, ids in chosen] or [np.zeros(0, np.int64)])
+    return Selection(chosen, starts, slots)
+
+
+def _allowed_slots(
+    view: View, query: Query, key_names: list[str]
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A mask function over slots for the key filters (None: no filter). Values are matched as
+    text (``key_text``), as the query string wrote them: each text's candidate values (the
+    string, the number it spells, true/false, null) are looked up in the view's per-column
+    index of slots, so a filter costs what it selects, not a read of every key."""
+    if not query.filters:
+        return None
+    allowed: np.ndarray | None = None
+    for name, texts in query.filters.items():
+        column = key_names.index(name)
+        slots = {
+            slot
+            for text in texts
+            for value in candidates(text)
+            for slot in view.keys.with_value(column, value)
+        }
+        found = np.fromiter(slots, np.int64, len(slots))
+        allowed = found if allowed is None else np.intersect1d(allowed, found)
+    assert allowed is not None
+    chosen = np.sort(allowed)
+    return lambda slots: np.isin(slots, chosen, assume_unique=False)
+
+
+def candidates(text: str) -> list[Any]:
+    """Every value whose ``key_text`` is ``text``."""
+    out: list[Any] = [text]
+    if text == "null":
+        out.append(None)
+    if text in ("true", "false"):
+        out.append(text == "true")
+    with contextlib.suppress(ValueError):
+        out.append(int(text))
+    with contextlib.suppress(ValueError):
+        out.append(float(text))
+    return [v for v in out if key_text(v) == text]
+
+
 def run(view: View, query: Query) -> Result:
     validate(view, query)
     spec = view.spec
     key_names = [c.name for c in spec.columns if c.role == "key"]
     keep = [i for i, n in enumerate(key_names) if query.group_by is None or n in query.group_by]
-    # Several parts may hold the same (bucket, key): then rows are merged like a rollup.
-    rollup = len(keep) != len(key_names) or query.bucket is not None or len(view.parts) > 1
-    scanned = 0
-    groups: dict[tuple[int | None, Key], list[Aggregate]] = {}
-    for start, key, aggs in scan(view, query, key_names):
-        scanned += 1
-        if query.max_scan is not None and scanned > query.max_scan:
-            raise QueryError(
-                "from",
-                f"this query reads more than {query.max_scan} groups (max_groups_scanned); "
-                "narrow it with from/to or key filters",
-            )
-        if query.bucket == ALL:
-            t: int | None = None
-        elif query.bucket is not None:
-            t = align(start, query.bucket)
-        else:
-            t = start
-        out_key = tuple(key[i] for i in keep) if rollup else key
-        if not rollup:
-            groups[(t, out_key)] = aggs
-            continue
-        merged = groups.get((t, out_key))
-        if merged is None:
-            merged = groups[(t, out_key)] = [a.new() for a in spec.aggs]
-        for target, part in zip(merged, aggs, strict=True):
-            target.merge(part)
+    chosen = select(view, query, key_names)
+    if query.max_scan is not None and len(chosen) > query.max_scan:
+        raise QueryError(
+            "from",
+            f"this query reads more than {query.max_scan} groups (max_groups_scanned); "
+            "narrow it with from/to or key filters",
+        )
+    grouped = group(view, chosen, keep, query.bucket)
     columns = output_columns(view, query, projected=False)
-    pickers = _pickers(columns, [key_names[i] for i in keep], spec.columns)
-    chosen, truncated = _order_and_page(list(groups.items()), columns, pickers, query)
-    # Aggregate results (sketch estimates can be costly) are computed for the page only.
-    page = [tuple(pick(t, key, aggs) for pick in pickers) for (t, key), aggs in chosen]
+    page, truncated = _order_and_page(grouped, columns, query)
+    names = [c.name for c in columns]
+    rows = grouped.rows(page, names)
     if query.columns:
         picks = [i for i, c in enumerate(columns) if c.name in query.columns]
-        page = [tuple(row[i] for i in picks) for row in page]
+        rows = [tuple(row[i] for i in picks) for row in rows]
         columns = [columns[i] for i in picks]
     next_offset = query.offset + query.limit if truncated else None
-    return Result(columns, page, truncated, next_offset, scanned)
+    return Result(columns, rows, truncated, next_offset, len(chosen))
 
 
-def scan(
-    view: View, query: Query, key_names: list[str]
-) -> Iterator[tuple[int, Key, list[Aggregate]]]:
-    """The stored (bucket start, key, aggregates) that ``query``'s time range and key filters
-    select, part by part (a key held by several parts comes once per part); never mutate them."""
-    checks = [(key_names.index(n), allowed) for n, allowed in query.filters.items()]
-    windowed = view.spec.window is not None
-    lookups = _lookups(view, query, key_names)
-    for part in view.parts.values():
-        buckets = part.buckets
-        if windowed:
-            starts = buckets.irange(query.time_from, query.time_to, inclusive=(True, False))
-        else:
-            starts = iter(buckets.keys())
-        for start in list(starts):
-            groups = buckets[start]
-            if lookups is not None:  # every key filtered: look the few candidates up
-                for key in lookups:
-                    aggs = groups.get(key)
-                    if aggs is not None:
-                        yield start, key, aggs
-                continue
-            for key, aggs in groups.items():
-                if all(key_text(key[i]) in allowed for i, allowed in checks):
-                    yield start, key, aggs
+@dataclass
+class Grouped:
+    """The output groups of a query: each one's time and key, and its merged aggregates."""
+
+    view: View
+    times: list[int | None]
+    keys: list[Key]
+    aggs: list[Aggregate]  # one instance per aggregate, a row per group
+    key_names: list[str]  # the kept key columns
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def column(self, name: str, rows: np.ndarray) -> list[Any]:
+        """One output column's values for ``rows``."""
+        spec = self.view.spec
+        if spec.window is not None and name == spec.window.name:
+            return [self.times[i] for i in rows.tolist()]
+        if name in self.key_names:
+            at = self.key_names.index(name)
+            return [self.keys[i][at] for i in rows.tolist()]
+        index = [c.name for c in spec.columns if c.role == "aggregate"].index(name)
+        return self.aggs[index].results(rows)
+
+    def rows(self, chosen: np.ndarray, names: list[str]) -> list[tuple[Any, ...]]:
+        columns = [self.column(n, chosen) for n in names]
+        return list(zip(*columns, strict=True)) if columns else []
 
 
-def _lookups(view: View, query: Query, key_names: list[str]) -> list[Key] | None:
-    """When every key column is filtered and holds only strings (declared ``string``: values
-    are str or NULL), the matching keys are known in advance: each allowed text is that string,
-    and "null" is also NULL. Then a bucket costs a few dict lookups instead of a scan."""
-    if not key_names or set(query.filters) != set(key_names):
-        return None
-    types = {c.name: c.type for c in view.spec.columns if c.role == "key"}
-    if any(types[n] != "string" for n in key_names):
-        return None
-    options = [
-        [*sorted(query.filters[n]), *([None] if "null" in query.filters[n] else [])]
-        for n in key_names
-    ]
-    if math.prod(len(o) for o in options) > 256:
-        return None
-    return [tuple(k) for k in itertools.product(*options)]
-
-
-Picker = Callable[[int | None, Key, list[Aggregate]], Any]
-
-
-def _pickers(
-    columns: list[Column], kept_keys: list[str], all_columns: tuple[Column, ...]
-) -> list[Picker]:
-    """For each output column, a function taking (bucket, key, aggregates) to its value."""
-    agg_names = [c.name for c in all_columns if c.role == "aggregate"]
-    pickers: list[Picker] = []
-    for column in columns:
-        if column.role == "window":
-            pickers.append(lambda t, key, aggs: t)
-        elif column.role == "key":
-            i = kept_keys.index(column.name)
-            pickers.append(lambda t, key, aggs, i=i: key[i])  # type: ignore[misc]
-        else:
-            j = agg_names.index(column.name)
-            pickers.append(lambda t, key, aggs, j=j: aggs[j].result())  # type: ignore[misc]
-    return pickers
-
-
-Entry = tuple[tuple[int | None, Key], list[Aggregate]]
+def group(view: View, chosen: Selection, keep: list[int], bucket: int | None) -> Grouped:
+    """Merge the selected pairs into output groups: (time re-bucketed, kept keys)."""
+    keys = view.keys.keys
+    key_names = [c.name for c in view.spec.columns if c.role == "key"]
+    if bucket == ALL:
+        times = np.zeros(len(chosen), np.int64)
+    elif bucket is not None:
+        times = chosen.starts - chosen.starts % bucket
+    else:
+        times = chosen.starts
+    distinct_slots, slot_index = np.unique(chosen.slots, return_inverse=True)
+    reduced: dict[Key, int] = {}
+    reduced_of_slot = np.array(
+        [
+            reduced.setdefault(tuple(keys[s][i] for i in keep), len(reduced))
+            for s in distinct_slots.tolist()
+        ]
+        or [0],
+        np.int64,
+    )
+    key_ids = reduced_of_slot[slot_index.reshape(-1)] if len(chosen) else np.zeros(0, np.int64)
+    codes = np.stack([times, key_ids])
+    if len(chosen):
+        distinct, inverse = np.unique(codes, axis=1, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    else:
+        distinct, inverse = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
+    by_id = list(reduced)
+    out_keys = [by_id[k] for k in distinct[1].tolist()]
+    out_times: list[int | None] = (
+        [None] * distinct.shape[1] if bucket == ALL else distinct[0].tolist()
+    )
+    aggs = []
+    for index in range(len(view.spec.aggs)):
+        merged = view.new_aggregate(index).empty(distinct.shape[1])
+        at = 0
+        for part, ids in chosen.parts:
+            merged.absorb(part.aggs[index], ids, inverse[at : at + len(ids)])
+            at += len(ids)
+        aggs.append(merged)
+    return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep])
 
 
 def _order_and_page(
-    entries: list[Entry], columns: list[Column], pickers: list[Picker], query: Query
-) -> tuple[list[Entry], bool]:
+    grouped: Grouped, columns: list[Column], query: Query
+) -> tuple[np.ndarray, bool]:
     """Sort (default: window then keys; ``order_by`` nulls last, ties in default order), page."""
-    entries.sort(key=lambda e: (sort_key(e[0][0]), *map(sort_key, e[0][1])))
+    n = len(grouped)
+    default = sorted(
+        range(n),
+        key=lambda i: (sort_key(grouped.times[i]), *map(sort_key, grouped.keys[i])),
+    )
+    order = np.array(default, np.int64)
     wanted = query.offset + query.limit + 1
     if query.order_by is not None:
-        pick = pickers[next(i for i, c in enumerate(columns) if c.name == query.order_by)]
-        valued = [(pick(t, key, aggs), ((t, key), aggs)) for (t, key), aggs in entries]
-        present = [v for v in valued if v[0] is not None]
-        nulls = [v[1] for v in valued if v[0] is None]
+        values = grouped.column(query.order_by, order)
+        present = [(v, i) for v, i in zip(values, order.tolist(), strict=True) if v is not None]
+        nulls = [i for v, i in zip(values, order.tolist(), strict=True) if v is None]
         choose = heapq.nlargest if query.descending else heapq.nsmallest
-        ranked = [v[1] for v in choose(wanted, present, key=lambda v: sort_key(v[0]))]
-        entries = (ranked + nulls)[:wanted]
-    page = entries[query.offset : query.offset + query.limit]
-    return page, len(entries) > query.offset + query.limit
+        ranked = [i for _, i in choose(wanted, present, key=lambda vi: sort_key(vi[0]))]
+        order = np.array((ranked + nulls)[:wanted], np.int64)
+    page = order[query.offset : query.offset + query.limit]
+    return page, len(order) > query.offset + query.limit
+
+
+def all_rows(view: View) -> dict[tuple[int, Key], list[Any]]:
+    """Every stored (bucket start, key) with its aggregates' results, parts merged: the whole
+    state as plain values (tests compare it with the oracle's)."""
+    key_names = [c.name for c in view.spec.columns if c.role == "key"]
+    chosen = select(view, Query(), key_names)
+    grouped = group(view, chosen, list(range(len(key_names))), None)
+    rows = np.arange(len(grouped))
+    results = [a.results(rows) for a in grouped.aggs]
+    out = {}
+    for i in range(len(grouped)):
+        time = grouped.times[i]
+        out[(0 if time is None else time, grouped.keys[i])] = [r[i] for r in results]
+    return out

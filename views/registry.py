@@ -8,31 +8,33 @@ said by the caller, ``ingest.commit.Committer``, the only code that mutates it."
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import numpy as np
 
-from views.columns import Prepared, Table, prepare
+from views.batch import Columns, from_rows
 from views.spec import SourceSpec, ViewSpec
 from views.view import View
 
 
 @dataclass
 class Batch:
-    """A unit of work: validated events of one source partition and the position they end at."""
+    """A unit of work: the validated events of one source partition, column-wise, and the
+    position they end at. Sources decode straight to ``columns``; ``events`` (dicts) are taken too
+    — the row decoder's output, tests — and turned into columns when applied."""
 
     source: str
     events: list[dict[str, Any]]
     position: int  # WAL sequence (HTTP), next offset (Kafka), byte offset (file)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     part: str = ""  # the source partition: "" for HTTP, "topic:3" for Kafka, a path for files
-    weights: list[int] | None = None  # +1 / -1 per event, for change streams
-    table: Table | None = None  # the same events column-wise (then ``events`` is left empty)
+    weights: list[int] | np.ndarray | None = None  # +1 / -1 per event, for change streams
+    columns: Columns | None = None  # the events column-wise (then ``events`` is left empty)
 
     def __len__(self) -> int:
-        return len(self.table) if self.table is not None else len(self.events)
+        return len(self.columns) if self.columns is not None else len(self.events)
 
 
 @dataclass(frozen=True)
@@ -100,42 +102,36 @@ class Registry:
         self.by_source: dict[str, list[View]] = {name: [] for name in sources}
         for view in self.views.values():
             self.by_source[view.spec.source].append(view)
+        # Per source, the fields its views read (what a batch's columns must hold).
+        self.fields: dict[str, set[str]] = {
+            name: set(spec.schema) | {spec.time_field} for name, spec in sources.items()
+        }
         self.observers: list[Callable[[Batch], None]] = []  # told of every applied batch
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
-    def prepare(self, batch: Batch) -> list[Prepared | None]:
-        """The column-wise work of a table batch, per view of its source, without changing any
-        state: may run in a worker thread while only reads happen. Pass it to ``apply``."""
-        assert batch.table is not None
-        before = self.sources[batch.source].watermarks.get(batch.part)
-        return [prepare(v, batch.table, before, batch.part) for v in self.by_source[batch.source]]
+    def columns(self, batch: Batch) -> Columns:
+        """The batch column-wise: as decoded, or built from its events (the fields its source's
+        views read, and the time field)."""
+        if batch.columns is not None:
+            return batch.columns
+        spec = self.sources[batch.source].spec
+        names = {spec.time_field, *self.fields[batch.source]}
+        return from_rows(batch.events, spec.time_field, sorted(names))
 
-    def apply(self, batch: Batch, prepared: list[Prepared | None] | None = None) -> Applied:
+    def apply(self, batch: Batch) -> Applied:
         source = self.sources[batch.source]
-        time_field = source.spec.time_field
         part = batch.part
         before = source.watermarks.get(part)
-        counted = {v.spec.name: v.part_counters(part) for v in self.by_source[batch.source]}
-        table = batch.table
-        if table is None:
-            for view in self.by_source[batch.source]:
-                view.apply(batch.events, before, part, batch.weights)
-            newest = max((e[time_field] for e in batch.events), default=None)
-        else:
-            rows: list[dict[str, Any]] | None = None
-            views = self.by_source[batch.source]
-            if prepared is None:
-                prepared = [prepare(v, table, before, part) for v in views]
-            for view, ready in zip(views, prepared, strict=True):
-                if ready is not None:
-                    ready.commit()
-                else:
-                    rows = table.rows() if rows is None else rows
-                    view.apply(rows, before, part)
-            newest = table.newest() if len(table) else None
-        if newest is not None:
+        views = self.by_source[batch.source]
+        counted = {v.spec.name: v.part_counters(part) for v in views}
+        cols = self.columns(batch)
+        weights = None if batch.weights is None else np.asarray(batch.weights, np.int64)
+        for view in views:
+            view.apply(cols, before, part, weights)
+        if len(cols):
+            newest = int(cols.time.max())
             source.watermarks[part] = newest if before is None else max(before, newest)
-        for view in self.by_source[batch.source]:
+        for view in views:
             view.expire(source.watermarks.get(part), part)
         source.accepted += len(batch)
         source.rejected += len(batch.rejected)
@@ -145,13 +141,8 @@ class Registry:
         self.version += 1
         for observe in self.observers:
             observe(batch)
-        return Applied(
-            before,
-            {
-                v.spec.name: _effect(counted[v.spec.name], v.part_counters(part))
-                for v in self.by_source[batch.source]
-            },
-        )
+        effects = {v.spec.name: _effect(counted[v.spec.name], v.part_counters(part)) for v in views}
+        return Applied(before, effects)
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
@@ -210,7 +201,9 @@ class Registry:
     ) -> dict[str, Any]:
         """The whole state: ``extra`` (what the caller's log adds, first), every source's
         counters, every view's parts — except the parts of ``detached`` sources, which are saved
-        apart, one partition at a time (``part_state``)."""
+        apart, one partition at a time (``part_state``). Arrays stay numpy arrays: the snapshot
+        codec (``views.snapshot``) writes them as they are. No writer may run until it is
+        encoded."""
         return {
             **(extra or {}),
             "sources": {n: s.to_state(parts=n not in detached) for n, s in self.sources.items()},
@@ -219,37 +212,6 @@ class Registry:
                 for name, v in self.views.items()
             },
         }
-
-    def state_json(
-        self,
-        extra: dict[str, Any] | None = None,
-        detached: frozenset[str] = frozenset(),
-        piece_groups: int = 250,
-    ) -> Iterator[bytes]:
-        """``orjson.dumps(self.to_state(extra, detached))``, in pieces of at most
-        ``piece_groups`` groups, so a caller on the event loop can let queries run between
-        pieces (a snapshot of a million (group, bucket) pairs then never holds the loop for
-        long). No writer may run meanwhile."""
-        head = b"{"
-        for key, value in (extra or {}).items():
-            yield head + orjson.dumps(key) + b":" + orjson.dumps(value)
-            head = b","
-        sources = {n: s.to_state(parts=n not in detached) for n, s in self.sources.items()}
-        yield head + b'"sources":' + orjson.dumps(sources) + b',"views":{'
-        for i, (name, view) in enumerate(self.views.items()):
-            yield (b"," if i else b"") + orjson.dumps(name) + b":"
-            if view.spec.source in detached:
-                yield orjson.dumps(view.to_state(parts=False))
-                continue
-            yield b'{"fingerprint":' + orjson.dumps(view.spec.fingerprint) + b',"parts":{'
-            for j, (part_name, part) in enumerate(view.parts.items()):
-                info = {"counters": part.counters, "late_events": list(part.late_events)}
-                yield (b"," if j else b"") + orjson.dumps(part_name) + b":"
-                yield orjson.dumps(info)[:-1] + b',"buckets":['
-                yield from _buckets_json(part.buckets, piece_groups)
-                yield b"]}"
-            yield b"}}"
-        yield b"}}"
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
         """Load a snapshot state; returns notes on views that were added or removed.
@@ -285,21 +247,6 @@ class Registry:
             if n not in self.views
         ]
         return notes
-
-
-def _buckets_json(buckets: Any, piece_groups: int) -> Iterator[bytes]:
-    """A part's buckets as the JSON list ``View.bucket_states`` makes, ``piece_groups`` groups
-    at a time, without the enclosing brackets."""
-    for k, (start, groups) in enumerate(buckets.items()):
-        head_bytes = (b"," if k else b"") + b"[" + orjson.dumps(start) + b",["
-        items = list(groups.items())
-        for c in range(0, len(items), piece_groups):
-            chunk = [
-                [list(key), [a.to_state() for a in aggs]]
-                for key, aggs in items[c : c + piece_groups]
-            ]
-            yield (head_bytes if c == 0 else b",") + orjson.dumps(chunk)[1:-1]
-        yield (b"" if items else head_bytes) + b"]]"
 
 
 def _effect(before: dict[str, int], after: dict[str, int]) -> Effect:

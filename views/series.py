@@ -13,14 +13,14 @@ shows: ``null`` (default), ``zero``, or the ``previous`` value of that series.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from views.aggregates import Aggregate
-from views.query import Query, key_text, scan
+import numpy as np
+
+from views.query import Query, Selection, key_text, select
 from views.sketches import sort_key
 from views.spec import WindowSpec
 from views.view import View
@@ -145,42 +145,37 @@ def series(view: View, q: SeriesQuery) -> Series:
     starts = edges[:-1]
     index = keys.index(q.split_by) if q.split_by is not None else None
     agg_index = [c.name for c in spec.columns if c.role == "aggregate"].index(q.metric)
-    template = spec.aggs[agg_index]
-    merged: dict[str, dict[int, Aggregate]] = {}
-    totals: dict[str, Aggregate] = {}
-    scanned = 0
     query = Query(filters=q.filters, time_from=edges[0], time_to=edges[-1])
-    for start, key, aggs in scan(view, query, keys):
-        scanned += 1
-        slot = bisect.bisect_right(edges, start) - 1
-        if not 0 <= slot < len(starts):
-            continue
-        name = q.metric if index is None else key_text(key[index])
-        per_bucket = merged.setdefault(name, {})
-        target = per_bucket.get(slot)
-        if target is None:
-            target = per_bucket[slot] = template.new()
-        target.merge(aggs[agg_index])
-        total = totals.get(name)
-        if total is None:
-            total = totals[name] = template.new()
-        total.merge(aggs[agg_index])
-    names = sorted(merged, key=sort_key)
+    chosen = select(view, query, keys)
+    bucket_of = np.searchsorted(np.asarray(edges, np.int64), chosen.starts, "right") - 1
+    names_of_slot: dict[int, str] = {}
+    for slot in np.unique(chosen.slots).tolist():
+        key = view.keys.keys[slot]
+        names_of_slot[slot] = q.metric if index is None else key_text(key[index])
+    name_list = sorted(set(names_of_slot.values()), key=sort_key)
+    name_id = {n: i for i, n in enumerate(name_list)}
+    series_of = np.array([name_id[names_of_slot[s]] for s in chosen.slots.tolist()], np.int64)
+    inside = (bucket_of >= 0) & (bucket_of < len(starts))
+    n = len(starts)
+    cells = _merged(view, agg_index, chosen, series_of * n + bucket_of, inside, len(name_list) * n)
+    totals = _merged(view, agg_index, chosen, series_of, inside, len(name_list))
+    values_of = {name: cells[i * n : (i + 1) * n] for i, name in enumerate(name_list)}
+    names = list(name_list)
+    total_of = {n: totals[name_id[n]] for n in names}
     if q.top is not None and len(names) > q.top:
         ranked = sorted(
-            names,
-            key=lambda n: (totals[n].result() is None, _negated(totals[n].result()), sort_key(n)),
+            names, key=lambda n: (total_of[n] is None, _negated(total_of[n]), sort_key(n))
         )
         kept, folded = ranked[: q.top], ranked[q.top :]
-        other: dict[int, Aggregate] = {}
+        fold = np.array([name_id[n] for n in folded], np.int64)
+        other_cells = _merged(
+            view, agg_index, chosen, bucket_of, inside & np.isin(series_of, fold), len(starts)
+        )
         for name in folded:
-            for slot, aggregate in merged.pop(name).items():
-                target = other.get(slot)
-                if target is None:
-                    target = other[slot] = template.new()
-                target.merge(aggregate)
-        merged[OTHER if OTHER not in merged else f"{OTHER} ({len(folded)})"] = other
-        names = [*kept, *[n for n in merged if n not in kept]]
+            del values_of[name]
+        other = OTHER if OTHER not in values_of else f"{OTHER} ({len(folded)})"
+        values_of[other] = other_cells
+        names = [*kept, other]
     points = len(starts) * max(1, len(names))
     if points > q.max_points:
         raise SeriesError(
@@ -193,16 +188,38 @@ def series(view: View, q: SeriesQuery) -> Series:
     for name in names:
         values: list[Any] = []
         previous = None
-        for slot in range(len(starts)):
-            found = merged[name].get(slot)
-            value = None if found is None else found.result()
+        for value in values_of[name]:
             if value is None:
                 value = 0 if q.fill == "zero" else previous if q.fill == "previous" else None
             else:
                 previous = value
             values.append(value)
         out.append({"name": name, "values": values})
-    return Series(starts, out, bucket, scanned)
+    return Series(starts, out, bucket, len(chosen))
+
+
+def _merged(
+    view: View,
+    agg_index: int,
+    chosen: Selection,
+    cell: np.ndarray,
+    inside: np.ndarray,
+    cells: int,
+) -> list[Any]:
+    """The metric merged into ``cells`` rows — pair j goes to row ``cell[j]``, pairs not
+    ``inside`` are left out — as results; None for a row no pair went to (no data)."""
+    merged = view.new_aggregate(agg_index).empty(cells)
+    filled = np.zeros(cells, bool)
+    at = 0
+    for part, ids in chosen.parts:
+        mine = slice(at, at + len(ids))
+        keep = inside[mine]
+        if keep.any():
+            merged.absorb(part.aggs[agg_index], ids[keep], cell[mine][keep])
+            filled[cell[mine][keep]] = True
+        at += len(ids)
+    results = merged.results(np.arange(cells))
+    return [r if ok else None for r, ok in zip(results, filled.tolist(), strict=True)]
 
 
 def _negated(value: Any) -> Any:

@@ -1,6 +1,8 @@
 """Mergeable approximate summaries: HyperLogLog, DDSketch, Space-Saving.
 
-Each one is deterministic (hashing uses BLAKE2b, never Python's per-process ``hash``), serialises to
+These are the scalar reference implementations: the engine keeps the same states in arrays
+(``views/aggregates/``) and tests find them identical. Each one is deterministic (hashing is
+tallyd's fixed value hash, ``views.hashing``, never Python's per-process ``hash``), serialises to
 plain JSON-able state, and merges so that merge(a, b) summarises the concatenated streams with the
 same error bound. Stated bounds (tested in tests/views/test_sketches.py):
 
@@ -17,31 +19,19 @@ same error bound. Stated bounds (tested in tests/views/test_sketches.py):
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import math
 from typing import Any
 
 import numpy as np
 
+from views.hashing import hash_value
+
 Scalar = str | int | float | bool
 
 
-def value_bytes(value: Scalar) -> bytes:
-    """Canonical bytes of a scalar: 1 and 1.0 are the same value, as in SQL."""
-    if isinstance(value, bool):
-        return b"b1" if value else b"b0"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return b"i" + str(value).encode()
-    if isinstance(value, float):
-        return b"f" + repr(value).encode()
-    return b"s" + value.encode()
-
-
 def hash64(value: Scalar) -> int:
-    return int.from_bytes(hashlib.blake2b(value_bytes(value), digest_size=8).digest(), "big")
+    return hash_value(value)
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
@@ -354,6 +344,15 @@ class SpaceSaving:
         self.counts = {value: ce[0] for value, ce in kept}
         self.errors = {value: ce[1] for value, ce in kept}
         self._rebuild_heap()
+
+    @classmethod
+    def from_counts(cls, capacity: int, counts: dict[Scalar, int]) -> SpaceSaving:
+        """An exact summary (no errors) of at most ``capacity`` values: one batch's counts."""
+        sketch = cls(capacity)
+        sketch.counts = dict(counts)
+        sketch.errors = dict.fromkeys(counts, 0)
+        sketch._rebuild_heap()
+        return sketch
 
     def _rebuild_heap(self) -> None:
         self.heap = []

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from views import aggregates as agg
-from views.expr import Predicate, Value
+from views.expr import Value
+from views.predicates import Predicate
 
 # Every aggregate a view may use; everything else about them is read from their class attributes.
 KINDS: tuple[type[agg.Aggregate], ...] = (

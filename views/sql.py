@@ -25,7 +25,8 @@ from sqlglot.errors import ParseError
 
 from views.aggregates import Aggregate
 from views.durations import parse_duration
-from views.expr import ExprError, Fields, compile_predicate, compile_value, literal
+from views.expr import ExprError, Fields, compile_value, literal
+from views.predicates import compile_predicate
 from views.spec import KINDS, SQL_NAMES, AggSpec, Column, SourceSpec, ViewSpec, WindowSpec
 
 _PERCENTILE = re.compile(r"^p(\d{1,2})$")

@@ -23,12 +23,24 @@ import numpy as np
 Key = tuple[Any, ...]
 
 
+def typed(value: Any) -> tuple[str, Any]:
+    """A value with its type, so True and 1 (equal in Python) stay apart."""
+    return (
+        type(value).__name__
+        if not isinstance(value, int | float) or isinstance(value, bool)
+        else "number",
+        value,
+    )
+
+
 class Keys:
-    """Group-key tuples <-> slots (dense ints, given out in arrival order)."""
+    """Group-key tuples <-> slots (dense ints, given out in arrival order), and per key column
+    the slots holding each value (key filters find their slots without reading every key)."""
 
     def __init__(self) -> None:
         self.slot_of: dict[Key, int] = {}
         self.keys: list[Key] = []
+        self.by_value: list[dict[tuple[str, Any], list[int]]] = []
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -38,7 +50,17 @@ class Keys:
         if slot is None:
             slot = self.slot_of[key] = len(self.keys)
             self.keys.append(key)
+            while len(self.by_value) < len(key):
+                self.by_value.append({})
+            for index, value in zip(self.by_value, key, strict=False):
+                index.setdefault(typed(value), []).append(slot)
         return slot
+
+    def with_value(self, column: int, value: Any) -> list[int]:
+        """Slots whose key holds ``value`` in key column ``column``."""
+        if column >= len(self.by_value):
+            return []
+        return self.by_value[column].get(typed(value), [])
 
     def lookup(self, keys: Iterable[Key]) -> np.ndarray:
         """Slots of known keys, -1 for unknown ones (nothing is interned)."""
@@ -72,7 +94,8 @@ class Pairs:
 
     def _encode(self, buckets: np.ndarray, slots: np.ndarray) -> np.ndarray:
         assert self.origin is not None
-        return ((buckets - self.origin) << self.slot_bits) | slots
+        out: np.ndarray = ((buckets - self.origin) << self.slot_bits) | slots
+        return out
 
     def _fit(self, buckets: np.ndarray, slots: np.ndarray) -> None:
         """Choose ``origin`` and ``slot_bits`` so that every code fits an int64 and stays in
@@ -89,11 +112,9 @@ class Pairs:
                 "window size; use a larger window or retention"
             )
         self.origin, self.slot_bits = origin, bits
-        order = np.argsort(self.start[self.ids] // self.step, kind="stable")
-        self.ids = self.ids[order]
+        # The packing is monotone in (bucket, slot) whatever the origin and width, so the order
+        # of the codes is kept: only their values change.
         self.codes = self._encode(self.start[self.ids] // self.step, self.slot[self.ids])
-        resort = np.argsort(self.codes, kind="stable")
-        self.codes, self.ids = self.codes[resort], self.ids[resort]
 
     def _top_bucket(self) -> int:
         if not len(self.ids):
@@ -125,6 +146,21 @@ class Pairs:
             self._insert(codes[new], fresh)
         return out, len(new)
 
+    def find(self, starts: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Pair ids of (start, slot) pairs, -1 for those the part does not hold."""
+        out = np.full(len(starts), -1, np.int64)
+        if self.origin is None or not len(self.codes):
+            return out
+        buckets = starts // self.step
+        fits = (buckets >= self.origin) & (slots >= 0) & (slots < (1 << self.slot_bits))
+        codes = self._encode(buckets[fits], slots[fits])
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        hit = self.codes[at] == codes
+        found = np.full(len(codes), -1, np.int64)
+        found[hit] = self.ids[at[hit]]
+        out[fits] = found
+        return out
+
     def _insert(self, codes: np.ndarray, ids: np.ndarray) -> None:
         order = np.argsort(codes, kind="stable")
         codes, ids = codes[order], ids[order]
@@ -152,11 +188,12 @@ class Pairs:
         limit = (bucket - self.origin) << self.slot_bits
         return self.ids[: int(np.searchsorted(self.codes, limit))]
 
-    def compact(self) -> np.ndarray | None:
-        """When over half of the ids are dead, renumber the alive pairs densely; returns the old
-        id of each new id (the aggregates take the same ``keep``), or None if nothing moved."""
+    def compact(self, force: bool = False) -> np.ndarray | None:
+        """When over half of the ids are dead (or any, with ``force``), renumber the alive pairs
+        densely; returns the old id of each new id (the aggregates take the same ``keep``), or
+        None if nothing moved."""
         dead = len(self.start) - len(self.ids)
-        if dead == 0 or dead * 2 < len(self.start):
+        if dead == 0 or (dead * 2 < len(self.start) and not force):
             return None
         keep = np.flatnonzero(self.alive)
         renumber = np.full(len(self.start), -1, np.int64)

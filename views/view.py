@@ -1,85 +1,99 @@
-"""A running view: spec + keyed state, partition by partition.
+"""A running view: spec + state, partition by partition, folded a whole batch at a time.
 
 State is kept per source partition (a Kafka topic-partition, one file of a file source, or ``""``
-for HTTP): ``part -> bucket start -> group key -> aggregates``. Queries merge the parts, which the
-mergeable aggregates make cheap; a partition that moves to another process takes exactly its own
-state along, consistent with its own position.
+for HTTP): a ``Part`` holds its (bucket, slot) pairs (``views.state.Pairs``) and one aggregate
+instance per aggregate of the view, each an array per pair (``views.aggregates``). Group keys are
+interned to slots once per view (``views.state.Keys``), shared by its parts, so queries merge
+parts by slot; a partition that moves to another process takes exactly its own state along,
+consistent with its own position.
 
-Buckets live in a ``SortedDict`` so time-range reads are a slice and retention drops from the front.
-Views without a window keep everything in the single bucket ``0``.
-
-Policies, all observable through counters kept with each part (and so in snapshots):
+``apply`` folds a batch (``views.batch.Columns``) in with numpy: the WHERE mask, lateness, the
+group keys' slots (``max_groups`` decided in event order), window starts (tumble and hop),
+pair ids, then each aggregate's fold. Policies, all observable through counters kept with each
+part (and so in snapshots):
 
 * **late**: an event whose time is before ``watermark - grace`` (the partition's watermark as it
   was *before this batch*) is not applied; it is counted and the newest ``keep`` of them are kept
   for inspection. Judging against the watermark at batch start makes the outcome a pure function
   of the batches, which replays reproduce exactly.
 * **max_groups**: at most ``max_groups`` distinct group keys are alive per part; events for
-  further keys are folded into one ``__other__`` group (every key column reads ``"__other__"``) and
-  counted as ``overflow``. Memory stays bounded; nothing is silently dropped.
+  further keys — the keys first seen last, in event order — are folded into one ``__other__``
+  group (every key column reads ``"__other__"``) and counted as ``overflow``.
 * **retention**: buckets that ended before ``watermark - retention`` are dropped.
 * **retractions** (change streams): a row with weight -1 removes its contribution. A group whose
-  last row is retracted disappears. A retraction for a group that does not exist (its row was never
-  added here, e.g. the stream was joined mid-way) is counted as ``unmatched`` and skipped.
+  last row is retracted disappears. A retraction for a group that does not exist, or of a value
+  its exact multiset does not hold, is counted as ``unmatched`` and changes nothing.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sortedcontainers import SortedDict
+import numpy as np
 
-from views.aggregates import Aggregate
+from views.aggregates import Aggregate, Batch, whole
+from views.batch import Columns, Vec
 from views.spec import ViewSpec
-from views.windows import hop_starts, tumble_start
+from views.state import Key, Keys, Pairs
+from views.values import Values
+from views.windows import hop_windows, tumble_starts
 
 OTHER = "__other__"
-Key = tuple[Any, ...]
-Groups = dict[Key, list[Aggregate]]
 COUNTERS = ("applied", "late", "overflow", "unmatched")
 
 
-def late_record(
-    event: dict[str, Any], watermark: int | None, grace: int, part: str
-) -> dict[str, Any]:
-    """What is kept of a late event (``GET /late``, snapshots): the event, and the watermark and
-    grace it was judged by, so a reader can tell why it missed its window."""
+def late_record(event: dict[str, Any], watermark: int, grace: int, part: str) -> dict[str, Any]:
+    """What is kept of a late event for ``GET /v1/views/{view}/late``."""
     return {"event": event, "watermark": watermark, "grace": grace, "part": part}
 
 
 class Part:
     """The state of one view for one source partition."""
 
-    def __init__(self, keep: int) -> None:
-        self.buckets: SortedDict[int, Groups] = SortedDict()
-        self.group_refs: dict[Key, int] = {}  # key -> number of buckets holding it
+    def __init__(self, view: View) -> None:
+        self.pairs = Pairs(view.step)
+        self.aggs: list[Aggregate] = [view.new_aggregate(i) for i in range(len(view.spec.aggs))]
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.late_events: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.late_events: deque[dict[str, Any]] = deque(maxlen=view.keep)
+        self.refs = np.zeros(0, np.int64)  # per slot: alive pairs of this part holding it
 
-    def release(self, start: int, key: Key) -> None:
-        groups = self.buckets[start]
-        del groups[key]
-        if not groups:
-            del self.buckets[start]
-        self._unref(key)
+    def add_refs(self, slots: np.ndarray, delta: int) -> None:
+        if len(slots):
+            top = int(slots.max()) + 1
+            if len(self.refs) < top:
+                self.refs = np.concatenate([self.refs, np.zeros(top - len(self.refs), np.int64)])
+            np.add.at(self.refs, slots, delta)
 
-    def _unref(self, key: Key) -> None:
-        left = self.group_refs[key] - 1
-        if left:
-            self.group_refs[key] = left
-        else:
-            del self.group_refs[key]
+    def alive(self, slots: np.ndarray) -> np.ndarray:
+        inside = slots < len(self.refs)
+        out = np.zeros(len(slots), bool)
+        out[inside] = self.refs[slots[inside]] > 0
+        return out
 
-    def drop_before(self, limit: int) -> int:
-        dropped = 0
-        while self.buckets and self.buckets.peekitem(0)[0] < limit:
-            _, groups = self.buckets.popitem(0)
-            dropped += 1
-            for key in groups:
-                self._unref(key)
-        return dropped
+    def drop(self, ids: np.ndarray) -> None:
+        """Forget pairs (retention, a retracted group); compact when many are dead."""
+        if not len(ids):
+            return
+        self.add_refs(self.pairs.slot[ids], -1)
+        self.pairs.drop(ids)
+        self.compact()
+
+    def compact(self, force: bool = False) -> None:
+        keep = self.pairs.compact(force)
+        if keep is not None:
+            for aggregate in self.aggs:
+                aggregate.take(keep)
+
+
+@dataclass
+class Rows:
+    """The rows of a batch a view applies, after WHERE and lateness, and their pairs."""
+
+    index: np.ndarray  # per applied (row, window): the batch row
+    pairs: np.ndarray  # distinct pair ids
+    group: np.ndarray  # per applied (row, window): index into ``pairs``
 
 
 class View:
@@ -87,102 +101,127 @@ class View:
         self.spec = spec
         self.time_field = time_field
         self.keep = keep
+        self.keys = Keys()
         self.parts: dict[str, Part] = {}
+        window = spec.window
+        self.step = 1 if window is None else window.slide if window.kind == "hop" else window.size
         self.other_key: Key = tuple(OTHER for _ in spec.keys)
+        # One dictionary per aggregate that keeps values, shared by every part.
+        self.dictionaries = [Values() if a.cls.interned else None for a in spec.aggs]
+
+    def new_aggregate(self, index: int) -> Aggregate:
+        agg = self.spec.aggs[index]
+        return agg.cls(self.dictionaries[index], **agg.params)
 
     def part(self, name: str) -> Part:
         part = self.parts.get(name)
         if part is None:
-            part = self.parts[name] = Part(self.keep)
+            part = self.parts[name] = Part(self)
         return part
 
     # -- writes ---------------------------------------------------------------------------------
 
     def apply(
         self,
-        events: list[dict[str, Any]],
+        cols: Columns,
         watermark: int | None,
         part_name: str = "",
-        weights: Sequence[int] | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         """Fold a batch in; ``watermark`` is the partition's watermark before this batch.
         ``weights`` (+1 / -1 per event) are given for change streams only."""
-        spec = self.spec
-        where = spec.where
-        keys = spec.keys
-        args = [a.arg for a in spec.aggs]
-        window = spec.window
-        time_field = self.time_field
         part = self.part(part_name)
-        counters = part.counters
-        cutoff = None if window is None or watermark is None else watermark - spec.grace
-        for index, event in enumerate(events):
-            if where is not None and where(event) is not True:
-                continue
-            if len(keys) == 1:
-                key: Key = (event.get(keys[0]),)
-            else:
-                key = tuple([event.get(k) for k in keys])
-            if window is None:
-                starts: tuple[int, ...] | list[int] = (0,)
-            else:
-                ts = event[time_field]
-                if cutoff is not None and ts < cutoff:
-                    counters["late"] += 1
+        rows = self._applicable(cols, watermark, part_name, part)
+        part.counters["applied"] += len(rows)
+        if weights is None or (weights[rows] > 0).all():
+            self._fold(cols, rows, part, negate=False)
+        else:
+            from views.retract import apply_changes  # change streams only: kept apart
+
+            apply_changes(self, cols, rows, weights[rows], part)
+
+    def _applicable(
+        self, cols: Columns, watermark: int | None, part_name: str, part: Part
+    ) -> np.ndarray:
+        """Rows passing the WHERE and not late (late ones counted and kept)."""
+        spec = self.spec
+        mask = np.ones(len(cols), bool) if spec.where is None else spec.where.mask(cols)
+        if spec.window is not None and watermark is not None:
+            late = mask & (cols.time < watermark - spec.grace)
+            n_late = int(late.sum())
+            if n_late:
+                part.counters["late"] += n_late
+                newest = np.flatnonzero(late)[-self.keep :]
+                for event in cols.rows(newest.tolist()):
                     part.late_events.append(late_record(event, watermark, spec.grace, part_name))
-                    continue
-                starts = (
-                    (tumble_start(ts, window.size),)
-                    if window.kind == "tumble"
-                    else hop_starts(ts, window.size, window.slide)
-                )
-            counters["applied"] += 1
-            if weights is not None and weights[index] < 0:
-                for start in starts:
-                    self._retract(part, start, key, event, args)
-                continue
-            for start in starts:
-                for aggregate, value in _values(self.group(part, start, key), args, event):
-                    aggregate.add(value)
+                mask &= ~late
+        return np.flatnonzero(mask)
 
-    def group(self, part: Part, start: int, key: Key) -> list[Aggregate]:
-        """The aggregates of ``key`` in the bucket at ``start``, created if new — or those of
-        ``__other__`` once the part holds ``max_groups`` keys (counted as overflow)."""
-        groups = part.buckets.get(start)
-        if groups is None:
-            groups = part.buckets[start] = {}
-        aggs = groups.get(key)
-        if aggs is not None:
-            return aggs
-        refs = part.group_refs
-        if key not in refs and len(refs) - (self.other_key in refs) >= self.spec.max_groups:
-            part.counters["overflow"] += 1
-            key = self.other_key
-            aggs = groups.get(key)
-            if aggs is not None:
-                return aggs
-        aggs = groups[key] = [a.new() for a in self.spec.aggs]
-        refs[key] = refs.get(key, 0) + 1
-        return aggs
+    def _fold(self, cols: Columns, rows: np.ndarray, part: Part, negate: bool) -> Rows | None:
+        """Apply ``rows`` (adds, or with ``negate`` matched retractions) to ``part``."""
+        if not len(rows):
+            return None
+        placed = self.place(cols, rows, part, create=not negate)
+        for index, aggregate in enumerate(part.aggs):
+            arg = self.spec.aggs[index].arg
+            values = None if arg is None else arg.on(cols).take(placed.index)
+            aggregate.fold(Batch(placed.pairs, placed.group, values, negate))
+        return placed
 
-    def _retract(
-        self, part: Part, start: int, key: Key, event: dict[str, Any], args: list[Any]
-    ) -> None:
-        groups = part.buckets.get(start)
-        aggs = None if groups is None else groups.get(key)
-        if aggs is None and groups is not None and key not in part.group_refs:
-            key = self.other_key  # the row may have been folded into __other__ when added
-            aggs = groups.get(key)
-        if aggs is None:
-            part.counters["unmatched"] += 1
-            return
-        try:
-            for aggregate, value in _values(aggs, args, event):
-                aggregate.remove(value)
-        except (KeyError, ValueError):  # the row's values were never added to this group
-            part.counters["unmatched"] += 1
-        if aggs[-1].result() == 0:  # the hidden row count of retracting views
-            part.release(start, key)
+    def place(self, cols: Columns, rows: np.ndarray, part: Part, create: bool = True) -> Rows:
+        """The pair of every applied (row, window), creating pairs (and admitting keys) as
+        needed; overflow is counted here."""
+        slots = self._slots(cols, rows, part, create)
+        index, starts = self._windows(cols, rows)
+        pair_slots = slots[np.searchsorted(rows, index)] if len(index) != len(rows) else slots
+        codes = np.stack([starts, pair_slots])
+        distinct, inverse = np.unique(codes, axis=1, return_inverse=True)
+        ids, new = part.pairs.find_or_add(distinct[0], distinct[1])
+        if new:
+            part.add_refs(part.pairs.slot[ids[ids >= len(part.pairs) - new]], 1)
+            for aggregate in part.aggs:
+                aggregate.resize(len(part.pairs))
+        return Rows(index, ids, inverse.reshape(-1))
+
+    def _windows(self, cols: Columns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(batch row, window start) of every window the rows fall in."""
+        window = self.spec.window
+        ts = cols.time[rows]
+        if window is None:
+            return rows, np.zeros(len(rows), np.int64)
+        if window.kind == "tumble":
+            return rows, tumble_starts(ts, window.size)
+        which, starts = hop_windows(ts, window.size, window.slide)
+        return rows[which], starts
+
+    def _slots(self, cols: Columns, rows: np.ndarray, part: Part, create: bool) -> np.ndarray:
+        """Each row's slot: its key's, or ``__other__``'s once ``max_groups`` keys are alive in
+        the part (keys admitted in the order they first appear in the batch)."""
+        columns = [cols.column(k).take(rows) for k in self.spec.keys]
+        combos, first, inverse = _key_combos(columns, len(rows))
+        keys = self.keys
+        slots = keys.lookup(combos)
+        fresh = (slots < 0) | ~part.alive(np.maximum(slots, 0))
+        if create and fresh.any():
+            alive = int((part.refs > 0).sum())
+            other = keys.slot_of.get(self.other_key)
+            if other is not None and other < len(part.refs) and part.refs[other] > 0:
+                alive -= 1
+            room = max(0, self.spec.max_groups - alive)
+            order = np.flatnonzero(fresh)[np.argsort(first[fresh], kind="stable")]
+            admitted, folded = order[:room], order[room:]
+            for i in admitted.tolist():
+                slots[i] = keys.intern(combos[i])
+            if len(folded):
+                slots[folded] = keys.intern(self.other_key)
+                over = np.isin(inverse, folded)
+                part.counters["overflow"] += int(over.sum()) * self._per_event()
+        out: np.ndarray = slots[inverse]
+        return out
+
+    def _per_event(self) -> int:
+        window = self.spec.window
+        return window.size // window.slide if window is not None and window.kind == "hop" else 1
 
     def expire(self, watermark: int | None, part_name: str = "") -> int:
         """Drop the part's buckets that ended before ``watermark - retention``."""
@@ -190,68 +229,48 @@ class View:
         part = self.parts.get(part_name)
         if spec.window is None or spec.retention is None or watermark is None or part is None:
             return 0
-        return part.drop_before(watermark - spec.retention - spec.window.size + 1)
-
-    # -- reads ----------------------------------------------------------------------------------
-
-    def part_counters(self, part_name: str) -> dict[str, int]:
-        """A copy of one part's counters (zeros for a part not seen yet)."""
-        part = self.parts.get(part_name)
-        return dict.fromkeys(COUNTERS, 0) if part is None else dict(part.counters)
-
-    def counter(self, name: str) -> int:
-        return sum(p.counters[name] for p in self.parts.values())
-
-    def late_events(self) -> list[dict[str, Any]]:
-        return [e for p in self.parts.values() for e in p.late_events]
-
-    def stats(self) -> dict[str, int]:
-        groups: set[Key] = set()
-        for part in self.parts.values():
-            groups.update(part.group_refs)
-        return {
-            "groups": len(groups),
-            "buckets": len({s for p in self.parts.values() for s in p.buckets}),
-            "parts": len(self.parts),
-            **{name: self.counter(name) for name in COUNTERS},
-        }
+        ids = part.pairs.before(watermark - spec.retention - spec.window.size + 1)
+        part.drop(ids)
+        return len(ids)
 
     # -- snapshot -------------------------------------------------------------------------------
 
     def part_state(self, name: str) -> dict[str, Any]:
-        part = self.parts.get(name) or Part(self.keep)
+        """One part's state: its pairs (bucket starts, and slots as indexes into the key tuples it
+        uses, since slots are this process's), counters, late events, and each aggregate's
+        arrays. Compacts the part first, so pair ids are exactly the entries' positions."""
+        part = self.parts.get(name) or Part(self)
+        part.compact(force=True)
+        used, local = np.unique(part.pairs.slot, return_inverse=True)
         return {
-            "counters": part.counters,
+            "counters": dict(part.counters),
             "late_events": list(part.late_events),
-            "buckets": list(self.bucket_states(part)),
+            "keys": [list(self.keys.keys[s]) for s in used.tolist()],
+            "start": part.pairs.start,
+            "slot": local.astype(np.int64),
+            "aggs": [a.buffers() for a in part.aggs],
         }
 
-    @staticmethod
-    def bucket_states(part: Part) -> Iterator[list[Any]]:
-        """A part's buckets as snapshot state, one bucket at a time."""
-        for start, groups in part.buckets.items():
-            yield [start, [[list(k), [a.to_state() for a in aggs]] for k, aggs in groups.items()]]
-
     def load_part(self, name: str, state: dict[str, Any]) -> None:
-        part = self.parts[name] = Part(self.keep)
+        part = self.parts[name] = Part(self)
         part.counters.update({k: int(v) for k, v in state["counters"].items()})
         part.late_events.extend(state["late_events"])
-        loaders = [(s.cls.restore, s.params) for s in self.spec.aggs]
-        refs = part.group_refs
-        keys: dict[Key, Key] = {}  # one tuple per key, shared by all its buckets
-        for start, groups in state["buckets"]:
-            loaded: Groups = {}
-            for key, aggs in groups:
-                k = tuple(key)
-                k = keys.setdefault(k, k)
-                loaded[k] = [load(a, p) for (load, p), a in zip(loaders, aggs, strict=True)]
-                refs[k] = refs.get(k, 0) + 1
-            part.buckets[int(start)] = loaded
+        slots = np.array([self.keys.intern(tuple(k)) for k in state["keys"]] or [0], np.int64)[
+            np.asarray(state["slot"], np.int64)
+        ]
+        starts = np.asarray(state["start"], np.int64)
+        if len(starts):
+            ids, _ = part.pairs.find_or_add(starts, slots)
+            assert (ids == np.arange(len(ids))).all(), "a part's pairs are distinct"
+            part.add_refs(slots, 1)
+        for aggregate, buffers in zip(part.aggs, state["aggs"], strict=True):
+            aggregate.load(buffers)
+            aggregate.resize(len(part.pairs))
 
     def to_state(self, parts: bool = True) -> dict[str, Any]:
         state: dict[str, Any] = {"fingerprint": self.spec.fingerprint}
         if parts:
-            state["parts"] = {name: self.part_state(name) for name in self.parts}
+            state["parts"] = {name: self.part_state(name) for name in list(self.parts)}
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -259,16 +278,100 @@ class View:
         for name, part in state.get("parts", {}).items():
             self.load_part(name, part)
 
+    # -- reads ----------------------------------------------------------------------------------
 
-def _values(
-    aggs: list[Aggregate], args: list[Any], event: dict[str, Any]
-) -> Iterator[tuple[Aggregate, Any]]:
-    """Each aggregate with what ``event`` gives it: ``True`` for ``count(*)``, else its
-    argument's value; SQL NULLs are skipped, as aggregates other than ``count(*)`` skip them."""
-    for aggregate, arg in zip(aggs, args, strict=True):
-        if arg is None:
-            yield aggregate, True
-        else:
-            value = arg(event)
-            if value is not None:
-                yield aggregate, value
+    def counter(self, name: str) -> int:
+        return sum(p.counters[name] for p in self.parts.values())
+
+    def part_counters(self, part_name: str) -> dict[str, int]:
+        """A copy of one part's counters (zeros for a part not seen yet)."""
+        part = self.parts.get(part_name)
+        return dict.fromkeys(COUNTERS, 0) if part is None else dict(part.counters)
+
+    def late_events(self) -> list[dict[str, Any]]:
+        return [e for p in self.parts.values() for e in p.late_events]
+
+    def stats(self) -> dict[str, int]:
+        slots: set[int] = set()
+        starts: set[int] = set()
+        pairs = 0
+        for part in self.parts.values():
+            ids = part.pairs.alive_ids()
+            slots.update(np.unique(part.pairs.slot[ids]).tolist())
+            starts.update(np.unique(part.pairs.start[ids]).tolist())
+            pairs += len(ids)
+        return {
+            "groups": len(slots),
+            "buckets": len(starts),
+            "parts": len(self.parts),
+            "pairs": pairs,
+            **{name: self.counter(name) for name in COUNTERS},
+        }
+
+    def nbytes(self) -> int:
+        """Bytes of array state (pairs and aggregates) over every part."""
+        total = 0
+        for part in self.parts.values():
+            pairs = part.pairs
+            total += sum(a.nbytes for a in (pairs.codes, pairs.ids, pairs.start, pairs.slot))
+            total += sum(a.nbytes() for a in part.aggs)
+        return total
+
+
+def _key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.ndarray]:
+    """The distinct key tuples of ``n`` rows: (tuples, each one's first row, each row's tuple
+    index). Columns are coded in C (Arrow, numpy); only distinct tuples reach Python."""
+    if not columns:
+        return [()], np.zeros(1, np.int64), np.zeros(n, np.int64)
+    codes, decoders = [], []
+    for column in columns:
+        code, values = _codes(column)
+        codes.append(code)
+        decoders.append(values)
+    if len(codes) == 1:
+        _, first, inverse = np.unique(codes[0], return_index=True, return_inverse=True)
+    elif np.prod([len(v) + 1.0 for v in decoders]) < 2.0**62:  # one int64 per tuple
+        combined = np.zeros(n, np.int64)
+        for code, values in zip(codes, decoders, strict=True):
+            combined = combined * (len(values) + 1) + code + 1
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(
+            np.stack(codes), axis=1, return_index=True, return_inverse=True
+        )
+    pairs = list(zip(codes, decoders, strict=True))
+    tuples = [tuple(v[c[row]] if c[row] >= 0 else None for c, v in pairs) for row in first.tolist()]
+    return tuples, first, inverse.reshape(-1)
+
+
+def _codes(column: Vec) -> tuple[np.ndarray, list[Any]]:
+    """Per row, the index of its value among the column's distinct values (-1 for NULL)."""
+    n = len(column)
+    out = np.full(n, -1, np.int64)
+    if column.kind == "null":
+        return out, []
+    valid = column.valid
+    if column.kind == "string":
+        encoded = column.data.dictionary_encode()
+        out[valid] = np.asarray(encoded.indices.fill_null(0))[valid]
+        return out, encoded.dictionary.to_pylist()
+    if column.kind == "object":
+        seen: dict[tuple[str, Any], int] = {}
+        values: list[Any] = []
+        for i in np.flatnonzero(valid).tolist():
+            value = column.data[i]
+            typed = (type(value).__name__, value)
+            if typed not in seen:
+                seen[typed] = len(values)
+                values.append(value)
+            out[i] = seen[typed]
+        return out, values
+    data = column.data[valid]
+    if data.dtype.kind == "f":
+        data = data + 0.0  # -0.0 and 0.0 are one key
+    distinct, inverse = np.unique(data, return_inverse=True)
+    out[valid] = inverse.reshape(-1)
+    values = distinct.tolist()
+    if data.dtype.kind == "f":  # 3.0 is the key 3, as the event may well have written it
+        values = [whole(v) for v in values]
+    return out, values

@@ -37,3 +37,16 @@ def hop_starts(ts: int, size: int, slide: int) -> list[int]:
 def align(start: int, size: int) -> int:
     """Re-bucket a window start onto a coarser grid of ``size`` ms (query-time rollups)."""
     return start - start % size
+
+
+def hop_windows(
+    ts: npt.NDArray[np.int64], size: int, slide: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every (row, window start) of hopping windows for a column of times: ``hop_starts`` of each
+    element, flattened. Returns (the row each window belongs to, its start), newest first within
+    a row. With ``slide`` dividing ``size``, every time falls in exactly ``size // slide``."""
+    per = size // slide
+    rows = np.repeat(np.arange(len(ts)), per)
+    last = np.repeat(ts - ts % slide, per)
+    starts = last - np.tile(np.arange(per, dtype=np.int64), len(ts)) * slide
+    return rows, starts

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.helpers import BASE_TS, ndjson, running
+from views import snapshot
 
 CONFIG = """
 [sources.orders]
@@ -60,7 +61,7 @@ BAD_BODIES = [
 
 async def _snapshot_of(engine: Any, data_dir: Path) -> tuple[bytes, int]:
     wal = sum(p.stat().st_size for p in (data_dir / "wal").glob("*.log"))
-    return orjson.dumps(engine.registry.to_state()), wal
+    return snapshot.encode(engine.registry.to_state()), wal
 
 
 @pytest.mark.asyncio

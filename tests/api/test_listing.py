@@ -60,6 +60,7 @@ async def test_views_sources_and_late(tmp_path: Path) -> None:
             "groups": 1,
             "buckets": 1,
             "parts": 1,
+            "pairs": 1,
             "applied": 1,
             "late": 1,
             "overflow": 0,

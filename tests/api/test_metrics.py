@@ -38,7 +38,7 @@ async def test_metrics_parse_and_move_with_events(tmp_path: Path) -> None:
         assert after[("tallyd_events_accepted_total", src)] == 6
         assert after[("tallyd_view_pairs", view)] == 6
         assert after[("tallyd_view_groups", view)] == 2
-        assert after[("tallyd_view_memory_bytes_estimate", view)] > 0
+        assert after[("tallyd_view_state_bytes", view)] > 0
         assert after[("tallyd_batch_events_count", src)] == 1
         assert after[("tallyd_batch_events_sum", src)] == 6
         query = (("route", "GET /v1/views/{view}"), ("status", "2xx"))

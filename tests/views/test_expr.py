@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import sqlglot
 
-from views.expr import Fields, compile_predicate, compile_value
+from views.expr import Fields, compile_value
+from views.predicates import compile_predicate
 
 TRUTH: list[bool | None] = [True, False, None]
 

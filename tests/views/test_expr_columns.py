@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from views.batch import from_rows
-from views.expr import Fields, compile_predicate, compile_value
+from views.expr import Fields, compile_value
+from views.predicates import compile_predicate
 
 PREDICATES = [
     "a > 1",

@@ -1,14 +1,14 @@
-"""Aggregates: small mergeable state machines, one class each, each owning all its facts.
+"""Aggregates: the state of every (bucket, group) pair of a view partition, in numpy arrays, one
+class per aggregate, each owning all its facts (``base`` holds the contract).
 
-``base`` holds the contract and the facts every class declares; one module per family holds the
-classes. ``views.spec.KINDS`` lists the classes a view may use.
+``views.spec.KINDS`` lists the classes a view may use.
 """
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey, NotRemovable, whole
+from views.aggregates.base import Aggregate, Batch, NotRemovable, whole
 from views.aggregates.count import Count
 from views.aggregates.distinct import ApproxCountDistinct, CountDistinct
-from views.aggregates.extremes import Max, Min, SortedMax, SortedMin
-from views.aggregates.percentile import ApproxPercentile, SortedPercentile
+from views.aggregates.extremes import Max, Min, SortedMax, SortedMin, SortedPercentile
+from views.aggregates.percentile import ApproxPercentile
 from views.aggregates.sums import Avg, Sum
 from views.aggregates.topk import TopK
 
@@ -17,11 +17,9 @@ __all__ = [
     "ApproxCountDistinct",
     "ApproxPercentile",
     "Avg",
+    "Batch",
     "Count",
     "CountDistinct",
-    "Fold",
-    "GroupKey",
-    "Grouped",
     "Max",
     "Min",
     "NotRemovable",

@@ -1,15 +1,21 @@
 """The aggregate contract, and the facts every aggregate class declares about itself.
 
-The contract every class keeps (checked for all of them by tests/views/test_aggregate_contract.py):
+An aggregate instance holds the state of *every* (bucket, group) pair of one view partition, in
+numpy arrays indexed by pair id (``views.state.Pairs``): no Python object per pair. Its contract
+(checked for every class by ``tests/views/test_aggregate_contract.py`` and, end to end, against
+the per-event oracle in ``tests/oracle``):
 
-* ``add(x)`` folds in one non-null value (the view skips SQL NULLs before calling it, except for
-  ``count(*)`` which receives ``True`` for every row);
-* ``merge(other)`` folds in another instance's state without aliasing it, so merge(a, b) equals
-  feeding both streams to one instance — this is what query-time rollups are built on;
-* ``result()`` is the JSON-able answer; ``to_state()`` / ``from_state()`` round-trip exactly;
-* ``remove(x)`` exists only where undo is exact (``removable = True``): count, sum, avg,
-  count_distinct, and the SortedList-backed min/max/percentile used for change streams. Min/max as
-  a scalar and the approximate sketches cannot forget a value.
+* ``resize(n)`` makes room for pair ids ``0..n-1`` (new pairs are empty);
+* ``fold(batch)`` adds a batch's rows: ``batch.group[i]`` says which of ``batch.pairs`` row ``i``
+  goes to; rows whose value is NULL are skipped (``count(*)`` has no value and counts every row);
+  with ``batch.negate`` the rows are retracted instead (only ``removable`` classes);
+* ``missing(batch)`` says, per row, whether retracting it would take off a value that is not
+  there (exact multisets only; a count or a sum can always take a value off);
+* ``absorb(other, ids, rows)`` merges ``other``'s pairs ``ids`` into this instance's ``rows``, in
+  order: query-time rollups, merges across partitions and cross-node merges are all this;
+* ``results(ids)`` are the JSON-able answers of pairs ``ids``;
+* ``take(keep)`` keeps only pairs ``keep`` (renumbered 0..), after retention dropped many;
+* ``buffers()`` / ``load(buffers)`` round-trip the state exactly, as arrays (snapshots).
 
 Besides its state, a class declares everything the rest of the engine needs to know about it, so
 that adding an aggregate means writing one class and listing it in ``views.spec.KINDS``:
@@ -23,51 +29,50 @@ that adding an aggregate means writing one class and listing it in ``views.spec.
   a number;
 * ``removable`` and ``stand_in`` — on a change stream a class that cannot forget a value is
   replaced by its ``stand_in`` (an exact, removable twin), or refused if it has none;
-* ``columnar`` and ``fold_columns`` — how a whole batch folds in column-wise (``views.columns``).
+* ``interned`` — whether its values are kept by code in a ``Values`` dictionary the view shares
+  between its partitions (exact distinct counts, top-k), so codes mean the same in every part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    import pyarrow as pa
+import numpy as np
 
-GroupKey = tuple[int, tuple[Any, ...]]  # (window start, group key) of a batch's group
-Fold = Callable[[Any], None]  # folds one group's share of a batch into that group's aggregate
+from views.batch import Vec
+from views.values import Values
 
-
-class Grouped(Protocol):
-    """A batch grouped by (window start, group key): what a columnar fold reads. ``views.columns``
-    provides it; the folds only say which figures they need per group."""
-
-    def aggregate(
-        self, extra: dict[str, Any], aggregations: list[Any]
-    ) -> list[tuple[GroupKey, dict[str, Any]]]:
-        """Arrow's ``group_by(...).aggregate(aggregations)`` over the group columns plus
-        ``extra`` columns; extra columns named ``__by*`` are grouped by too. One row dict per
-        result row, with the group it belongs to."""
-        ...
-
-    def value_counts(
-        self, values: pa.ChunkedArray
-    ) -> Iterable[tuple[GroupKey, list[Any], list[int]]]:
-        """Per group: its distinct non-null values and how often each occurs."""
-        ...
+Buffers = dict[str, Any]  # numpy arrays and small JSON-able values
 
 
 def whole(x: Any) -> Any:
     """JSON has one number type: a whole float below 2**53 is answered as an integer, so a sum,
-    min or max does not depend on whether events wrote ``12`` or ``12.0``, or on whether a batch
-    was read row by row or column-wise (where a column with any decimal is all floats)."""
+    min or max does not depend on whether events wrote ``12`` or ``12.0``."""
     if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
         return int(x)
     return x
 
 
+@dataclass
+class Batch:
+    """One batch's rows for one aggregate (see the module docstring)."""
+
+    pairs: np.ndarray  # distinct pair ids the rows go to
+    group: np.ndarray  # per row: index into ``pairs``
+    values: Vec | None  # the argument per row; None for count(*)
+    negate: bool = False
+
+    def present(self) -> tuple[np.ndarray, Vec | None]:
+        """(rows with a value, their values): NULL rows are skipped, as SQL aggregates do."""
+        if self.values is None:
+            return np.arange(len(self.group)), None
+        rows = np.flatnonzero(self.values.valid)
+        return rows, self.values.take(rows)
+
+
 class NotRemovable(TypeError):
-    """Raised by ``remove`` on aggregates that cannot forget a value exactly."""
+    """Raised by ``fold(negate=True)`` on aggregates that cannot forget a value exactly."""
 
 
 class Aggregate:
@@ -84,11 +89,13 @@ class Aggregate:
     result_type: ClassVar[str]  # int | number | float | array
     numeric_arg: ClassVar[bool] = False
     removable: ClassVar[bool] = False
-    columnar: ClassVar[bool] = False
+    interned: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
+        if own.get("abstract"):  # shared machinery of several aggregates, not one itself
+            return
         if "kind" not in own or not hasattr(cls, "result_type"):
             raise TypeError(f"aggregate {cls.__name__} must declare its kind and result_type")
         if "sql_names" not in own:
@@ -106,38 +113,52 @@ class Aggregate:
         ``sql_arity`` allows); ValueError says what is wrong with them."""
         return {}
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        """Per group of the batch, the function that folds that group's ``values`` (the argument
-        column, None for ``count(*)``; never all null) into its aggregate. Pure: it changes no
-        state, so refusing (None: the batch must take the row path) is free. Only classes with
-        ``columnar = True`` are asked."""
-        return None
+    def __init__(self, values: Values | None = None, **params: Any) -> None:
+        self.values = values  # the shared dictionary of an ``interned`` class
+        self.params = params
+        self.size = 0
 
-    def add(self, x: Any) -> None:
+    def empty(self, size: int) -> Aggregate:
+        """A new, empty instance of the same kind, parameters and dictionary, ``size`` pairs."""
+        fresh = type(self)(self.values, **self.params)
+        fresh.resize(size)
+        return fresh
+
+    def resize(self, size: int) -> None:
         raise NotImplementedError
 
-    def remove(self, x: Any) -> None:
-        raise NotRemovable(f"{self.kind} cannot remove a value exactly")
-
-    def merge(self, other: Any) -> None:
+    def fold(self, batch: Batch) -> None:
         raise NotImplementedError
 
-    def result(self) -> Any:
+    def missing(self, batch: Batch) -> np.ndarray:
+        return np.zeros(len(batch.group), bool)
+
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
         raise NotImplementedError
 
-    def to_state(self) -> Any:
+    def results(self, ids: np.ndarray) -> list[Any]:
         raise NotImplementedError
 
-    def load(self, state: Any) -> None:
+    def take(self, keep: np.ndarray) -> None:
         raise NotImplementedError
 
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Aggregate:
-        """A new instance from ``to_state`` output (restores call this millions of times: the
-        plain aggregates override it to skip ``__init__``)."""
-        aggregate = cls(**params)
-        aggregate.load(state)
-        return aggregate
+    def buffers(self) -> Buffers:
+        raise NotImplementedError
+
+    def load(self, buffers: Buffers) -> None:
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers().values() if isinstance(b, np.ndarray))
+
+
+def grow(array: np.ndarray, size: int, fill: Any = 0) -> np.ndarray:
+    """``array`` with room for ``size`` entries along its first axis (new ones ``fill``),
+    growing by at least half, so that a part adding pairs one batch at a time copies each
+    pair's state O(1) times on average; ``Aggregate.size`` tracks the length in use."""
+    if len(array) >= size:
+        return array
+    capacity = max(size, len(array) + len(array) // 2, 16)
+    out = np.full((capacity, *array.shape[1:]), fill, array.dtype)
+    out[: len(array)] = array
+    return out

@@ -1,12 +1,12 @@
-"""count(*) and count(x): the number of rows, or of non-null values."""
+"""count(*) and count(x): the number of rows, or of non-null values, per pair (int64)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey
+from views.aggregates.base import Aggregate, Batch, Buffers, grow
 
 
 class Count(Aggregate):
@@ -15,49 +15,39 @@ class Count(Aggregate):
     sql_usage = "count(*), count(x)"
     result_type = "int"
     removable = True
-    columnar = True
-    __slots__ = ("n",)
 
-    def __init__(self) -> None:
-        self.n = 0
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.n = np.zeros(0, np.int64)
 
-    def add(self, x: Any) -> None:
-        self.n += 1
+    def resize(self, size: int) -> None:
+        self.n = grow(self.n, size)
+        self.size = max(self.size, size)
 
-    def remove(self, x: Any) -> None:
-        self.n -= 1
+    def fold(self, batch: Batch) -> None:
+        rows, _ = batch.present()
+        added = np.bincount(batch.group[rows], minlength=len(batch.pairs))
+        self.n[batch.pairs] += -added if batch.negate else added
 
-    def merge(self, other: Count) -> None:
-        self.n += other.n
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, Count)
+        np.add.at(self.n, rows, other.n[ids])
 
-    def result(self) -> int:
-        return self.n
+    def counts(self, ids: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.n[ids]
+        return out
 
-    def to_state(self) -> int:
-        return self.n
+    def results(self, ids: np.ndarray) -> list[Any]:
+        out: list[Any] = self.n[ids].tolist()
+        return out
 
-    def load(self, state: Any) -> None:
-        self.n = int(state)
+    def take(self, keep: np.ndarray) -> None:
+        self.n = self.n[keep]
+        self.size = len(keep)
 
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Count:
-        aggregate = cls.__new__(cls)
-        aggregate.n = int(state)
-        return aggregate
+    def buffers(self) -> Buffers:
+        return {"n": self.n[: self.size]}
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        if values is None:  # count(*)
-            rows = grouped.aggregate({}, [([], "count_all")])
-            return {group: _adding(row["count_all"]) for group, row in rows}
-        rows = grouped.aggregate({"__v": values}, [("__v", "count")])
-        return {group: _adding(row["__v_count"]) for group, row in rows if row["__v_count"]}
-
-
-def _adding(n: int) -> Fold:
-    def fold(aggregate: Count) -> None:
-        aggregate.n += n
-
-    return fold
+    def load(self, buffers: Buffers) -> None:
+        self.n = np.array(buffers["n"], np.int64)
+        self.size = len(self.n)

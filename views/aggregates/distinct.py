@@ -1,137 +1,228 @@
-"""count_distinct(x) (exact, a multiset) and approx_count_distinct(x) (HyperLogLog)."""
+"""count_distinct(x) (exact: every value with its multiplicity, removable) and
+approx_count_distinct(x) (HyperLogLog: exact below 256 values, 16 KiB of registers beyond).
+
+The exact count keeps each pair's values as codes in the view's shared ``Values`` dictionary, in a
+``Multiset`` (so a change stream can forget one). The sketch keeps, per pair, up to 256 64-bit
+hashes (``views.hashing``: a fixed hash, so registers in snapshots stay meaningful), then a row of
+16,384 registers — the scalar ``views.sketches.HyperLogLog``'s states exactly, in arrays.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey
-from views.sketches import HyperLogLog, Scalar, hash64, sort_key
+from views.aggregates.base import Aggregate, Batch, Buffers
+from views.aggregates.multiset import Exact, Multiset, ranges_mask
+from views.batch import Vec
+from views.hashing import hash_bools, hash_floats, hash_ints, hash_strings, hash_value
+from views.sketches import HyperLogLog, _ertl_estimate
+from views.values import Values
+
+_Q = np.uint64(HyperLogLog.Q)
+_LOW = np.uint64((1 << HyperLogLog.Q) - 1)
 
 
-class CountDistinct(Aggregate):
-    """Exact distinct count: a multiset of the values, so it is removable too."""
-
+class CountDistinct(Exact):
     kind = "count_distinct"
     sql_names = ("count_distinct",)
-    sql_usage = "count_distinct"
+    sql_usage = "count_distinct(x), count(DISTINCT x)"
     result_type = "int"
     removable = True
-    columnar = True
-    __slots__ = ("seen",)
+    interned = True
 
-    def __init__(self) -> None:
-        self.seen: dict[Scalar, int] = {}
+    def __init__(self, values: Values | None = None, **params: Any) -> None:
+        super().__init__(values if values is not None else Values(), **params)
 
-    def add(self, x: Scalar) -> None:
-        self.seen[x] = self.seen.get(x, 0) + 1
+    @property
+    def dictionary(self) -> Values:
+        assert self.values is not None
+        return self.values
 
-    def remove(self, x: Scalar) -> None:
-        left = self.seen[x] - 1
-        if left:
-            self.seen[x] = left
-        else:
-            del self.seen[x]
+    def keys(self, values: Vec) -> np.ndarray:
+        return self.dictionary.codes(values)
 
-    def merge(self, other: CountDistinct) -> None:
-        if not self.seen:
-            self.seen = dict(other.seen)  # C-level copy: the common case in query-time merges
-            return
-        # Overwrite in C, then add back the counts of the values both sides had.
-        both = {v: self.seen[v] for v in self.seen.keys() & other.seen.keys()}
-        self.seen.update(other.seen)
-        for value, n in both.items():
-            self.seen[value] += n
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, CountDistinct)
+        gathered = other.set.gathered(ids, rows)
+        if other.values is not self.values:  # another dictionary (another view's state)
+            values = other.dictionary.lookup(gathered.key)
+            gathered.key = np.array([self.dictionary.code(v) for v in values], np.int64)
+        self.set.absorb(gathered)
 
-    def result(self) -> int:
-        return len(self.seen)
+    def results(self, ids: np.ndarray) -> list[Any]:
+        start, end = self.set.runs(ids)
+        out: list[Any] = (end - start).tolist()
+        return out
 
-    def to_state(self) -> list[list[Any]]:
-        return [[v, self.seen[v]] for v in sorted(self.seen, key=sort_key)]
+    def buffers(self) -> Buffers:
+        used, local = np.unique(self.set.key, return_inverse=True)
+        return {
+            "pair": self.set.pair,
+            "key": local.astype(np.int64),
+            "count": self.set.count,
+            "values": self.dictionary.lookup(used),  # the values themselves: codes are local
+            "size": self.size,
+        }
 
-    def load(self, state: Any) -> None:
-        self.seen = {v: int(n) for v, n in state}
+    def load(self, buffers: Buffers) -> None:
+        codes = np.array([self.dictionary.code(v) for v in buffers["values"]] or [0], np.int64)
+        pair = np.array(buffers["pair"], np.int64)
+        key = codes[np.array(buffers["key"], np.int64)]
+        order = np.lexsort((key, pair))
+        self.set = Multiset()
+        self.set.pair, self.set.key = pair[order], key[order]
+        self.set.count = np.array(buffers["count"], np.int64)[order]
+        self.size = int(buffers["size"])
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        return {group: _counting(vs, ns) for group, vs, ns in grouped.value_counts(values)}
 
-
-def _counting(values: list[Any], counts: list[int]) -> Fold:
-    def fold(aggregate: CountDistinct) -> None:
-        seen = aggregate.seen
-        if not seen:
-            aggregate.seen = dict(zip(values, counts, strict=True))
-            return
-        for v, n in zip(values, counts, strict=True):
-            seen[v] = seen.get(v, 0) + n
-
-    return fold
+def hashes(column: Vec) -> np.ndarray:
+    """tallyd's value hash (``views.hashing``) of every valid value, as uint64."""
+    valid = np.flatnonzero(column.valid)
+    if column.kind == "string":
+        return hash_strings(column.data.take(valid) if len(valid) < len(column) else column.data)
+    data = column.data[valid]
+    if column.kind == "bool":
+        return hash_bools(data)
+    if column.kind == "object":
+        return np.array([hash_value(v) for v in data.tolist()], np.uint64)
+    return hash_ints(data) if data.dtype.kind in "iu" else hash_floats(data)
 
 
 class ApproxCountDistinct(Aggregate):
     kind = "approx_count_distinct"
     sql_names = ("approx_count_distinct",)
-    sql_usage = "approx_count_distinct"
+    sql_usage = "approx_count_distinct(x)"
     result_type = "int"
-    columnar = True
-    __slots__ = ("sketch",)
 
-    def __init__(self) -> None:
-        self.sketch = HyperLogLog()
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.sparse = Multiset()  # (pair, hash as int64) of pairs still exact
+        self.dense = np.zeros(0, np.int64)  # per pair: its register row, -1 while sparse
+        self.registers = np.zeros((0, HyperLogLog.M), np.uint8)
 
-    def add(self, x: Scalar) -> None:
-        self.sketch.add(x)
+    def resize(self, size: int) -> None:
+        if len(self.dense) < size:
+            more = max(size, len(self.dense) + len(self.dense) // 2, 16) - len(self.dense)
+            self.dense = np.concatenate([self.dense, np.full(more, -1, np.int64)])
+        self.size = max(self.size, size)
 
-    def merge(self, other: ApproxCountDistinct) -> None:
-        self.sketch.merge(other.sketch)
+    def fold(self, batch: Batch) -> None:
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        self._insert(batch.pairs[batch.group[rows]], hashes(values))
 
-    def result(self) -> int:
-        return self.sketch.estimate()
+    def _insert(self, pairs: np.ndarray, h: np.ndarray) -> None:
+        dense = self.dense[pairs] >= 0
+        if dense.any():
+            self._raise(self.dense[pairs[dense]], h[dense])
+        if not dense.all():
+            sparse = ~dense
+            self.sparse.add(
+                pairs[sparse], h[sparse].view(np.int64), np.ones(int(sparse.sum()), np.int64)
+            )
+            self._densify(np.unique(pairs[sparse]))
 
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
+    def _raise(self, rows: np.ndarray, h: np.ndarray) -> None:
+        index = (h >> _Q).astype(np.intp)
+        rest = (h & _LOW).astype(np.float64)  # < 2**50: exact
+        rank = (HyperLogLog.Q + 1 - np.frexp(rest)[1]).astype(np.uint8)
+        np.maximum.at(self.registers, (rows, index), rank)
 
-    def load(self, state: Any) -> None:
-        self.sketch = HyperLogLog.from_state(state)
+    def _densify(self, pairs: np.ndarray) -> None:
+        start, end = self.sparse.runs(pairs)
+        over = np.flatnonzero(end - start > HyperLogLog.SPARSE_MAX)
+        if not len(over):
+            return
+        first = len(self.registers)
+        self.registers = np.vstack([self.registers, np.zeros((len(over), HyperLogLog.M), np.uint8)])
+        for j, i in enumerate(over.tolist()):
+            pair, lo, hi = int(pairs[i]), int(start[i]), int(end[i])
+            self.dense[pair] = first + j
+            held = self.sparse.key[lo:hi].view(np.uint64)
+            self._raise(np.full(hi - lo, first + j), held)
+        lo_hi = self.sparse.runs(pairs[over])
+        drop = ranges_mask(lo_hi[0], lo_hi[1], len(self.sparse))
+        self.sparse.pair = self.sparse.pair[~drop]
+        self.sparse.key = self.sparse.key[~drop]
+        self.sparse.count = self.sparse.count[~drop]
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        # Hashing is the costly part: done here, in the pure half, not when the folds are applied.
-        return {group: _hashing(HASHES.many(vs)) for group, vs, _ in grouped.value_counts(values)}
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, ApproxCountDistinct)
+        theirs = other.dense[ids]
+        for j in np.flatnonzero(theirs >= 0).tolist():  # dense into dense: register maxima
+            row = int(rows[j])
+            if self.dense[row] < 0:
+                self._make_dense(row)
+            mine = self.registers[self.dense[row]]
+            np.maximum(mine, other.registers[theirs[j]], out=mine)
+        sparse = np.flatnonzero(theirs < 0)
+        if len(sparse):
+            gathered = other.sparse.gathered(ids[sparse], rows[sparse])
+            self._insert(gathered.pair, gathered.key.view(np.uint64))
 
+    def _make_dense(self, pair: int) -> None:
+        lo, hi = (int(v[0]) for v in self.sparse.runs(np.array([pair])))
+        self.dense[pair] = len(self.registers)
+        self.registers = np.vstack([self.registers, np.zeros((1, HyperLogLog.M), np.uint8)])
+        if hi > lo:
+            self._raise(np.full(hi - lo, self.dense[pair]), self.sparse.key[lo:hi].view(np.uint64))
+            self.sparse.add(
+                np.full(hi - lo, pair),
+                self.sparse.key[lo:hi].copy(),
+                -self.sparse.count[lo:hi].copy(),
+            )
 
-def _hashing(hashes: list[int]) -> Fold:
-    def fold(aggregate: ApproxCountDistinct) -> None:
-        aggregate.sketch.add_hashes(hashes)
+    def sketch(self, pair: int) -> HyperLogLog:
+        """The scalar sketch of one pair (tests compare states)."""
+        sketch = HyperLogLog()
+        if self.dense[pair] >= 0:
+            sketch.sparse, sketch.dense = (
+                None,
+                bytearray(self.registers[self.dense[pair]].tobytes()),
+            )
+        else:
+            lo, hi = (int(v[0]) for v in self.sparse.runs(np.array([pair])))
+            sketch.sparse = set(self.sparse.key[lo:hi].view(np.uint64).tolist())
+        return sketch
 
-    return fold
+    def results(self, ids: np.ndarray) -> list[Any]:
+        start, end = self.sparse.runs(ids)
+        out: list[Any] = []
+        for pair, lo, hi in zip(ids.tolist(), start.tolist(), end.tolist(), strict=True):
+            row = int(self.dense[pair])
+            if row < 0:
+                out.append(hi - lo)
+            else:
+                registers = bytearray(self.registers[row].tobytes())
+                out.append(round(_ertl_estimate(registers, HyperLogLog.M, HyperLogLog.Q)))
+        return out
 
+    def take(self, keep: np.ndarray) -> None:
+        self.sparse.take(keep, self.size)
+        rows = self.dense[keep]
+        used = rows[rows >= 0]
+        renumber = np.full(len(self.registers) + 1, -1, np.int64)  # +1: index 0 when none
+        renumber[used] = np.arange(len(used))
+        self.registers = self.registers[used]
+        self.dense = np.where(rows >= 0, renumber[np.maximum(rows, 0)], -1)
+        self.size = len(keep)
 
-class _Hashes:
-    """value -> 64-bit hash, remembered: a hot value (a returning user) is hashed once."""
+    def buffers(self) -> Buffers:
+        return {
+            "pair": self.sparse.pair,
+            "hash": self.sparse.key,
+            "dense": self.dense[: self.size],
+            "registers": self.registers,
+        }
 
-    LIMIT = 2_000_000
-
-    def __init__(self) -> None:
-        self.known: dict[Any, int] = {}
-
-    def many(self, values: list[Any]) -> list[int]:
-        known = self.known
-        hashes = list(map(known.get, values))
-        if None in hashes:
-            if len(known) >= self.LIMIT:
-                known.clear()
-            for i, h in enumerate(hashes):
-                if h is None:
-                    v = values[i]
-                    hashes[i] = known[v] = hash64(v)
-        return hashes  # type: ignore[return-value]
-
-
-HASHES = _Hashes()
+    def load(self, buffers: Buffers) -> None:
+        self.sparse = Multiset()
+        self.sparse.pair = np.array(buffers["pair"], np.int64)
+        self.sparse.key = np.array(buffers["hash"], np.int64)
+        self.sparse.count = np.ones(len(self.sparse.pair), np.int64)
+        self.dense = np.array(buffers["dense"], np.int64)
+        self.registers = np.array(buffers["registers"], np.uint8).reshape(-1, HyperLogLog.M)
+        self.size = len(self.dense)

@@ -1,53 +1,64 @@
-"""min(x) and max(x): a scalar each, and on change streams their exact, removable stand-ins."""
+"""min(x) and max(x) — one float64 per pair — and their exact, removable stand-ins for change
+streams, which keep every value (a sorted multiset per pair) so that they can forget one."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import pyarrow as pa
-from sortedcontainers import SortedList
+import numpy as np
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey, whole
+from views.aggregates.base import Aggregate, Batch, Buffers, grow, whole
+from views.aggregates.multiset import Exact, float_keys, key_floats
+from views.batch import Vec
 
 
-class SortedMin(Aggregate):
-    """Exact, removable min: a sorted multiset of the values (for change streams)."""
+class SortedMin(Exact):
+    """Exact, removable min: every value of the pair, with its multiplicity."""
 
     kind = "sorted_min"
-    shown = "min"
     result_type = "number"
     numeric_arg = True
     removable = True
-    __slots__ = ("values",)
+    shown = "min"
 
-    def __init__(self) -> None:
-        self.values: SortedList[Any] = SortedList()
+    def keys(self, values: Vec) -> np.ndarray:
+        return float_keys(values.data)
 
-    def add(self, x: float) -> None:
-        self.values.add(x)
+    def _pick(self, start: int, end: int) -> int:
+        """The entry of the run ``[start, end)`` holding the answer."""
+        return start
 
-    def remove(self, x: float) -> None:
-        self.values.remove(x)  # ValueError if absent: the caller counts it as unmatched
-
-    def merge(self, other: SortedMin) -> None:
-        self.values.update(other.values)
-
-    def result(self) -> Any:
-        return self.values[0] if self.values else None
-
-    def to_state(self) -> list[Any]:
-        return list(self.values)
-
-    def load(self, state: Any) -> None:
-        self.values = SortedList(state)
+    def results(self, ids: np.ndarray) -> list[Any]:
+        start, end = self.set.runs(ids)
+        out: list[Any] = []
+        for lo, hi in zip(start.tolist(), end.tolist(), strict=True):
+            if lo == hi:
+                out.append(None)
+                continue
+            at = self._pick(lo, hi)
+            out.append(whole(float(key_floats(self.set.key[at : at + 1])[0])))
+        return out
 
 
 class SortedMax(SortedMin):
     kind = "sorted_max"
     shown = "max"
 
-    def result(self) -> Any:
-        return self.values[-1] if self.values else None
+    def _pick(self, start: int, end: int) -> int:
+        return end - 1
+
+
+class SortedPercentile(SortedMin):
+    """Exact, removable lower quantile ``sorted(xs)[floor(q * (n - 1))]``."""
+
+    kind = "sorted_percentile"
+    shown = "approx_percentile"
+
+    def _pick(self, start: int, end: int) -> int:
+        counts = np.cumsum(self.set.count[start:end])
+        rank = math.floor(self.params["q"] * (int(counts[-1]) - 1))
+        return start + int(np.searchsorted(counts, rank, "right"))
 
 
 class Min(Aggregate):
@@ -57,44 +68,39 @@ class Min(Aggregate):
     result_type = "number"
     numeric_arg = True
     stand_in = SortedMin
-    columnar = True
-    __slots__ = ("value",)
+    _reduce: Any = np.fmin  # fmin/fmax skip the NaN that marks "no value yet"
 
-    def __init__(self) -> None:
-        self.value: float | None = None
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.value = np.zeros(0, np.float64)
 
-    def add(self, x: float) -> None:
-        if self.value is None or x < self.value:
-            self.value = x
+    def resize(self, size: int) -> None:
+        self.value = grow(self.value, size, np.nan)
+        self.size = max(self.size, size)
 
-    def merge(self, other: Min) -> None:
-        if other.value is not None:
-            self.add(other.value)
+    def fold(self, batch: Batch) -> None:
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        type(self)._reduce.at(self.value, batch.pairs[batch.group[rows]], values.data)
 
-    def result(self) -> float | None:
-        value: float | None = whole(self.value)
-        return value
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, Min)
+        type(self)._reduce.at(self.value, rows, other.value[ids])
 
-    def to_state(self) -> float | None:
-        return self.value
+    def results(self, ids: np.ndarray) -> list[Any]:
+        return [None if v != v else whole(v) for v in self.value[ids].tolist()]
 
-    def load(self, state: Any) -> None:
-        self.value = state
+    def take(self, keep: np.ndarray) -> None:
+        self.value = self.value[keep]
+        self.size = len(keep)
 
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Min:
-        aggregate = cls.__new__(cls)
-        aggregate.value = state
-        return aggregate
+    def buffers(self) -> Buffers:
+        return {"value": self.value[: self.size]}
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        # The kind is also Arrow's name for the per-group reduction ("min" / "max").
-        rows = grouped.aggregate({"__v": values}, [("__v", cls.kind)])
-        column = f"__v_{cls.kind}"
-        return {group: _adding(row[column]) for group, row in rows if row[column] is not None}
+    def load(self, buffers: Buffers) -> None:
+        self.value = np.array(buffers["value"], np.float64)
+        self.size = len(self.value)
 
 
 class Max(Min):
@@ -102,14 +108,4 @@ class Max(Min):
     sql_names = ("max",)
     sql_usage = "max"
     stand_in = SortedMax
-
-    def add(self, x: float) -> None:
-        if self.value is None or x > self.value:
-            self.value = x
-
-
-def _adding(v: Any) -> Fold:
-    def fold(aggregate: Min) -> None:
-        aggregate.add(v)
-
-    return fold
+    _reduce = np.fmax

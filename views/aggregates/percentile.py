@@ -1,4 +1,14 @@
-"""approx_percentile(x, q) / pNN(x) (DDSketch), and its exact, removable stand-in."""
+"""approx_percentile(x, q) / pNN(x): a DDSketch per pair, in arrays (exact, removable stand-in:
+``views.aggregates.extremes.SortedPercentile``).
+
+Per pair: the count, the values in the zero band, the smallest and largest value, and the bins
+of positive and of negative values (``Multiset``s keyed by bin). A value's bin is
+``ceil(log|x| / log(gamma))``, the scalar sketch's own function (``views.sketches.DDSketch``):
+computed with numpy, and again with Python's ``math.log`` for the few values that land within
+rounding distance of a bin edge, so that every bin equals the scalar sketch's. A pair that has
+more than ``MAX_BINS`` bins of one sign has its lowest ones folded into one, as the scalar sketch
+does; answers are the scalar sketch's, within 1 % (relative) of the exact lower quantile.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +16,25 @@ import math
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey
-from views.aggregates.extremes import SortedMin
+from views.aggregates.base import Aggregate, Batch, Buffers, grow
+from views.aggregates.extremes import SortedPercentile
+from views.aggregates.multiset import Multiset
 from views.sketches import DDSketch
 
+__all__ = ["ApproxPercentile", "SortedPercentile"]
+_EDGE = 1e-9  # how close to a whole number log|x|/log(gamma) must be to be checked in Python
 
-class SortedPercentile(SortedMin):
-    """Exact, removable lower quantile ``sorted(xs)[floor(q * (n - 1))]``."""
 
-    kind = "sorted_percentile"
-    shown = "approx_percentile"
-    __slots__ = ("q",)
-
-    def __init__(self, q: float) -> None:
-        super().__init__()
-        self.q = q
-
-    def result(self) -> Any:
-        if not self.values:
-            return None
-        return self.values[math.floor(self.q * (len(self.values) - 1))]
+def bins(magnitudes: np.ndarray) -> np.ndarray:
+    """DDSketch's bin of each magnitude (> MIN_INDEXABLE), exactly as ``DDSketch._key``."""
+    with np.errstate(divide="ignore"):
+        ratio = np.log(magnitudes) / DDSketch.LOG_GAMMA
+    out: np.ndarray = np.ceil(ratio).astype(np.int64)
+    near = np.flatnonzero(np.abs(ratio - np.rint(ratio)) < _EDGE)
+    for i in near.tolist():
+        out[i] = math.ceil(math.log(float(magnitudes[i])) / DDSketch.LOG_GAMMA)
+    return out
 
 
 class ApproxPercentile(Aggregate):
@@ -39,12 +45,15 @@ class ApproxPercentile(Aggregate):
     result_type = "float"
     numeric_arg = True
     stand_in = SortedPercentile
-    columnar = True
-    __slots__ = ("q", "sketch")
 
-    def __init__(self, q: float) -> None:
-        self.q = q
-        self.sketch = DDSketch()
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.count = np.zeros(0, np.int64)
+        self.zeros = np.zeros(0, np.int64)
+        self.low = np.zeros(0, np.float64)
+        self.high = np.zeros(0, np.float64)
+        self.positive = Multiset()
+        self.negative = Multiset()
 
     @classmethod
     def sql_params(cls, numbers: list[float]) -> dict[str, Any]:
@@ -53,76 +62,91 @@ class ApproxPercentile(Aggregate):
             raise ValueError("the quantile must be between 0 and 1")
         return {"q": float(q)}
 
-    def add(self, x: float) -> None:
-        self.sketch.add(x)
+    def resize(self, size: int) -> None:
+        self.count = grow(self.count, size)
+        self.zeros = grow(self.zeros, size)
+        self.low = grow(self.low, size, np.inf)
+        self.high = grow(self.high, size, -np.inf)
+        self.size = max(self.size, size)
 
-    def merge(self, other: ApproxPercentile) -> None:
-        self.sketch.merge(other.sketch)
+    def fold(self, batch: Batch) -> None:
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        x = values.data.astype(np.float64)
+        pairs = batch.pairs[batch.group[rows]]
+        np.add.at(self.count, pairs, 1)
+        np.fmin.at(self.low, pairs, x)
+        np.fmax.at(self.high, pairs, x)
+        positive, negative = x > DDSketch.MIN_INDEXABLE, x < -DDSketch.MIN_INDEXABLE
+        np.add.at(self.zeros, pairs[~positive & ~negative], 1)
+        for store, mask, sign in ((self.positive, positive, 1), (self.negative, negative, -1)):
+            if mask.any():
+                store.add(pairs[mask], bins(sign * x[mask]), np.ones(int(mask.sum()), np.int64))
+        self._collapse(np.unique(pairs))
 
-    def result(self) -> float | None:
-        value = self.sketch.quantile(self.q)  # may be an extreme, as it arrived (int or float)
-        return None if value is None else float(value)
+    def _collapse(self, ids: np.ndarray) -> None:
+        """Fold the lowest bins of a pair with more than MAX_BINS into one (rare)."""
+        for store in (self.positive, self.negative):
+            start, end = store.runs(ids)
+            for lo, hi in zip(start.tolist(), end.tolist(), strict=True):
+                excess = hi - lo - DDSketch.MAX_BINS
+                if excess > 0:
+                    pair = int(store.pair[lo])
+                    moved = int(store.count[lo : lo + excess].sum())
+                    keys = store.key[lo : lo + excess].copy()
+                    store.add(np.full(excess, pair), keys, -store.count[lo : lo + excess].copy())
+                    target = np.array([store.key[store.runs(np.array([pair]))[0][0]]])
+                    store.add(np.array([pair]), target, np.array([moved]))
 
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, ApproxPercentile)
+        np.add.at(self.count, rows, other.count[ids])
+        np.add.at(self.zeros, rows, other.zeros[ids])
+        np.fmin.at(self.low, rows, other.low[ids])
+        np.fmax.at(self.high, rows, other.high[ids])
+        self.positive.absorb(other.positive.gathered(ids, rows))
+        self.negative.absorb(other.negative.gathered(ids, rows))
+        self._collapse(np.unique(rows))
 
-    def load(self, state: Any) -> None:
-        self.sketch = DDSketch.from_state(state)
+    def sketch(self, pair: int) -> DDSketch:
+        """The scalar sketch of one pair (answers, and tests comparing states)."""
+        sketch = DDSketch()
+        sketch.count, sketch.zeros = int(self.count[pair]), int(self.zeros[pair])
+        if sketch.count:
+            sketch.low, sketch.high = float(self.low[pair]), float(self.high[pair])
+        for store, target in ((self.positive, sketch.positive), (self.negative, sketch.negative)):
+            lo, hi = (int(v[0]) for v in store.runs(np.array([pair])))
+            target.update(zip(store.key[lo:hi].tolist(), store.count[lo:hi].tolist(), strict=True))
+        return sketch
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        """Each group's share as a DDSketch with the same bins the row path would fill (the bin
-        keys come from DDSketch's own scalar function), merged in when applied."""
-        assert values is not None  # only count(*) has no argument
-        return {group: _merging(sketch) for group, sketch in _sketches(values, grouped).items()}
+    def results(self, ids: np.ndarray) -> list[Any]:
+        out: list[Any] = []
+        for pair in ids.tolist():
+            value = self.sketch(pair).quantile(self.params["q"])
+            out.append(None if value is None else float(value))
+        return out
 
+    def take(self, keep: np.ndarray) -> None:
+        for name in ("count", "zeros", "low", "high"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.positive.take(keep, self.size)
+        self.negative.take(keep, self.size)
+        self.size = len(keep)
 
-def _sketches(values: pa.ChunkedArray, grouped: Grouped) -> dict[GroupKey, DDSketch]:
-    """Per group, a DDSketch of its values, filled from Arrow's per (group, sign, bin) figures."""
-    filled = pc.fill_null(pc.cast(values, pa.float64()), 0.0).to_numpy()
-    sign = np.where(
-        filled > DDSketch.MIN_INDEXABLE, 1, np.where(filled < -DDSketch.MIN_INDEXABLE, -1, 0)
-    )
-    extra = {"__v": values, "__by_s": pa.array(sign), "__by_k": pa.array(_dd_keys(filled))}
-    sketches: dict[GroupKey, DDSketch] = {}
-    for group, row in grouped.aggregate(extra, [("__v", "count"), ("__v", "min"), ("__v", "max")]):
-        n = row["__v_count"]
-        if not n:
-            continue
-        sketch = sketches.get(group)
-        if sketch is None:
-            sketch = sketches[group] = DDSketch()
-        sketch.count += n
-        sketch.low = min(sketch.low, row["__v_min"])
-        sketch.high = max(sketch.high, row["__v_max"])
-        s, k = row["__by_s"], row["__by_k"]
-        if s == 0:
-            sketch.zeros += n
-        else:
-            store = sketch.positive if s > 0 else sketch.negative
-            store[k] = store.get(k, 0) + n
-    return sketches
+    def buffers(self) -> Buffers:
+        out: Buffers = {n: getattr(self, n)[: self.size] for n in ("count", "zeros", "low", "high")}
+        for name, store in (("pos", self.positive), ("neg", self.negative)):
+            out |= {f"{name}_pair": store.pair, f"{name}_key": store.key, f"{name}_n": store.count}
+        return out
 
-
-def _dd_keys(values: np.ndarray) -> np.ndarray:
-    """DDSketch bin per value, by DDSketch's own scalar function (once per distinct value);
-    zero band -> 0 with sign 0 in the sign column."""
-    distinct, inverse = np.unique(values, return_inverse=True)
-    sketch = DDSketch()
-    keys = np.array(
-        [
-            sketch._key(abs(float(v))) if abs(v) > DDSketch.MIN_INDEXABLE else 0
-            for v in distinct.tolist()
-        ],
-        dtype=np.int64,
-    )
-    return keys[inverse]
-
-
-def _merging(sketch: DDSketch) -> Fold:
-    def fold(aggregate: ApproxPercentile) -> None:
-        aggregate.sketch.merge(sketch)
-
-    return fold
+    def load(self, buffers: Buffers) -> None:
+        self.count = np.array(buffers["count"], np.int64)
+        self.zeros = np.array(buffers["zeros"], np.int64)
+        self.low = np.array(buffers["low"], np.float64)
+        self.high = np.array(buffers["high"], np.float64)
+        for name, store in (("pos", self.positive), ("neg", self.negative)):
+            store.pair = np.array(buffers[f"{name}_pair"], np.int64)
+            store.key = np.array(buffers[f"{name}_key"], np.int64)
+            store.count = np.array(buffers[f"{name}_n"], np.int64)
+        self.size = len(self.count)

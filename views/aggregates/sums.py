@@ -1,45 +1,19 @@
 """sum(x) and avg(x), exact whatever the order, batching or merge tree.
 
-Integers are kept as Python ints and floats as Shewchuk's non-overlapping partials (what
-``math.fsum`` uses), so a sum is the correctly rounded sum of its inputs — replays, rollups and
-restarts give bit-identical answers.
-
-Column-wise, float sums are exact too: every float is split into an integer mantissa and an
-exponent, the mantissas are summed as integers per (group, exponent) and the group's exact total is
-handed to ``Sum`` as Shewchuk partials, so the answer is the correctly rounded sum, as on the row
-path.
+Each pair's sum is kept exactly, as an integer times a power of two in int64 limbs
+(``views.exact.Sums``), with the number of values beside it: integers stay exact integers, and a
+float sum is the correctly rounded exact sum (what ``math.fsum`` gives), so replays, rollups and
+restarts give bit-identical answers. SQL's sum over no values is NULL.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey, whole
-
-_MANTISSA = 53
-_LOW_BITS = 26
-
-
-def _grow(partials: list[float], x: float) -> None:
-    """Add ``x`` to Shewchuk partials in place, exactly (Python's ``msum`` recipe)."""
-    i = 0
-    for y in partials:
-        if abs(x) < abs(y):
-            x, y = y, x
-        hi = x + y
-        lo = y - (hi - x)
-        if lo:
-            partials[i] = lo
-            i += 1
-        x = hi
-    partials[i:] = (
-        [x] if x else []
-    )  # a zero partial adds nothing; dropping it keeps state canonical
+from views.aggregates.base import Aggregate, Batch, Buffers, grow, whole
+from views.exact import Sums
 
 
 class Sum(Aggregate):
@@ -49,66 +23,72 @@ class Sum(Aggregate):
     result_type = "number"
     numeric_arg = True
     removable = True
-    columnar = True
-    __slots__ = ("floats", "integer", "n")
 
-    def __init__(self) -> None:
-        self.integer = 0
-        self.floats: list[float] = []
-        self.n = 0  # values seen, so that sum over no values is NULL as in SQL
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.sums = Sums()
+        self.n = np.zeros(0, np.int64)
 
-    def add(self, x: int | float) -> None:
-        self.n += 1
-        if isinstance(x, int):
-            self.integer += x
-        else:
-            _grow(self.floats, x)
+    def resize(self, size: int) -> None:
+        self.n = grow(self.n, size)
+        if len(self.sums) < len(self.n):
+            self.sums.grow(len(self.n))
+        self.size = max(self.size, size)
 
-    def remove(self, x: int | float) -> None:
-        self.n -= 1
-        if isinstance(x, int):
-            self.integer -= x
-        else:
-            _grow(self.floats, -x)
+    def fold(self, batch: Batch) -> None:
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        group = batch.group[rows]
+        counted = np.bincount(group, minlength=len(batch.pairs))
+        self.n[batch.pairs] += -counted if batch.negate else counted
+        used = np.flatnonzero(counted)  # only pairs that got a value: fewer rows to carry
+        remap = np.full(len(batch.pairs), -1, np.int64)
+        remap[used] = np.arange(len(used))
+        self.sums.add_grouped(batch.pairs[used], remap[group], values.data, batch.negate)
 
-    def merge(self, other: Sum) -> None:
-        self.n += other.n
-        self.integer += other.integer
-        for partial in other.floats:
-            _grow(self.floats, partial)
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, Sum)
+        np.add.at(self.n, rows, other.n[ids])
+        distinct, inverse = np.unique(rows, return_inverse=True)
+        gathered = other.sums.gather(ids, inverse, len(distinct))
+        self.sums.absorb(gathered, distinct)
 
-    def total(self) -> int | float:
-        if not any(self.floats):
-            return self.integer
-        return math.fsum([*self.floats, self.integer]) if self.integer else math.fsum(self.floats)
+    def totals(self, ids: np.ndarray) -> list[Any]:
+        """Each pair's exact sum: an exact int when whole (any size), else the correctly
+        rounded float; None over no values."""
+        floats = self.sums.floats(ids)
+        out: list[Any] = [whole(f) for f in floats.tolist()]
+        big = np.flatnonzero(np.abs(floats) >= 2.0**53)
+        if len(big):
+            exact = self.sums.integers(ids[big])
+            for i, value in zip(big.tolist(), exact, strict=True):
+                if value is not None:
+                    out[i] = value
+        n = self.n[ids]
+        return [None if k == 0 else v for v, k in zip(out, n.tolist(), strict=True)]
 
-    def result(self) -> int | float | None:
-        return whole(self.total()) if self.n else None
+    def results(self, ids: np.ndarray) -> list[Any]:
+        return self.totals(ids)
 
-    def to_state(self) -> list[Any]:
-        return [self.n, str(self.integer), list(self.floats)]
+    def take(self, keep: np.ndarray) -> None:
+        self.n = self.n[keep]
+        self.sums.limbs = self.sums.limbs[keep]
+        self.size = len(keep)
 
-    def load(self, state: Any) -> None:
-        self.n, self.integer, self.floats = (
-            int(state[0]),
-            int(state[1]),
-            [float(f) for f in state[2]],
-        )
+    def buffers(self) -> Buffers:
+        return {
+            "n": self.n[: self.size],
+            "limbs": self.sums.limbs[: self.size],
+            "scale": self.sums.scale,
+        }
 
-    @classmethod
-    def restore(cls, state: Any, params: dict[str, Any]) -> Sum:
-        aggregate = cls.__new__(cls)
-        aggregate.load(state)
-        return aggregate
-
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        assert values is not None  # only count(*) has no argument
-        if pa.types.is_integer(values.type):
-            return _integer_sums(values, grouped)
-        return _float_sums(values, grouped)
+    def load(self, buffers: Buffers) -> None:
+        self.n = np.array(buffers["n"], np.int64)
+        self.sums = Sums()
+        self.sums.limbs = np.array(buffers["limbs"], np.int64).reshape(len(self.n), -1)
+        self.sums.scale = int(buffers["scale"])
+        self.size = len(self.n)
 
 
 class Avg(Sum):
@@ -117,88 +97,9 @@ class Avg(Sum):
     sql_usage = "avg"
     result_type = "float"
 
-    def result(self) -> float | None:
-        if not self.n:
-            return None
-        if not any(self.floats):
-            return self.integer / self.n
-        return self.total() / self.n
-
-
-def _integer_sums(values: pa.ChunkedArray, grouped: Grouped) -> dict[GroupKey, Fold] | None:
-    arr = values.to_numpy(zero_copy_only=False)
-    present = arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr
-    if present.size and int(np.abs(present).max()) * len(present) >= 1 << 62:
-        return None  # could overflow int64: let Python ints do it
-    rows = grouped.aggregate({"__v": values}, [("__v", "sum"), ("__v", "count")])
-    return {
-        group: _adding(row["__v_count"], int(row["__v_sum"]), [])
-        for group, row in rows
-        if row["__v_count"]
-    }
-
-
-def _float_sums(values: pa.ChunkedArray, grouped: Grouped) -> dict[GroupKey, Fold] | None:
-    """Exact per (group, exponent) integer mantissa sums, turned into each group's partials."""
-    filled = pc.fill_null(values, 0.0).to_numpy()
-    hi, lo, exp = _split_floats(filled)
-    valid = pc.is_valid(values)
-    extra = {
-        "__hi": pa.array(hi),
-        "__lo": pa.array(lo),
-        "__by_e": pa.array(exp),
-        "__n": pc.cast(valid, pa.int64()),
-    }
-    totals: dict[GroupKey, list[Any]] = {}
-    for group, row in grouped.aggregate(extra, [("__hi", "sum"), ("__lo", "sum"), ("__n", "sum")]):
-        n = row["__n_sum"]
-        entry = totals.setdefault(group, [0, []])
-        entry[0] += n
-        if n:
-            entry[1].append(
-                (row["__by_e"] - _MANTISSA, (row["__hi_sum"] << _LOW_BITS) + row["__lo_sum"])
-            )
-    out: dict[GroupKey, Fold] = {}
-    for group, (n, terms) in totals.items():
-        if not n:
-            continue
-        low = min(e for e, _ in terms)
-        total = sum(m << (e - low) for e, m in terms)
-        try:
-            partials = dyadic_partials(total, low)
-        except OverflowError:
-            return None
-        out[group] = _adding(n, 0, partials)
-    return out
-
-
-def _split_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x = (hi * 2**26 + lo) * 2**(e - 53) exactly, with small integer hi, lo."""
-    fraction, exponent = np.frexp(values)
-    mantissa = np.ldexp(fraction, _MANTISSA).astype(np.int64)
-    return mantissa >> _LOW_BITS, mantissa & ((1 << _LOW_BITS) - 1), exponent.astype(np.int64)
-
-
-def dyadic_partials(n: int, k: int) -> list[float]:
-    """Non-overlapping floats (smallest first) summing exactly to ``n * 2**k``."""
-    out: list[float] = []
-    while n:
-        f = math.ldexp(float(n), k)
-        fraction, e = math.frexp(f)
-        m, scale = int(math.ldexp(fraction, _MANTISSA)), e - _MANTISSA  # f == m * 2**scale
-        if scale >= k:
-            n -= m << (scale - k)
-        else:
-            n, k = (n << (k - scale)) - m, scale
-        out.append(f)
-    return out[::-1]
-
-
-def _adding(n: int, integer: int, partials: list[float]) -> Fold:
-    def fold(aggregate: Sum) -> None:
-        aggregate.n += n
-        aggregate.integer += integer
-        for p in partials:
-            _grow(aggregate.floats, p)
-
-    return fold
+    def results(self, ids: np.ndarray) -> list[Any]:
+        out: list[Any] = []
+        for total, n in zip(self.totals(ids), self.n[ids].tolist(), strict=True):
+            # An exact int divided by n is correctly rounded in Python; a float sum was.
+            out.append(None if total is None or n == 0 else total / n)
+        return out

@@ -1,13 +1,22 @@
-"""top_k(x, k [, capacity]): the most frequent values (Space-Saving)."""
+"""top_k(x, k [, capacity]): the most frequent values, per pair a Space-Saving summary in arrays.
+
+A pair keeps at most ``capacity`` (value code, count, error) entries. A batch is folded in as its
+exact counts, summarised to ``capacity`` and merged with the pair's summary (the mergeable
+Space-Saving of Cafaro et al.): counts over-estimate by at most n / capacity, and every value
+occurring more than n / capacity times is kept. Exact while a pair has seen at most ``capacity``
+distinct values. The merge is ``views.sketches.SpaceSaving.merge``'s, entry for entry, so states
+equal the scalar summary's fed the same batches.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 
-from views.aggregates.base import Aggregate, Fold, Grouped, GroupKey
-from views.sketches import Scalar, SpaceSaving, sort_key
+from views.aggregates.base import Aggregate, Batch, Buffers
+from views.sketches import SpaceSaving, sort_key
+from views.values import Values
 
 
 class TopK(Aggregate):
@@ -16,12 +25,20 @@ class TopK(Aggregate):
     sql_arity = (2, 3)
     sql_usage = "top_k(x, k)"
     result_type = "array"
-    columnar = True
-    __slots__ = ("k", "sketch")
+    interned = True
 
-    def __init__(self, k: int, capacity: int) -> None:
-        self.k = k
-        self.sketch = SpaceSaving(capacity)
+    def __init__(self, values: Values | None = None, **params: Any) -> None:
+        super().__init__(values if values is not None else Values(), **params)
+        self.k, self.capacity = int(params["k"]), int(params["capacity"])
+        self.pair = np.zeros(0, np.int64)  # entries sorted by pair, then code
+        self.code = np.zeros(0, np.int64)
+        self.count = np.zeros(0, np.int64)
+        self.error = np.zeros(0, np.int64)
+
+    @property
+    def dictionary(self) -> Values:
+        assert self.values is not None
+        return self.values
 
     @classmethod
     def sql_params(cls, numbers: list[float]) -> dict[str, Any]:
@@ -33,44 +50,110 @@ class TopK(Aggregate):
             raise ValueError("capacity must be a whole number from k to 100000")
         return {"k": int(k), "capacity": int(capacity)}
 
-    def add(self, x: Scalar) -> None:
-        self.sketch.add(x)
+    def resize(self, size: int) -> None:
+        self.size = max(self.size, size)
 
-    def merge(self, other: TopK) -> None:
-        self.sketch.merge(other.sketch)
+    def fold(self, batch: Batch) -> None:
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        pairs = batch.pairs[batch.group[rows]]
+        codes = self.dictionary.codes(values)
+        packed = np.unique((pairs << 32) | codes, return_counts=True)
+        keys, counts = packed
+        batch_pairs, batch_codes = keys >> 32, keys & 0xFFFFFFFF
+        starts = np.flatnonzero(np.r_[True, batch_pairs[1:] != batch_pairs[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        updates = {}
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+            pair = int(batch_pairs[lo])
+            summary = self._summary(batch_codes[lo:hi], counts[lo:hi])
+            mine = self.summary(pair)
+            mine.merge(summary)
+            updates[pair] = mine
+        self._store(updates)
 
-    def result(self) -> list[dict[str, Any]]:
-        return self.sketch.top(self.k)
+    def _summary(self, codes: np.ndarray, counts: np.ndarray) -> SpaceSaving:
+        """A batch's exact counts, cut to the capacity (highest first, ties by value)."""
+        values = self.dictionary.lookup(codes)
+        ranked = sorted(zip(values, counts.tolist(), strict=True), key=_rank)[: self.capacity]
+        return SpaceSaving.from_counts(self.capacity, dict(ranked))
 
-    def to_state(self) -> dict[str, Any]:
-        return self.sketch.to_state()
+    def summary(self, pair: int) -> SpaceSaving:
+        """The scalar summary of one pair (merges, answers, tests)."""
+        lo, hi = np.searchsorted(self.pair, [pair, pair + 1])
+        values = self.dictionary.lookup(self.code[lo:hi])
+        sketch = SpaceSaving(self.capacity)
+        sketch.counts = dict(zip(values, self.count[lo:hi].tolist(), strict=True))
+        sketch.errors = dict(zip(values, self.error[lo:hi].tolist(), strict=True))
+        sketch._rebuild_heap()
+        return sketch
 
-    def load(self, state: Any) -> None:
-        self.sketch = SpaceSaving.from_state(state)
+    def _store(self, updates: dict[int, SpaceSaving]) -> None:
+        """Replace the entries of the updated pairs with their new summaries."""
+        keep = ~np.isin(self.pair, np.fromiter(updates, np.int64, len(updates)))
+        parts = [(self.pair[keep], self.code[keep], self.count[keep], self.error[keep])]
+        for pair, sketch in updates.items():
+            items = list(sketch.counts.items())
+            codes = np.array([self.dictionary.code(v) for v, _ in items], np.int64)
+            parts.append(
+                (
+                    np.full(len(items), pair, np.int64),
+                    codes,
+                    np.array([n for _, n in items], np.int64),
+                    np.array([sketch.errors[v] for v, _ in items], np.int64),
+                )
+            )
+        merged = [np.concatenate(column) for column in zip(*parts, strict=True)]
+        order = np.lexsort((merged[1], merged[0]))
+        self.pair, self.code, self.count, self.error = (column[order] for column in merged)
 
-    @classmethod
-    def fold_columns(
-        cls, values: pa.ChunkedArray | None, grouped: Grouped
-    ) -> dict[GroupKey, Fold] | None:
-        """The batch's exact counts per group, merged in as a summary (Cafaro et al.): within
-        the row path's error bound, but not always its state once values get evicted."""
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Merged pair by pair, in order: Space-Saving's merge is what the scalar one does."""
+        assert isinstance(other, TopK)
+        updates: dict[int, SpaceSaving] = {}
+        for pair, row in zip(ids.tolist(), rows.tolist(), strict=True):
+            mine = updates.get(row) or self.summary(row)
+            mine.merge(other.summary(pair))
+            updates[row] = mine
+        self._store(updates)
+
+    def results(self, ids: np.ndarray) -> list[Any]:
+        return [self.summary(pair).top(self.k) for pair in ids.tolist()]
+
+    def take(self, keep: np.ndarray) -> None:
+        renumber = np.full(self.size, -1, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        new = renumber[self.pair]
+        alive = new >= 0
+        order = np.lexsort((self.code[alive], new[alive]))
+        self.pair = new[alive][order]
+        self.code, self.count, self.error = (
+            a[alive][order] for a in (self.code, self.count, self.error)
+        )
+        self.size = len(keep)
+
+    def buffers(self) -> Buffers:
+        used, local = np.unique(self.code, return_inverse=True)
         return {
-            group: _merging(dict(zip(vs, ns, strict=True)))
-            for group, vs, ns in grouped.value_counts(values)
+            "pair": self.pair,
+            "code": local.astype(np.int64),
+            "count": self.count,
+            "error": self.error,
+            "values": self.dictionary.lookup(used),
+            "size": self.size,
         }
 
+    def load(self, buffers: Buffers) -> None:
+        codes = np.array([self.dictionary.code(v) for v in buffers["values"]] or [0], np.int64)
+        pair = np.array(buffers["pair"], np.int64)
+        code = codes[np.array(buffers["code"], np.int64)]
+        order = np.lexsort((code, pair))
+        self.pair, self.code = pair[order], code[order]
+        self.count = np.array(buffers["count"], np.int64)[order]
+        self.error = np.array(buffers["error"], np.int64)[order]
+        self.size = int(buffers["size"])
 
-def _merging(counts: dict[Any, int]) -> Fold:
-    def fold(aggregate: TopK) -> None:
-        capacity = aggregate.sketch.capacity
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], sort_key(kv[0])))[:capacity]
-        summary = SpaceSaving(capacity)
-        summary.counts = dict(ranked)
-        summary.errors = dict.fromkeys(summary.counts, 0)
-        summary._rebuild_heap()
-        if not aggregate.sketch.counts:
-            aggregate.sketch = summary
-        else:
-            aggregate.sketch.merge(summary)
 
-    return fold
+def _rank(item: tuple[Any, int]) -> tuple[int, tuple[int, Any]]:
+    return (-item[1], sort_key(item[0]))

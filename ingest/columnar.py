@@ -1,0 +1,145 @@
+"""NDJSON straight to columns: the fast reader every source uses for all but tiny bodies.
+
+Arrow's JSON reader (C++, both cores) reads only the fields the source's views use, with the
+types the views require (``explicit_schema``; other fields are skipped unparsed). It is strict
+where it matters: a string field given a number, a key given twice, a line that is not an object
+fail the read. Then the checks run on whole columns: the time field (epoch s / ms numbers, or
+RFC 3339 strings parsed vectorised by ``ingest.timeparse``; any row in another form is read by
+the one-value parser), ``max_future``, integers too large for a float. Whenever anything is not
+right, ``read`` returns None and the caller's row decoder reads the body instead — it names the
+bad line and field, with the messages every source has always given.
+
+Types are learned per field: a time field that arrives as strings, a key that holds numbers, are
+read that way from the next body on (one failed read, then the right schema), so a steady stream
+of any consistent shape takes this path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from ingest.timeparse import parse_times
+from views.batch import Columns, Vec, from_arrow
+from views.spec import SourceSpec
+from views.timefmt import SECONDS_BELOW, parse_rfc3339
+
+MIN_LINES = 64  # below this, Arrow's fixed cost outweighs reading row by row
+_EXACT = 2.0**53  # a float column holding a larger magnitude may have been a larger integer
+_CHANGED = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+_KIND_TYPES: dict[str, list[pa.DataType]] = {
+    "number": [pa.float64()],
+    "string": [pa.string()],
+    "bool": [pa.bool_()],
+    "scalar": [pa.string(), pa.float64(), pa.bool_()],
+}
+_JSON_TYPE = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+
+
+class Reader:
+    def __init__(
+        self,
+        source: SourceSpec,
+        max_line_bytes: int,
+        future: Callable[[int], str | None],
+    ) -> None:
+        self.time_field = source.time_field
+        self.kinds = {f: k for f, k in source.schema.items() if f != source.time_field}
+        self.max_line_bytes = max_line_bytes
+        self.future = future  # the reason a time is too far ahead, or None
+        self.types: dict[str, pa.DataType] = {f: _KIND_TYPES[k][0] for f, k in self.kinds.items()}
+        self.time_type: pa.DataType = pa.int64()
+
+    def _schema(self) -> pa.Schema:
+        return pa.schema([(self.time_field, self.time_type), *self.types.items()])
+
+    def read(self, body: bytes) -> Columns | None:
+        """The body's events as columns, or None when the row decoder must read it."""
+        if body.count(b"\n") + 1 < MIN_LINES or body.lstrip()[:1] != b"{":
+            return None
+        if len(body) > self.max_line_bytes and max(map(len, body.split(b"\n"))) > (
+            self.max_line_bytes
+        ):
+            return None
+        for _ in range(3):  # at most two fields' types relearned per body
+            try:
+                table = pa_json.read_json(
+                    pa.BufferReader(body),
+                    parse_options=pa_json.ParseOptions(
+                        explicit_schema=self._schema(), unexpected_field_behavior="ignore"
+                    ),
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                if not self._learn(str(err)):
+                    return None
+                continue
+            return self._columns(table)
+        return None
+
+    def _learn(self, message: str) -> bool:
+        """From Arrow's complaint, the type a field really arrives as; False if there is nothing
+        to learn (a bad line: the row decoder names it)."""
+        found = _CHANGED.search(message)
+        if found is None:
+            decimal_time = "Failed to convert JSON to int64" in message  # 1790000000.5
+            if decimal_time and self.time_type == pa.int64():
+                self.time_type = pa.float64()
+                return True
+            return False
+        field, arrived = found.group(1), found.group(3)
+        wanted = _JSON_TYPE.get(arrived)
+        if field == self.time_field and wanted is not None:
+            options = [pa.int64(), pa.float64()] if arrived == "number" else [pa.string()]
+            if self.time_type in options:
+                return False
+            self.time_type = options[0]
+            return True
+        if field in self.types and wanted is not None and wanted in _KIND_TYPES[self.kinds[field]]:
+            if self.types[field] == wanted:
+                return False
+            self.types[field] = wanted
+            return True
+        return False
+
+    def _columns(self, table: pa.Table) -> Columns | None:
+        time = self._time(table.column(self.time_field))
+        if time is None:
+            return None
+        fields: dict[str, Vec] = {}
+        for name in self.types:
+            column = from_arrow(table.column(name))
+            if column.kind == "number" and column.data.dtype.kind == "f":
+                present = column.data[column.valid]
+                if len(present) and float(np.abs(present).max()) >= _EXACT:
+                    return None  # maybe an integer beyond 2**53: the row decoder keeps it exact
+            fields[name] = column
+        fields[self.time_field] = Vec("number", time, np.ones(len(time), bool))
+        return Columns(time, fields)
+
+    def _time(self, column: pa.ChunkedArray) -> np.ndarray | None:
+        """Epoch ms of every row, read as ``views.timefmt.event_time`` reads one; None when a
+        row has none, or one the row decoder must name."""
+        if column.null_count:
+            return None
+        if pa.types.is_string(column.type):
+            ms, ok = parse_times(column)
+            for i in np.flatnonzero(~ok).tolist():  # other forms: Python's ISO reader
+                try:
+                    ms[i] = parse_rfc3339(column[i].as_py())
+                except ValueError:
+                    return None
+        else:
+            values = column.to_numpy()
+            seconds = np.abs(values) < SECONDS_BELOW
+            if values.dtype.kind == "f":
+                ms = np.where(seconds, np.rint(values * 1000), np.rint(values)).astype(np.int64)
+            else:
+                ms = np.where(seconds, values * 1000, values).astype(np.int64)
+        newest = int(ms.max()) if len(ms) else None
+        if newest is not None and self.future(newest) is not None:
+            return None  # the row decoder names the line that is too far ahead
+        return ms

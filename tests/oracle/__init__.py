@@ -1,0 +1,1 @@
+"""The per-event engine tallyd had before the columnar one, kept only as the test oracle."""

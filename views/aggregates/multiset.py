@@ -1,0 +1,199 @@
+"""Exact multisets of values per pair, in arrays: the state of exact distinct counts and of the
+removable min / max / percentiles that change streams use.
+
+Entries are (pair, key, count), sorted by pair then key, so a pair's values are one contiguous,
+sorted run: its smallest is the run's first key, its largest the last, its q-quantile found by a
+cumulative count. A key is an int64 that orders like the value: a value's code in the view's
+``Values`` (distinct counts: no order needed), or a float's order-preserving bits (min / max /
+percentiles). A batch is merged in by sorting it with the entries of the pairs it touches only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from views.aggregates.base import Aggregate, Batch, Buffers
+from views.batch import Vec
+
+_FLIP = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def float_keys(values: np.ndarray) -> np.ndarray:
+    """int64 keys ordering like the floats (-0.0 is 0.0): negative floats' bits are flipped."""
+    bits = (np.asarray(values, np.float64) + 0.0).view(np.int64)
+    return np.where(bits < 0, bits ^ _FLIP, bits)
+
+
+def key_floats(keys: np.ndarray) -> np.ndarray:
+    bits = np.where(keys < 0, keys ^ _FLIP, keys)
+    out: np.ndarray = bits.view(np.float64)
+    return out
+
+
+class Multiset:
+    def __init__(self) -> None:
+        self.pair = np.zeros(0, np.int64)
+        self.key = np.zeros(0, np.int64)
+        self.count = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+    def runs(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) of each pair's run of entries."""
+        return np.searchsorted(self.pair, ids, "left"), np.searchsorted(self.pair, ids, "right")
+
+    def have(self, pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """How many of each (pair, key) there are now (0 if none)."""
+        start, end = self.runs(pairs)
+        out = np.zeros(len(pairs), np.int64)
+        for i in np.flatnonzero(end > start).tolist():
+            lo, hi = int(start[i]), int(end[i])
+            at = lo + int(np.searchsorted(self.key[lo:hi], keys[i]))
+            if at < hi and self.key[at] == keys[i]:
+                out[i] = self.count[at]
+        return out
+
+    def add(self, pairs: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Add ``counts`` (negative: take off) of each (pair, key); entries that reach 0 go.
+        Only the touched pairs' entries are sorted with the batch; the merged runs then go back
+        where their pairs belong (no other entry moves but by the copy)."""
+        if not len(pairs):
+            return
+        touched = np.unique(pairs)
+        start, end = self.runs(touched)
+        inside = ranges_mask(start, end, len(self.pair))
+        pair = np.concatenate([self.pair[inside], pairs])
+        key = np.concatenate([self.key[inside], keys])
+        count = np.concatenate([self.count[inside], counts])
+        order = np.lexsort((key, pair))
+        pair, key, count = pair[order], key[order], count[order]
+        first = np.ones(len(pair), bool)
+        first[1:] = (pair[1:] != pair[:-1]) | (key[1:] != key[:-1])
+        starts = np.flatnonzero(first)
+        pair, key = pair[starts], key[starts]
+        count = np.add.reduceat(count, starts)
+        keep = count != 0
+        pair, key, count = pair[keep], key[keep], count[keep]
+        rest = ~inside
+        self.pair, self.key, self.count = self.pair[rest], self.key[rest], self.count[rest]
+        at = np.searchsorted(self.pair, pair)  # the touched pairs are not in the rest
+        self.pair = np.insert(self.pair, at, pair)
+        self.key = np.insert(self.key, at, key)
+        self.count = np.insert(self.count, at, count)
+
+    def take(self, keep: np.ndarray, size: int) -> None:
+        """Keep the entries of pairs ``keep``, renumbered to their index in ``keep``."""
+        renumber = np.full(size, -1, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        new = renumber[self.pair]
+        alive = new >= 0
+        order = np.argsort(new[alive], kind="stable")
+        self.pair = new[alive][order]
+        self.key = self.key[alive][order]
+        self.count = self.count[alive][order]
+
+    def gathered(self, ids: np.ndarray, rows: np.ndarray) -> Multiset:
+        """The entries of pairs ``ids``, each moved to pair ``rows[j]`` (merged when several
+        land on one row): what a rollup or a merge of partitions reads."""
+        start, end = self.runs(ids)
+        lengths = end - start
+        index = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        out = Multiset()
+        out.add(np.repeat(rows, lengths), self.key[index], self.count[index])
+        return out
+
+    def absorb(self, other: Multiset) -> None:
+        self.add(other.pair, other.key, other.count)
+
+
+def ranges_mask(start: np.ndarray, end: np.ndarray, size: int) -> np.ndarray:
+    """A mask of ``size`` entries, True inside each ``[start, end)`` (disjoint ranges)."""
+    marks = np.zeros(size + 1, np.int64)
+    np.add.at(marks, start, 1)
+    np.add.at(marks, end, -1)
+    out: np.ndarray = np.cumsum(marks[:-1]) > 0
+    return out
+
+
+def repeat_rank(pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each entry, how many equal (pair, key) entries come before it in the batch."""
+    order = np.lexsort((keys, pairs))
+    p, k = pairs[order], keys[order]
+    first = np.ones(len(p), bool)
+    first[1:] = (p[1:] != p[:-1]) | (k[1:] != k[:-1])
+    index = np.arange(len(p))
+    run_start = np.maximum.accumulate(np.where(first, index, 0))
+    rank = np.empty(len(p), np.int64)
+    rank[order] = index - run_start
+    return rank
+
+
+class Exact(Aggregate):
+    """An aggregate whose state is a ``Multiset`` per pair: every value, exactly, so that a change
+    stream can take one off. Subclasses say how a value becomes a key (``keys``)."""
+
+    abstract = True
+
+    def __init__(self, values: Any = None, **params: Any) -> None:
+        super().__init__(values, **params)
+        self.set = Multiset()
+
+    def keys(self, values: Vec) -> np.ndarray:
+        raise NotImplementedError
+
+    def resize(self, size: int) -> None:
+        self.size = max(self.size, size)
+
+    def _entries(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        rows, values = batch.present()
+        if values is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return batch.pairs[batch.group[rows]], self.keys(values)
+
+    def fold(self, batch: Batch) -> None:
+        pairs, keys = self._entries(batch)
+        self.set.add(pairs, keys, np.full(len(pairs), -1 if batch.negate else 1, np.int64))
+
+    def held(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(rows with a value, how many of that value their pair holds now)."""
+        rows, _ = batch.present()
+        pairs, keys = self._entries(batch)
+        return rows, self.set.have(pairs, keys)
+
+    def value_keys(self, batch: Batch) -> np.ndarray:
+        return self._entries(batch)[1]
+
+    def missing(self, batch: Batch) -> np.ndarray:
+        """Rows whose value the pair does not hold (as often as the batch takes it off)."""
+        out = np.zeros(len(batch.group), bool)
+        rows, held = self.held(batch)
+        if len(rows):
+            pairs, keys = self._entries(batch)
+            out[rows] = repeat_rank(pairs, keys) >= held  # the n-th removal needs n of them
+        return out
+
+    def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
+        assert isinstance(other, Exact)
+        self.set.absorb(other.set.gathered(ids, rows))
+
+    def take(self, keep: np.ndarray) -> None:
+        self.set.take(keep, self.size)
+        self.size = len(keep)
+
+    def buffers(self) -> Buffers:
+        return {
+            "pair": self.set.pair,
+            "key": self.set.key,
+            "count": self.set.count,
+            "size": self.size,
+        }
+
+    def load(self, buffers: Buffers) -> None:
+        self.set = Multiset()
+        self.set.pair = np.array(buffers["pair"], np.int64)
+        self.set.key = np.array(buffers["key"], np.int64)
+        self.set.count = np.array(buffers["count"], np.int64)
+        self.size = int(buffers["size"])

@@ -1,0 +1,152 @@
+"""Change streams: batches that add and retract rows (Debezium's before and after images).
+
+The meaning is the sequential one (``tests/oracle/view.py``): rows apply in order; a retraction
+matches the group its row is in *at that moment* (or ``__other__`` if its key was folded), and is
+``unmatched`` — changing nothing — when there is no such group or an exact multiset of the group
+does not hold its value; a group whose last row is retracted disappears.
+
+Most batches of a consistent change stream are *clean*: every retraction finds its row (added
+before, in an earlier batch or earlier in this one) and no key is folded into ``__other__``. For
+those, adding every row first and then taking every retracted row off reaches the sequential
+state (the aggregates of change streams are exact, so a row taken off leaves exactly what was
+there without it): that is the vectorised path. Any other batch is applied one row at a time, in
+order (correct, slower, rare).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from views.aggregates import Batch, Count, CountDistinct, SortedMin
+from views.batch import Columns
+
+if TYPE_CHECKING:
+    from views.view import Part, View
+
+
+def apply_changes(
+    view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, part: Part
+) -> None:
+    """Apply ``rows`` (WHERE-passing, not late) with their weights (+1 / -1), in order."""
+    if _clean(view, cols, rows, weights, part):
+        view._fold(cols, rows[weights > 0], part, negate=False)
+        placed = view._fold(cols, rows[weights < 0], part, negate=True)
+        if placed is not None:
+            _release(part, placed.pairs)
+        return
+    for row, weight in zip(rows.tolist(), weights.tolist(), strict=True):
+        one = np.array([row], np.int64)
+        if weight > 0:
+            view._fold(cols, one, part, negate=False)
+        else:
+            _retract_one(view, cols, one, part)
+
+
+def _hidden(part: Part) -> Count:
+    rows = part.aggs[-1]  # retracting views end with a hidden count(*) of rows
+    assert isinstance(rows, Count)
+    return rows
+
+
+def _release(part: Part, ids: np.ndarray) -> None:
+    part.drop(ids[_hidden(part).counts(ids) == 0])
+
+
+def _batches(view: View, cols: Columns, index: np.ndarray, ids: np.ndarray) -> list[Batch]:
+    """Each aggregate's share of rows ``index``, row ``j`` into pair ``ids[j]``, as retractions."""
+    out = []
+    for spec in view.spec.aggs:
+        values = None if spec.arg is None else spec.arg.on(cols).take(index)
+        out.append(Batch(ids, np.arange(len(index)), values, negate=True))
+    return out
+
+
+def _retract_one(view: View, cols: Columns, row: np.ndarray, part: Part) -> None:
+    """One retraction, sequentially: per window, the group's row is taken off, whole, or the
+    retraction is unmatched."""
+    slot = int(view.keys.lookup(_tuples(view, cols, row))[0])
+    if slot < 0 or not part.alive(np.array([slot]))[0]:
+        other = view.keys.slot_of.get(view.other_key, -1)
+        slot = other if other >= 0 and part.alive(np.array([other]))[0] else -1
+    index, starts = view._windows(cols, row)
+    ids = part.pairs.find(starts, np.full(len(starts), slot, np.int64))
+    for i, pair in enumerate(ids.tolist()):
+        if pair < 0:
+            part.counters["unmatched"] += 1
+            continue
+        batches = _batches(view, cols, index[i : i + 1], np.array([pair], np.int64))
+        if any(a.missing(b).any() for a, b in zip(part.aggs, batches, strict=True)):
+            part.counters["unmatched"] += 1
+            continue
+        for aggregate, batch in zip(part.aggs, batches, strict=True):
+            aggregate.fold(batch)
+        _release(part, np.array([pair], np.int64))
+
+
+def _tuples(view: View, cols: Columns, rows: np.ndarray) -> list[tuple[Any, ...]]:
+    columns = [cols.column(k).take(rows).values() for k in view.spec.keys]
+    return list(zip(*columns, strict=True)) if columns else [() for _ in range(len(rows))]
+
+
+def _clean(view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, part: Part) -> bool:
+    """Whether adding everything, then retracting everything, equals applying in order."""
+    slots = view.keys.lookup(_tuples(view, cols, rows))
+    known = (slots >= 0) & part.alive(np.maximum(slots, 0))
+    if ((~known) & (weights < 0)).any():
+        return False  # a retraction of a key this part does not hold now: order decides
+    tuples = _tuples(view, cols, rows)
+    fresh = {t for t, ok in zip(tuples, known.tolist(), strict=True) if not ok}
+    alive = int((part.refs > 0).sum())
+    if alive + len(fresh) > view.spec.max_groups:
+        return False  # admission into __other__ depends on the order
+    added_only = ~known  # keys new in this batch: only ever added, so the net is the order's
+    index, starts = view._windows(cols, rows)
+    position = np.searchsorted(rows, index)
+    check = ~added_only[position]
+    if not check.any():
+        return True
+    index, starts, sign = index[check], starts[check], weights[position][check]
+    ids = part.pairs.find(starts, slots[position][check])
+    held = np.zeros(len(ids), np.int64)
+    held[ids >= 0] = _hidden(part).counts(ids[ids >= 0])
+    group = np.where(ids >= 0, ids, -1 - np.arange(len(ids)))  # a missing pair: its own group
+    if not _orderly(group, sign, held):
+        return False
+    return _values_held(view, cols, index, ids, sign, part)
+
+
+def _orderly(group: np.ndarray, sign: np.ndarray, held: np.ndarray) -> bool:
+    """Per group, in order, the running count (from ``held``) never goes below 0: every
+    retraction finds a row (a value) that is there. A group that empties and fills again within
+    the batch needs no care: the aggregates of change streams are exact, so taking a row's
+    contribution off leaves exactly what releasing the group would."""
+    order = np.lexsort((np.arange(len(group)), group))
+    g, w, h = group[order], sign[order], held[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(g)), 0))
+    total = np.cumsum(w)
+    running = h + total - (total[start] - w[start])
+    return not (running < 0).any()
+
+
+def _values_held(
+    view: View, cols: Columns, index: np.ndarray, ids: np.ndarray, sign: np.ndarray, part: Part
+) -> bool:
+    """Every retraction from an exact multiset finds its value, counted in order per (group,
+    value) from what the group holds now."""
+    for spec, aggregate in zip(view.spec.aggs, part.aggs, strict=True):
+        if spec.arg is None or not isinstance(aggregate, SortedMin | CountDistinct):
+            continue
+        values = spec.arg.on(cols).take(index)
+        inside = ids >= 0
+        batch = Batch(np.maximum(ids, 0), np.arange(len(ids)), values)
+        rows, held = aggregate.held(batch)
+        keys = aggregate.value_keys(batch)
+        keep = inside[rows]
+        group = np.where(keep, ids[rows], -1 - rows)
+        combined = np.unique(np.stack([group, keys]), axis=1, return_inverse=True)[1]
+        if not _orderly(combined.reshape(-1), sign[rows], np.where(keep, held, 0)):
+            return False
+    return True
