@@ -44,6 +44,8 @@ class Vec:
     def take(self, index: np.ndarray) -> Vec:
         if self.kind == "null":
             return Vec.nulls(len(index))
+        if len(index) == len(self) and (not len(index) or (index[0] == 0 and _identity(index))):
+            return self  # every row, in order: the common case of a view with no WHERE
         data = self.data.take(pa.array(index)) if self.kind == "string" else self.data[index]
         return Vec(self.kind, data, self.valid[index])
 
@@ -53,6 +55,10 @@ class Vec:
             return [None] * len(self)
         items = self.data.to_pylist() if self.kind == "string" else self.data.tolist()
         return [v if ok else None for v, ok in zip(items, self.valid.tolist(), strict=True)]
+
+
+def _identity(index: np.ndarray) -> bool:
+    return bool((np.diff(index) == 1).all())
 
 
 def from_values(values: Sequence[Any]) -> Vec:

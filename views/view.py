@@ -35,6 +35,7 @@ import numpy as np
 
 from views.aggregates import Aggregate, Batch, whole
 from views.batch import Columns, Vec
+from views.grouping import group, pack
 from views.spec import ViewSpec
 from views.state import Key, Keys, Pairs
 from views.values import Values
@@ -174,14 +175,26 @@ class View:
         slots = self._slots(cols, rows, part, create)
         index, starts = self._windows(cols, rows)
         pair_slots = slots[np.searchsorted(rows, index)] if len(index) != len(rows) else slots
-        codes = np.stack([starts, pair_slots])
-        distinct, inverse = np.unique(codes, axis=1, return_inverse=True)
-        ids, new = part.pairs.find_or_add(distinct[0], distinct[1])
+        buckets = starts // self.step
+        packed = pack([buckets - buckets.min(initial=0), pair_slots])
+        if packed is None:  # a span of buckets too wide to pack: sort the pairs instead
+            distinct, inverse = np.unique(
+                np.stack([starts, pair_slots]), axis=1, return_inverse=True
+            )
+            ids, new = part.pairs.find_or_add(distinct[0], distinct[1])
+            return self._placed(part, index, ids, new, inverse.reshape(-1))
+        _, first, inverse = group(packed, first=True)
+        ids, new = part.pairs.find_or_add(starts[first], pair_slots[first])
+        return self._placed(part, index, ids, new, inverse)
+
+    def _placed(
+        self, part: Part, index: np.ndarray, ids: np.ndarray, new: int, inverse: np.ndarray
+    ) -> Rows:
         if new:
             part.add_refs(part.pairs.slot[ids[ids >= len(part.pairs) - new]], 1)
             for aggregate in part.aggs:
                 aggregate.resize(len(part.pairs))
-        return Rows(index, ids, inverse.reshape(-1))
+        return Rows(index, ids, inverse)
 
     def _windows(self, cols: Columns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(batch row, window start) of every window the rows fall in."""
@@ -328,13 +341,9 @@ def _key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.n
         code, values = _codes(column)
         codes.append(code)
         decoders.append(values)
-    if len(codes) == 1:
-        _, first, inverse = np.unique(codes[0], return_index=True, return_inverse=True)
-    elif np.prod([len(v) + 1.0 for v in decoders]) < 2.0**62:  # one int64 per tuple
-        combined = np.zeros(n, np.int64)
-        for code, values in zip(codes, decoders, strict=True):
-            combined = combined * (len(values) + 1) + code + 1
-        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    packed = pack([code + 1 for code in codes])  # -1 (NULL) packs as 0
+    if packed is not None:
+        _, first, inverse = group(packed, first=True)
     else:
         _, first, inverse = np.unique(
             np.stack(codes), axis=1, return_index=True, return_inverse=True

@@ -20,6 +20,7 @@ import numpy as np
 from views.aggregates.base import Aggregate, Batch, Buffers, grow
 from views.aggregates.extremes import SortedPercentile
 from views.aggregates.multiset import Multiset
+from views.grouping import group, pack
 from views.sketches import DDSketch
 
 __all__ = ["ApproxPercentile", "SortedPercentile"]
@@ -74,16 +75,33 @@ class ApproxPercentile(Aggregate):
         if values is None or not len(rows):
             return
         x = values.data.astype(np.float64)
-        pairs = batch.pairs[batch.group[rows]]
-        np.add.at(self.count, pairs, 1)
-        np.fmin.at(self.low, pairs, x)
-        np.fmax.at(self.high, pairs, x)
+        g = batch.group[rows]
+        size = len(batch.pairs)
+        low, high = np.full(size, np.inf), np.full(size, -np.inf)
+        np.fmin.at(low, g, x)
+        np.fmax.at(high, g, x)
+        self.count[batch.pairs] += np.bincount(g, minlength=size)
+        np.fmin.at(self.low, batch.pairs, low)
+        np.fmax.at(self.high, batch.pairs, high)
         positive, negative = x > DDSketch.MIN_INDEXABLE, x < -DDSketch.MIN_INDEXABLE
-        np.add.at(self.zeros, pairs[~positive & ~negative], 1)
+        self.zeros[batch.pairs] += np.bincount(g[~positive & ~negative], minlength=size)
         for store, mask, sign in ((self.positive, positive, 1), (self.negative, negative, -1)):
             if mask.any():
-                store.add(pairs[mask], bins(sign * x[mask]), np.ones(int(mask.sum()), np.int64))
-        self._collapse(np.unique(pairs))
+                self._bin(store, batch.pairs, g[mask], bins(sign * x[mask]))
+        self._collapse(batch.pairs)
+
+    @staticmethod
+    def _bin(store: Multiset, pairs: np.ndarray, g: np.ndarray, keys: np.ndarray) -> None:
+        """Count the batch's values per (pair, bin) first (a table lookup, no sort), then add
+        only those counts to the store."""
+        low = int(keys.min())
+        packed = pack([g, keys - low])
+        if packed is None:
+            store.add(pairs[g], keys, np.ones(len(g), np.int64))
+            return
+        _, first, inverse = group(packed, first=True)
+        counts = np.bincount(inverse)
+        store.add(pairs[g[first]], keys[first], counts)
 
     def _collapse(self, ids: np.ndarray) -> None:
         """Fold the lowest bins of a pair with more than MAX_BINS into one (rare)."""
