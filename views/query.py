@@ -144,11 +144,12 @@ def select(view: View, query: Query, key_names: list[str]) -> Selection:
         pairs = part.pairs
         ids = pairs.between(query.time_from, query.time_to) if windowed else pairs.alive_ids()
         if allowed is not None and len(ids):
-            ids = ids[allowed(pairs.slot[ids])]
+            ids = ids[allowed(pairs.slots(ids))]
         if len(ids):
             chosen.append((part, ids))
-    starts = np.concatenate([p.pairs.start[ids] for p, ids in chosen] or [np.zeros(0, np.int64)])
-    slots = np.concatenate([p.pairs.slot[ids] for p, ids in chosen] or [np.zeros(0, np.int64)])
+    nothing = [np.zeros(0, np.int64)]
+    starts = np.concatenate([p.pairs.starts(ids) for p, ids in chosen] or nothing)
+    slots = np.concatenate([p.pairs.slots(ids) for p, ids in chosen] or nothing)
     return Selection(chosen, starts, slots)
 
 

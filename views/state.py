@@ -69,22 +69,21 @@ class Keys:
 
 
 class Pairs:
-    """A part's (bucket, slot) pairs: sorted codes, their pair ids, and per pair id its bucket
-    start, slot and whether it is alive."""
+    """A part's (bucket, slot) pairs: sorted codes and their pair ids, and per pair id its code
+    (bucket start and slot are read back from it) and whether it is alive."""
 
     def __init__(self, step: int) -> None:
         self.step = step  # ms between bucket starts (window size, hop slide; 1 without window)
         self.codes = np.zeros(0, np.int64)  # alive pairs' codes, sorted
         self.ids = np.zeros(0, np.int64)  # the pair id of each code
-        self.start = np.zeros(0, np.int64)  # per pair id: bucket start (ms)
-        self.slot = np.zeros(0, np.int64)  # per pair id: slot
+        self.code_of = np.zeros(0, np.int64)  # per pair id: its code
         self.alive = np.zeros(0, bool)
         self.origin: int | None = None  # bucket number that codes count from
         self.slot_bits = 16
 
     def __len__(self) -> int:
         """Pair ids given out (alive or not): the length the aggregates' arrays need."""
-        return len(self.start)
+        return len(self.code_of)
 
     @property
     def count(self) -> int:
@@ -97,6 +96,16 @@ class Pairs:
         out: np.ndarray = ((buckets - self.origin) << self.slot_bits) | slots
         return out
 
+    def starts(self, ids: np.ndarray) -> np.ndarray:
+        """Bucket start (ms) of each pair id."""
+        origin = self.origin or 0
+        out: np.ndarray = ((self.code_of[ids] >> self.slot_bits) + origin) * self.step
+        return out
+
+    def slots(self, ids: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.code_of[ids] & ((1 << self.slot_bits) - 1)
+        return out
+
     def _fit(self, buckets: np.ndarray, slots: np.ndarray) -> None:
         """Choose ``origin`` and ``slot_bits`` so that every code fits an int64 and stays in
         (bucket, slot) order; re-encode the existing codes when they change (rare)."""
@@ -105,7 +114,10 @@ class Pairs:
         bits = max(self.slot_bits, int(slots.max(initial=0)).bit_length() + 1)
         if origin == self.origin and bits == self.slot_bits:
             return
-        span = int(max(buckets.max(initial=low), self._top_bucket()) - origin)
+        every = np.arange(len(self.code_of))
+        old_buckets = self.starts(every) // self.step
+        old_slots = self.slots(every)
+        span = int(max(buckets.max(initial=low), old_buckets.max(initial=low)) - origin)
         if span >= 1 << (62 - bits):
             raise OverflowError(
                 f"{span} buckets apart with {bits}-bit slots: too wide a time span for this "
@@ -113,13 +125,9 @@ class Pairs:
             )
         self.origin, self.slot_bits = origin, bits
         # The packing is monotone in (bucket, slot) whatever the origin and width, so the order
-        # of the codes is kept: only their values change.
-        self.codes = self._encode(self.start[self.ids] // self.step, self.slot[self.ids])
-
-    def _top_bucket(self) -> int:
-        if not len(self.ids):
-            return self.origin or 0
-        return int(self.start[self.ids].max() // self.step)
+        # of the sorted codes is kept: only their values change.
+        self.code_of = self._encode(old_buckets, old_slots)
+        self.codes = self.code_of[self.ids]
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -137,11 +145,10 @@ class Pairs:
         out[found] = self.ids[at[found]]
         new = np.flatnonzero(~found)
         if len(new):
-            first = len(self.start)
+            first = len(self.code_of)
             fresh = np.arange(first, first + len(new), dtype=np.int64)
             out[new] = fresh
-            self.start = np.concatenate([self.start, starts[new]])
-            self.slot = np.concatenate([self.slot, slots[new]])
+            self.code_of = np.concatenate([self.code_of, codes[new]])
             self.alive = np.concatenate([self.alive, np.ones(len(new), bool)])
             self._insert(codes[new], fresh)
         return out, len(new)
@@ -192,13 +199,13 @@ class Pairs:
         """When over half of the ids are dead (or any, with ``force``), renumber the alive pairs
         densely; returns the old id of each new id (the aggregates take the same ``keep``), or
         None if nothing moved."""
-        dead = len(self.start) - len(self.ids)
-        if dead == 0 or (dead * 2 < len(self.start) and not force):
+        dead = len(self.code_of) - len(self.ids)
+        if dead == 0 or (dead * 2 < len(self.code_of) and not force):
             return None
         keep = np.flatnonzero(self.alive)
-        renumber = np.full(len(self.start), -1, np.int64)
+        renumber = np.full(len(self.code_of), -1, np.int64)
         renumber[keep] = np.arange(len(keep))
-        self.start, self.slot = self.start[keep], self.slot[keep]
+        self.code_of = self.code_of[keep]
         self.alive = np.ones(len(keep), bool)
         self.ids = renumber[self.ids]
         return keep
@@ -222,6 +229,5 @@ class Pairs:
     def alive_ids(self) -> np.ndarray:
         return self.ids
 
-    def slot_refs(self, slots: int) -> np.ndarray:
-        """Per slot, how many alive pairs of this part hold it."""
-        return np.bincount(self.slot[self.ids], minlength=slots)
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.codes, self.ids, self.code_of, self.alive))

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from views.aggregates import Aggregate, Batch, whole
+from views.aggregates import Aggregate, Batch, Sum, whole
 from views.batch import Columns, Vec
 from views.grouping import group, pack
 from views.spec import ViewSpec
@@ -56,6 +56,10 @@ class Part:
     def __init__(self, view: View) -> None:
         self.pairs = Pairs(view.step)
         self.aggs: list[Aggregate] = [view.new_aggregate(i) for i in range(len(view.spec.aggs))]
+        for index, owner in view.shared.items():  # avg(x) reads sum(x)'s state: one copy
+            shared = self.aggs[index]
+            assert isinstance(shared, Sum)
+            shared.share(cast(Sum, self.aggs[owner]))
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.late_events: deque[dict[str, Any]] = deque(maxlen=view.keep)
         self.refs = np.zeros(0, np.int64)  # per slot: alive pairs of this part holding it
@@ -77,7 +81,7 @@ class Part:
         """Forget pairs (retention, a retracted group); compact when many are dead."""
         if not len(ids):
             return
-        self.add_refs(self.pairs.slot[ids], -1)
+        self.add_refs(self.pairs.slots(ids), -1)
         self.pairs.drop(ids)
         self.compact()
 
@@ -109,6 +113,7 @@ class View:
         self.other_key: Key = tuple(OTHER for _ in spec.keys)
         # One dictionary per aggregate that keeps values, shared by every part.
         self.dictionaries = [Values() if a.cls.interned else None for a in spec.aggs]
+        self.shared = _shared_sums(spec)
 
     def new_aggregate(self, index: int) -> Aggregate:
         agg = self.spec.aggs[index]
@@ -191,7 +196,7 @@ class View:
         self, part: Part, index: np.ndarray, ids: np.ndarray, new: int, inverse: np.ndarray
     ) -> Rows:
         if new:
-            part.add_refs(part.pairs.slot[ids[ids >= len(part.pairs) - new]], 1)
+            part.add_refs(part.pairs.slots(ids[ids >= len(part.pairs) - new]), 1)
             for aggregate in part.aggs:
                 aggregate.resize(len(part.pairs))
         return Rows(index, ids, inverse)
@@ -254,12 +259,13 @@ class View:
         arrays. Compacts the part first, so pair ids are exactly the entries' positions."""
         part = self.parts.get(name) or Part(self)
         part.compact(force=True)
-        used, local = np.unique(part.pairs.slot, return_inverse=True)
+        every = np.arange(len(part.pairs))
+        used, local = np.unique(part.pairs.slots(every), return_inverse=True)
         return {
             "counters": dict(part.counters),
             "late_events": list(part.late_events),
             "keys": [list(self.keys.keys[s]) for s in used.tolist()],
-            "start": part.pairs.start,
+            "start": part.pairs.starts(every),
             "slot": local.astype(np.int64),
             "aggs": [a.buffers() for a in part.aggs],
         }
@@ -310,8 +316,8 @@ class View:
         pairs = 0
         for part in self.parts.values():
             ids = part.pairs.alive_ids()
-            slots.update(np.unique(part.pairs.slot[ids]).tolist())
-            starts.update(np.unique(part.pairs.start[ids]).tolist())
+            slots.update(np.unique(part.pairs.slots(ids)).tolist())
+            starts.update(np.unique(part.pairs.starts(ids)).tolist())
             pairs += len(ids)
         return {
             "groups": len(slots),
@@ -326,9 +332,24 @@ class View:
         total = 0
         for part in self.parts.values():
             pairs = part.pairs
-            total += sum(a.nbytes for a in (pairs.codes, pairs.ids, pairs.start, pairs.slot))
+            total += pairs.nbytes()
             total += sum(a.nbytes() for a in part.aggs)
         return total
+
+
+def _shared_sums(spec: ViewSpec) -> dict[int, int]:
+    """aggregate index -> the index whose state it reads: every sum/avg over the same argument
+    after the first reads the first's (they fold the same values)."""
+    first: dict[str, int] = {}
+    out: dict[int, int] = {}
+    for index, agg in enumerate(spec.aggs):
+        if agg.kind in ("sum", "avg"):
+            argument = agg.sql[agg.sql.index("(") :]  # "(amount)" of "AVG(amount)"
+            if argument in first:
+                out[index] = first[argument]
+            else:
+                first[argument] = index
+    return out
 
 
 def _key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.ndarray]:

@@ -227,7 +227,7 @@ async def test_a_server_that_manages_the_gc_freezes_its_heap_after_restore_and_s
             assert gc.get_freeze_count() > 0
             # View state is numpy arrays, which the cyclic collector never walks at all.
             part = engine.registry.views["totals"].parts[""]
-            assert not any(gc.is_tracked(a) for a in (part.pairs.codes, part.pairs.start))
+            assert not any(gc.is_tracked(a) for a in (part.pairs.codes, part.pairs.code_of))
             assert not any(o is part.pairs for o in gc.get_objects())  # frozen
     finally:
         gc.unfreeze()

@@ -186,7 +186,8 @@ def test_sketch_states_equal_the_reference_implementations(seed: int) -> None:
         }
         part = view.parts[""]
         for pair in part.pairs.alive_ids().tolist():
-            at = (int(part.pairs.start[pair]), view.keys.keys[int(part.pairs.slot[pair])])
+            one = np.array([pair])
+            at = (int(part.pairs.starts(one)[0]), view.keys.keys[int(part.pairs.slots(one)[0])])
             for mine, theirs in zip(part.aggs, expected[at], strict=True):
                 if isinstance(mine, ApproxCountDistinct):
                     assert isinstance(theirs, OracleHll)

@@ -28,14 +28,27 @@ class Sum(Aggregate):
         super().__init__(values, **params)
         self.sums = Sums()
         self.n = np.zeros(0, np.int64)
+        # sum(x) and avg(x) of one view keep one state: the avg reads its sum's (``share``).
+        self.owner: Sum | None = None
+
+    def share(self, owner: Sum) -> None:
+        """Read ``owner``'s state instead of keeping one (both fold the same values)."""
+        self.owner = owner
+
+    def _state(self) -> Sum:
+        return self if self.owner is None else self.owner
 
     def resize(self, size: int) -> None:
+        if self.owner is not None:
+            return
         self.n = grow(self.n, size)
         if len(self.sums) < len(self.n):
             self.sums.grow(len(self.n))
         self.size = max(self.size, size)
 
     def fold(self, batch: Batch) -> None:
+        if self.owner is not None:
+            return  # the owner folds these very values
         rows, values = batch.present()
         if values is None or not len(rows):
             return
@@ -49,34 +62,44 @@ class Sum(Aggregate):
 
     def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
         assert isinstance(other, Sum)
-        np.add.at(self.n, rows, other.n[ids])
+        source = other._state()
+        np.add.at(self.n, rows, source.n[ids])
         distinct, inverse = np.unique(rows, return_inverse=True)
-        gathered = other.sums.gather(ids, inverse, len(distinct))
+        gathered = source.sums.gather(ids, inverse.reshape(-1), len(distinct))
         self.sums.absorb(gathered, distinct)
 
     def totals(self, ids: np.ndarray) -> list[Any]:
         """Each pair's exact sum: an exact int when whole (any size), else the correctly
         rounded float; None over no values."""
-        floats = self.sums.floats(ids)
+        state = self._state()
+        floats = state.sums.floats(ids)
         out: list[Any] = [whole(f) for f in floats.tolist()]
         big = np.flatnonzero(np.abs(floats) >= 2.0**53)
         if len(big):
-            exact = self.sums.integers(ids[big])
+            exact = state.sums.integers(ids[big])
             for i, value in zip(big.tolist(), exact, strict=True):
                 if value is not None:
                     out[i] = value
-        n = self.n[ids]
+        n = state.n[ids]
         return [None if k == 0 else v for v, k in zip(out, n.tolist(), strict=True)]
+
+    def counts(self, ids: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._state().n[ids]
+        return out
 
     def results(self, ids: np.ndarray) -> list[Any]:
         return self.totals(ids)
 
     def take(self, keep: np.ndarray) -> None:
+        if self.owner is not None:
+            return
         self.n = self.n[keep]
         self.sums.limbs = self.sums.limbs[keep]
         self.size = len(keep)
 
     def buffers(self) -> Buffers:
+        if self.owner is not None:
+            return {"shared": True}  # the owner's buffers hold it
         return {
             "n": self.n[: self.size],
             "limbs": self.sums.limbs[: self.size],
@@ -84,6 +107,8 @@ class Sum(Aggregate):
         }
 
     def load(self, buffers: Buffers) -> None:
+        if self.owner is not None or buffers.get("shared"):
+            return
         self.n = np.array(buffers["n"], np.int64)
         self.sums = Sums()
         self.sums.limbs = np.array(buffers["limbs"], np.int64).reshape(len(self.n), -1)
@@ -99,7 +124,7 @@ class Avg(Sum):
 
     def results(self, ids: np.ndarray) -> list[Any]:
         out: list[Any] = []
-        for total, n in zip(self.totals(ids), self.n[ids].tolist(), strict=True):
+        for total, n in zip(self.totals(ids), self.counts(ids).tolist(), strict=True):
             # An exact int divided by n is correctly rounded in Python; a float sum was.
             out.append(None if total is None or n == 0 else total / n)
         return out
