@@ -23,7 +23,10 @@ import numpy as np
 BITS = 32
 MASK = (1 << BITS) - 1
 _MANTISSA = 53
-_HEADROOM = 2  # limbs above the largest value's top: room for 2**64 of them before overflow
+# Limbs above the largest value's top: none is needed, since the top limb is a whole int64 that is
+# never carried out of: the largest values use at most its low 33 bits, which leaves room for
+# 2**30 of them — more than a pair ever holds — before it could overflow.
+_HEADROOM = 0
 _MIN_EXPONENT = -1074 - _MANTISSA  # below any float64's last bit
 _CHUNK = 1 << 18  # values per bincount: a bin gets at most 3 * 2**18 pieces of < 2**33 (< 2**53)
 
@@ -194,7 +197,9 @@ def _pieces(
         (1, (low >> BITS) + (high & MASK)),
         (2, high >> BITS),
     ):
-        out += np.bincount(base + offset, (sign * piece).astype(np.float64), count * width)
+        used = piece != 0  # a zero piece may point past its row's last limb: it adds nothing
+        weights = (sign[used] * piece[used]).astype(np.float64)
+        out += np.bincount(base[used] + offset, weights, count * width)
     return out.astype(np.int64).reshape(count, width)
 
 
