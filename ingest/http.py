@@ -258,31 +258,43 @@ class HttpLog:
         return await done
 
     async def _commit_loop(self) -> None:
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            # One step for the whole group: the WAL append (a snapshot rotates the WAL in its own
-            # step, so never meanwhile) and the applies, in WAL order.
-            async with self.committer.step() as step:
-                group, self.pending = self.pending, []
-                if group:
-                    await self._commit(step, group)
-
-    async def _commit(self, step: Step, group: list[_Pending]) -> None:
-        faults.reached("before_wal_append")
+        """Append what is queued to the WAL (one fsync for the group), then hand the group to
+        the applier: the next group's append runs while this one is applied, so the disk and
+        the views work side by side. Groups are applied in WAL order, each in one step."""
+        appended: asyncio.Queue[tuple[list[_Pending], list[int]]] = asyncio.Queue(maxsize=2)
+        applier = asyncio.create_task(self._apply_loop(appended), name="tallyd-applier")
         try:
-            seqs = await asyncio.to_thread(self.wal.append, [p.payload for p in group])
-        except OSError as err:
-            self._fail(err, group)
-            return
-        faults.reached("after_fsync_before_apply")
-        for item, seq in zip(group, seqs, strict=True):
-            item.batch.position = seq
-            # The column-wise work runs off the event loop (queries keep being answered); only
-            # the short commit of its results runs on it.
-            applied = self._apply(step, item.batch, item.receipt)
-            if not item.done.done():  # the requester may have gone away; the data is in anyway
-                item.done.set_result((seq, applied))
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                group, self.pending = self.pending, []
+                if not group:
+                    continue
+                faults.reached("before_wal_append")
+                try:
+                    seqs = await asyncio.to_thread(self.wal.append, [p.payload for p in group])
+                except OSError as err:
+                    self._fail(err, group)
+                    continue
+                faults.reached("after_fsync_before_apply")
+                await appended.put((group, seqs))
+        finally:
+            applier.cancel()
+            await asyncio.gather(applier, return_exceptions=True)
+            while not appended.empty():  # logged, never applied here: a restart replays them
+                for item in appended.get_nowait()[0]:
+                    if not item.done.done():
+                        item.done.set_exception(Unavailable("the server is shutting down"))
+
+    async def _apply_loop(self, appended: asyncio.Queue[tuple[list[_Pending], list[int]]]) -> None:
+        while True:
+            group, seqs = await appended.get()
+            async with self.committer.step() as step:
+                for item, seq in zip(group, seqs, strict=True):
+                    item.batch.position = seq
+                    applied = self._apply(step, item.batch, item.receipt)
+                    if not item.done.done():  # the requester may have gone: the data is in
+                        item.done.set_result((seq, applied))
 
     def _apply(self, step: Step, batch: Batch, receipt: Receipt | None) -> Applied:
         applied = step.apply(batch)
