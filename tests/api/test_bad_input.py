@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -251,18 +253,34 @@ async def test_bad_queries(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_internal_errors_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_internal_errors_never_leak_and_carry_the_id_the_log_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def explode(*args: object) -> None:
         raise RuntimeError("secret: /etc/passwd at 0xdeadbeef")
 
-    monkeypatch.setattr("views.query.run", explode)
+    monkeypatch.setattr("views.query.run", explode)  # what the query handler calls
+    caplog.set_level(logging.ERROR, logger="tallyd.api")
+    ids = []
     async with running(CONFIG, tmp_path) as (client, _):
-        response = await client.get("/v1/views/totals")
-        text = await response.text()
-        assert response.status == 500
-        assert "secret" not in text
-        assert "RuntimeError" not in text
-        assert orjson.loads(text)["error"]["message"] == "internal error"
+        for _ in range(2):
+            response = await client.get("/v1/views/totals")
+            text = await response.text()
+            assert response.status == 500
+            for internal in ("secret", "passwd", "RuntimeError", "Traceback", "explode"):
+                assert internal not in text, internal
+            error = orjson.loads(text)["error"]
+            assert error.keys() == {"status", "message", "error_id"}
+            assert (error["status"], error["message"]) == (500, "internal error")
+            assert re.fullmatch(r"[0-9a-f]{12}", error["error_id"]), error
+            ids.append(error["error_id"])
+    assert ids[0] != ids[1]  # one id per failure, to find it in the log
+    logged = [r for r in caplog.records if r.name == "tallyd.api" and r.levelno >= logging.ERROR]
+    assert [r.getMessage().split()[1] for r in logged] == [f"id={i}" for i in ids]
+    for record in logged:  # the log, not the answer, has what went wrong
+        assert record.exc_info is not None
+        assert "secret: /etc/passwd" in str(record.exc_info[1])
+        assert "path=/v1/views/totals" in record.getMessage()
 
 
 @pytest.mark.asyncio
