@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -71,28 +71,46 @@ def apply_ids(source: KafkaSource, part: str, ids: range) -> None:
     source.registry.apply(Batch("s", events, ids.stop, part=part))
 
 
+class Contended(asyncio.Lock):
+    """A part's save lock that tells ``event`` when a caller finds it held and must wait."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.event.set()
+        return await super().acquire()
+
+
 @pytest.mark.asyncio
 async def test_two_saves_of_one_part_land_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The periodic save and a hand-over's save racing: the file must end at the newer position.
-    The first write is held until the second has written (or 0.5 s passed, when the second
-    cannot start first): before the per-part lock the older file landed last."""
+
+    The first save's file write is held until the second save has either written its own file
+    (what happened before the per-part lock: the older file then landed last) or is waiting for
+    the part's lock (the second cannot overtake, and the first goes on). Either is an event, so
+    the interleaving is the same on every run; the 10 s bound only turns a hang into a failure."""
     source = make_source(tmp_path)
     source.owned.add("t:0")
     apply_ids(source, "t:0", range(0, 10))
     calls: list[int] = []
-    first_entered, second_written = threading.Event(), threading.Event()
+    first_entered, second_moved = threading.Event(), threading.Event()
+    source.saving["t:0"] = Contended(second_moved)
 
     def write(path: Path, data: bytes) -> None:
         calls.append(len(calls))
         if len(calls) == 1:
             first_entered.set()
-            second_written.wait(0.5)
+            if not second_moved.wait(10):
+                raise AssertionError("the second save neither wrote nor waited for the lock")
             atomic_write(path, data)
         else:
             atomic_write(path, data)
-            second_written.set()
+            second_moved.set()
 
     monkeypatch.setattr("ingest.kafka.atomic_write", write)
     first = asyncio.create_task(source.save(force=True))  # encodes position 10, then writes
