@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import make_app
@@ -205,7 +206,7 @@ class IngestPath:
         assert table is not None, "the column reader declined these events"
         return Batch(spec.name, [], position, part=part, table=table)
 
-    def install(self, monkeypatch: Any) -> None:
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Record every batch applied, every body offered to the column reader, every row
         decode and every view's fold, for the rest of the test."""
         apply, table, decode = Registry.apply, Decoder.table, Decoder.decode
