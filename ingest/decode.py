@@ -151,6 +151,8 @@ class Decoder:
             data = data.set_column(
                 data.schema.get_field_index(self.time_field), self.time_field, ts
             )
+        if self._future(pc.max(ts).as_py()) is not None:  # the row decoder names the line
+            return None
         for field, kind in self.checks:
             if field not in data.column_names:
                 continue

@@ -285,3 +285,19 @@ def test_small_bodies_and_json_arrays_stay_row_wise() -> None:
     assert decoder.table(b"\n".join([line] * 10)) is None
     assert decoder.table(b"[" + b",".join([line] * (TABLE_MIN_LINES + 1)) + b"]") is None
     assert decoder.table(b"\n".join([line] * (TABLE_MIN_LINES + 1))) is not None
+
+
+def test_an_event_from_the_future_goes_to_the_row_decoder() -> None:
+    # Found on the column path (tests/api/test_bad_input.py): Decoder.table read such a body,
+    # and the one event moved the watermark past every on-time event after it. Kafka fetches
+    # are read by the same Decoder.table.
+    now = 1_790_000_000_000
+    decoder = Decoder(
+        config().sources["s"], 1 << 20, max_future_ms=3_600_000, clock=lambda: now / 1000
+    )
+    lines = [b'{"ts": %d}' % (now - i) for i in range(TABLE_MIN_LINES)]
+    assert decoder.table(b"\n".join(lines) + b"\n") is not None
+    ahead = b"\n".join([*lines, b'{"ts": %d}' % (now + 3_600_001)]) + b"\n"
+    assert decoder.table(ahead) is None
+    (error,) = decoder.decode(ahead).errors
+    assert (error.line, error.field) == (TABLE_MIN_LINES + 1, "ts")
