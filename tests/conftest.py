@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from benchmarks.server import ServerProcess
+from tests.helpers import IngestPath
+
+CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +17,28 @@ def no_server_outlives_its_test() -> Iterator[None]:
     before = frozenset(ServerProcess.started)
     yield
     ServerProcess.stop_all(keep=before)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember whether a test's body failed, for fixtures that check after it."""
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+@pytest.fixture(params=["rows", "columns"])
+def ingest_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[IngestPath]:
+    """Runs a test once per ingest path, and proves afterwards that this path was the one
+    taken (``IngestPath.check``; not after a test that failed already: its own failure says
+    more)."""
+    path = IngestPath(request.param)
+    path.install(monkeypatch)
+    yield path
+    if not request.node.stash.get(CALL_FAILED, True):
+        path.check()

@@ -7,21 +7,32 @@ import contextlib
 import random
 import tomllib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import make_app
 from api.engine import ENGINE, Engine
 from api.settings import load_settings
+from ingest.columnar import MIN_LINES
+from ingest.decode import Decoder
+from ingest.http import OFFLOAD_BYTES
 from views.config import parse
+from views.registry import Batch, Registry
+from views.spec import SourceSpec
+from views.view import View
 
 COUNTRIES = ["FR", "DE", "US", "JP", "BR", "IN"]
 DEVICES = ["ios", "android", "web"]
 STATUSES = ["paid", "paid", "paid", "refunded", "failed"]
 BASE_TS = 1_790_000_000_000  # 2026-09-21, a fixed epoch so runs are reproducible
+PAD = "pad"  # the unused field that pads column-wise bodies past OFFLOAD_BYTES
+# Column-wise bodies are this many lines at least: genuinely large, well past MIN_LINES.
+TABLE_MIN_LINES = 2_000
 
 
 def order_events(seed: int, n: int, disorder_ms: int = 20_000) -> list[dict[str, Any]]:
@@ -127,6 +138,126 @@ grace = "1h"
 HOUR_T0 = BASE_TS - BASE_TS % 3_600_000  # on the hour: minute and multi-minute buckets start here
 
 
+def minute_events(spec: list[tuple[int, str, float]]) -> list[dict[str, Any]]:
+    """(minute after HOUR_T0, country, amount) -> events."""
+    return [{"ts": HOUR_T0 + m * 60_000 + 1, "country": c, "amount": a} for m, c, a in spec]
+
+
 def minute_orders(spec: list[tuple[int, str, float]]) -> bytes:
     """(minute after HOUR_T0, country, amount) -> an NDJSON body."""
-    return ndjson([{"ts": HOUR_T0 + m * 60_000 + 1, "country": c, "amount": a} for m, c, a in spec])
+    return ndjson(minute_events(spec))
+
+
+# -- both ingest paths ---------------------------------------------------------------------------
+
+
+@dataclass
+class IngestPath:
+    """The way a test's batches go, for tests parametrized over both (the ``ingest_path``
+    fixture): ``rows`` — small bodies, read by the row decoder, whose events become columns — or
+    ``columns`` — bodies Arrow's reader takes (``Decoder.columns``: at least ``MIN_LINES``
+    lines; these are ``TABLE_MIN_LINES`` lines and, over HTTP, more than ``OFFLOAD_BYTES``, so
+    they are read in a worker thread too). Column-wise bodies are genuinely large (events
+    repeated, lines padded with an unused field), and expected results come from the reference
+    over exactly what was posted.
+
+    What happened is recorded (``install``) and proven after the test (``check``), so a
+    parametrization can never silently run one path twice."""
+
+    name: str
+    tables: list[bool] = field(default_factory=list)  # per Registry.apply: read column-wise?
+    read: list[bool] = field(default_factory=list)  # per Decoder.columns: read, or declined
+    decoded: int = 0  # Decoder.decode calls: the row decoder (which also names bad lines)
+    folds: list[tuple[str, str]] = field(default_factory=list)  # (view, "rows" | "columns")
+    declines: bool = False  # set by tests whose bodies the column reader must refuse
+
+    @property
+    def columns(self) -> bool:
+        return self.name == "columns"
+
+    def events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What to send for ``events`` on this path: themselves (rows), or copies of them, in
+        the same order, repeated up to at least ``TABLE_MIN_LINES`` (columns)."""
+        if not self.columns:
+            assert len(events) < MIN_LINES, "too many events for the row path"
+            return [dict(e) for e in events]
+        times = -(-TABLE_MIN_LINES // len(events))
+        return [dict(e) for _ in range(times) for e in events]
+
+    def body(self, events: list[dict[str, Any]]) -> bytes:
+        """``events`` as an NDJSON body of this path's size: as they are (rows), or each line
+        padded with an unused field until the body is over ``OFFLOAD_BYTES`` (columns)."""
+        plain = ndjson(events)
+        if not self.columns:
+            assert len(events) < MIN_LINES, "too many events for the row path"
+            assert len(plain) <= OFFLOAD_BYTES, "too large a body for the row path"
+            return plain
+        assert len(events) >= TABLE_MIN_LINES, "too few events for the column path"
+        pad = "x" * max(0, -(-(OFFLOAD_BYTES + 1 - len(plain)) // len(events)))
+        body = ndjson([{**e, PAD: pad} for e in events])
+        assert len(body) > OFFLOAD_BYTES
+        return body
+
+    def batch(
+        self, spec: SourceSpec, events: list[dict[str, Any]], position: int, part: str = ""
+    ) -> Batch:
+        """``events`` as a ``Batch`` of this path (``events(...)`` sized them): the events
+        (rows), or the columns ``Decoder.columns`` reads from their NDJSON (columns)."""
+        if not self.columns:
+            return Batch(spec.name, [dict(e) for e in events], position, part=part)
+        columns = Decoder(spec, 1 << 20).columns(ndjson(events))
+        assert columns is not None, "the column reader declined these events"
+        return Batch(spec.name, [], position, part=part, columns=columns)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Record every batch applied (and each view's fold of it), every body offered to the
+        column reader and every row decode, for the rest of the test."""
+        apply, columns, decode, view_apply = (
+            Registry.apply,
+            Decoder.columns,
+            Decoder.decode,
+            View.apply,
+        )
+        current: list[str] = ["rows"]
+
+        def applying(registry: Registry, batch: Batch) -> Any:
+            read = batch.columns is not None
+            self.tables.append(read)
+            current[0] = "columns" if read else "rows"
+            return apply(registry, batch)
+
+        def reading(decoder: Decoder, body: bytes) -> Any:
+            result = columns(decoder, body)
+            self.read.append(result is not None)
+            return result
+
+        def decoding(decoder: Decoder, body: bytes) -> Any:
+            self.decoded += 1
+            return decode(decoder, body)
+
+        def folding(view: View, *args: Any, **kwargs: Any) -> None:
+            self.folds.append((view.spec.name, current[0]))
+            view_apply(view, *args, **kwargs)
+
+        monkeypatch.setattr(Registry, "apply", applying)
+        monkeypatch.setattr(Decoder, "columns", reading)
+        monkeypatch.setattr(Decoder, "decode", decoding)
+        monkeypatch.setattr(View, "apply", folding)
+
+    def check(self) -> None:
+        """The proof, after the test: every batch took this path (or, for bodies the column
+        reader must refuse, each was offered to it on the column path and named by the row
+        decoder)."""
+        if not self.columns:
+            assert not self.read, "a body reached the column reader in a rows test"
+            assert not any(self.tables), "a table batch was applied in a rows test"
+            assert self.tables or (self.declines and self.decoded), "nothing was ingested"
+            return
+        assert self.read, "no body was large enough for the column reader"
+        if self.declines:
+            assert not any(self.read), "a body the test expects refused was read column-wise"
+            assert self.decoded, "the row decoder never named the bad lines"
+            return
+        assert all(self.read), f"the column reader declined bodies: {self.read}"
+        assert self.tables, "nothing was applied"
+        assert all(self.tables), f"row batches were applied in a columns test: {self.tables}"

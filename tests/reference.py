@@ -97,3 +97,42 @@ class Approx:
         return f"Approx({self.exact}, ±{self.rel:.1%})"
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# -- the written policies (README "Late data", view.py's docstring), the slow, obvious way -------
+
+OTHER = "__other__"
+
+
+def judge_late(batches: list[list[Event]], grace: int) -> tuple[list[Event], list[Event]]:
+    """(on time, late), each in arrival order: an event is late when its time is before
+    ``watermark - grace``, the watermark being the newest event time of the batches *before*
+    its own (so within a batch, order does not matter)."""
+    on_time: list[Event] = []
+    late: list[Event] = []
+    watermark: int | None = None
+    for batch in batches:
+        for e in batch:
+            is_late = watermark is not None and e["_ts"] < watermark - grace
+            (late if is_late else on_time).append(e)
+        for e in batch:
+            watermark = e["_ts"] if watermark is None else max(watermark, e["_ts"])
+    return on_time, late
+
+
+def retained(starts: Iterable[int], size: int, watermark: int, retention: int) -> set[int]:
+    """The window starts a view still holds: windows ``[start, start + size)`` that did not end
+    before ``watermark - retention``."""
+    return {s for s in starts if s + size > watermark - retention}
+
+
+def capped(keys: Iterable[Any], max_groups: int) -> list[Any]:
+    """Each event's group under ``max_groups`` (no retention): the first ``max_groups`` distinct
+    keys, in event order, are groups; every other key folds into ``OTHER``."""
+    alive: set[Any] = set()
+    out = []
+    for key in keys:
+        if key not in alive and len(alive) < max_groups:
+            alive.add(key)
+        out.append(key if key in alive else OTHER)
+    return out

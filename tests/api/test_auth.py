@@ -4,7 +4,6 @@ token never sees a view it may not read; secrets never reach the logs; CORS from
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from api.settings import load_settings
 from tests.helpers import MINUTE_CONFIG, minute_orders, running
 from views.config import parse
 
-SECRETS: dict[str, str] = {}
+API_SECRETS: dict[str, str] = {}
 LINES = []
 for role, scopes in {
     "read": ["read"],
@@ -25,19 +24,34 @@ for role, scopes in {
     "append": ["append:orders"],
     "admin": ["admin"],
 }.items():
-    SECRETS[role], line = new_token(role, scopes)
+    API_SECRETS[role], line = new_token(role, scopes)  # API tokens do not expire
     LINES.append(line)
-SECRETS["wrong"] = "tly_not-a-token-of-this-server"
+API_SECRETS["wrong"] = "tly_not-a-token-of-this-server"
 EMBED_KEY = "e" * 48
-os.environ["TALLYD_TEST_AUTH_EMBED_KEY"] = EMBED_KEY  # read when each test's app starts
-_now = int(time.time())
-# Tenant A: the per_minute view, its own country only.
-SECRETS["embed_a"] = mint_embed(EMBED_KEY.encode(), ["per_minute"], {"country": ["FR"]}, 3600, _now)
-SECRETS["expired"] = mint_embed(
-    EMBED_KEY.encode(), ["per_minute"], {"country": ["FR"]}, 60, _now - 7200
-)
-_head, _claims, _signature = SECRETS["embed_a"].split(".")
-SECRETS["tampered"] = f"{_head}.{_claims[:-4]}AAAA.{_signature}"
+
+
+@pytest.fixture(autouse=True)
+def embed_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYD_TEST_AUTH_EMBED_KEY", EMBED_KEY)  # read when the app starts
+
+
+@pytest.fixture
+def secrets() -> dict[str, str]:
+    """Every caller's secret, embed tokens minted now, for this test: minted once at import,
+    they would expire under a long run (or a debugger) and fail tests for no fault."""
+    now = int(time.time())
+    key = EMBED_KEY.encode()
+    # Tenant A: the per_minute view, its own country only.
+    embed_a = mint_embed(key, ["per_minute"], {"country": ["FR"]}, 3600, now)
+    head, claims, signature = embed_a.split(".")
+    return {
+        **API_SECRETS,
+        "embed_a": embed_a,
+        "expired": mint_embed(key, ["per_minute"], {"country": ["FR"]}, 60, now - 7200),
+        "tampered": f"{head}.{claims[:-4]}AAAA.{signature}",
+    }
+
+
 ORIGIN = "https://app.example.com"
 CONFIG = (
     MINUTE_CONFIG
@@ -107,11 +121,13 @@ ENDPOINTS: list[tuple[str, str, dict[str, int]]] = [
 
 
 @pytest.mark.asyncio
-async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> None:
+async def test_every_endpoint_for_every_caller(
+    tmp_path: Path, caplog: Any, secrets: dict[str, str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with running(CONFIG, tmp_path) as (client, _):
         both = minute_orders([(0, "FR", 1.0), (0, "DE", 2.0)])  # two tenants' rows
-        admin = {"Authorization": f"Bearer {SECRETS['admin']}"}
+        admin = {"Authorization": f"Bearer {secrets['admin']}"}
         assert (
             await client.post("/v1/sources/orders/events", data=both, headers=admin)
         ).status == 200
@@ -120,14 +136,16 @@ async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> N
                 for how in ("header", "query"):
                     headers, url = {}, path
                     if role != "none" and how == "header":
-                        headers["Authorization"] = f"Bearer {SECRETS[role]}"
+                        headers["Authorization"] = f"Bearer {secrets[role]}"
                     elif role != "none":
-                        url += ("&" if "?" in path else "?") + f"token={SECRETS[role]}"
+                        url += ("&" if "?" in path else "?") + f"token={secrets[role]}"
                     data = BODY if method == "POST" else None
                     response = await client.request(method, url, headers=headers, data=data)
                     assert response.status == status, (method, path, role, how)
                     if role == "embed_a" and status == 200:  # never another tenant's row
-                        assert b"DE" not in await response.read(), (method, path)
+                        # As a JSON string: bare, DE turns up in the token the pages echo (its
+                        # base64 claims, e.g. an expiry of 17961415xx, read "...NDE1...").
+                        assert b'"DE"' not in await response.read(), (method, path)
                     if status == 403 and role != "embed_a":  # which scope would do it
                         message = (await response.json())["error"]["message"]
                         assert "scope" in message, message
@@ -135,30 +153,32 @@ async def test_every_endpoint_for_every_caller(tmp_path: Path, caplog: Any) -> N
                     if status == 401:
                         assert response.headers["WWW-Authenticate"].startswith("Bearer")
                         message = (await response.json())["error"]["message"]
-                        assert role == "none" or SECRETS[role] not in message
+                        assert role == "none" or secrets[role] not in message
     # tallyd's own log lines (the test server's access log is the harness's, not tallyd's:
     # `tallyd serve` runs without one) never carry a secret.
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tallyd"))
     assert logged  # there were log lines to check
-    assert all(secret not in logged for secret in SECRETS.values())
+    assert all(secret not in logged for secret in secrets.values())
 
 
 @pytest.mark.asyncio
-async def test_a_token_sees_only_the_views_it_may_read(tmp_path: Path) -> None:
+async def test_a_token_sees_only_the_views_it_may_read(
+    tmp_path: Path, secrets: dict[str, str]
+) -> None:
     async with running(CONFIG, tmp_path) as (client, _):
-        auth = {"Authorization": f"Bearer {SECRETS['read_totals']}"}
+        auth = {"Authorization": f"Bearer {secrets['read_totals']}"}
         listed = await (await client.get("/v1/views", headers=auth)).json()
         assert [v["name"] for v in listed["views"]] == ["totals"]
         page = await (await client.get("/", headers=auth)).text()
         assert '"name":"totals"' in page
         assert '"name":"per_minute"' not in page
-        live = await client.get(f"/v1/views/per_minute/subscribe?token={SECRETS['read_totals']}")
+        live = await client.get(f"/v1/views/per_minute/subscribe?token={secrets['read_totals']}")
         assert live.status == 403
 
 
 @pytest.mark.asyncio
 async def test_cors_answers_allowed_origins_only_and_charts_set_frame_ancestors(
-    tmp_path: Path,
+    tmp_path: Path, secrets: dict[str, str]
 ) -> None:
     async with running(CONFIG, tmp_path) as (client, _):
         preflight = await client.options(
@@ -168,7 +188,7 @@ async def test_cors_answers_allowed_origins_only_and_charts_set_frame_ancestors(
         assert preflight.status == 204
         assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
-        auth = {"Authorization": f"Bearer {SECRETS['read']}"}
+        auth = {"Authorization": f"Bearer {secrets['read']}"}
         ok = await client.get("/v1/views/per_minute", headers={**auth, "Origin": ORIGIN})
         assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
         other = await client.get(
@@ -224,9 +244,11 @@ def page_config(page: str) -> Any:
 
 
 @pytest.mark.asyncio
-async def test_pages_loaded_with_a_url_token_pass_it_on_to_what_they_load(tmp_path: Path) -> None:
+async def test_pages_loaded_with_a_url_token_pass_it_on_to_what_they_load(
+    tmp_path: Path, secrets: dict[str, str]
+) -> None:
     async with running(CONFIG, tmp_path) as (client, _):
-        secret = SECRETS["read"]
+        secret = secrets["read"]
         page = await (
             await client.get(f"/v1/views/per_minute/chart?metric=n&token={secret}")
         ).text()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers import BASE_TS, ndjson, running
+from tests.helpers import BASE_TS, IngestPath, ndjson, running
 from views import snapshot
 
 CONFIG = """
@@ -59,27 +61,97 @@ BAD_BODIES = [
 ]
 
 
+# Several bad lines in one body: each is named, with its line and field, in order.
+SEVERAL = (
+    b"\n".join([line(), line(amount="x"), line(ts=...), line(), b"{", line(status=[])]),
+    [
+        (2, "amount", "expected a number"),
+        (3, "ts", "missing"),
+        (5, None, "not valid JSON"),
+        (6, "status", "expected a string"),
+    ],
+)
+
+
+def sized(path: IngestPath, body: bytes) -> tuple[bytes, int]:
+    """``body`` on ``path``, and how many lines (array items) come before it: as it is (rows),
+    or after enough good lines to make the whole a column-wise body (columns), which the
+    column reader must decline and the row decoder then name, line by line."""
+    if not path.columns:
+        return body, 0
+    good = path.body(path.events([GOOD]))
+    lines = good.count(b"\n")
+    if body.lstrip().startswith(b"["):  # a JSON array: good items before its own
+        return b"[" + b",".join(good.splitlines()) + b"," + body.lstrip()[1:], lines
+    return good + body, lines
+
+
 async def _snapshot_of(engine: Any, data_dir: Path) -> tuple[bytes, int]:
     wal = sum(p.stat().st_size for p in (data_dir / "wal").glob("*.log"))
     return snapshot.encode(engine.registry.to_state()), wal
 
 
+async def _refused(client: Any, body: bytes) -> dict[str, Any]:
+    response = await client.post("/v1/sources/orders/events", data=body)
+    error: dict[str, Any] = (await response.json())["error"]
+    assert response.status == 400, error
+    assert error["status"] == 400
+    return error
+
+
 @pytest.mark.asyncio
-async def test_invalid_bodies_name_line_and_field_and_apply_nothing(tmp_path: Path) -> None:
+async def test_invalid_bodies_name_line_and_field_and_apply_nothing(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    ingest_path.declines = True
     async with running(CONFIG, tmp_path) as (client, engine):
         assert (await client.post("/v1/sources/orders/events", data=line())).status == 200
         before = await _snapshot_of(engine, tmp_path)
-        for body, number, field, reason in BAD_BODIES:
-            response = await client.post("/v1/sources/orders/events", data=body)
-            error = (await response.json())["error"]
-            assert response.status == 400, body
-            assert error["status"] == 400
+        for bad, number, field, reason in BAD_BODIES:
+            body, shift = sized(ingest_path, bad)
+            error = await _refused(client, body)
             first = error["errors"][0]
-            assert (first["line"], first["field"]) == (number, field), (body, error)
+            assert (first["line"], first["field"]) == (number + shift, field), (bad, error)
             assert reason in first["reason"], (reason, first)
-            assert f"line {number}" in error["message"]
+            assert f"line {number + shift}" in error["message"]
             assert "nothing was applied" in error["message"]
             assert await _snapshot_of(engine, tmp_path) == before
+        bad, named = SEVERAL
+        body, shift = sized(ingest_path, bad)
+        error = await _refused(client, body)
+        assert error["invalid_lines"] == len(named)
+        assert error["message"].startswith(f"{len(named)} of {bad.count(b'{') + shift} lines")
+        got = [(e["line"], e["field"]) for e in error["errors"]]
+        assert got == [(number + shift, field) for number, field, _ in named]
+        for (_, _, reason), e in zip(named, error["errors"], strict=True):
+            assert reason in e["reason"], (reason, e)
+        assert await _snapshot_of(engine, tmp_path) == before
+
+
+@pytest.mark.asyncio
+async def test_both_paths_name_bad_lines_in_the_same_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column-wise body falls back to the row decoder to name its bad lines: the errors are
+    those of the same lines in a small body, word for word, only numbered on."""
+    spy = IngestPath("columns", declines=True)
+    spy.install(monkeypatch)
+    async with running(CONFIG, tmp_path) as (client, _):
+        for bad in [*(b for b, *_ in BAD_BODIES), SEVERAL[0]]:
+            small = await _refused(client, bad)
+            offered = len(spy.read)
+            large, shift = sized(spy, bad)
+            error = await _refused(client, large)
+            assert spy.read[offered:] == [False]  # the column reader saw it, and declined
+            renumbered = [{**e, "line": e["line"] + shift} for e in small["errors"]]
+            assert error["errors"] == renumbered
+            first = renumbered[0]
+            field = f", field '{first['field']}'" if first["field"] else ""
+            assert error["message"].endswith(
+                f"first: line {first['line']}{field}: {first['reason']}"
+            )
+            assert small["message"].endswith(f": {first['reason']}")
+    spy.check()
 
 
 @pytest.mark.asyncio
@@ -107,19 +179,26 @@ async def test_size_limits(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_skip_applies_good_lines_and_keeps_the_rest(tmp_path: Path) -> None:
+async def test_skip_applies_good_lines_and_keeps_the_rest(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    ingest_path.declines = True  # a body with bad lines is never read column-wise
+    bad = b"\n".join([line(), line(amount="x"), b"", line(user_id="u2"), b"{"])
+    body, shift = sized(ingest_path, bad)
     async with running(CONFIG, tmp_path) as (client, _):
-        body = b"\n".join([line(), line(amount="x"), b"", line(user_id="u2"), b"{"])
         response = await client.post("/v1/sources/orders/events?on_error=skip", data=body)
         answer = await response.json()
         assert response.status == 200
-        assert (answer["accepted"], answer["rejected"]) == (2, 2)
+        assert (answer["accepted"], answer["rejected"]) == (shift + 2, 2)
         assert answer["position"] == "wal:1"
         totals = await (await client.get("/v1/views/totals")).json()
-        assert totals["rows"] == [{"n": 2, "users": 2}]
+        assert totals["rows"] == [{"n": shift + 2, "users": 2}]
         kept = await (await client.get("/v1/sources/orders/rejected")).json()
         assert kept["rejected"] == 2
-        assert [(e["line"], e["field"]) for e in kept["events"]] == [(5, None), (2, "amount")]
+        assert [(e["line"], e["field"]) for e in kept["events"]] == [
+            (shift + 5, None),
+            (shift + 2, "amount"),
+        ]
         assert kept["events"][1]["text"] == line(amount="x").decode()
 
 
@@ -175,35 +254,53 @@ async def test_bad_queries(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_internal_errors_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_internal_errors_never_leak_and_carry_the_id_the_log_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def explode(*args: object) -> None:
         raise RuntimeError("secret: /etc/passwd at 0xdeadbeef")
 
-    monkeypatch.setattr("views.query.run", explode)
+    monkeypatch.setattr("views.query.run", explode)  # what the query handler calls
+    caplog.set_level(logging.ERROR, logger="tallyd.api")
+    ids = []
     async with running(CONFIG, tmp_path) as (client, _):
-        response = await client.get("/v1/views/totals")
-        text = await response.text()
-        assert response.status == 500
-        assert "secret" not in text
-        assert "RuntimeError" not in text
-        assert orjson.loads(text)["error"]["message"] == "internal error"
+        for _ in range(2):
+            response = await client.get("/v1/views/totals")
+            text = await response.text()
+            assert response.status == 500
+            for internal in ("secret", "passwd", "RuntimeError", "Traceback", "explode"):
+                assert internal not in text, internal
+            error = orjson.loads(text)["error"]
+            assert error.keys() == {"status", "message", "error_id"}
+            assert (error["status"], error["message"]) == (500, "internal error")
+            assert re.fullmatch(r"[0-9a-f]{12}", error["error_id"]), error
+            ids.append(error["error_id"])
+    assert ids[0] != ids[1]  # one id per failure, to find it in the log
+    logged = [r for r in caplog.records if r.name == "tallyd.api" and r.levelno >= logging.ERROR]
+    assert [r.getMessage().split()[1] for r in logged] == [f"id={i}" for i in ids]
+    for record in logged:  # the log, not the answer, has what went wrong
+        assert record.exc_info is not None
+        assert "secret: /etc/passwd" in str(record.exc_info[1])
+        assert "path=/v1/views/totals" in record.getMessage()
 
 
 @pytest.mark.asyncio
-async def test_events_from_the_future_are_refused_naming_line_and_field(tmp_path: Path) -> None:
+async def test_events_from_the_future_are_refused_naming_line_and_field(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    ingest_path.declines = True
     now = int(time.time() * 1000)
-    lines = [{"ts": now, "country": "FR"}, {"ts": now + 2 * 3_600_000, "country": "FR"}]
-    big = [{"ts": now - i, "country": "FR"} for i in range(3000)] + lines[1:]  # column-wise size
+    events = ingest_path.events([{"ts": now - i, "country": "FR"} for i in range(3)])
+    ahead = {"ts": now + 2 * 3_600_000, "country": "FR"}
     async with running(CONFIG, tmp_path, max_future="1h") as (client, engine):
-        for body in (ndjson(lines), ndjson(big)):
-            before = engine.registry.version
-            response = await client.post("/v1/sources/orders/events", data=body)
-            assert response.status == 400
-            error = (await response.json())["error"]
+        for at in (len(events), 0):  # last, and first
+            body = ingest_path.body([*events[:at], ahead, *events[at:]])
+            error = await _refused(client, body)
             (problem,) = error["errors"]
-            assert problem["line"] == body.count(b"\n")
+            assert problem["line"] == at + 1
             assert problem["field"] == "ts"
             assert "ahead of the server's clock" in problem["reason"]
-            assert engine.registry.version == before
-        ok = await client.post("/v1/sources/orders/events", data=ndjson(lines[:1]))
+            assert engine.registry.version == 0  # nothing applied, the watermark not moved
+        ok = await client.post("/v1/sources/orders/events", data=ndjson(events[:1]))
         assert ok.status == 200
+        assert engine.registry.sources["orders"].watermarks[""] == events[0]["ts"]

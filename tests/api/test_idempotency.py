@@ -1,5 +1,6 @@
 """Idempotency-Key on ingest: a retry returns the first answer and counts nothing twice, also
-across a restart; a reused key with another request is 422, a concurrent duplicate 409."""
+across a restart; a reused key with another request is 422, a concurrent duplicate 409 — for
+small bodies and for bodies large enough for the column-wise path (``ingest_path``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import MINUTE_CONFIG, minute_orders, running, until
+from tests.helpers import MINUTE_CONFIG, IngestPath, minute_events, running, until
 
 EVENTS = "/v1/sources/orders/events"
 
@@ -26,31 +27,40 @@ async def total(client: Any) -> int:
     return int(rows[0]["n"]) if rows else 0
 
 
+def orders(path: IngestPath, *spec: tuple[int, str, float]) -> tuple[bytes, int]:
+    """A body of orders (minute, country, amount) for ``path``, and how many events it holds."""
+    events = path.events(minute_events(list(spec)))
+    return path.body(events), len(events)
+
+
 @pytest.mark.asyncio
-async def test_a_retry_returns_the_first_answer_and_counts_nothing_again(tmp_path: Path) -> None:
-    body = minute_orders([(0, "FR", 1.0), (1, "DE", 2.0)])
+async def test_a_retry_returns_the_first_answer_and_counts_nothing_again(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    body, n = orders(ingest_path, (0, "FR", 1.0), (1, "DE", 2.0))
     async with running(MINUTE_CONFIG, tmp_path) as (client, engine):
         status, first, headers = await post(client, body, "order-batch-1")
         assert status == 200
         assert "Idempotent-Replayed" not in headers
+        assert first["accepted"] == n
         for _ in range(3):
             status, again, headers = await post(client, body, "order-batch-1")
             assert status == 200
             assert again == first
             assert headers["Idempotent-Replayed"] == "true"
-        assert await total(client) == 2
-        assert engine.registry.sources["orders"].accepted == 2
+        assert await total(client) == n
+        assert engine.registry.sources["orders"].accepted == n
         # Without a key, the same body is new events (the header is the client's promise).
         await post(client, body, None)
-        assert await total(client) == 4
+        assert await total(client) == 2 * n
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("snapshot_first", [False, True])
 async def test_keys_survive_a_crash_in_the_wal_and_in_snapshots(
-    tmp_path: Path, snapshot_first: bool
+    tmp_path: Path, snapshot_first: bool, ingest_path: IngestPath
 ) -> None:
-    body = minute_orders([(0, "FR", 1.0)])
+    body, n = orders(ingest_path, (0, "FR", 1.0))
     live, crashed = tmp_path / "live", tmp_path / "crashed"
     async with running(MINUTE_CONFIG, live) as (client, _):
         _, first, _ = await post(client, body, "k-1")
@@ -61,19 +71,23 @@ async def test_keys_survive_a_crash_in_the_wal_and_in_snapshots(
         assert engine.recovery["replayed_batches"] == (0 if snapshot_first else 1)
         status, again, headers = await post(client, body, "k-1")
         assert (status, again, headers["Idempotent-Replayed"]) == (200, first, "true")
-        assert await total(client) == 1
+        assert await total(client) == n
 
 
 @pytest.mark.asyncio
-async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(tmp_path: Path) -> None:
+async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    body, _ = orders(ingest_path, (0, "FR", 1.0))
+    other, _ = orders(ingest_path, (0, "FR", 9.0))
     async with running(MINUTE_CONFIG, tmp_path) as (client, engine):
-        await post(client, minute_orders([(0, "FR", 1.0)]), "k")
+        assert (await post(client, body, "k"))[0] == 200
         version = engine.registry.version
-        for body, params in (
-            (minute_orders([(0, "FR", 9.0)]), {}),  # other events
-            (minute_orders([(0, "FR", 1.0)]), {"on_error": "skip"}),  # other options
+        for again, params in (
+            (other, {}),  # other events
+            (body, {"on_error": "skip"}),  # other options
         ):
-            status, error, _ = await post(client, body, "k", **params)
+            status, error, _ = await post(client, again, "k", **params)
             assert status == 422
             assert error["error"]["param"] == "Idempotency-Key"
         assert engine.registry.version == version
@@ -84,8 +98,10 @@ async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(tmp_p
 
 
 @pytest.mark.asyncio
-async def test_a_concurrent_duplicate_is_409_while_the_first_is_committing(tmp_path: Path) -> None:
-    body = minute_orders([(0, "FR", 1.0)])
+async def test_a_concurrent_duplicate_is_409_while_the_first_is_committing(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    body, n = orders(ingest_path, (0, "FR", 1.0))
     async with running(MINUTE_CONFIG, tmp_path) as (client, engine):
         async with engine.committer.lock:  # the committer waits: the first request is in flight
             first = asyncio.create_task(post(client, body, "dup"))
@@ -97,24 +113,24 @@ async def test_a_concurrent_duplicate_is_409_while_the_first_is_committing(tmp_p
             status, _, headers = await post(client, body, "dup")
             assert status == 409
             assert headers["Retry-After"] == "1"
-        status, _, _ = await first
+        status, _, _ = await asyncio.wait_for(first, 30)
         assert status == 200
-        assert await total(client) == 1
+        assert await total(client) == n
 
 
 @pytest.mark.asyncio
-async def test_keys_expire_and_are_bounded(tmp_path: Path) -> None:
-    body = minute_orders([(0, "FR", 1.0)])
+async def test_keys_expire_and_are_bounded(tmp_path: Path, ingest_path: IngestPath) -> None:
+    body, n = orders(ingest_path, (0, "FR", 1.0))
     async with running(MINUTE_CONFIG, tmp_path, idempotency_max_keys=2) as (client, engine):
         await post(client, body, "old")
         engine.http.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1  # aged
         status, _, headers = await post(client, body, "old")
         assert status == 200
         assert "Idempotent-Replayed" not in headers  # expired: new events
-        assert await total(client) == 2
+        assert await total(client) == 2 * n
         engine.http.receipts["old"]["at"] -= engine.settings.idempotency_ttl + 1
         await client.post("/v1/admin/snapshot")
         assert "old" not in engine.http.receipts  # snapshots drop expired keys
         for key in ("a", "b", "c"):
-            await post(client, body, key)
+            assert (await post(client, body, key))[0] == 200
         assert list(engine.http.receipts) == ["b", "c"]  # the oldest went first

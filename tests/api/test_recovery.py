@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from ingest.http import TABLE_RECORD
 from ingest.wal import Wal
-from tests.helpers import BASE_TS, ndjson, order_events, running
+from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath, ndjson, order_events, running
 from views import snapshot
 
 CONFIG = """
@@ -45,24 +46,80 @@ async def _post(client: Any, events: list[dict[str, Any]], size: int = 500) -> N
         assert response.status == 200, await response.text()
 
 
+def _events(seed: int, n: int) -> list[dict[str, Any]]:
+    """Orders with epoch ms times throughout (epoch seconds and RFC 3339 go row by row), so
+    both paths get the same events and differ only in how they are batched."""
+    return [e | {"ts": BASE_TS + i * 50} for i, e in enumerate(order_events(seed=seed, n=n))]
+
+
+BATCH = {"rows": 500, "columns": TABLE_MIN_LINES}  # events per body on each path
+
+
+async def _post_on(client: Any, path: IngestPath, events: list[dict[str, Any]]) -> int:
+    """Post ``events`` in bodies of ``path``'s size; returns how many bodies."""
+    size = BATCH[path.name]
+    assert len(events) % size == 0
+    for i in range(0, len(events), size):
+        body = path.body(events[i : i + size])
+        response = await client.post("/v1/sources/orders/events", data=body)
+        assert response.status == 200, await response.text()
+    return len(events) // size
+
+
+def _record_kinds(data_dir: Path, after: int) -> set[bytes]:
+    """How the WAL records after ``after`` were logged: ``{`` JSON events, ``T`` a table's body."""
+    wal = Wal(data_dir / "wal", 1 << 20)
+    try:
+        return {payload[:1] for _, payload in wal.open(after=after)}
+    finally:
+        wal.close()
+
+
+RECORD = {"rows": b"{", "columns": TABLE_RECORD}
+
+
 @pytest.mark.asyncio
-async def test_crash_image_restores_identical_state(tmp_path: Path) -> None:
-    events = order_events(seed=1, n=6000)
-    events[10]["amount"] = "oops"  # a rejected line is kept, and must survive the restart too
+async def test_crash_image_restores_identical_state(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    """Each path's WAL records (JSON events, or a table's raw NDJSON body) replay to the state
+    that was served, byte for byte."""
+    events = _events(seed=1, n=3 * TABLE_MIN_LINES)
     live, crashed = tmp_path / "live", tmp_path / "crashed"
     async with running(CONFIG, live) as (client, engine):
-        await _post(client, events[:2000])
+        await _post_on(client, ingest_path, events[:TABLE_MIN_LINES])
         snap = await (await client.post("/v1/admin/snapshot")).json()
         assert snap["position"] == engine.http.position
-        await _post(client, events[2000:])
+        after = await _post_on(client, ingest_path, events[TABLE_MIN_LINES:])
         expected = _state(engine)
         answer = await (await client.get("/v1/views/per_minute?bucket=all")).json()
-        shutil.copytree(live, crashed)  # the crash image: snapshot at 4 + WAL records after it
+        shutil.copytree(live, crashed)  # the crash image: a snapshot + WAL records after it
+    assert _record_kinds(crashed, snap["position"]) == {RECORD[ingest_path.name]}
     async with running(CONFIG, crashed) as (client, engine):
-        assert engine.recovery["replayed_batches"] == 8
+        assert engine.recovery["replayed_batches"] == after
         assert _state(engine) == expected
         again = await (await client.get("/v1/views/per_minute?bucket=all")).json()
         assert again == answer
+        totals = await (await client.get("/v1/views/totals?group_by=")).json()
+        assert totals["rows"][0]["n"] == len(events)
+
+
+@pytest.mark.asyncio
+async def test_rejected_lines_survive_a_crash(tmp_path: Path, ingest_path: IngestPath) -> None:
+    ingest_path.declines = True  # a body with a bad line is never read column-wise
+    events = ingest_path.events(_events(seed=2, n=20))
+    events[10]["amount"] = "oops"
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    async with running(CONFIG, live) as (client, engine):
+        response = await client.post(
+            "/v1/sources/orders/events?on_error=skip", data=ingest_path.body(events)
+        )
+        assert (await response.json())["rejected"] == 1
+        expected = _state(engine)
+        shutil.copytree(live, crashed)
+    async with running(CONFIG, crashed) as (client, engine):
+        assert engine.recovery["replayed_batches"] == 1
+        assert _state(engine) == expected
         rejected = await (await client.get("/v1/sources/orders/rejected")).json()
         assert rejected["rejected"] == 1
         assert rejected["events"][0]["line"] == 11
@@ -70,10 +127,12 @@ async def test_crash_image_restores_identical_state(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_graceful_stop_snapshots_and_restart_replays_nothing(tmp_path: Path) -> None:
-    events = order_events(seed=2, n=3000)
+async def test_graceful_stop_snapshots_and_restart_replays_nothing(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
+    events = _events(seed=2, n=TABLE_MIN_LINES)
     async with running(CONFIG, tmp_path) as (client, engine):
-        await _post(client, events)
+        await _post_on(client, ingest_path, events)
         expected = _state(engine)
     async with running(CONFIG, tmp_path) as (client, engine):
         assert engine.recovery["replayed_batches"] == 0
@@ -99,12 +158,13 @@ DAMAGES = {
 @pytest.mark.asyncio
 @pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
 async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, ingest_path: IngestPath
 ) -> None:
-    events = order_events(seed=3, n=4000)
+    size = BATCH[ingest_path.name]
+    events = _events(seed=3, n=4 * size)
     async with running(CONFIG, tmp_path / "live") as (client, engine):
         for part in range(4):
-            await _post(client, events[part * 1000 : (part + 1) * 1000])
+            await _post_on(client, ingest_path, events[part * size : (part + 1) * size])
             await client.post("/v1/admin/snapshot")
         expected = _state(engine)
         shutil.copytree(tmp_path / "live", tmp_path / "image")
@@ -122,10 +182,12 @@ async def test_damaged_newest_snapshot_falls_back_to_older_plus_wal(
 
 
 @pytest.mark.asyncio
-async def test_a_corrupt_wal_record_refuses_to_start_saying_where(tmp_path: Path) -> None:
+async def test_a_corrupt_wal_record_refuses_to_start_saying_where(
+    tmp_path: Path, ingest_path: IngestPath
+) -> None:
     async with running(CONFIG, tmp_path / "live") as (client, _):
         for part in range(3):
-            await _post(client, order_events(seed=part, n=300), size=300)
+            await _post_on(client, ingest_path, _events(seed=part, n=BATCH[ingest_path.name]))
         shutil.copytree(tmp_path / "live", tmp_path / "image")
     (segment,) = (tmp_path / "image" / "wal").glob("wal-*.log")
     segment.write_bytes(_flip(segment.read_bytes()))  # mid-log: not a torn tail
@@ -177,34 +239,6 @@ async def test_changed_view_sql_is_refused_and_new_views_start_empty(tmp_path: P
         assert body["rows"] == []
         totals = await (await client.get("/v1/views/totals?group_by=")).json()
         assert totals["rows"][0]["n"] == 100
-
-
-@pytest.mark.asyncio
-async def test_column_wise_batches_are_logged_raw_and_replay_to_identical_state(
-    tmp_path: Path,
-) -> None:
-    """Large clean NDJSON bodies take the column-wise path; their WAL records are the raw bodies,
-    and a crash image replays them to byte-identical state."""
-    events = [
-        e | {"ts": BASE_TS + i * 50}  # epoch ms throughout: RFC 3339 times go row by row
-        for i, e in enumerate(order_events(seed=3, n=12_000))
-    ]
-    live, crashed = tmp_path / "live", tmp_path / "crashed"
-    async with running(CONFIG, live) as (client, engine):
-        await _post(client, events[:4000], size=4000)
-        snap = await (await client.post("/v1/admin/snapshot")).json()
-        await _post(client, events[4000:], size=4000)
-        expected = _state(engine)
-        answer = await (await client.get("/v1/views/per_minute?bucket=all")).json()
-        shutil.copytree(live, crashed)
-    wal = Wal(crashed / "wal", 1 << 20)
-    kinds = [payload[:1] for _, payload in wal.open(after=snap["position"])]
-    wal.close()
-    assert kinds == [b"T", b"T"]  # both batches after the snapshot were logged column-wise
-    async with running(CONFIG, crashed) as (client, engine):
-        assert engine.recovery["replayed_batches"] == 2
-        assert _state(engine) == expected
-        assert await (await client.get("/v1/views/per_minute?bucket=all")).json() == answer
 
 
 @pytest.mark.asyncio

@@ -37,14 +37,37 @@ grace = "1d"
 
 CYCLES = 5
 CLIENTS = 3
+PROGRESS_TIMEOUT = 60.0  # seconds for a cycle's few dozen acknowledgements (ms each, normally)
 
 
 class Ledger:
     def __init__(self) -> None:
         self.sent: dict[int, list[dict[str, Any]]] = {}
         self.acked: set[int] = set()
+        self.acknowledged = asyncio.Event()  # set at each acknowledgement
         self.next_batch = 0
         self.next_id = 1
+
+    def ack(self, batch: int) -> None:
+        self.acked.add(batch)
+        self.acknowledged.set()
+
+    async def until_acked(self, target: int, clients: list[asyncio.Task[None]], log: Path) -> None:
+        """Wait until ``target`` batches are acknowledged, woken by each acknowledgement, for
+        at most ``PROGRESS_TIMEOUT`` seconds; else fail saying how far it got and why."""
+        deadline = asyncio.get_running_loop().time() + PROGRESS_TIMEOUT
+        while len(self.acked) < target:
+            self.acknowledged.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self.acknowledged.wait(), max(left, 0))
+            except TimeoutError:
+                posting = sum(not c.done() for c in clients)
+                raise AssertionError(
+                    f"{len(self.acked)} of {target} batches acknowledged after "
+                    f"{PROGRESS_TIMEOUT:.0f} s ({posting} of {len(clients)} clients still "
+                    f"posting); the server's log ends:\n{log.read_text()[-2000:]}"
+                ) from None
 
 
 async def poster(url: str, ledger: Ledger, rng: random.Random, stop: asyncio.Event) -> None:
@@ -70,7 +93,7 @@ async def poster(url: str, ledger: Ledger, rng: random.Random, stop: asyncio.Eve
             try:
                 async with session.post(f"{url}/v1/sources/events/events", data=body) as response:
                     if response.status == 200:
-                        ledger.acked.add(batch)
+                        ledger.ack(batch)
             except aiohttp.ClientError:
                 return  # the server died under us: this batch is in flight, fate unknown
 
@@ -95,11 +118,12 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
             for _ in range(CLIENTS)
         ]
         target = len(ledger.acked) + rng.randrange(5, 60)
-        while len(ledger.acked) < target:
-            await asyncio.sleep(0.005)  # wait for progress, then kill at a random point
-        server.kill()
-        stop.set()
-        await asyncio.gather(*clients)
+        try:
+            await ledger.until_acked(target, clients, server.log)  # then kill at a random point
+        finally:
+            server.kill()  # the clients' next post fails: each returns
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*clients), 60)
     await server.start()
 
     audit = {r["batch"]: r for r in await rows(server.url, "audit")}

@@ -14,16 +14,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ingest.columnar import MIN_LINES
 from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
 from ingest.snapshots import atomic_write
-from tests.helpers import BASE_TS
+from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath
 from tests.kafka.broker import create_topic, produce
 from views import snapshot
 from views.config import parse
@@ -74,28 +75,46 @@ def apply_ids(source: KafkaSource, part: str, ids: range) -> None:
     source.registry.apply(Batch("s", events, ids.stop, part=part))
 
 
+class Contended(asyncio.Lock):
+    """A part's save lock that tells ``event`` when a caller finds it held and must wait."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.event.set()
+        return await super().acquire()
+
+
 @pytest.mark.asyncio
 async def test_two_saves_of_one_part_land_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The periodic save and a hand-over's save racing: the file must end at the newer position.
-    The first write is held until the second has written (or 0.5 s passed, when the second
-    cannot start first): before the per-part lock the older file landed last."""
+
+    The first save's file write is held until the second save has either written its own file
+    (what happened before the per-part lock: the older file then landed last) or is waiting for
+    the part's lock (the second cannot overtake, and the first goes on). Either is an event, so
+    the interleaving is the same on every run; the 10 s bound only turns a hang into a failure."""
     source = make_source(tmp_path)
     source.owned.add("t:0")
     apply_ids(source, "t:0", range(0, 10))
     calls: list[int] = []
-    first_entered, second_written = threading.Event(), threading.Event()
+    first_entered, second_moved = threading.Event(), threading.Event()
+    source.saving["t:0"] = Contended(second_moved)
 
     def write(path: Path, data: bytes) -> None:
         calls.append(len(calls))
         if len(calls) == 1:
             first_entered.set()
-            second_written.wait(0.5)
+            if not second_moved.wait(10):
+                raise AssertionError("the second save neither wrote nor waited for the lock")
             atomic_write(path, data)
         else:
             atomic_write(path, data)
-            second_written.set()
+            second_moved.set()
 
     monkeypatch.setattr("ingest.kafka.atomic_write", write)
     first = asyncio.create_task(source.save(force=True))  # encodes position 10, then writes
@@ -141,85 +160,103 @@ async def member(source: KafkaSource, bootstrap: str, tp: TopicPartition) -> Asy
             await source.release([tp])
 
 
-async def fetch(source: KafkaSource, consumer: Any) -> list[Any]:
-    for _ in range(50):  # bounded: the records are on the broker already
-        records = await consumer.getmany(timeout_ms=200, max_records=100)
-        if records:
-            fetched: list[Any] = source._stamped(records)
-            return fetched
-    raise AssertionError("no records fetched")
+async def fetch(source: KafkaSource, consumer: Any, n: int = 100) -> list[Any]:
+    """The next ``n`` records of the one assigned part as one fetch, stamped with the part's
+    epoch — as one ``getmany`` returns them, gathered from several if the broker hands them out
+    in pieces (no hand-over happens in between). ``n`` decides the path: ``_apply_fetched``
+    reads ``MIN_LINES`` or more clean records column-wise."""
+    got: list[Any] = []
+    stamps = set()
+    for _ in range(100):  # bounded: the records are on the broker already
+        records = await consumer.getmany(timeout_ms=200, max_records=n - len(got))
+        for tp, messages, epoch in source._stamped(records):
+            got += messages
+            stamps.add((tp, epoch))
+        if len(got) == n:
+            ((tp, epoch),) = stamps
+            return [(tp, got, epoch)]
+    raise AssertionError(f"fetched {len(got)} records, not {n}")
 
 
-async def drain(source: KafkaSource, consumer: Any, part: str, end: int) -> int:
-    """Consume until the part's position reaches ``end`` (or passes it: fetches are whole)."""
+async def drain(source: KafkaSource, consumer: Any, part: str, end: int, n: int = 100) -> int:
+    """Consume, ``n`` records a fetch (fewer for the last, if ``end`` is nearer), until the
+    part's position reaches ``end`` (or passes it: fetches are whole)."""
     positions = source.registry.sources["s"].positions
     for _ in range(200):
         if positions.get(part, 0) >= end:
             return positions[part]
-        records = await consumer.getmany(timeout_ms=200, max_records=100)
-        await source._apply_fetched(source._stamped(records))
+        position = positions.get(part, 0)
+        await source._apply_fetched(await fetch(source, consumer, min(n, end - position)))
     raise AssertionError(f"{part} stopped at {positions.get(part)}, not {end}")
+
+
+# Records a fetch on each path: fewer than MIN_LINES go to the row decoder; a large fetch is read
+# column-wise (ChangeDecoder.columns joins the values into one NDJSON buffer).
+FETCH = {"rows": MIN_LINES // 2, "columns": TABLE_MIN_LINES + 1}
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("file", ["current", "older"])
 async def test_a_fetch_made_before_a_hand_over_is_dropped_after_it(
-    kafka: str, tmp_path: Path, file: str
+    kafka: str, tmp_path: Path, file: str, ingest_path: IngestPath
 ) -> None:
     """Records fetched, then the part handed over and back (reloaded from its file): the fetch
     is not applied — the consumer was pointed at the file's position and reads them again — and
     in the end every record is counted once. "older": the file is behind the records applied
     before the hand-over (what two saves landing out of order left): applying the old fetch on
-    top of it would skip the records in between."""
+    top of it would skip the records in between. On both paths: row by row (``_apply``) and
+    column-wise (``_apply_table``) each check the fetch's epoch."""
+    n = FETCH[ingest_path.name]
     topic = await create_topic(kafka, 1)
-    await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(300)])
+    await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(3 * n)])
     tp, part = TopicPartition(topic, 0), f"{topic}:0"
     path = tmp_path / f"{topic}-0.tsnap"
     positions = (source := make_source(tmp_path, kafka, topic)).registry.sources["s"].positions
     async with member(source, kafka, tp) as consumer:
-        await source._apply_fetched(await fetch(source, consumer))  # offsets 0..99
+        await source._apply_fetched(await fetch(source, consumer, n))  # offsets 0..n-1
         assert await source.save() == 1
-        older = path.read_bytes()  # position 100
-        await source._apply_fetched(await fetch(source, consumer))  # offsets 100..199
-        in_flight = await fetch(source, consumer)  # offsets 200..299, not applied yet
-        await source.release([tp])  # writes position 200
+        older = path.read_bytes()  # position n
+        await source._apply_fetched(await fetch(source, consumer, n))  # offsets n..2n-1
+        in_flight = await fetch(source, consumer, n)  # offsets 2n..3n-1, not applied yet
+        await source.release([tp])  # writes position 2n
         if file == "older":
             path.write_bytes(older)
         await source.acquire([tp])  # back: reloaded, the consumer seeked to the file's position
-        reloaded = {"current": 200, "older": 100}[file]
+        reloaded = {"current": 2 * n, "older": n}[file]
         assert positions[part] == reloaded
         await source._apply_fetched(in_flight)
         assert positions[part] == reloaded  # dropped
-        assert await drain(source, consumer, part, 300) == 300
+        assert await drain(source, consumer, part, 3 * n, n) == 3 * n
     again = make_source(tmp_path, kafka, topic)
     async with member(again, kafka, tp):
-        assert totals(again) == (300, sum(range(300)), 300)
+        assert totals(again) == (3 * n, sum(range(3 * n)), 3 * n)
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("first", ["applied", "dropped"])
 async def test_a_fetch_spanning_another_members_turn(
-    kafka: str, tmp_path: Path, first: str
+    kafka: str, tmp_path: Path, first: str, ingest_path: IngestPath
 ) -> None:
     """Member A fetches, the part goes to member B (same state directory, as after a restart)
     which reads further, then comes back to A with B's file: A's old fetch must not count again,
     and nothing B counted is lost."""
+    n = FETCH[ingest_path.name]
     topic = await create_topic(kafka, 1)
-    await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(400)])
+    await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(4 * n)])
     tp, part = TopicPartition(topic, 0), f"{topic}:0"
     a, b = make_source(tmp_path, kafka, topic), make_source(tmp_path, kafka, topic)
     async with member(a, kafka, tp) as consumer:
         if first == "applied":
-            await a._apply_fetched(await fetch(a, consumer))  # 0..99
-        in_flight = await fetch(a, consumer)
+            await a._apply_fetched(await fetch(a, consumer, n))  # 0..n-1
+        in_flight = await fetch(a, consumer, n)
         await a.release([tp])
         async with member(b, kafka, tp) as other:
-            handed_back = await drain(b, other, part, 250)
+            handed_back = await drain(b, other, part, 3 * n, n)
         await a.acquire([tp])  # B's file
         await a._apply_fetched(in_flight)
         assert a.registry.sources["s"].positions[part] == handed_back
-        assert await drain(a, consumer, part, 400) == 400
-        assert totals(a) == (400, sum(range(400)), 400)
+        assert await drain(a, consumer, part, 4 * n, n) == 4 * n
+        assert totals(a) == (4 * n, sum(range(4 * n)), 4 * n)
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,108 @@
+"""The column reader (``ingest/columnar.py``) reads what the row decoder reads, the same way, and
+hands the row decoder anything it must name: a body is read column-wise or declined, never
+read differently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ingest.columnar import MIN_LINES
+from ingest.decode import Decoder
+from views.batch import Columns, from_rows
+from views.config import parse
+from views.spec import SourceSpec
+
+SOURCE = {"time": "ts", "fields": {"status": "string", "amount": "number", "country": "scalar"}}
+VIEW = (
+    "SELECT country, count(*) AS n, sum(amount) AS a FROM s WHERE status = 'paid' GROUP BY country"
+)
+GOOD = b'{"ts": 1790000000000, "amount": 1.5, "status": "paid", "country": "FR"}'
+
+
+def spec() -> SourceSpec:
+    return parse({"sources": {"s": SOURCE}, "views": {"v": {"sql": VIEW}}}).sources["s"]
+
+
+def as_rows(columns: Columns) -> list[dict[str, Any]]:
+    return columns.rows()
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b'{"ts": 1790000000000, "status": 5}', "a string field given a number"),
+        (b'{"ts": 1790000000000, "amount": "5"}', "a number field given a string"),
+        (b"[1, 2]", "not an object"),
+        (b'{"ts": "2026-11-22 10:00"}', "a time without a zone"),
+        (b'{"amount": 1}', "no time"),
+        (b'{"ts": 1790000000000, "amount": 1', "broken JSON"),
+        (b'{"ts": 1790000000000, "country": {"a": 1}}', "an object as a key"),
+    ],
+)
+def test_what_must_be_named_goes_to_the_row_decoder(line: bytes, why: str) -> None:
+    decoder = Decoder(spec(), 1 << 20)
+    body = b"\n".join([GOOD] * MIN_LINES + [line, GOOD]) + b"\n"
+    assert decoder.columns(body) is None, why
+    (error,) = decoder.decode(body).errors
+    assert error.line == MIN_LINES + 1, why
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b'{"ts": 1790000000000, "amount": 1, "amount": 2}', "a key given twice (last wins)"),
+        (b'{"ts": 1790000000000, "amount": 123456789012345678901234}', "exact beyond int64"),
+        (b'{"ts": 1790000000000, "amount": 9007199254740993}', "beyond 2**53: exact as an int"),
+    ],
+)
+def test_what_only_rows_read_exactly_goes_to_the_row_decoder(line: bytes, why: str) -> None:
+    decoder = Decoder(spec(), 1 << 20)
+    body = b"\n".join([GOOD] * MIN_LINES + [line, GOOD]) + b"\n"
+    assert decoder.columns(body) is None, why
+    assert not decoder.decode(body).errors, why
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"ts": 1790000000000.5, "amount": 2}', b'{"ts": 1790000000, "amount": 2.25}'],
+        [b'{"ts": "2026-11-22T10:00:00Z"}', b'{"ts": "2026-11-22T12:00:00.123+02:00"}'],
+        [b'{"ts": "2026-11-22T10:00:00.1234567Z", "country": 3}', b'{"ts": "2026-11-22t10:00Z"}'],
+        [b'{"ts": 1790000000000, "amount": null, "status": null}', b'{"ts": 1790000000001}'],
+        [b'{"ts": 1790000000000, "country": true, "other": [1, {"x": 2}]}'],
+    ],
+)
+def test_every_shape_it_reads_equals_the_row_decoder(lines: list[bytes]) -> None:
+    """Float and second times, RFC 3339 with Z, offsets, 7 fraction digits, a lowercase t and
+    no seconds (the one-value reader's forms), NULLs, absent fields, a key of another type,
+    unused nested fields: read column-wise, the same values as row by row."""
+    decoder = Decoder(spec(), 1 << 20)
+    body = b"\n".join((lines * MIN_LINES)[: MIN_LINES * len(lines)]) + b"\n"
+    columns = decoder.columns(body)
+    assert columns is not None
+    events = decoder.decode(body).events
+    expected = from_rows(events, "ts", ["ts", "status", "amount", "country"])
+    assert columns.time.tolist() == expected.time.tolist()
+    assert as_rows(columns) == as_rows(expected)
+
+
+def test_small_bodies_and_json_arrays_stay_row_wise() -> None:
+    decoder = Decoder(spec(), 1 << 20)
+    assert decoder.columns(b"\n".join([GOOD] * (MIN_LINES - 2))) is None
+    assert decoder.columns(b"[" + b",".join([GOOD] * (MIN_LINES * 2)) + b"]") is None
+    assert decoder.columns(b"\n".join([GOOD] * MIN_LINES)) is not None
+
+
+def test_an_event_from_the_future_goes_to_the_row_decoder() -> None:
+    # Found on the column path (tests/api/test_bad_input.py): the old table reader read such a
+    # body, and the one event moved the watermark past every on-time event after it.
+    now = 1_790_000_000_000
+    decoder = Decoder(spec(), 1 << 20, max_future_ms=3_600_000, clock=lambda: now / 1000)
+    lines = [b'{"ts": %d}' % (now - i) for i in range(MIN_LINES)]
+    assert decoder.columns(b"\n".join(lines) + b"\n") is not None
+    ahead = b"\n".join([*lines, b'{"ts": %d}' % (now + 3_600_001)]) + b"\n"
+    assert decoder.columns(ahead) is None
+    (error,) = decoder.decode(ahead).errors
+    assert (error.line, error.field) == (MIN_LINES + 1, "ts")
