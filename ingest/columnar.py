@@ -59,7 +59,8 @@ class Reader:
 
     def read(self, body: bytes) -> Columns | None:
         """The body's events as columns, or None when the row decoder must read it."""
-        if body.count(b"\n") + 1 < MIN_LINES or body[:256].lstrip()[:1] != b"{":
+        lines = body.count(b"\n") + (not body.endswith(b"\n"))
+        if lines < MIN_LINES or body[:256].lstrip()[:1] != b"{":
             return None
         if len(body) > self.max_line_bytes and _longest_line(body) > self.max_line_bytes:
             return None  # the row decoder names the line that is too long

@@ -52,7 +52,7 @@ def _events(seed: int, n: int) -> list[dict[str, Any]]:
     return [e | {"ts": BASE_TS + i * 50} for i, e in enumerate(order_events(seed=seed, n=n))]
 
 
-BATCH = {"rows": 500, "columns": TABLE_MIN_LINES}  # events per body on each path
+BATCH = {"rows": 50, "columns": TABLE_MIN_LINES}  # events per body on each path
 
 
 async def _post_on(client: Any, path: IngestPath, events: list[dict[str, Any]]) -> int:
