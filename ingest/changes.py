@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
-from ingest.columnar import MIN_LINES
+from ingest.columnar import MIN_LINES, ChangeReader
 from ingest.decode import Decoder, LineError, rejected_record
 from views.batch import Columns
 
@@ -35,18 +36,24 @@ class ChangeDecoder:
         self.decoder = decoder
         self.format = fmt
         self.kafka_time = kafka_time  # time = "kafka_timestamp": use the record's timestamp
+        self.changes = ChangeReader(decoder.reader)
 
-    def columns(self, values: list[bytes | None]) -> Columns | None:
-        """Plain JSON records, many and all valid, as one batch of columns (else None): the
-        fetch's values joined into one NDJSON buffer, read at once."""
-        if self.format != "json" or self.kafka_time or len(values) < MIN_LINES:
+    def columns(self, values: list[bytes | None]) -> tuple[Columns, np.ndarray | None] | None:
+        """Many valid records as one batch of columns, with weights for change events (else
+        None: the row decoder reads them): the fetch's values joined into one NDJSON buffer,
+        read at once. A change stream's tombstones (null values) change nothing: left out."""
+        if self.kafka_time or len(values) < MIN_LINES:
             return None
-        if None in values:
+        present = [v for v in values if v is not None]
+        if self.format == "debezium":
+            return self.changes.read(present)
+        if len(present) != len(values):
             return None
-        body = b"\n".join(values)  # type: ignore[arg-type]
+        body = b"\n".join(present)
         if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
             return None
-        return self.decoder.columns(body)
+        columns = self.decoder.columns(body)
+        return None if columns is None else (columns, None)
 
     def decode(self, part: str, records: list[tuple[int, int, bytes | None]]) -> Decoded:
         """``records``: (offset, timestamp ms, value) in offset order."""

@@ -31,6 +31,8 @@ from views.timefmt import SECONDS_BELOW, parse_rfc3339
 MIN_LINES = 64  # below this, Arrow's fixed cost outweighs reading row by row
 _EXACT = 2.0**53  # a float column holding a larger magnitude may have been a larger integer
 _CHANGED = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+_NESTED = re.compile(r"Column\(/(?:payload/)?(?:before|after)/")
+_OPS = ("c", "r", "u", "d")
 _KIND_TYPES: dict[str, list[pa.DataType]] = {
     "number": [pa.float64()],
     "string": [pa.string()],
@@ -82,6 +84,7 @@ class Reader:
     def _learn(self, message: str) -> bool:
         """From Arrow's complaint, the type a field really arrives as; False if there is nothing
         to learn (a bad line: the row decoder names it)."""
+        message = _NESTED.sub("Column(/", message)  # a change event's before/after fields
         found = _CHANGED.search(message)
         if found is None:
             decimal_time = "Failed to convert JSON to int64" in message  # 1790000000.5
@@ -149,3 +152,74 @@ def _longest_line(body: bytes) -> int:
     ends = np.flatnonzero(np.frombuffer(body, np.uint8) == 10)
     bounds = np.concatenate([[-1], ends, [len(body)]])
     return int(np.diff(bounds).max()) - 1
+
+
+class ChangeReader:
+    """Debezium change events (``op``, ``before``, ``after``, optionally inside
+    ``{"schema", "payload"}``) straight to columns: Arrow reads the envelope with the rows as
+    structs of the fields the views use; each event becomes its rows in order — the ``before``
+    row retracted (-1) for ``u`` and ``d``, the ``after`` row added (+1) for ``c``, ``r`` and
+    ``u``. An envelope that is anything but well formed (an unknown op, a missing before-image)
+    sends the whole fetch to the row decoder, which keeps it as a poison record with its reason.
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def _schema(self, wrapped: bool) -> pa.Schema:
+        row = pa.struct(list(self.reader._schema()))
+        envelope = [("op", pa.string()), ("before", row), ("after", row)]
+        return pa.schema([("payload", pa.struct(envelope))] if wrapped else envelope)
+
+    def read(self, values: list[bytes]) -> tuple[Columns, np.ndarray] | None:
+        """(the rows as columns, their weights), or None for the row decoder."""
+        if len(values) < MIN_LINES:
+            return None
+        body = b"\n".join(values)
+        if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
+            return None
+        wrapped = values[0][:256].lstrip().startswith(b'{"schema"')
+        for _ in range(3):
+            try:
+                table = pa_json.read_json(
+                    pa.BufferReader(body),
+                    parse_options=pa_json.ParseOptions(
+                        explicit_schema=self._schema(wrapped), unexpected_field_behavior="ignore"
+                    ),
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                if not self.reader._learn(str(err)):
+                    return None
+                continue
+            return self._rows(table.column("payload").combine_chunks() if wrapped else table)
+        return None
+
+    def _rows(self, envelope: pa.Table | pa.StructArray) -> tuple[Columns, np.ndarray] | None:
+        get = envelope.field if isinstance(envelope, pa.StructArray) else envelope.column
+        op = np.asarray(get("op").fill_null("?").to_pylist(), dtype=object)
+        before, after = _flat(get("before")), _flat(get("after"))
+        has_before = np.asarray(before.is_valid())
+        has_after = np.asarray(after.is_valid())
+        retract = (op == "u") | (op == "d")
+        add = (op == "c") | (op == "r") | (op == "u")
+        if not np.isin(op, _OPS).all() or (retract & ~has_before).any() or (add & ~has_after).any():
+            return None  # the row decoder keeps the bad events as poison, with their reasons
+        n = len(op)
+        # Each event's rows in order: its before row (-1), then its after row (+1).
+        take = np.stack([np.arange(n), n + np.arange(n)], axis=1).reshape(-1)
+        keep = np.stack([retract, add], axis=1).reshape(-1)
+        weights = np.stack([-np.ones(n, np.int64), np.ones(n, np.int64)], axis=1).reshape(-1)
+        both = pa.concat_tables([_table(before), _table(after)])
+        rows = both.take(pa.array(take[keep]))
+        columns = self.reader._columns(rows)
+        return None if columns is None else (columns, weights[keep])
+
+
+def _flat(column: pa.ChunkedArray | pa.StructArray) -> pa.StructArray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column
+
+
+def _table(rows: pa.StructArray) -> pa.Table:
+    return pa.Table.from_arrays(rows.flatten(), names=[f.name for f in rows.type])

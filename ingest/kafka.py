@@ -432,20 +432,23 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     async def _apply_table(
         self, tp: TopicPartition, messages: list[Any], epoch: int | None
     ) -> bool:
-        """Many clean JSON records at once: column-wise, the heavy half in a worker thread.
-        False: apply them row-wise instead."""
+        """Many clean records at once (plain or change events): read column-wise by Arrow in a
+        worker thread, applied in one step. False: apply them row-wise instead."""
         values = [m.value for m in messages]
-        columns = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
-        if columns is None:
+        read = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
+        if read is None:
             return False
+        columns, weights = read
         part = part_name(tp)
-        batch = Batch(self.spec.name, [], messages[-1].offset + 1, part=part, columns=columns)
+        position = messages[-1].offset + 1
+        batch = Batch(self.spec.name, [], position, part=part, columns=columns, weights=weights)
         async with self.committer.step() as step:
             if not self._current(part, epoch):
                 return True
             if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
             step.apply(batch)
+        self.tombstones += sum(1 for v in values if v is None)
         self.last_seen[part] = time.time()
         return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from ingest.columnar import MIN_LINES
@@ -106,3 +107,62 @@ def test_an_event_from_the_future_goes_to_the_row_decoder() -> None:
     assert decoder.columns(ahead) is None
     (error,) = decoder.decode(ahead).errors
     assert (error.line, error.field) == (MIN_LINES + 1, "ts")
+
+
+def _change(rng: Any, wrapped: bool) -> bytes | None:
+    def row() -> dict[str, Any]:
+        return {
+            "ts": 1_790_000_000_000 + rng.randrange(10**6),
+            "country": rng.choice("ab"),
+            "amount": rng.choice([1, 2.5, None]),
+            "status": "paid",
+            "other": {"x": 1},
+        }
+
+    op = rng.choice("crud")
+    if rng.random() < 0.05:
+        return None  # a tombstone
+    event = {
+        "op": op,
+        "before": row() if op in "ud" else None,
+        "after": row() if op in "cru" else None,
+        "ts_ms": 1,
+        "source": {"db": "x"},
+    }
+    return orjson.dumps({"schema": {"type": "struct"}, "payload": event} if wrapped else event)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_change_events_read_column_wise_equal_the_row_decoder(wrapped: bool) -> None:
+    import random
+
+    from ingest.changes import ChangeDecoder
+
+    rng = random.Random(3)
+    spec = parse(
+        {
+            "sources": {
+                "s": {
+                    **SOURCE,
+                    "from": "kafka",
+                    "format": "debezium",
+                    "bootstrap": "x:1",
+                    "topic": "t",
+                    "group": "g",
+                }
+            },
+            "views": {"v": {"sql": VIEW}},
+        }
+    ).sources["s"]
+    changes = ChangeDecoder(Decoder(spec, 1 << 20), "debezium", False)
+    values = [_change(rng, wrapped) for _ in range(500)]
+    read = changes.columns(values)
+    assert read is not None
+    columns, weights = read
+    decoded = changes.decode("t:0", [(i, 0, v) for i, v in enumerate(values)])
+    assert decoded.poison == []
+    expected = from_rows(decoded.events, "ts", ["ts", "status", "amount", "country"])
+    assert as_rows(columns) == as_rows(expected)
+    assert weights.tolist() == decoded.weights
+    bad = [*values, orjson.dumps({"op": "u", "after": {"ts": 1}})]  # no before-image
+    assert changes.columns(bad) is None  # the row decoder keeps it as poison, with its reason
