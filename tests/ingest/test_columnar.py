@@ -163,6 +163,7 @@ def test_change_events_read_column_wise_equal_the_row_decoder(wrapped: bool) -> 
     assert decoded.poison == []
     expected = from_rows(decoded.events, "ts", ["ts", "status", "amount", "country"])
     assert as_rows(columns) == as_rows(expected)
+    assert weights is not None
     assert weights.tolist() == decoded.weights
     bad = [*values, orjson.dumps({"op": "u", "after": {"ts": 1}})]  # no before-image
     assert changes.columns(bad) is None  # the row decoder keeps it as poison, with its reason
