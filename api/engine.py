@@ -98,6 +98,8 @@ class Engine:
             "replayed_batches": result.replayed,
             "torn_tail_bytes": result.torn_bytes,
             "notes": result.notes,
+            "state_seconds": round(result.state_seconds, 4),
+            "replay_seconds": round(result.replay_seconds, 4),
         }
         self._log_restored(result)
         self.http.start()
@@ -126,12 +128,14 @@ class Engine:
             return
         log.info(
             "event=restored data_dir=%s snapshot=%s replayed_batches=%d torn_tail_bytes=%d "
-            "position=%d",
+            "position=%d state_seconds=%.3f replay_seconds=%.3f",
             self.data_dir,
             result.snapshot,
             result.replayed,
             result.torn_bytes,
             self.http.position,
+            result.state_seconds,
+            result.replay_seconds,
         )
 
     def watermark(self, name: str) -> int | None:

@@ -91,30 +91,33 @@ def _tuples(view: View, cols: Columns, rows: np.ndarray) -> list[tuple[Any, ...]
 
 
 def _clean(view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, part: Part) -> bool:
-    """Whether adding everything, then retracting everything, equals applying in order."""
-    slots = view.keys.lookup(_tuples(view, cols, rows))
+    """Whether adding everything, then retracting everything, equals applying in order: per
+    (window, group) — a pair held now or one this batch creates — the running count of rows, and
+    of each exact multiset's values, never goes below zero, and no key needs ``__other__``."""
+    from views.view import _key_combos
+
+    columns = [cols.column(k).take(rows) for k in view.spec.keys]
+    combos, _, inverse = _key_combos(columns, len(rows))
+    slots = view.keys.lookup(combos)
     known = (slots >= 0) & part.alive(np.maximum(slots, 0))
-    if ((~known) & (weights < 0)).any():
-        return False  # a retraction of a key this part does not hold now: order decides
-    tuples = _tuples(view, cols, rows)
-    fresh = {t for t, ok in zip(tuples, known.tolist(), strict=True) if not ok}
     alive = int((part.refs > 0).sum())
-    if alive + len(fresh) > view.spec.max_groups:
+    if alive + int((~known).sum()) > view.spec.max_groups:
         return False  # admission into __other__ depends on the order
-    added_only = ~known  # keys new in this batch: only ever added, so the net is the order's
+    # A key new to the part gets a stand-in slot (below zero) until the batch admits it.
+    group_slot = np.where(known, slots, -1 - np.arange(len(combos)))[inverse]
     index, starts = view._windows(cols, rows)
     position = np.searchsorted(rows, index)
-    check = ~added_only[position]
-    if not check.any():
-        return True
-    index, starts, sign = index[check], starts[check], weights[position][check]
-    ids = part.pairs.find(starts, slots[position][check])
+    sign, row_slot = weights[position], group_slot[position]
+    pairs, pair_of = np.unique(np.stack([starts, row_slot]), axis=1, return_inverse=True)
+    pair_of = pair_of.reshape(-1)
+    ids = np.full(pairs.shape[1], -1, np.int64)
+    held_now = pairs[1] >= 0
+    ids[held_now] = part.pairs.find(pairs[0][held_now], pairs[1][held_now])
     held = np.zeros(len(ids), np.int64)
     held[ids >= 0] = _hidden(part).counts(ids[ids >= 0])
-    group = np.where(ids >= 0, ids, -1 - np.arange(len(ids)))  # a missing pair: its own group
-    if not _orderly(group, sign, held):
+    if not _orderly(pair_of, sign, held[pair_of]):
         return False
-    return _values_held(view, cols, index, ids, sign, part)
+    return _values_held(view, cols, index, ids[pair_of], pair_of, sign, part)
 
 
 def _orderly(group: np.ndarray, sign: np.ndarray, held: np.ndarray) -> bool:
@@ -132,10 +135,17 @@ def _orderly(group: np.ndarray, sign: np.ndarray, held: np.ndarray) -> bool:
 
 
 def _values_held(
-    view: View, cols: Columns, index: np.ndarray, ids: np.ndarray, sign: np.ndarray, part: Part
+    view: View,
+    cols: Columns,
+    index: np.ndarray,
+    ids: np.ndarray,
+    pair_of: np.ndarray,
+    sign: np.ndarray,
+    part: Part,
 ) -> bool:
-    """Every retraction from an exact multiset finds its value, counted in order per (group,
-    value) from what the group holds now."""
+    """Every retraction from an exact multiset finds its value, counted in order per (pair,
+    value) from what the pair holds now (``ids``: the pair held now, -1 for one this batch
+    creates; ``pair_of``: the pair, held or not, as a number of the batch's own)."""
     for spec, aggregate in zip(view.spec.aggs, part.aggs, strict=True):
         if spec.arg is None or not isinstance(aggregate, SortedMin | CountDistinct):
             continue
@@ -143,9 +153,11 @@ def _values_held(
         inside = ids >= 0
         batch = Batch(np.maximum(ids, 0), np.arange(len(ids)), values)
         rows, held = aggregate.held(batch)
+        if not len(rows):
+            continue  # every value NULL: nothing is taken off this multiset
         keys = aggregate.value_keys(batch)
         keep = inside[rows]
-        group = np.where(keep, ids[rows], -1 - rows)
+        group = pair_of[rows]
         combined = np.unique(np.stack([group, keys]), axis=1, return_inverse=True)[1]
         if not _orderly(combined.reshape(-1), sign[rows], np.where(keep, held, 0)):
             return False
