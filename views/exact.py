@@ -33,13 +33,19 @@ _CHUNK = 1 << 18  # values per bincount: a bin gets at most 3 * 2**18 pieces of 
 
 def decompose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, e) with ``values == m * 2**e`` exactly, int64 each; zeros give (0, 0).
-    Floats: ``|m| < 2**53``; integers: ``m`` is the value, ``e`` is 0."""
+    Floats: ``m`` odd (``|m| < 2**53``), so a whole float has ``e >= 0`` and the scale of sums of
+    whole values stays 0; integers: ``m`` is the value, ``e`` is 0."""
     if values.dtype.kind in "iu":
         return values.astype(np.int64), np.zeros(len(values), np.int64)
     fraction, exponent = np.frexp(values)
     mantissa = np.ldexp(fraction, _MANTISSA).astype(np.int64)
     e = exponent.astype(np.int64) - _MANTISSA
-    return mantissa, np.where(mantissa == 0, 0, e)
+    # Strip trailing zero bits: the lowest set bit (m & -m, a power of two below 2**53, exact
+    # as a float) gives their count.
+    lowest = np.frexp((mantissa & -mantissa).astype(np.float64))[1].astype(np.int64) - 1
+    zero = mantissa == 0
+    lowest[zero] = 0
+    return mantissa >> lowest, np.where(zero, 0, e + lowest)
 
 
 class Sums:
@@ -72,6 +78,8 @@ class Sums:
         already (``touched`` distinct), so the pieces are summed with ``np.bincount`` over a
         small range — exact in its float64 for ``_CHUNK`` values at a time, which
         ``_CHUNK`` guarantees."""
+        if self._add_small_integers(touched, groups, values, negate):
+            return
         m, e = decompose(values)
         keep = m != 0
         if not keep.all():
@@ -86,6 +94,37 @@ class Sums:
             totals += _pieces(groups[part], m[part], e[part] - self.scale, len(touched), width)
         self.limbs[touched] += -totals if negate else totals
         self._normalize(touched)
+
+    def _add_small_integers(
+        self, touched: np.ndarray, groups: np.ndarray, values: np.ndarray, negate: bool
+    ) -> bool:
+        """The common case done in one ``np.bincount``: whole values below ``2**31`` (ints, or
+        floats that are whole: delays, distances, quantities) into sums of scale 0. They add to
+        the lowest limb only, exactly (a chunk's total stays below ``2**49``, exact in float64);
+        ``_normalize`` carries. False: not that case, nothing done."""
+        if self.scale != 0 or not len(values):
+            return False
+        if values.dtype.kind == "f":
+            if not np.isfinite(values).all():
+                return False
+            whole = np.rint(values)
+            if (whole != values).any():
+                return False
+            values = whole
+        elif values.dtype.kind not in "iu":
+            return False
+        largest = float(np.abs(values).max())
+        if largest >= 2.0**31:
+            return False
+        self._fit(0, 0, int(largest).bit_length())  # the limbs the general path would have
+        delta = np.zeros(len(touched), np.int64)
+        for start in range(0, len(values), _CHUNK):
+            part = slice(start, start + _CHUNK)
+            chunk = np.bincount(groups[part], values[part].astype(np.float64), len(touched))
+            delta += chunk.astype(np.int64)
+        self.limbs[touched, 0] += -delta if negate else delta
+        self._normalize(touched)
+        return True
 
     def _fit(self, low_exponent: int, high_exponent: int, bits: int) -> None:
         """Make ``scale`` and the limb count take values down to ``2**low_exponent`` and up to
@@ -159,6 +198,19 @@ class Sums:
         self.limbs, self.scale = _widen(mine, width), scale
         self.limbs[rows] += _widen(theirs, width)
         self._normalize(rows)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop top limbs no sum needs (the limb a carry was given room in, say): a top limb
+        that is 0, or -1 over a limb it borrows from, folds into the limb below it. Sums kept
+        as state stay as wide as their values, however often they absorb."""
+        while self.limbs.shape[1] > 1:
+            top, below = self.limbs[:, -1], self.limbs[:, -2]
+            if not ((top == 0) | (top == -1)).all():
+                return
+            folded = below + (top << BITS)
+            self.limbs = self.limbs[:, :-1].copy()
+            self.limbs[:, -1] = folded
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -105,8 +105,9 @@ def _clean(view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, par
         return False  # admission into __other__ depends on the order
     # A key new to the part gets a stand-in slot (below zero) until the batch admits it.
     group_slot = np.where(known, slots, -1 - np.arange(len(combos)))[inverse]
-    index, starts = view._windows(cols, rows)
-    position = np.searchsorted(rows, index)
+    which, starts = view._positions(cols, rows)
+    position = np.arange(len(rows)) if which is None else which
+    index = rows[position]
     sign, row_slot = weights[position], group_slot[position]
     pairs, pair_of = np.unique(np.stack([starts, row_slot]), axis=1, return_inverse=True)
     pair_of = pair_of.reshape(-1)

@@ -114,6 +114,7 @@ class View:
         # One dictionary per aggregate that keeps values, shared by every part.
         self.dictionaries = [Values() if a.cls.interned else None for a in spec.aggs]
         self.shared = _shared_sums(spec)
+        self.merges_exactly = all(a.cls.merges_exactly for a in spec.aggs)
 
     def new_aggregate(self, index: int) -> Aggregate:
         agg = self.spec.aggs[index]
@@ -167,19 +168,67 @@ class View:
         """Apply ``rows`` (adds, or with ``negate`` matched retractions) to ``part``."""
         if not len(rows):
             return None
-        placed = self.place(cols, rows, part, create=not negate)
+        slots = self._slots(cols, rows, part, create=not negate)
+        if not negate and self._fold_panes(cols, rows, slots, part):
+            return None
+        placed = self._place(cols, rows, slots, part)
         for index, aggregate in enumerate(part.aggs):
             arg = self.spec.aggs[index].arg
             values = None if arg is None else arg.on(cols).take(placed.index)
             aggregate.fold(Batch(placed.pairs, placed.group, values, negate))
         return placed
 
-    def place(self, cols: Columns, rows: np.ndarray, part: Part, create: bool = True) -> Rows:
-        """The pair of every applied (row, window), creating pairs (and admitting keys) as
-        needed; overflow is counted here."""
-        slots = self._slots(cols, rows, part, create)
-        index, starts = self._windows(cols, rows)
-        pair_slots = slots[np.searchsorted(rows, index)] if len(index) != len(rows) else slots
+    def _fold_panes(self, cols: Columns, rows: np.ndarray, slots: np.ndarray, part: Part) -> bool:
+        """Hop windows, folded once: each row into its (group, pane) — the slide-sized bucket
+        it falls in — then every pane into the ``size // slide`` windows that hold it, by
+        ``absorb``. Taken when the aggregates merge exactly (the state is the same as folding
+        every (row, window)) and rows share panes enough to pay for it; False otherwise."""
+        window = self.spec.window
+        if window is None or window.kind != "hop" or not self.merges_exactly:
+            return False
+        slide = window.slide
+        pane = cols.time[rows] - cols.time[rows] % slide
+        packed = pack([(pane - pane.min()) // slide, slots])
+        if packed is None:
+            return False
+        _, first, inverse = group(packed, first=True)
+        panes = len(first)
+        if 2 * panes > len(rows):
+            return False  # about a row per pane: folding every window directly costs no more
+        partial = Part(self)
+        each = np.arange(panes)
+        for index, aggregate in enumerate(partial.aggs):
+            aggregate.resize(panes)
+            arg = self.spec.aggs[index].arg
+            values = None if arg is None else arg.on(cols).take(rows)
+            aggregate.fold(Batch(each, inverse, values, False))
+        # Pane p is in the windows starting at p, p - slide, ...: (window start, slot) of every
+        # (pane, window), newest window first as hop_windows lists them; a window several
+        # panes fall in is absorbed from each.
+        behind = np.arange(window.size // slide, dtype=np.int64) * slide
+        starts = (pane[first][None, :] - behind[:, None]).reshape(-1)
+        owners = np.tile(slots[first], len(behind))
+        packed = pack([(starts - starts.min()) // slide, owners])
+        if packed is None:  # a span too wide to pack: sort instead
+            _, unique, which = np.unique(
+                np.stack([starts, owners]), axis=1, return_index=True, return_inverse=True
+            )
+            which = which.reshape(-1)
+        else:
+            _, unique, which = group(packed, first=True)
+        ids, new = part.pairs.find_or_add(starts[unique], owners[unique])
+        self._placed(part, rows, ids, new, each)
+        targets, sources = ids[which], np.tile(each, len(behind))
+        for mine, theirs in zip(part.aggs, partial.aggs, strict=True):
+            if not (isinstance(mine, Sum) and mine.owner is not None):  # avg: its sum's
+                mine.absorb(theirs, sources, targets)
+        return True
+
+    def _place(self, cols: Columns, rows: np.ndarray, slots: np.ndarray, part: Part) -> Rows:
+        """The pair of every applied (row, window), creating pairs as needed (``slots``: each
+        row's, keys admitted and overflow counted by ``_slots``)."""
+        which, starts = self._positions(cols, rows)
+        index, pair_slots = (rows, slots) if which is None else (rows[which], slots[which])
         buckets = starts // self.step
         packed = pack([buckets - buckets.min(initial=0), pair_slots])
         if packed is None:  # a span of buckets too wide to pack: sort the pairs instead
@@ -203,14 +252,19 @@ class View:
 
     def _windows(self, cols: Columns, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(batch row, window start) of every window the rows fall in."""
+        which, starts = self._positions(cols, rows)
+        return (rows, starts) if which is None else (rows[which], starts)
+
+    def _positions(self, cols: Columns, rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(position in ``rows``, window start) of every window the rows fall in; positions
+        are None when each row is in one window (no hop)."""
         window = self.spec.window
         ts = cols.time[rows]
         if window is None:
-            return rows, np.zeros(len(rows), np.int64)
+            return None, np.zeros(len(rows), np.int64)
         if window.kind == "tumble":
-            return rows, tumble_starts(ts, window.size)
-        which, starts = hop_windows(ts, window.size, window.slide)
-        return rows[which], starts
+            return None, tumble_starts(ts, window.size)
+        return hop_windows(ts, window.size, window.slide)
 
     def _slots(self, cols: Columns, rows: np.ndarray, part: Part, create: bool) -> np.ndarray:
         """Each row's slot: its key's, or ``__other__``'s once ``max_groups`` keys are alive in

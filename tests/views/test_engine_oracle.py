@@ -22,6 +22,7 @@ from views.aggregates import ApproxCountDistinct, ApproxPercentile, TopK
 from views.config import parse
 from views.query import all_rows
 from views.registry import Batch, Registry
+from views.view import View
 
 BASE = 1_790_000_000_000
 SOURCES = {
@@ -48,8 +49,15 @@ VIEWS = {
     },
     "rolling": {
         "sql": "SELECT hop(ts, '3 minutes', '1 minute') AS w, sum(a - b) AS diff, "
-        "count(*) AS n, max(a * 2) AS top2 FROM s WHERE k <> 'k0' GROUP BY w",
+        "count(*) AS n, max(a * 2) AS top2, count_distinct(c) AS dc FROM s WHERE k <> 'k0' "
+        "GROUP BY w",
         "grace": "1h",
+    },
+    "rolling_keys": {  # hop windows by panes (every aggregate merges exactly), overflowing
+        "sql": "SELECT k, hop(ts, '2 minutes', '30 seconds') AS w, count(*) AS n, sum(a) AS s, "
+        "avg(a) AS mean, min(b) AS lo FROM s GROUP BY k, w",
+        "grace": "1h",
+        "max_groups": 5,
     },
     "all_time": {
         "sql": "SELECT c, count(*) AS n, sum(b) AS total, approx_count_distinct(a) AS ad, "
@@ -217,6 +225,25 @@ def test_the_random_batches_reach_every_policy() -> None:
     assert totals["overflow"] > 0
     assert totals["unmatched"] > 0
     assert np.isfinite(totals["pairs"])
+
+
+def test_hop_windows_take_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hop windows by panes (rows folded per slide-sized pane, panes absorbed into windows) and
+    window by window are both compared with the oracle above."""
+    taken: list[bool] = []
+    panes = View._fold_panes
+
+    def recording(view: View, *args: Any) -> bool:
+        answer = panes(view, *args)
+        if view.spec.window is not None and view.spec.window.kind == "hop":
+            taken.append(answer)
+        return answer
+
+    monkeypatch.setattr(View, "_fold_panes", recording)
+    for seed in range(40):
+        feed(seed)
+    assert True in taken
+    assert False in taken
 
 
 def test_the_random_change_batches_take_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,3 +85,55 @@ def test_halfway_cases_round_to_even() -> None:
         sums = Sums(1)
         sums.add(np.zeros(len(values), np.int64), np.array(values))
         assert sums.floats()[0] == math.fsum(values), values
+
+
+WHOLE = st.one_of(
+    st.integers(-(2**31) + 1, 2**31 - 1).map(float),
+    st.integers(-1000, 1000).map(float),
+    st.sampled_from([0.0, -0.0, 2.0**31 - 1, -(2.0**31) + 1]),
+)
+WHOLE_BATCH = st.tuples(
+    st.lists(st.tuples(st.integers(0, 3), WHOLE), max_size=30), st.booleans(), st.booleans()
+)
+
+
+class _General(Sums):
+    """The general path only (decompose, 32-bit pieces): the reference of the one-bincount
+    path for whole values below 2**31."""
+
+    def _add_small_integers(self, *args: object) -> bool:
+        return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WHOLE_BATCH, min_size=1, max_size=6), st.sampled_from([0.25, 0.1, 3e9]))
+def test_whole_values_take_one_bincount_and_leave_the_same_state(
+    batches: list[tuple[list[tuple[int, float]], bool, bool]], other: float
+) -> None:
+    """Whole values (as floats or int64, negated or not), then a fraction or a value past
+    2**31 (the general path again): the same scale and sums as the general path's, each the
+    exact one."""
+    fast, general = Sums(4), _General(4)
+    seen: list[list[Fraction]] = [[] for _ in range(4)]
+    for batch, as_ints, negate in batches:
+        if not batch:
+            continue
+        rows = np.array([r for r, _ in batch], np.int64)
+        values = np.array([v for _, v in batch], np.float64)
+        if as_ints:
+            values = values.astype(np.int64)
+        for sums in (fast, general):
+            sums.add(rows, values, negate=negate)
+        for row, value in batch:
+            seen[row].append(-Fraction(value) if negate else Fraction(value))
+    for sums in (fast, general):
+        sums.add(np.array([1]), np.array([other]))
+    seen[1].append(Fraction(other))
+    assert fast.scale == general.scale  # 0 while every value is whole
+    rows = np.arange(4)
+    assert fast.integers(rows) == general.integers(rows)
+    got = fast.floats()
+    for row in range(4):
+        total = sum(seen[row], Fraction(0))
+        assert got[row] == float(total)
+        assert fast.integers(np.array([row]))[0] == (total if total.denominator == 1 else None)

@@ -90,6 +90,9 @@ class Aggregate:
     numeric_arg: ClassVar[bool] = False
     removable: ClassVar[bool] = False
     interned: ClassVar[bool] = False
+    # ``absorb`` of partial states leaves exactly the state folding their values would: hop
+    # windows fold a batch once per slide-sized pane, then absorb panes into windows.
+    merges_exactly: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

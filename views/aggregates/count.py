@@ -15,6 +15,7 @@ class Count(Aggregate):
     sql_usage = "count(*), count(x)"
     result_type = "int"
     removable = True
+    merges_exactly = True
 
     def __init__(self, values: Any = None, **params: Any) -> None:
         super().__init__(values, **params)

@@ -69,6 +69,7 @@ class Min(Aggregate):
     numeric_arg = True
     stand_in = SortedMin
     _reduce: Any = np.fmin  # fmin/fmax skip the NaN that marks "no value yet"
+    merges_exactly = True
 
     def __init__(self, values: Any = None, **params: Any) -> None:
         super().__init__(values, **params)

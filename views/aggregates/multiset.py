@@ -136,6 +136,7 @@ class Exact(Aggregate):
     stream can take one off. Subclasses say how a value becomes a key (``keys``)."""
 
     abstract = True
+    merges_exactly = True
 
     def __init__(self, values: Any = None, **params: Any) -> None:
         super().__init__(values, **params)

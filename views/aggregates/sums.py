@@ -23,6 +23,7 @@ class Sum(Aggregate):
     result_type = "number"
     numeric_arg = True
     removable = True
+    merges_exactly = True
 
     def __init__(self, values: Any = None, **params: Any) -> None:
         super().__init__(values, **params)
