@@ -18,7 +18,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +70,27 @@ class Step:
 
     def apply(self, batch: Batch) -> Applied:
         return self.registry.apply(batch)
+
+    async def apply_yielding(self, batch: Batch, then: Callable[[Applied], None]) -> None:
+        """``apply``, letting the event loop answer queries between views (a big batch would
+        otherwise hold it for its whole apply), then ``then(applied)``. Never half a batch:
+        cancelled meanwhile (a shutdown), it applies the rest at once and calls ``then`` before
+        the cancellation goes on, so state and the positions it reflects stay together."""
+        steps = self.registry.applying(batch)
+        cancelled = False
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                then(done.value)
+                break
+            if not cancelled:
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
     def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
         return self.registry.load_part(source, part, state)

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,9 +293,7 @@ class HttpLog:
             async with self.committer.step() as step:
                 for item, seq in zip(group, seqs, strict=True):
                     item.batch.position = seq
-                    applied = self._apply(step, item.batch, item.receipt)
-                    if not item.done.done():  # the requester may have gone: the data is in
-                        item.done.set_result((seq, applied))
+                    await step.apply_yielding(item.batch, partial(self._applied, item, seq))
 
     def _apply(self, step: Step, batch: Batch, receipt: Receipt | None) -> Applied:
         applied = step.apply(batch)
@@ -302,6 +301,13 @@ class HttpLog:
             self.remember(batch, receipt, applied)
         self.position = max(self.position, batch.position)
         return applied
+
+    def _applied(self, item: _Pending, seq: int, applied: Applied) -> None:
+        if item.receipt is not None:
+            self.remember(item.batch, item.receipt, applied)
+        self.position = max(self.position, seq)
+        if not item.done.done():  # the requester may have gone: the data is in
+            item.done.set_result((seq, applied))
 
     def _fail(self, err: OSError, group: list[_Pending]) -> None:
         # An fsync or write failure leaves the file in an unknown state: never retry and pretend

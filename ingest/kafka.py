@@ -447,7 +447,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 return True
             if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
-            step.apply(batch)
+            await step.apply_yielding(batch, lambda applied: None)
         self.tombstones += sum(1 for v in values if v is None)
         self.last_seen[part] = time.time()
         return True

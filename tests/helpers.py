@@ -213,7 +213,7 @@ class IngestPath:
         """Record every batch applied (and each view's fold of it), every body offered to the
         column reader and every row decode, for the rest of the test."""
         apply, columns, decode, view_apply = (
-            Registry.apply,
+            Registry.applying,
             Decoder.columns,
             Decoder.decode,
             View.apply,
@@ -239,7 +239,7 @@ class IngestPath:
             self.folds.append((view.spec.name, current[0]))
             view_apply(view, *args, **kwargs)
 
-        monkeypatch.setattr(Registry, "apply", applying)
+        monkeypatch.setattr(Registry, "applying", applying)
         monkeypatch.setattr(Decoder, "columns", reading)
         monkeypatch.setattr(Decoder, "decode", decoding)
         monkeypatch.setattr(View, "apply", folding)

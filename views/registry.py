@@ -8,7 +8,7 @@ said by the caller, ``ingest.commit.Committer``, the only code that mutates it."
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,19 @@ class Registry:
         return from_rows(batch.events, spec.time_field, sorted(names))
 
     def apply(self, batch: Batch) -> Applied:
+        steps = self.applying(batch)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                applied: Applied = done.value
+                return applied
+
+    def applying(self, batch: Batch) -> Generator[None, None, Applied]:
+        """``apply`` in steps: it yields after each view, so a server answers queries between
+        views instead of waiting for the whole batch (a query may see some views with the
+        batch and others not yet; the batch is in the WAL already, and is acknowledged once
+        every view has it). Every view judges lateness by the watermark before the batch."""
         source = self.sources[batch.source]
         part = batch.part
         before = source.watermarks.get(part)
@@ -128,6 +141,7 @@ class Registry:
         weights = None if batch.weights is None else np.asarray(batch.weights, np.int64)
         for view in views:
             view.apply(cols, before, part, weights)
+            yield
         if len(cols):
             newest = int(cols.time.max())
             source.watermarks[part] = newest if before is None else max(before, newest)
