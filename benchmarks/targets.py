@@ -21,9 +21,13 @@ Measurements (names for ``--only``):
 * ``query``: one hour of data; point / top-N / 1-hour-series queries from ``wrk`` (C, 2 threads,
   32 connections, closed loop: the issue's "concurrency 32" target), then the same questions put
   to DuckDB over the raw events, in process.
+* ``burst``: the same queries from ``wrk`` while 2 clients post a 1,000,000-event burst,
+  snapshots every 2 s; then right after it.
 * ``mixed``: open loop: 5,000 queries/s while ingesting 100,000 events/s; plus freshness probes
   (acknowledgement → first answer that includes it).
-* ``memory``: bytes per (group, bucket) of a count/sum/avg/min/max view (tracemalloc, in process).
+* ``memory``: bytes per (group, bucket) of a count/sum/avg/min/max view: tracemalloc in process,
+  and RSS after a restore of 1,000,000 pairs over that of an empty server (and of 250,000 pairs
+  of a view with sketches: p95, approx_count_distinct, top_k).
 * ``snapshot``: 1,000,000 (group, bucket) pairs; query latency while a snapshot is taken; restart
   time from the snapshot.
 """
@@ -47,6 +51,7 @@ import tomllib
 import tracemalloc
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +149,13 @@ def flights_passes(passes: int) -> list[bytes]:
     late for the next), in 50,000-event bodies."""
     from benchmarks import flights
 
-    one = flights.bodies()
-    return [
-        body.replace(b'"2013-', f'"{2013 + p}-'.encode()) for p in range(passes) for body in one
-    ]
+    return [_shifted(body, p) for p in range(passes) for body in flights.bodies()]
+
+
+def _shifted(text: bytes, years: int) -> bytes:
+    """The flights' times ``years`` later (the last evening's flights are in 2014 in UTC)."""
+    text = text.replace(b'"2014-', f'"{2014 + years}-'.encode())
+    return text.replace(b'"2013-', f'"{2013 + years}-'.encode())
 
 
 def orjson_rate(bodies: list[bytes]) -> float:
@@ -159,6 +167,24 @@ def orjson_rate(bodies: list[bytes]) -> float:
             orjson.loads(line)
             n += 1
     return n / (time.perf_counter() - began)
+
+
+def flights_daily(passes: int) -> tuple[int, int]:
+    """(flights, miles) the ``daily`` view holds after the passes, computed here from the
+    records: the days that end after the last watermark minus the view's 400 days of
+    retention."""
+    from benchmarks import flights
+
+    day = 86_400_000
+    rows = []
+    for e in flights.events():
+        for p in range(passes):
+            text = _shifted(f'"{e["time_hour"]}"'.encode(), p).decode().strip('"')
+            ms = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+            rows.append((ms, int(e["distance"])))
+    watermark = max(ms for ms, _ in rows)
+    kept = [miles for ms, miles in rows if ms - ms % day + day > watermark - 400 * day]
+    return len(kept), sum(kept)
 
 
 async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
@@ -193,14 +219,11 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()
-    records = flights.records()
-    miles = passes * sum(int(r["distance"]) for r in records)
     views = status["views"]
-    assert accepted == passes * len(records), accepted
-    assert daily["flights"] == accepted, daily
-    assert daily["miles"] == miles, (daily["miles"], miles)  # an integer sum: exact
-    late = sum(v["late"] for v in views.values())
-    assert late == 0, late
+    assert accepted == passes * len(flights.records()), accepted
+    assert all(v["late"] == 0 for v in views.values()), views
+    kept, miles = flights_daily(passes)
+    assert (daily["flights"], daily["miles"]) == (kept, miles), daily  # an integer sum: exact
     rate = accepted / elapsed
     return {
         "events_per_s": rate,
@@ -485,6 +508,60 @@ async def queries(tmp: Path, n: int, seconds: int, peers_python: str | None) -> 
     return result
 
 
+# -- queries during a burst ----------------------------------------------------------------------
+
+
+async def burst(tmp: Path, events: int, seconds: int) -> dict[str, Any]:
+    """Queries at concurrency 32 (wrk) while 2 clients post up to ``events`` events (stopping
+    when wrk does), snapshots every 2 s; then the same queries right after."""
+    text = CONFIG.read_text().replace('snapshot_every = "30s"', 'snapshot_every = "2s"')
+    assert 'snapshot_every = "2s"' in text
+    server = await started(text, tmp, "burst")
+    now = int(time.time() * 1000)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await fill_hour(session, server.url, 200_000, now)
+            paths = query_paths(now, random.Random(5))
+            mix = paths["point"] + paths["top"] + paths["series"]
+            pool = Bodies(50_000, count=4)
+            posted = 0
+            done = asyncio.Event()
+
+            async def client() -> None:
+                nonlocal posted
+                while posted < events and not done.is_set():
+                    posted += 50_000
+                    body = pool.next(int(time.time() * 1000))
+                    async with session.post(
+                        f"{server.url}/v1/sources/orders/events", data=body
+                    ) as response:
+                        assert response.status == 200, await response.text()
+
+            async def queries() -> dict[str, Any]:
+                try:
+                    return await asyncio.to_thread(wrk, server.url, mix, seconds, tmp)
+                finally:
+                    done.set()
+
+            began = time.perf_counter()
+            during, *_ = await asyncio.gather(queries(), client(), client())
+            elapsed = time.perf_counter() - began
+            after = await asyncio.to_thread(wrk, server.url, mix, max(3, seconds // 2), tmp)
+            async with session.get(f"{server.url}/v1/status") as r:
+                snapshots = (await r.json())["snapshot"]
+    finally:
+        server.terminate()
+    during.pop("raw", None)
+    after.pop("raw", None)
+    return {
+        "events_posted": posted,
+        "ingest_per_s": posted / elapsed,
+        "during": during,
+        "after": after,
+        "last_snapshot": snapshots,
+    }
+
+
 # -- mixed and freshness -------------------------------------------------------------------------
 
 
@@ -559,6 +636,62 @@ def memory(pairs_keys: int = 1000, minutes: int = 200) -> dict[str, Any]:
     return {"pairs": pairs, "bytes_per_pair": (after - before) / pairs}
 
 
+async def restored_figures(server: ServerProcess, tmp: Path, pairs: int) -> dict[str, Any]:
+    """Restart ``server`` from its snapshot: start to ready, the state part of it (the
+    snapshot read and loaded), and RSS over that of the same server with no state."""
+    restart = ServerProcess(server.config, server.data_dir, server.log)
+    began = time.perf_counter()
+    await restart.start(timeout=300)
+    ready = time.perf_counter() - began
+    async with aiohttp.ClientSession() as session, session.get(f"{restart.url}/readyz") as r:
+        recovery = (await r.json())["recovery"]
+    assert restart.proc is not None
+    gc_settled = rss_mb(restart.proc.pid)
+    restart.terminate()
+    empty = ServerProcess(server.config, tmp / f"{server.data_dir.name}-empty", server.log)
+    await empty.start(timeout=60)
+    assert empty.proc is not None
+    baseline = rss_mb(empty.proc.pid)
+    empty.terminate()
+    return {
+        "restart_to_ready_s": ready,
+        "state_seconds": recovery["state_seconds"],
+        "replay_seconds": recovery["replay_seconds"],
+        "rss_restored_mb": gc_settled,
+        "rss_empty_mb": baseline,
+        "bytes_per_pair_rss": (gc_settled - baseline) * 1024 * 1024 / pairs,
+    }
+
+
+SKETCH_SQL = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, p95(x) AS p95,
+    approx_count_distinct(k) AS keys, top_k(k, 3) AS top FROM s GROUP BY k, m"""
+
+
+async def memory_rss(tmp: Path, sql: str, keys: int, minutes: int, name: str) -> dict[str, Any]:
+    """RSS per (group, bucket) pair after a restore: ``keys`` x ``minutes`` pairs built over
+    HTTP, the server stopped (a final snapshot) and started again from it."""
+    config = f"""
+[server]
+snapshot_every = "1h"
+
+[sources.s]
+time = "ts"
+
+[views.v]
+sql = '''{sql}'''
+max_groups = {keys + 1}
+"""
+    server = await started(config, tmp, name)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for body in flat_bodies(keys, minutes):
+                async with session.post(f"{server.url}/v1/sources/s/events", data=body) as r:
+                    assert r.status == 200, await r.text()
+    finally:
+        server.terminate()
+    return {"pairs": keys * minutes, **await restored_figures(server, tmp, keys * minutes)}
+
+
 async def snapshot_pause(tmp: Path, keys: int, minutes: int) -> dict[str, Any]:
     config = f"""
 [server]
@@ -621,12 +754,8 @@ sql = '''{FLAT_SQL}'''
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()  # a graceful stop snapshots again; the restart below reads that
-    restart = ServerProcess(server.config, server.data_dir, server.log)
-    began = time.perf_counter()
-    await restart.start(timeout=300)
-    restore = time.perf_counter() - began
-    restart.terminate()
-    out: dict[str, Any] = {"pairs": keys * minutes, "restart_to_ready_s": restore, "rss_mb": rss}
+    restored = await restored_figures(server, tmp, keys * minutes)
+    out: dict[str, Any] = {"pairs": keys * minutes, "rss_mb": rss, **restored}
     for name, (start, end, info) in zip(("first", "steady"), windows, strict=True):
         during = sorted(lat for sent, lat in probe if start <= sent <= end)
         out[name] = {
@@ -688,14 +817,22 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
                 args.peers_python if args.duckdb else None,
             )
             print("query", {k: v for k, v in out["query"].items() if k != "raw"}, flush=True)
+        if "burst" in wanted:
+            out["burst"] = await burst(tmp, 1_000_000, 3 if quick else 6)
+            print("burst", out["burst"], flush=True)
         if "mixed" in wanted:
             out["mixed"] = await mixed(
                 tmp, 3 if quick else 15, 500 if quick else 5000, 20_000 if quick else 100_000
             )
             print("mixed", out["mixed"], flush=True)
         if "memory" in wanted:
+            keys, minutes = (100, 100) if quick else (1000, 1000)
             out["memory"] = memory(100 if quick else 1000, 20 if quick else 200)
-            print("memory", out["memory"], flush=True)
+            out["memory_rss"] = await memory_rss(tmp, FLAT_SQL, keys, minutes, "mem-flat")
+            out["memory_rss_sketches"] = await memory_rss(
+                tmp, SKETCH_SQL, keys, minutes // 4, "mem-sketch"
+            )
+            print("memory", {k: out[k] for k in ("memory", "memory_rss", "memory_rss_sketches")})
         if "snapshot" in wanted:
             keys, minutes = (100, 100) if quick else (1000, 1000)
             out["snapshot"] = await snapshot_pause(tmp, keys, minutes)
