@@ -87,6 +87,8 @@ class Engine:
             result = await asyncio.to_thread(self.committer.recover, self.http)
         except Exception as err:  # any failure to restore must stop the server, loudly
             self.fatal_reason = f"cannot restore state from {self.data_dir}: {err}"
+            if self.committer.skipped:
+                self.fatal_reason += f" (snapshots not used: {'; '.join(self.committer.skipped)})"
             if isinstance(err, WalCorrupt):
                 self.fatal_reason += f"; {self._repair_hint()}"
             log.error("event=restore_failed error=%r", self.fatal_reason)

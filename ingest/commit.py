@@ -121,6 +121,7 @@ class Committer:
         self.lock = asyncio.Lock()
         self.manage_gc = False  # ``tallyd serve`` turns this on (see settle_heap)
         self.last_snapshot: dict[str, Any] | None = None
+        self.skipped: list[str] = []
         self.last_snapshot_at: float | None = None  # wall clock, for the snapshot's age
 
     @contextlib.asynccontextmanager
@@ -143,6 +144,7 @@ class Committer:
         try:
             began = time.perf_counter()
             loaded = self.snapshots.load_newest()
+            self.skipped = loaded.problems  # why snapshots were not used, should the replay fail
             notes: list[str] = []
             if loaded.state is not None:
                 notes = self.registry.load_state(loaded.state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,26 @@ def test_route_documented(method: str, path: str) -> None:
 )
 def test_source_option_documented(kind: str, option: str) -> None:
     assert f"{option} = " in README or f"`{option}`" in README, (kind, option)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CODE_REFERENCE = re.compile(r"`((?:\w+/)*\w+\.py)(?::([A-Za-z_][\w.]*))?`")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md"])
+def test_code_the_docs_name_exists(doc: str) -> None:
+    """Every `path.py` and `path.py:Class.method` a document names is there: the layout section
+    is how a reader finds the engine, so it must not send them to code that moved."""
+    text = (ROOT / doc).read_text()
+    found = CODE_REFERENCE.findall(text)
+    assert found, doc
+    for path, symbol in found:
+        source = ROOT / path
+        assert source.is_file(), (doc, path)
+        code = source.read_text()
+        for name in filter(None, symbol.split(".")):
+            assert re.search(rf"^\s*(?:async def|def|class) {name}\b", code, re.M), (
+                doc,
+                path,
+                name,
+            )

@@ -222,6 +222,30 @@ async def test_unrecoverable_state_refuses_to_serve(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_snapshots_of_the_format_before_the_columnar_engine_are_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    """Upgrading a data directory whose snapshots are format version 1 (tallyd before its
+    columnar engine): the server does not start, and says why and what to do (README)."""
+    async with running(CONFIG, tmp_path / "live") as (client, _):
+        for part in range(3):
+            await _post(client, order_events(seed=part, n=200))
+            await client.post("/v1/admin/snapshot")
+        shutil.copytree(tmp_path / "live", tmp_path / "image")
+    for old in (tmp_path / "image" / "snapshots").glob("*.tsnap"):
+        data = old.read_bytes()
+        old.write_bytes(data[:8] + struct.pack("<H", 1) + data[10:])
+    async with running(CONFIG, tmp_path / "image", wait=False) as (client, engine):
+        await asyncio.wait_for(engine.fatal.wait(), 30)
+        response = await client.get("/readyz")
+        message = (await response.json())["error"]["message"]
+        assert response.status == 503
+        assert "snapshot format version 1; this tallyd reads version 2" in message
+        assert "before its columnar engine" in message
+        assert "README, Guarantees, on upgrading" in message
+
+
+@pytest.mark.asyncio
 async def test_changed_view_sql_is_refused_and_new_views_start_empty(tmp_path: Path) -> None:
     async with running(CONFIG, tmp_path) as (client, _):
         await _post(client, order_events(seed=4, n=100))
