@@ -21,6 +21,7 @@ import numpy as np
 
 from views.aggregates import Batch, Count, CountDistinct, SortedMin
 from views.batch import Columns
+from views.state import key_combos
 
 if TYPE_CHECKING:
     from views.view import Part, View
@@ -94,10 +95,8 @@ def _clean(view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, par
     """Whether adding everything, then retracting everything, equals applying in order: per
     (window, group) — a pair held now or one this batch creates — the running count of rows, and
     of each exact multiset's values, never goes below zero, and no key needs ``__other__``."""
-    from views.view import _key_combos
-
     columns = [cols.column(k).take(rows) for k in view.spec.keys]
-    combos, _, inverse = _key_combos(columns, len(rows))
+    combos, _, inverse = key_combos(columns, len(rows))
     slots = view.keys.lookup(combos)
     known = (slots >= 0) & part.alive(np.maximum(slots, 0))
     alive = int((part.refs > 0).sum())

@@ -20,6 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from views.aggregates.base import whole
+from views.batch import Vec
+from views.grouping import group, pack
+
 Key = tuple[Any, ...]
 
 
@@ -231,3 +235,58 @@ class Pairs:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.codes, self.ids, self.code_of, self.alive))
+
+
+def key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.ndarray]:
+    """The distinct key tuples of ``n`` rows: (tuples, each one's first row, each row's tuple
+    index). Columns are coded in C (Arrow, numpy); only distinct tuples reach Python."""
+    if not columns:
+        return [()], np.zeros(1, np.int64), np.zeros(n, np.int64)
+    codes, decoders = [], []
+    for column in columns:
+        code, values = value_codes(column)
+        codes.append(code)
+        decoders.append(values)
+    packed = pack([code + 1 for code in codes])  # -1 (NULL) packs as 0
+    if packed is not None:
+        _, first, inverse = group(packed, first=True)
+    else:
+        _, first, inverse = np.unique(
+            np.stack(codes), axis=1, return_index=True, return_inverse=True
+        )
+    pairs = list(zip(codes, decoders, strict=True))
+    tuples = [tuple(v[c[row]] if c[row] >= 0 else None for c, v in pairs) for row in first.tolist()]
+    return tuples, first, inverse.reshape(-1)
+
+
+def value_codes(column: Vec) -> tuple[np.ndarray, list[Any]]:
+    """Per row, the index of its value among the column's distinct values (-1 for NULL)."""
+    n = len(column)
+    out = np.full(n, -1, np.int64)
+    if column.kind == "null":
+        return out, []
+    valid = column.valid
+    if column.kind == "string":
+        encoded = column.data.dictionary_encode()
+        out[valid] = np.asarray(encoded.indices.fill_null(0))[valid]
+        return out, encoded.dictionary.to_pylist()
+    if column.kind == "object":
+        seen: dict[tuple[str, Any], int] = {}
+        values: list[Any] = []
+        for i in np.flatnonzero(valid).tolist():
+            value = column.data[i]
+            typed = (type(value).__name__, value)
+            if typed not in seen:
+                seen[typed] = len(values)
+                values.append(value)
+            out[i] = seen[typed]
+        return out, values
+    data = column.data[valid]
+    if data.dtype.kind == "f":
+        data = data + 0.0  # -0.0 and 0.0 are one key
+    distinct, inverse = np.unique(data, return_inverse=True)
+    out[valid] = inverse.reshape(-1)
+    values = distinct.tolist()
+    if data.dtype.kind == "f":  # 3.0 is the key 3, as the event may well have written it
+        values = [whole(v) for v in values]
+    return out, values
