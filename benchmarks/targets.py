@@ -13,6 +13,8 @@ Measurements (names for ``--only``):
 * ``flights``: the real-shaped workload (``benchmarks/flights.py``): 6 passes over the 336,776
   flights, 2 clients posting 50,000-event bodies; then the views' integer sum of miles and count
   checked against the records, and orjson's parse rate of the same bodies, in this process.
+* ``shapes``: every input shape (``benchmarks/shapes.py``): decode and apply in process, and
+  HTTP end to end, the same orders written each way.
 * ``kafka``: Kafka end to end: N records on 4 partitions, from the first assignment until every
   partition's position reaches its end, into the 4 reference views and into the 1 view the peers
   compute.
@@ -51,6 +53,7 @@ import tomllib
 import tracemalloc
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -101,31 +104,46 @@ async def total_orders(session: aiohttp.ClientSession, url: str) -> int:
 # -- HTTP ingest ---------------------------------------------------------------------------------
 
 
+async def post_bodies(
+    session: aiohttp.ClientSession,
+    url: str,
+    next_body: Callable[[], bytes | None],
+    clients: int = 2,
+) -> tuple[int, float, list[float]]:
+    """``clients`` clients posting ``next_body()`` back to back until it gives None: (events
+    accepted, seconds, each request's seconds). Every answer must be a 200."""
+    accepted = 0
+    latencies: list[float] = []
+
+    async def client() -> None:
+        nonlocal accepted
+        while (body := next_body()) is not None:
+            sent = time.perf_counter()
+            async with session.post(url, data=body) as response:
+                answer = await response.json()
+            assert response.status == 200, answer
+            latencies.append(time.perf_counter() - sent)
+            accepted += answer["accepted"]
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return accepted, time.perf_counter() - began, latencies
+
+
 async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[str, Any]:
     server = await started(CONFIG.read_text(), tmp, "http")
     pool = Bodies(batch, count=4)
-    accepted = 0
-    latencies: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:
             stop_at = time.perf_counter() + seconds
 
-            async def client() -> None:
-                nonlocal accepted
-                while time.perf_counter() < stop_at:
-                    body = pool.next(int(time.time() * 1000))
-                    sent = time.perf_counter()
-                    async with session.post(
-                        f"{server.url}/v1/sources/orders/events", data=body
-                    ) as response:
-                        answer = await response.json()
-                    assert response.status == 200, answer
-                    latencies.append(time.perf_counter() - sent)
-                    accepted += answer["accepted"]
+            def next_body() -> bytes | None:
+                if time.perf_counter() >= stop_at:
+                    return None
+                return pool.next(int(time.time() * 1000))
 
-            began = time.perf_counter()
-            await asyncio.gather(client(), client())
-            elapsed = time.perf_counter() - began
+            url = f"{server.url}/v1/sources/orders/events"
+            accepted, elapsed, latencies = await post_bodies(session, url, next_body)
             counted = await total_orders(session, server.url)
         assert server.proc is not None
         rss = rss_mb(server.proc.pid)
@@ -194,23 +212,11 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
     parse_rate = orjson_rate(bodies[: len(bodies) // passes])
     server = await started(flights.CONFIG.read_text(), tmp, "flights")
     queue = list(reversed(bodies))
-    accepted = 0
     try:
         async with aiohttp.ClientSession() as session:
             url = f"{server.url}/v1/sources/flights/events"
-
-            async def client() -> None:
-                nonlocal accepted
-                while queue:
-                    body = queue.pop()
-                    async with session.post(url, data=body) as response:
-                        answer = await response.json()
-                    assert response.status == 200, answer
-                    accepted += answer["accepted"]
-
-            began = time.perf_counter()
-            await asyncio.gather(client(), client())
-            elapsed = time.perf_counter() - began
+            next_body = lambda: queue.pop() if queue else None  # noqa: E731
+            accepted, elapsed, _ = await post_bodies(session, url, next_body)
             async with session.get(f"{server.url}/v1/views/daily?bucket=all&group_by=") as r:
                 daily = (await r.json())["rows"][0]
             async with session.get(f"{server.url}/v1/status") as r:
@@ -775,7 +781,18 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
     quick = args.quick
     wanted = set(
         args.only
-        or ["http", "flights", "kafka", "peers", "query", "burst", "mixed", "memory", "snapshot"]
+        or [
+            "http",
+            "flights",
+            "shapes",
+            "kafka",
+            "peers",
+            "query",
+            "burst",
+            "mixed",
+            "memory",
+            "snapshot",
+        ]
     )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -785,6 +802,11 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
         if "flights" in wanted:
             out["flights"] = await flights_ingest(tmp, 1 if quick else 6)
             print("flights", out["flights"], flush=True)
+        if "shapes" in wanted:
+            from benchmarks import shapes  # it posts with post_bodies, from here
+
+            out["shapes"] = await shapes.run(3 if quick else 8, True)
+            print(shapes.table(out["shapes"]), flush=True)
         if wanted & {"kafka", "peers"}:
             n = args.kafka_events or (20_000 if quick else 500_000)
             with broker_unless(args.bootstrap, tmp) as bootstrap:

@@ -57,3 +57,21 @@ def pack(columns: list[np.ndarray]) -> np.ndarray | None:
             return None
         code = code * width + column
     return code
+
+
+def combos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row's index among the distinct (a, b) pairs of int64 columns, in (a, b) order: packed
+    into one code when their ranges allow, else by a sort (never ``np.unique(axis=1)``, which
+    sorts the rows as bytes, an order of magnitude slower)."""
+    if not len(a):
+        return np.zeros(0, np.int64)
+    packed = pack([a - a.min(), b - b.min()])
+    if packed is not None:
+        return group(packed)[2]
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.ones(len(a), bool)
+    new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    out = np.empty(len(a), np.int64)
+    out[order] = np.cumsum(new) - 1
+    return out

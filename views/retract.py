@@ -21,6 +21,7 @@ import numpy as np
 
 from views.aggregates import Batch, Count, CountDistinct, SortedMin
 from views.batch import Columns
+from views.grouping import combos
 from views.state import key_combos
 
 if TYPE_CHECKING:
@@ -96,23 +97,25 @@ def _clean(view: View, cols: Columns, rows: np.ndarray, weights: np.ndarray, par
     (window, group) — a pair held now or one this batch creates — the running count of rows, and
     of each exact multiset's values, never goes below zero, and no key needs ``__other__``."""
     columns = [cols.column(k).take(rows) for k in view.spec.keys]
-    combos, _, inverse = key_combos(columns, len(rows))
-    slots = view.keys.lookup(combos)
+    keys, _, inverse = key_combos(columns, len(rows))
+    slots = view.keys.lookup(keys)
     known = (slots >= 0) & part.alive(np.maximum(slots, 0))
     alive = int((part.refs > 0).sum())
     if alive + int((~known).sum()) > view.spec.max_groups:
         return False  # admission into __other__ depends on the order
     # A key new to the part gets a stand-in slot (below zero) until the batch admits it.
-    group_slot = np.where(known, slots, -1 - np.arange(len(combos)))[inverse]
+    group_slot = np.where(known, slots, -1 - np.arange(len(keys)))[inverse]
     which, starts = view._positions(cols, rows)
     position = np.arange(len(rows)) if which is None else which
     index = rows[position]
     sign, row_slot = weights[position], group_slot[position]
-    pairs, pair_of = np.unique(np.stack([starts, row_slot]), axis=1, return_inverse=True)
-    pair_of = pair_of.reshape(-1)
-    ids = np.full(pairs.shape[1], -1, np.int64)
-    held_now = pairs[1] >= 0
-    ids[held_now] = part.pairs.find(pairs[0][held_now], pairs[1][held_now])
+    pair_of = combos(starts, row_slot)
+    first = np.zeros(int(pair_of.max(initial=-1)) + 1, np.int64)
+    first[pair_of] = np.arange(len(pair_of))  # a row of each pair (any: they agree)
+    pair_starts, pair_slots = starts[first], row_slot[first]
+    ids = np.full(len(first), -1, np.int64)
+    held_now = pair_slots >= 0
+    ids[held_now] = part.pairs.find(pair_starts[held_now], pair_slots[held_now])
     held = np.zeros(len(ids), np.int64)
     held[ids >= 0] = _hidden(part).counts(ids[ids >= 0])
     if not _orderly(pair_of, sign, held[pair_of]):
@@ -158,7 +161,6 @@ def _values_held(
         keys = aggregate.value_keys(batch)
         keep = inside[rows]
         group = pair_of[rows]
-        combined = np.unique(np.stack([group, keys]), axis=1, return_inverse=True)[1]
-        if not _orderly(combined.reshape(-1), sign[rows], np.where(keep, held, 0)):
+        if not _orderly(combos(group, keys), sign[rows], np.where(keep, held, 0)):
             return False
     return True

@@ -46,14 +46,30 @@ class Multiset:
         return np.searchsorted(self.pair, ids, "left"), np.searchsorted(self.pair, ids, "right")
 
     def have(self, pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """How many of each (pair, key) there are now (0 if none)."""
-        start, end = self.runs(pairs)
+        """How many of each (pair, key) there are now (0 if none). The entries of the pairs
+        asked about and the questions are sorted together (entries first on a tie): each
+        question's nearest entry at or before it answers it if it is the same (pair, key)."""
         out = np.zeros(len(pairs), np.int64)
-        for i in np.flatnonzero(end > start).tolist():
-            lo, hi = int(start[i]), int(end[i])
-            at = lo + int(np.searchsorted(self.key[lo:hi], keys[i]))
-            if at < hi and self.key[at] == keys[i]:
-                out[i] = self.count[at]
+        if not len(pairs) or not len(self.pair):
+            return out
+        start, end = self.runs(np.unique(pairs))
+        inside = np.flatnonzero(ranges_mask(start, end, len(self.pair)))
+        n = len(inside)
+        pair = np.concatenate([self.pair[inside], pairs])
+        key = np.concatenate([self.key[inside], keys])
+        asked = np.concatenate([np.zeros(n, bool), np.ones(len(pairs), bool)])
+        order = np.lexsort((asked, key, pair))
+        entry = np.where(~asked[order], np.arange(len(order)), -1)
+        nearest = np.maximum.accumulate(entry)  # the last entry at or before each position
+        question = np.flatnonzero(asked[order])
+        at = nearest[question]
+        found = at >= 0
+        source = order[np.maximum(at, 0)]
+        asked_row = order[question] - n
+        same = (
+            found & (pair[source] == pair[order[question]]) & (key[source] == key[order[question]])
+        )
+        out[asked_row[same]] = self.count[inside[source[same]]]
         return out
 
     def add(self, pairs: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> None:

@@ -1,0 +1,36 @@
+"""The exact multisets' arrays (views/aggregates/multiset.py) against a plain Counter: adding,
+taking off, and asking how many of a (pair, value) there are — the question every retraction
+of an exact aggregate asks first."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from views.aggregates.multiset import Multiset
+
+ENTRY = st.tuples(st.integers(0, 5), st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3))
+BATCH = st.lists(st.tuples(ENTRY, st.integers(-2, 3)), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(BATCH, max_size=6), st.lists(ENTRY, max_size=25))
+def test_have_counts_what_was_added_and_not_taken_off(
+    batches: list[list[tuple[tuple[int, int], int]]], asked: list[tuple[int, int]]
+) -> None:
+    multiset, reference = Multiset(), Counter[tuple[int, int]]()
+    for batch in batches:
+        if batch:
+            pairs = np.array([p for (p, _), _ in batch], np.int64)
+            keys = np.array([k for (_, k), _ in batch], np.int64)
+            multiset.add(pairs, keys, np.array([c for _, c in batch], np.int64))
+        for entry, count in batch:
+            reference[entry] += count
+    known = list(reference)  # ask about what is there too, not only random entries
+    questions = asked + known
+    pairs = np.array([p for p, _ in questions], np.int64)
+    keys = np.array([k for _, k in questions], np.int64)
+    assert multiset.have(pairs, keys).tolist() == [reference[q] for q in questions]
