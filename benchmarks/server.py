@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -91,3 +92,29 @@ class ServerProcess:
             proc.wait(10)
         cls.started &= keep
         return len(left)
+
+
+async def post_bodies(
+    session: aiohttp.ClientSession,
+    url: str,
+    next_body: Callable[[], bytes | None],
+    clients: int = 2,
+) -> tuple[int, float, list[float]]:
+    """``clients`` clients posting ``next_body()`` back to back until it gives None: (events
+    accepted, seconds, each request's seconds). Every answer must be a 200."""
+    accepted = 0
+    latencies: list[float] = []
+
+    async def client() -> None:
+        nonlocal accepted
+        while (body := next_body()) is not None:
+            sent = time.perf_counter()
+            async with session.post(url, data=body) as response:
+                answer = await response.json()
+            assert response.status == 200, answer
+            latencies.append(time.perf_counter() - sent)
+            accepted += answer["accepted"]
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return accepted, time.perf_counter() - began, latencies

@@ -32,9 +32,8 @@ import aiohttp
 import numpy as np
 import orjson
 
-from benchmarks.server import ServerProcess
+from benchmarks.server import ServerProcess, post_bodies
 from benchmarks.shop import event
-from benchmarks.targets import post_bodies
 from views.batch import Columns
 
 BASE_SQL = """SELECT country, tumble(ts, '1 minute') AS m, count(*) AS n, sum(amount) AS revenue,

@@ -53,7 +53,6 @@ import tomllib
 import tracemalloc
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ import orjson
 from api.shop import COUNTRIES
 from benchmarks import load
 from benchmarks.broker import broker_unless, create_topic
-from benchmarks.server import ServerProcess
+from benchmarks.server import ServerProcess, post_bodies
 from benchmarks.shop import CONFIG, Bodies, events
 
 PEERS = Path(__file__).parent / "peers"
@@ -102,32 +101,6 @@ async def total_orders(session: aiohttp.ClientSession, url: str) -> int:
 
 
 # -- HTTP ingest ---------------------------------------------------------------------------------
-
-
-async def post_bodies(
-    session: aiohttp.ClientSession,
-    url: str,
-    next_body: Callable[[], bytes | None],
-    clients: int = 2,
-) -> tuple[int, float, list[float]]:
-    """``clients`` clients posting ``next_body()`` back to back until it gives None: (events
-    accepted, seconds, each request's seconds). Every answer must be a 200."""
-    accepted = 0
-    latencies: list[float] = []
-
-    async def client() -> None:
-        nonlocal accepted
-        while (body := next_body()) is not None:
-            sent = time.perf_counter()
-            async with session.post(url, data=body) as response:
-                answer = await response.json()
-            assert response.status == 200, answer
-            latencies.append(time.perf_counter() - sent)
-            accepted += answer["accepted"]
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return accepted, time.perf_counter() - began, latencies
 
 
 async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[str, Any]:
