@@ -646,6 +646,13 @@ SKETCH_SQL = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, p95(x) AS 
     approx_count_distinct(k) AS keys, top_k(k, 3) AS top FROM s GROUP BY k, m"""
 
 
+async def post_flat(session: aiohttp.ClientSession, url: str, keys: int, minutes: int) -> None:
+    """``flat_bodies(keys, minutes)`` posted one after the other to source ``s``."""
+    for body in flat_bodies(keys, minutes):
+        async with session.post(f"{url}/v1/sources/s/events", data=body) as r:
+            assert r.status == 200, await r.text()
+
+
 async def memory_rss(tmp: Path, sql: str, keys: int, minutes: int, name: str) -> dict[str, Any]:
     """RSS per (group, bucket) pair after a restore: ``keys`` x ``minutes`` pairs built over
     HTTP, the server stopped (a final snapshot) and started again from it."""
@@ -663,9 +670,7 @@ max_groups = {keys + 1}
     server = await started(config, tmp, name)
     try:
         async with aiohttp.ClientSession() as session:
-            for body in flat_bodies(keys, minutes):
-                async with session.post(f"{server.url}/v1/sources/s/events", data=body) as r:
-                    assert r.status == 200, await r.text()
+            await post_flat(session, server.url, keys, minutes)
     finally:
         server.terminate()
     return {"pairs": keys * minutes, **await restored_figures(server, tmp, keys * minutes)}
@@ -685,9 +690,7 @@ sql = '''{FLAT_SQL}'''
     server = await started(config, tmp, "snap")
     try:
         async with aiohttp.ClientSession() as session:
-            for body in flat_bodies(keys, minutes):
-                async with session.post(f"{server.url}/v1/sources/s/events", data=body) as r:
-                    assert r.status == 200, await r.text()
+            await post_flat(session, server.url, keys, minutes)
             point = f"{server.url}/v1/views/v?k=k7&limit=5"
             probe: list[tuple[float, float]] = []  # (sent, latency)
             stop = asyncio.Event()
