@@ -31,7 +31,7 @@ from ingest import faults
 from ingest.commit import Committer, Step
 from ingest.decode import Decoded, Decoder
 from ingest.source import oldest
-from ingest.wal import Wal
+from ingest.wal import Payload, Wal
 from views.durations import format_duration
 from views.registry import Applied, Batch, Registry
 from views.spec import SourceSpec
@@ -102,7 +102,7 @@ class Body:
 @dataclass
 class _Pending:
     batch: Batch
-    payload: bytes
+    payload: Payload
     receipt: Receipt | None
     done: asyncio.Future[tuple[int, Applied]]
 
@@ -249,7 +249,7 @@ class HttpLog:
         if batch.columns is not None:
             assert body is not None
             header = orjson.dumps({"source": batch.source, **extra})
-            payload = TABLE_RECORD + header + b"\n" + body
+            payload: Payload = (TABLE_RECORD + header + b"\n", body)
         else:
             record = {"source": batch.source, "events": batch.events, "rejected": batch.rejected}
             payload = orjson.dumps({**record, **extra})

@@ -38,17 +38,30 @@ class WalCorrupt(RuntimeError):
     """Damage the WAL cannot explain as a torn tail."""
 
 
-def _crc(seq: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+# A payload is written as given: one bytes, or pieces written one after the other (a record's
+# header line and the 6 MB body it logs are not joined, on the event loop, just to be framed).
+Payload = bytes | tuple[bytes, ...]
+
+
+def _pieces(payload: Payload) -> tuple[bytes, ...]:
+    return (payload,) if isinstance(payload, bytes) else payload
+
+
+def _crc(seq: int, payload: Payload) -> int:
+    crc = zlib.crc32(_SEQ.pack(seq))
+    for piece in _pieces(payload):
+        crc = zlib.crc32(piece, crc)
+    return crc
 
 
 def frame(seq: int, payload: bytes) -> bytes:
     return header(seq, payload) + payload
 
 
-def header(seq: int, payload: bytes) -> bytes:
+def header(seq: int, payload: Payload) -> bytes:
     """A record's frame header (the payload follows it)."""
-    return _FRAME.pack(len(payload), _crc(seq, payload), seq)
+    size = sum(len(piece) for piece in _pieces(payload))
+    return _FRAME.pack(size, _crc(seq, payload), seq)
 
 
 class Frame(NamedTuple):
@@ -178,12 +191,12 @@ class Wal:
         self._size = os.fstat(self._fd).st_size
         fsync_dir(self.directory)
 
-    def append(self, payloads: list[bytes]) -> list[int]:
+    def append(self, payloads: list[Payload]) -> list[int]:
         """Write the records and fsync once for all of them (the group commit); returns seqs."""
         with self.lock:
             return self._append(payloads)
 
-    def _append(self, payloads: list[bytes]) -> list[int]:
+    def _append(self, payloads: list[Payload]) -> list[int]:
         if self._fd is None:
             raise RuntimeError("WAL is not open")
         if self._size >= self.segment_bytes:
@@ -193,7 +206,7 @@ class Wal:
         # framed, nor joined with its neighbours.
         pieces: list[memoryview] = []
         for seq, payload in zip(seqs, payloads, strict=True):
-            pieces += [memoryview(header(seq, payload)), memoryview(payload)]
+            pieces += [memoryview(header(seq, payload)), *(memoryview(p) for p in _pieces(payload))]
         size = sum(len(p) for p in pieces)
         _write_all(self._fd, pieces)
         faults.reached("after_write_before_fsync")

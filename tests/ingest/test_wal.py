@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.wal import Wal, WalCorrupt
+from ingest.wal import Wal, WalCorrupt, frame
 
 
 def _wal(path: Path, segment_bytes: int = 1 << 20) -> Wal:
@@ -89,3 +89,16 @@ def test_rotation_by_size(tmp_path: Path) -> None:
     wal.close()
     assert len(wal.segments()) > 3
     assert [seq for seq, _ in _wal(tmp_path, 200).open(after=0)] == list(range(1, 51))
+
+
+def test_a_record_written_in_pieces_reads_back_as_one(tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    list(wal.open(after=0))
+    assert wal.append([(b"header\n", b"body 1"), b"whole", (b"", b"a", b"bc")]) == [1, 2, 3]
+    wal.close()
+    again = Wal(tmp_path)
+    assert list(again.open(after=0)) == [(1, b"header\nbody 1"), (2, b"whole"), (3, b"abc")]
+    # the frame is the one a single piece would have had: same length and checksum
+    segment = again.segments()[0][1].read_bytes()
+    assert segment == frame(1, b"header\nbody 1") + frame(2, b"whole") + frame(3, b"abc")
+    again.close()
