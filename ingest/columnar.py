@@ -61,11 +61,16 @@ class Reader:
 
     def read(self, body: bytes) -> Columns | None:
         """The body's events as columns, or None when the row decoder must read it."""
-        lines = body.count(b"\n") + (not body.endswith(b"\n"))
-        if lines < MIN_LINES or body[:256].lstrip()[:1] != b"{":
+        if body[:256].lstrip()[:1] != b"{":
             return None
-        if len(body) > self.max_line_bytes and _longest_line(body) > self.max_line_bytes:
-            return None  # the row decoder names the line that is too long
+        if len(body) > self.max_line_bytes:  # one scan for the line count and the longest line
+            lines, longest = _lines(body)
+            if longest > self.max_line_bytes:
+                return None  # the row decoder names the line that is too long
+        else:
+            lines = body.count(b"\n") + (not body.endswith(b"\n"))
+        if lines < MIN_LINES:
+            return None
         for _ in range(3):  # at most two fields' types relearned per body
             try:
                 table = pa_json.read_json(
@@ -147,11 +152,11 @@ class Reader:
         return ms
 
 
-def _longest_line(body: bytes) -> int:
-    """The length of the longest line, found by numpy (no line is copied)."""
+def _lines(body: bytes) -> tuple[int, int]:
+    """(how many lines, the longest one's length), found by numpy (no line is copied)."""
     ends = np.flatnonzero(np.frombuffer(body, np.uint8) == 10)
     bounds = np.concatenate([[-1], ends, [len(body)]])
-    return int(np.diff(bounds).max()) - 1
+    return len(ends) + (not body.endswith(b"\n")), int(np.diff(bounds).max()) - 1
 
 
 class ChangeReader:

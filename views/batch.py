@@ -33,9 +33,25 @@ class Vec:
     kind: str
     data: Any  # np.ndarray | pa.Array | None, by kind
     valid: np.ndarray  # bool: True where the value is not NULL
+    # what is derived from the column once and read by every view of the batch (``encoded``)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.valid)
+
+    def encoded(self) -> tuple[np.ndarray, pa.Array]:
+        """A string column dictionary-encoded: (each row's index into the distinct strings, -1
+        for NULL; the distinct strings). Done once per column: every view keyed or counting on
+        the field reads the same codes."""
+        found = self.derived.get("encoded")
+        if found is None:
+            encoded = self.data.dictionary_encode()
+            index = np.asarray(encoded.indices.fill_null(0)).astype(np.int64)
+            index[~self.valid] = -1
+            index.flags.writeable = False  # shared by every view: read, never changed
+            found = self.derived["encoded"] = (index, encoded.dictionary)
+        out: tuple[np.ndarray, pa.Array] = found
+        return out
 
     @staticmethod
     def nulls(n: int) -> Vec:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from views.grouping import group
+
 BITS = 32
 MASK = (1 << BITS) - 1
 _MANTISSA = 53
@@ -68,7 +70,7 @@ class Sums:
 
     def add(self, rows: np.ndarray, values: np.ndarray, negate: bool = False) -> None:
         """Add ``values[j]`` to row ``rows[j]`` (rows may repeat); ``negate`` subtracts them."""
-        touched, inverse = np.unique(rows, return_inverse=True)
+        touched, _, inverse = group(rows)
         self.add_grouped(touched, inverse, values, negate)
 
     def add_grouped(

@@ -43,6 +43,11 @@ def group(codes: np.ndarray, first: bool = False) -> tuple[np.ndarray, np.ndarra
     return slots + low, firsts, inverse
 
 
+def distinct(codes: np.ndarray) -> np.ndarray:
+    """The distinct codes, ascending (``np.unique`` without its sort when the range is dense)."""
+    return group(codes)[0]
+
+
 def pack(columns: list[np.ndarray]) -> np.ndarray | None:
     """Non-negative int64 columns as one int64 code per row (mixed radix), keeping their
     lexicographic order; None when the product of their ranges does not fit."""
@@ -59,15 +64,25 @@ def pack(columns: list[np.ndarray]) -> np.ndarray | None:
     return code
 
 
+def pack_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int, int, int] | None:
+    """(one int64 code per row keeping the (a, b) order, a's low, b's low, b's width), or None
+    when the two ranges do not fit one int64 (ranges checked in Python ints: no wrap-around)."""
+    a_low, b_low = int(a.min()), int(b.min())
+    a_width, b_width = int(a.max()) - a_low + 1, int(b.max()) - b_low + 1
+    if a_width * b_width >= 1 << 62:
+        return None
+    return (a - a_low) * b_width + (b - b_low), a_low, b_low, b_width
+
+
 def combos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Each row's index among the distinct (a, b) pairs of int64 columns, in (a, b) order: packed
     into one code when their ranges allow, else by a sort (never ``np.unique(axis=1)``, which
     sorts the rows as bytes, an order of magnitude slower)."""
     if not len(a):
         return np.zeros(0, np.int64)
-    packed = pack([a - a.min(), b - b.min()])
+    packed = pack_pair(a, b)
     if packed is not None:
-        return group(packed)[2]
+        return group(packed[0])[2]
     order = np.lexsort((b, a))
     sa, sb = a[order], b[order]
     new = np.ones(len(a), bool)

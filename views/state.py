@@ -267,9 +267,8 @@ def value_codes(column: Vec) -> tuple[np.ndarray, list[Any]]:
         return out, []
     valid = column.valid
     if column.kind == "string":
-        encoded = column.data.dictionary_encode()
-        out[valid] = np.asarray(encoded.indices.fill_null(0))[valid]
-        return out, encoded.dictionary.to_pylist()
+        index, dictionary = column.encoded()
+        return index, dictionary.to_pylist()
     if column.kind == "object":
         seen: dict[tuple[str, Any], int] = {}
         values: list[Any] = []

@@ -59,10 +59,8 @@ class Values:
             return out
         valid = column.valid
         if column.kind == "string":
-            encoded = column.data.dictionary_encode()
-            distinct = encoded.dictionary.to_pylist()
-            table = np.array([self.code(v) for v in distinct] or [0], np.int64)
-            index = np.asarray(encoded.indices.fill_null(0))
+            index, dictionary = column.encoded()
+            table = np.array([self.code(v) for v in dictionary.to_pylist()] or [0], np.int64)
             out[valid] = table[index[valid]]
             return out
         if column.kind == "object":

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ingest.columnar import MIN_LINES
+from ingest.columnar import MIN_LINES, _lines
 from ingest.decode import Decoder
 from views.batch import Columns, from_rows
 from views.config import parse
@@ -167,3 +167,14 @@ def test_change_events_read_column_wise_equal_the_row_decoder(wrapped: bool) -> 
     assert weights.tolist() == decoded.weights
     bad = [*values, orjson.dumps({"op": "u", "after": {"ts": 1}})]  # no before-image
     assert changes.columns(bad) is None  # the row decoder keeps it as poison, with its reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\n", b"a", b"a\n", b"ab\n\ncde", b"\n\nabc\n", b"x" * 40 + b"\n" + b"y" * 7],
+)
+def test_line_count_and_longest_line_as_python_splits_them(body: bytes) -> None:
+    lines = body.split(b"\n")
+    if body.endswith(b"\n"):
+        lines.pop()  # a final newline ends the last line, it does not start one
+    assert _lines(body) == (len(lines), max((len(line) for line in lines), default=0))

@@ -34,3 +34,8 @@ def test_have_counts_what_was_added_and_not_taken_off(
     pairs = np.array([p for p, _ in questions], np.int64)
     keys = np.array([k for _, k in questions], np.int64)
     assert multiset.have(pairs, keys).tolist() == [reference[q] for q in questions]
+    # the arrays themselves: one entry per (pair, key) held, sorted by pair then key, none at 0
+    # (small keys take the packed merge, 64-bit ones the two-key sort)
+    held = sorted((p, k, c) for (p, k), c in reference.items() if c)
+    arrays = (multiset.pair, multiset.key, multiset.count)
+    assert list(zip(*(a.tolist() for a in arrays), strict=True)) == held

@@ -16,6 +16,7 @@ import numpy as np
 from views.aggregates.base import Aggregate, Batch, Buffers
 from views.aggregates.multiset import Exact, Multiset, ranges_mask
 from views.batch import Vec
+from views.grouping import distinct
 from views.hashing import hash_bools, hash_floats, hash_ints, hash_strings, hash_value
 from views.sketches import HyperLogLog, _ertl_estimate
 from views.values import Values
@@ -80,8 +81,10 @@ class CountDistinct(Exact):
 def hashes(column: Vec) -> np.ndarray:
     """tallyd's value hash (``views.hashing``) of every valid value, as uint64."""
     valid = np.flatnonzero(column.valid)
-    if column.kind == "string":
-        return hash_strings(column.data.take(valid) if len(valid) < len(column) else column.data)
+    if column.kind == "string":  # each distinct string hashed once
+        index, dictionary = column.encoded()
+        out: np.ndarray = hash_strings(dictionary)[index[valid]]
+        return out
     data = column.data[valid]
     if column.kind == "bool":
         return hash_bools(data)
@@ -123,7 +126,7 @@ class ApproxCountDistinct(Aggregate):
             self.sparse.add(
                 pairs[sparse], h[sparse].view(np.int64), np.ones(int(sparse.sum()), np.int64)
             )
-            self._densify(np.unique(pairs[sparse]))
+            self._densify(distinct(pairs[sparse]))
 
     def _raise(self, rows: np.ndarray, h: np.ndarray) -> None:
         index = (h >> _Q).astype(np.intp)

@@ -16,6 +16,7 @@ import numpy as np
 
 from views.aggregates.base import Aggregate, Batch, Buffers
 from views.batch import Vec
+from views.grouping import distinct, group, pack_pair
 
 _FLIP = np.int64(0x7FFFFFFFFFFFFFFF)
 
@@ -52,7 +53,7 @@ class Multiset:
         out = np.zeros(len(pairs), np.int64)
         if not len(pairs) or not len(self.pair):
             return out
-        start, end = self.runs(np.unique(pairs))
+        start, end = self.runs(distinct(pairs))
         inside = np.flatnonzero(ranges_mask(start, end, len(self.pair)))
         n = len(inside)
         pair = np.concatenate([self.pair[inside], pairs])
@@ -78,19 +79,12 @@ class Multiset:
         where their pairs belong (no other entry moves but by the copy)."""
         if not len(pairs):
             return
-        touched = np.unique(pairs)
-        start, end = self.runs(touched)
+        start, end = self.runs(distinct(pairs))
         inside = ranges_mask(start, end, len(self.pair))
         pair = np.concatenate([self.pair[inside], pairs])
         key = np.concatenate([self.key[inside], keys])
         count = np.concatenate([self.count[inside], counts])
-        order = np.lexsort((key, pair))
-        pair, key, count = pair[order], key[order], count[order]
-        first = np.ones(len(pair), bool)
-        first[1:] = (pair[1:] != pair[:-1]) | (key[1:] != key[:-1])
-        starts = np.flatnonzero(first)
-        pair, key = pair[starts], key[starts]
-        count = np.add.reduceat(count, starts)
+        pair, key, count = _summed(pair, key, count)
         keep = count != 0
         pair, key, count = pair[keep], key[keep], count[keep]
         rest = ~inside
@@ -123,6 +117,26 @@ class Multiset:
 
     def absorb(self, other: Multiset) -> None:
         self.add(other.pair, other.key, other.count)
+
+
+def _summed(
+    pair: np.ndarray, key: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries summed per (pair, key), in (pair, key) order. Codes and bins pack into one
+    int64 and group without a two-key sort; 64-bit hashes are sorted on both keys."""
+    packed = pack_pair(pair, key)
+    if packed is not None:
+        code, pair_low, key_low, width = packed
+        codes, _, inverse = group(code)
+        # counts are far below 2**53: exact as float64 weights
+        total = np.bincount(inverse, weights=count, minlength=len(codes)).astype(np.int64)
+        return codes // width + pair_low, codes % width + key_low, total
+    order = np.lexsort((key, pair))
+    pair, key, count = pair[order], key[order], count[order]
+    first = np.ones(len(pair), bool)
+    first[1:] = (pair[1:] != pair[:-1]) | (key[1:] != key[:-1])
+    starts = np.flatnonzero(first)
+    return pair[starts], key[starts], np.add.reduceat(count, starts)
 
 
 def ranges_mask(start: np.ndarray, end: np.ndarray, size: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from views.aggregates.base import Aggregate, Batch, Buffers, grow
 from views.aggregates.extremes import SortedPercentile
 from views.aggregates.multiset import Multiset
-from views.grouping import group, pack
+from views.grouping import distinct, group, pack
 from views.sketches import DDSketch
 
 __all__ = ["ApproxPercentile", "SortedPercentile"]
@@ -125,7 +125,7 @@ class ApproxPercentile(Aggregate):
         np.fmax.at(self.high, rows, other.high[ids])
         self.positive.absorb(other.positive.gathered(ids, rows))
         self.negative.absorb(other.negative.gathered(ids, rows))
-        self._collapse(np.unique(rows))
+        self._collapse(distinct(rows))
 
     def sketch(self, pair: int) -> DDSketch:
         """The scalar sketch of one pair (answers, and tests comparing states)."""

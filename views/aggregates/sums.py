@@ -14,6 +14,7 @@ import numpy as np
 
 from views.aggregates.base import Aggregate, Batch, Buffers, grow, whole
 from views.exact import Sums
+from views.grouping import group
 
 
 class Sum(Aggregate):
@@ -65,8 +66,8 @@ class Sum(Aggregate):
         assert isinstance(other, Sum)
         source = other._state()
         np.add.at(self.n, rows, source.n[ids])
-        distinct, inverse = np.unique(rows, return_inverse=True)
-        gathered = source.sums.gather(ids, inverse.reshape(-1), len(distinct))
+        distinct, _, inverse = group(rows)
+        gathered = source.sums.gather(ids, inverse, len(distinct))
         self.sums.absorb(gathered, distinct)
 
     def totals(self, ids: np.ndarray) -> list[Any]:
