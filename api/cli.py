@@ -17,6 +17,7 @@ from api.demo import EXAMPLE, run_demo
 from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
 from ingest import repair
+from ingest.cluster import ClusterError, advertised
 from ingest.datadir import DataDirBusy, DataDirLock
 from views.config import Config, ConfigError, load
 from views.durations import format_duration, parse_duration
@@ -53,7 +54,10 @@ def describe(config: Config) -> str:
 def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     config = load(path)
     parse_auth(config.auth, config.path, list(config.views), list(config.sources))  # fail early
-    return config, load_settings(config.server, config.path, **overrides)
+    settings = load_settings(config.server, config.path, **overrides)
+    if config.cluster is not None:
+        advertised(config.cluster, settings.listen, config.path)  # fail early, by name
+    return config, settings
 
 
 def _check(path: str) -> int:
@@ -63,7 +67,9 @@ def _check(path: str) -> int:
     parse_auth(
         config.auth, config.path, list(config.views), list(config.sources), read_secrets=False
     )
-    load_settings(config.server, config.path)
+    settings = load_settings(config.server, config.path)
+    if config.cluster is not None:
+        advertised(config.cluster, settings.listen, config.path)
     print(describe(config))
     return 0
 
@@ -249,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
             return _token_create(args)
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
         return asyncio.run(run_demo(config, settings, args.rate))
-    except (ConfigError, SettingsError, AuthError, Refused, DataDirBusy, OSError) as err:
+    except (
+        ConfigError,
+        SettingsError,
+        ClusterError,
+        AuthError,
+        Refused,
+        DataDirBusy,
+        OSError,
+    ) as err:
         print(f"tallyd: {err}", file=sys.stderr)
         return 1

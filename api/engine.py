@@ -19,6 +19,7 @@ from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
 from api.settings import Settings, config_dir
+from ingest.cluster import advertised
 from ingest.commit import Committer, Recovery
 from ingest.decode import Decoder
 from ingest.files import FileSource
@@ -38,6 +39,12 @@ class Engine:
         self.config = config
         self.settings = settings
         self.data_dir = data_dir = Path(settings.data_dir)
+        # [cluster]: the address the Kafka sources advertise to their groups (ingest.cluster)
+        self.advertise = (
+            None
+            if config.cluster is None
+            else advertised(config.cluster, settings.listen, config.path)
+        )
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.committer = Committer(self.registry, data_dir, frozenset())
         self.committer.manage_gc = manage_gc  # the server process's heap; not a test runner's
@@ -76,7 +83,7 @@ class Engine:
         if spec.kind == "kafka":
             configured = spec.options["state_dir"]
             state_dir = base / configured if configured else self.data_dir / "kafka" / spec.name
-            return KafkaSource(spec, self.committer, state_dir, decoder)
+            return KafkaSource(spec, self.committer, state_dir, decoder, self.advertise)
         if spec.kind == "file":
             return FileSource(spec, self.committer, decoder, base)
         return HttpSource(spec, self.registry, self.http, decoder)

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from ingest.changes import ChangeDecoder
+from ingest.cluster import Membership
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
 from ingest.snapshots import atomic_write
@@ -75,9 +77,16 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     detached = True  # each partition's state and offset are saved together, in its part file
 
     def __init__(
-        self, spec: SourceSpec, committer: Committer, state_dir: Path, decoder: Decoder
+        self,
+        spec: SourceSpec,
+        committer: Committer,
+        state_dir: Path,
+        decoder: Decoder,
+        advertise: str | None = None,
     ) -> None:
         self.spec = spec
+        # With [cluster]: this member's address and the group's map (``ingest.cluster``).
+        self.membership = None if advertise is None else Membership(advertise)
         self.name = spec.name
         self.options = spec.options
         self.committer = committer
@@ -137,6 +146,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             "group": self.options["group"],
             "topics": self.options["topics"],
             "partitions": partitions,
+            "cluster": None if self.membership is None else self.membership.status(),
             "tombstones": self.tombstones,
         }
 
@@ -206,6 +216,8 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         await self.acquire(list(assigned))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.membership is not None:
+            self.membership.forget()  # until the next assignment says who owns what
         await self.release(list(revoked))
 
     async def acquire(self, assigned: list[TopicPartition]) -> None:
@@ -343,6 +355,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             # How long a crashed member keeps its partitions before the group moves them.
             session_timeout_ms=self.options["session_timeout"],
             heartbeat_interval_ms=max(100, self.options["session_timeout"] // 4),
+            partition_assignment_strategy=self._strategies(),
         )
         try:
             await consumer.start()
@@ -366,6 +379,13 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None
+
+    def _strategies(self) -> tuple[Any, ...]:
+        """tallyd's protocol first (members advertise their addresses); a group where a member
+        does not offer it (an older release, no [cluster]) agrees on plain round robin."""
+        if self.membership is None:
+            return (RoundRobinPartitionAssignor,)
+        return (self.membership, RoundRobinPartitionAssignor)
 
     async def _probe(self, consumer: AIOKafkaConsumer) -> None:
         """Ask the broker for metadata every few seconds: the consumer itself retries quietly,

@@ -403,3 +403,30 @@ def test_serve_and_token_embed_refuse_without_the_secret_naming_its_variable(
     done = tallyd(*embed, cwd=tmp_path)
     assert done.returncode == 1
     assert f"${UNSET} is not set" in done.stderr
+
+
+def test_check_refuses_a_cluster_member_peers_cannot_reach(tmp_path: Path) -> None:
+    kafka = """
+[sources.k]
+from = "kafka"
+bootstrap = "127.0.0.1:9"
+topic = "t"
+group = "g"
+time = "ts"
+
+[views.v]
+sql = "SELECT count(*) AS n FROM k"
+"""
+    config = tmp_path / "cluster.toml"
+    config.write_text('[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\n' + kafka)
+    done = tallyd("check", str(config), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "cluster.toml: cluster: field 'advertise': the server listens on 0.0.0.0:8080" in (
+        done.stderr
+    )
+    config.write_text(
+        '[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\nadvertise = "http://10.0.0.5:8080"\n'
+        + kafka
+    )
+    done = tallyd("check", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr

@@ -2,7 +2,8 @@
 
 Every error names the file, the thing (view or source) and the field, e.g.
 ``shop.toml: view 'revenue': field 'sql': FROM order: no such source (sources: orders)``.
-The ``[server]`` table is returned as-is; ``api.settings`` validates it against its own table.
+The ``[server]`` table is returned as-is; ``api.settings`` validates it against its own table, and
+``ingest.cluster`` the ``[cluster]`` table.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Config:
     # The aggregate the dashboard charts, per view (None: not charted). Like the description,
     # presentation only: it never changes a view's state, so it is not part of its spec.
     charts: dict[str, str | None] = field(default_factory=dict)
+    # [cluster] as written (None: no table); api.engine resolves the advertised address
+    cluster: dict[str, Any] | None = None
 
 
 def load(path: str | Path) -> Config:
@@ -74,14 +77,14 @@ def load(path: str | Path) -> Config:
 
 
 def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
-    unknown = set(raw) - {"server", "sources", "views", "auth"}
+    unknown = set(raw) - {"server", "sources", "views", "auth", "cluster"}
     if unknown:
         raise ConfigError(
             path,
             "file",
             None,
             f"unknown table(s) {sorted(unknown)}; expected [server], [sources.NAME], "
-            "[views.NAME], [auth]",
+            "[views.NAME], [auth], [cluster]",
         )
     sources = {name: _source(path, name, body) for name, body in _tables(raw, "sources", path)}
     if not sources:
@@ -100,7 +103,19 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
     auth = raw.get("auth", {})
     if not isinstance(auth, dict):
         raise ConfigError(path, "auth", None, "must be a table")
-    return Config(path, server, sources, views, descriptions, auth, charts)
+    cluster = raw.get("cluster")
+    if cluster is not None:
+        if not isinstance(cluster, dict):
+            raise ConfigError(path, "cluster", None, "must be a table")
+        if not any(spec.kind == "kafka" for spec in sources.values()):
+            raise ConfigError(
+                path,
+                "cluster",
+                None,
+                "a cluster is the members of a Kafka consumer group: define a source with "
+                'from = "kafka"',
+            )
+    return Config(path, server, sources, views, descriptions, auth, charts, cluster)
 
 
 def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[str, Any]]]:
