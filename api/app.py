@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict, MultiMapping
 
-from api import admin, pages, read, stream, write
+from api import admin, cluster, pages, read, stream, write
 from api.auth import TOKEN, URL_SECRET, Auth, Token, parse_auth
 from api.engine import ENGINE, Engine, engine_context
 from api.errors import ApiError, error_middleware
@@ -43,6 +43,7 @@ ROUTES = (
     ("GET", "/v1/sources/{source}/rejected", admin.rejected_events, ("admin", None), "Rejects."),
     ("POST", "/v1/admin/snapshot", admin.take_snapshot, ("admin", None), "Write a snapshot now."),
     ("GET", "/v1/status", admin.status, ("admin", None), "Figures of sources, views, ingest."),
+    ("GET", cluster.PARTS_PATH, cluster.view_parts, None, "Members only: partition states."),
     ("GET", "/metrics", admin.metrics, ("admin", None), "The same for Prometheus."),
 )
 PERMISSIONS = {(method, path): permission for method, path, _, permission, _ in ROUTES}

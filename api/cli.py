@@ -17,7 +17,7 @@ from api.demo import EXAMPLE, run_demo
 from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
 from ingest import repair
-from ingest.cluster import ClusterError, advertised
+from ingest.cluster import ClusterError, advertised, cluster_secret
 from ingest.datadir import DataDirBusy, DataDirLock
 from views.config import Config, ConfigError, load
 from views.durations import format_duration, parse_duration
@@ -55,8 +55,9 @@ def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     config = load(path)
     parse_auth(config.auth, config.path, list(config.views), list(config.sources))  # fail early
     settings = load_settings(config.server, config.path, **overrides)
-    if config.cluster is not None:
-        advertised(config.cluster, settings.listen, config.path)  # fail early, by name
+    if config.cluster is not None:  # fail early, by name
+        advertised(config.cluster, settings.listen, config.path)
+        cluster_secret(config.cluster, config.path)
     return config, settings
 
 
@@ -70,6 +71,7 @@ def _check(path: str) -> int:
     settings = load_settings(config.server, config.path)
     if config.cluster is not None:
         advertised(config.cluster, settings.listen, config.path)
+        cluster_secret(config.cluster, config.path, read=False)
     print(describe(config))
     return 0
 

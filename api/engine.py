@@ -19,7 +19,7 @@ from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
 from api.settings import Settings, config_dir
-from ingest.cluster import advertised
+from ingest.cluster import advertised, cluster_secret
 from ingest.commit import Committer, Recovery
 from ingest.decode import Decoder
 from ingest.files import FileSource
@@ -40,11 +40,11 @@ class Engine:
         self.settings = settings
         self.data_dir = data_dir = Path(settings.data_dir)
         # [cluster]: the address the Kafka sources advertise to their groups (ingest.cluster)
-        self.advertise = (
-            None
-            if config.cluster is None
-            else advertised(config.cluster, settings.listen, config.path)
-        )
+        self.advertise: str | None = None
+        self.cluster_secret: bytes | None = None  # what members present to each other
+        if config.cluster is not None:
+            self.advertise = advertised(config.cluster, settings.listen, config.path)
+            self.cluster_secret = cluster_secret(config.cluster, config.path)
         self.registry = Registry(config.sources, config.views, settings.keep_rejected)
         self.committer = Committer(self.registry, data_dir, frozenset())
         self.committer.manage_gc = manage_gc  # the server process's heap; not a test runner's

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from api.cluster import whole_view
 from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import Engine
@@ -173,25 +174,35 @@ def _with_freshness(body: bytes, fresh: dict[str, Any]) -> web.Response:
     )
 
 
+def _encoded_rows(rows: Rows) -> tuple[bytes, Encoded]:
+    if rows.output == "json":
+        body = orjson.dumps(rows.answer)[:-1]  # the closing brace follows the freshness
+    else:
+        body = to_csv(rows.result) if rows.output == "csv" else to_ndjson(rows.result)
+    return body, Encoded(rows.output, rows.cursor, rows.truncated)
+
+
 async def query_view(request: web.Request) -> web.Response:
     found = _lookup(request, "query")
     engine, view = found.engine, found.view
     body, encoded = found.body, found.encoded
-    if body is None or encoded is None:
-        rows = rows_answer(engine, view, request.query)
-        if rows.output == "json":
-            body = orjson.dumps(rows.answer)[:-1]  # the closing brace follows the freshness
-        else:
-            body = to_csv(rows.result) if rows.output == "csv" else to_ndjson(rows.result)
-        encoded = Encoded(rows.output, rows.cursor, rows.truncated)
-        engine.answers.put(found.key, found.version, body, encoded)
-    fresh = freshness(engine, view.spec.source)
+    whole = await whole_view(engine, view)  # a cluster member: every partition's state
+    if whole is not None:  # (not cached yet: peers' versions are not this node's)
+        body, encoded = _encoded_rows(rows_answer(engine, whole.view, request.query))
+        fresh = whole.freshness
+    else:
+        if body is None or encoded is None:
+            body, encoded = _encoded_rows(rows_answer(engine, view, request.query))
+            engine.answers.put(found.key, found.version, body, encoded)
+        fresh = freshness(engine, view.spec.source)
     if encoded.output == "json":
         return _with_freshness(body, fresh)
     headers = {
         "X-Tallyd-Truncated": str(encoded.truncated).lower(),
         "X-Tallyd-Position": fresh["position"],
     }
+    if "partial" in fresh:
+        headers["X-Tallyd-Partial"] = str(fresh["partial"]).lower()
     if fresh["watermark"] is not None:
         headers["X-Tallyd-Watermark"] = fresh["watermark"]
     if encoded.cursor is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -36,7 +37,7 @@ log = logging.getLogger("tallyd.cluster")
 
 PROTOCOL = "tallyd"
 VERSION = 1
-CLUSTER_FIELDS = {"advertise"}
+CLUSTER_FIELDS = {"advertise", "secret_env"}
 
 
 class ClusterError(ValueError):
@@ -78,6 +79,33 @@ def advertised(table: dict[str, Any], listen: str, path: str = "<config>") -> st
             f"{path}: cluster: field 'advertise': {url!r}: the address only, no path or query"
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def cluster_secret(
+    table: dict[str, Any],
+    path: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    read: bool = True,
+) -> bytes:
+    """The secret members present to each other (``Authorization: Bearer``), read from the
+    environment variable ``[cluster] secret_env`` names: the same on every member. ``read``
+    False checks the name only (``tallyd check`` runs where the secret is not)."""
+    name = table.get("secret_env")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ClusterError(
+            f"{path}: cluster: field 'secret_env': name the environment variable that holds the "
+            'secret the members share, e.g. secret_env = "TALLYD_CLUSTER_SECRET"'
+        )
+    if not read:
+        return b""
+    value = (os.environ if environ is None else environ).get(name, "")
+    if len(value) < 16:
+        raise ClusterError(
+            f"{path}: cluster: field 'secret_env': ${name} is "
+            + ("not set" if not value else "shorter than 16 characters")
+            + "; give every member the same long random value (e.g. `openssl rand -hex 32`)"
+        )
+    return value.encode()
 
 
 @dataclass(frozen=True)

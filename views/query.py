@@ -135,12 +135,14 @@ class Selection:
 
 
 def select(view: View, query: Query, key_names: list[str]) -> Selection:
-    """The stored pairs ``query``'s time range and key filters select, part by part (a key held
-    by several parts comes once per part), in time then slot order within a part."""
+    """The stored pairs ``query``'s time range and key filters select, part by part in name order
+    (a key held by several parts comes once per part), in time then slot order within a part."""
     windowed = view.spec.window is not None
     allowed = _allowed_slots(view, query, key_names)
     chosen: list[tuple[Part, np.ndarray]] = []
-    for part in view.parts.values():
+    # Parts in name order, never in the order they arrived: an approximate merge (top-k's
+    # Space-Saving) depends on its order, and any node of a cluster must answer alike.
+    for _, part in sorted(view.parts.items()):
         pairs = part.pairs
         ids = pairs.between(query.time_from, query.time_to) if windowed else pairs.alive_ids()
         if allowed is not None and len(ids):

@@ -17,6 +17,7 @@ from benchmarks.server import ServerProcess
 from tests.kafka.broker import create_topic
 
 PARTITIONS = 6
+SECRET = "test-cluster-secret-0123456789abcdef"  # noqa: S105 - a test's own
 
 
 def config(bootstrap: str, topic: str, shared: Path) -> str:
@@ -25,6 +26,7 @@ def config(bootstrap: str, topic: str, shared: Path) -> str:
 snapshot_every = "1s"
 
 [cluster]
+secret_env = "TALLYD_TEST_CLUSTER_SECRET"
 
 [sources.events]
 from = "kafka"
@@ -71,8 +73,9 @@ async def agreed(urls: list[str], timeout: float) -> dict[str, Any]:
 
 @pytest.mark.asyncio
 async def test_every_node_knows_who_owns_which_partition_and_where(
-    kafka: str, tmp_path: Path
+    kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
     topic = await create_topic(kafka, PARTITIONS)
     path = tmp_path / "tallyd.toml"
     path.write_text(config(kafka, topic, tmp_path / "shared"))

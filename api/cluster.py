@@ -1,0 +1,177 @@
+"""Any member answers for the whole topic: it asks each partition's owner for that partition's
+state of the view, merges it with its own, and answers as a single node would.
+
+The map of who owns what and where comes from the consumer group (``ingest.cluster``). A peer
+answers ``GET /v1/cluster/parts/{view}`` — only to a caller presenting the cluster's shared secret
+— with the state of the view's partitions it owns: the same per-partition state a part file
+holds, in the snapshot codec (versioned, checksummed, never pickle), with each partition's
+position and the peer's watermark. The asking member loads every partition's state, its own
+included, into a scratch copy of the view and runs the query there: merging partitions is what
+the engine does for one node's partitions already, so percentiles, distinct counts and top-k
+merge exactly as they do on one node.
+
+No silently short answer: while the group is rebalancing (no map) the member waits up to
+``WAIT`` seconds for one; a peer that does not answer within ``PEER_TIMEOUT`` leaves its
+partitions out, and the answer says ``"partial": true`` with the missing partitions in its
+``freshness`` (a header for CSV and NDJSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from api.context import engine_of, view_of
+from api.engine import Engine
+from api.errors import ApiError
+from ingest.cluster import Membership, Topology
+from views import snapshot
+from views.timefmt import format_optional
+from views.view import View
+
+PARTS_PATH = "/v1/cluster/parts/{view}"
+WAIT = 5.0  # seconds an answer waits for the group to agree on a map
+PEER_TIMEOUT = 5.0  # seconds a peer has to send its partitions
+
+
+def membership_of(engine: Engine, source: str) -> Membership | None:
+    membership = getattr(engine.sources[source], "membership", None)
+    return membership if isinstance(membership, Membership) else None
+
+
+def _authorized(request: web.Request, engine: Engine) -> None:
+    if engine.cluster_secret is None:
+        raise ApiError(404, "this server is not a cluster member (no [cluster] table)")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+    if not hmac.compare_digest(given, engine.cluster_secret):
+        raise ApiError(403, "cluster calls need the cluster's shared secret ([cluster] secret_env)")
+
+
+async def view_parts(request: web.Request) -> web.Response:
+    """The peer's side: this member's partitions of a view, as the snapshot codec encodes them."""
+    engine = engine_of(request)
+    _authorized(request, engine)
+    view = view_of(engine, request)
+    source = view.spec.source
+    membership = membership_of(engine, source)
+    if membership is None:
+        raise ApiError(404, f"view '{view.spec.name}' is not over a clustered Kafka source")
+    async with engine.committer.step():  # no batch lands while the parts are read and encoded
+        owned = sorted(getattr(engine.sources[source], "owned", set()))
+        positions = engine.registry.sources[source].positions
+        body = {
+            "assignment": None if membership.topology is None else membership.topology.assignment,
+            "fingerprint": view.spec.fingerprint,
+            "watermark": engine.watermark(source),
+            "parts": {
+                part: {"position": positions.get(part), "state": view.part_state(part)}
+                for part in owned
+            },
+        }
+        data = await asyncio.to_thread(snapshot.encode, body)
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+@dataclass
+class Whole:
+    """A view with every partition the group has, and which partitions it lacks."""
+
+    view: View
+    freshness: dict[str, Any]
+    partial: bool
+
+
+async def whole_view(engine: Engine, view: View) -> Whole | None:
+    """The view over the whole topic, or None when its source is not clustered (answer locally,
+    as before)."""
+    source = view.spec.source
+    membership = membership_of(engine, source)
+    if membership is None:
+        return None
+    topology = await _topology(membership)
+    peers = [] if topology is None else [m for m in topology.members if m.url != membership.url]
+    answers = await asyncio.gather(*(_fetch(engine, m.url, view.spec.name) for m in peers))
+    scratch = View(view.spec, view.time_field, view.keep)
+    positions: dict[str, int | None] = {}
+    watermarks: list[int] = []
+    for member, answer in zip(peers, answers, strict=True):
+        if answer is None or answer.get("fingerprint") != view.spec.fingerprint:
+            continue  # its partitions are reported missing below
+        if topology is not None and answer.get("assignment") != topology.assignment:
+            continue  # the peer has moved on to another assignment: not this map's
+        for part, entry in answer["parts"].items():
+            if part in member.partitions:
+                scratch.load_part(part, entry["state"])
+                positions[part] = entry["position"]
+        if answer.get("watermark") is not None:
+            watermarks.append(int(answer["watermark"]))
+    async with engine.committer.step():  # this member's own partitions, as of now
+        registry = engine.registry.sources[source]
+        mine = sorted(getattr(engine.sources[source], "owned", set()))
+        local = {p: view.part_state(p) for p in mine}
+        data = await asyncio.to_thread(snapshot.encode, {"parts": local})  # a copy, not a view
+        for part in mine:
+            positions[part] = registry.positions.get(part)
+    for part, state in snapshot.decode(data)["parts"].items():
+        scratch.load_part(part, state)
+    own = engine.watermark(source)
+    if own is not None:
+        watermarks.append(own)
+    every = set() if topology is None else {p for m in topology.members for p in m.partitions}
+    missing = sorted(every - set(positions), key=_order)
+    partial = topology is None or bool(missing)
+    freshness = {
+        "source": source,
+        "watermark": format_optional(min(watermarks) if watermarks else None),
+        "watermark_ms": min(watermarks) if watermarks else None,
+        "position": ",".join(
+            f"{p}={'' if n is None else n}" for p, n in sorted(positions.items(), key=_o)
+        ),
+        "partial": partial,
+        "missing_partitions": None if topology is None else missing,
+        "nodes": 1 + sum(a is not None for a in answers),
+    }
+    return Whole(scratch, freshness, partial)
+
+
+def _order(part: str) -> tuple[str, int]:
+    topic, _, number = part.rpartition(":")
+    return topic, int(number)
+
+
+def _o(item: tuple[str, Any]) -> tuple[str, int]:
+    return _order(item[0])
+
+
+async def _topology(membership: Membership) -> Topology | None:
+    """The group's current map, waiting up to ``WAIT`` while a rebalance is in flight."""
+    deadline = time.monotonic() + WAIT
+    while membership.topology is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the map arrives with the group's next assignment
+    return membership.topology
+
+
+async def _fetch(engine: Engine, url: str | None, view: str) -> dict[str, Any] | None:
+    if url is None:
+        return None
+    assert engine.cluster_secret is not None
+    headers = {"Authorization": f"Bearer {engine.cluster_secret.decode()}"}
+    try:
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url + PARTS_PATH.format(view=view), headers=headers) as response,
+        ):
+            if response.status != 200:
+                return None
+            data = await response.read()
+        return await asyncio.to_thread(snapshot.decode, data)
+    except (aiohttp.ClientError, TimeoutError, snapshot.SnapshotError, orjson.JSONDecodeError):
+        return None

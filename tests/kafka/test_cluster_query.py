@@ -1,0 +1,197 @@
+"""Issue 11: any node answers for the whole topic. Three `tallyd serve` processes with [cluster]
+split a 6-partition topic (a real broker); a fourth, alone in its own group, reads every partition
+and is the single-node answer. Every node's answers — rows, percentiles, exact and approximate
+distinct counts, top-k, ordering, pages — equal the single node's. Then one member stops: once
+the group has rebalanced, the others answer for the whole topic again. A peer called without the
+cluster's secret refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from benchmarks.server import ServerProcess
+from tests.helpers import BASE_TS
+from tests.kafka.broker import create_topic, produce
+from tests.kafka.test_cluster_map import SECRET, agreed
+
+PARTITIONS = 6
+VIEWS = """
+[views.by_key]
+sql = '''SELECT k, count(*) AS n, sum(v) AS total, p95(v) AS p95, count_distinct(u) AS users,
+         approx_count_distinct(u) AS users_approx, top_k(u, 3) AS top_users, min(v) AS lo,
+         max(v) AS hi FROM events GROUP BY k'''
+
+[views.per_minute]
+sql = '''SELECT k, tumble(ts, '1 minute') AS minute, count(*) AS n, avg(v) AS mean
+         FROM events GROUP BY k, minute'''
+"""
+
+
+def config(bootstrap: str, topic: str, shared: Path, group: str, cluster: bool) -> str:
+    table = '[cluster]\nsecret_env = "TALLYD_TEST_CLUSTER_SECRET"\n' if cluster else ""
+    return f"""
+[server]
+snapshot_every = "1s"
+
+{table}
+[sources.events]
+from = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+group = "{group}"
+time = "ts"
+state_dir = "{shared}"
+session_timeout = "6s"
+{VIEWS}"""
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as r:
+        return r.status, await r.json()
+
+
+async def caught_up(urls: list[str], end: dict[str, int], timeout: float) -> None:
+    """Every partition read to its end by whichever node owns it."""
+
+    async def poll() -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                positions: dict[str, int] = {}
+                for url in urls:
+                    _, body = await get(session, f"{url}/v1/sources")
+                    parts = body["sources"][0]["status"]["partitions"]
+                    positions |= {p: s["position"] or 0 for p, s in parts.items()}
+                if positions == end:
+                    return
+                await asyncio.sleep(0.1)  # polling a condition, bounded by wait_for
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+QUERIES = [
+    "/v1/views/by_key",
+    "/v1/views/by_key?order_by=-total&limit=3",
+    "/v1/views/by_key?k=k3&k=k5",
+    "/v1/views/per_minute?limit=7",
+    "/v1/views/per_minute?group_by=k&order_by=-n",
+    "/v1/views/per_minute?bucket=all&group_by=",
+]
+
+
+async def answers(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    out = {}
+    for path in QUERIES:
+        status, body = await get(session, url + path)
+        assert status == 200, (path, body)
+        out[path] = body
+    # the second page of a paged answer, through its cursor
+    _, first = await get(session, url + "/v1/views/per_minute?limit=5")
+    _, second = await get(
+        session, url + f"/v1/views/per_minute?limit=5&cursor={first['next_cursor']}"
+    )
+    out["page 2"] = second
+    return out
+
+
+def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Each differing (row, column) of two answers, for a failure message a person can read."""
+    out = [
+        f"{k}: {got.get(k)!r} != {want.get(k)!r}"
+        for k in want
+        if k not in ("rows",)
+        and got.get(k) != want.get(k)
+        and k not in ("freshness", "next_cursor")
+    ]
+    for i, (a, b) in enumerate(zip(got.get("rows", []), want.get("rows", []), strict=False)):
+        out += [f"row {i} {c}: {a.get(c)!r} != {b[c]!r}" for c in b if a.get(c) != b[c]]
+    if len(got.get("rows", [])) != len(want.get("rows", [])):
+        out.append(f"{len(got.get('rows', []))} rows != {len(want.get('rows', []))}")
+    return out
+
+
+def without_freshness(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in ("freshness", "next_cursor")}
+
+
+@pytest.mark.asyncio
+async def test_every_node_answers_for_the_whole_topic(
+    kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    topic = await create_topic(kafka, PARTITIONS)
+    rng = random.Random(11)
+    data: list[dict[str, Any]] = [
+        {
+            "id": i,
+            "ts": BASE_TS + i * 7,
+            "k": f"k{rng.randint(0, 9)}",
+            "u": f"u{rng.randint(0, 400)}",
+            "v": round(rng.lognormvariate(3, 1), 2),
+        }
+        for i in range(1, 12_001)
+    ]
+    counts = await produce(kafka, topic, [(e["id"] % PARTITIONS, e) for e in data])
+    end = {f"{topic}:{p}": n for p, n in counts.items()}
+
+    shared = tmp_path / "shared"
+    group = f"g{uuid.uuid4().hex[:8]}"
+    members_path = tmp_path / "cluster.toml"
+    members_path.write_text(config(kafka, topic, shared, group, cluster=True))
+    single_path = tmp_path / "single.toml"
+    single_path.write_text(config(kafka, topic, tmp_path / "alone", f"{group}-single", False))
+    nodes = [ServerProcess(members_path, tmp_path / n, tmp_path / f"{n}.log") for n in "abc"]
+    single = ServerProcess(single_path, tmp_path / "single", tmp_path / "single.log")
+    for server in [*nodes, single]:
+        await server.start()
+    urls = [node.url for node in nodes]
+    await agreed(urls, 90)
+    await caught_up(urls, end, 90)
+    await caught_up([single.url], end, 90)
+
+    async with aiohttp.ClientSession() as session:
+        expected = await answers(session, single.url)
+        assert len(expected["/v1/views/by_key"]["rows"]) == 10
+        assert sum(r["n"] for r in expected["/v1/views/by_key"]["rows"]) == len(data)
+        for url in urls:
+            got = await answers(session, url)
+            for path, body in got.items():
+                assert without_freshness(body) == without_freshness(expected[path]), (
+                    url,
+                    path,
+                    differences(body, expected[path]),
+                )
+            fresh = got["/v1/views/by_key"]["freshness"]
+            assert fresh["partial"] is False
+            assert fresh["missing_partitions"] == []
+            assert fresh["nodes"] == 3
+            assert fresh["position"] == ",".join(
+                f"{topic}:{p}={counts[p]}" for p in range(PARTITIONS)
+            )
+
+        # without the cluster's secret a member gives nothing away
+        status, body = await get(session, f"{urls[0]}/v1/cluster/parts/by_key")
+        assert status == 403
+        assert "shared secret" in body["error"]["message"]
+
+    assert nodes[0].terminate() == 0  # leaves the group; the others take its partitions over
+    await agreed(urls[1:], 90)
+    await caught_up(urls[1:], end, 90)
+    async with aiohttp.ClientSession() as session:
+        for url in urls[1:]:
+            got = await answers(session, url)
+            for path, body in got.items():
+                assert without_freshness(body) == without_freshness(expected[path]), (
+                    url,
+                    path,
+                    differences(body, expected[path]),
+                )
+            assert got["/v1/views/by_key"]["freshness"]["nodes"] == 2
+    for server in [*nodes[1:], single]:
+        assert server.terminate() == 0
