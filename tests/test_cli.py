@@ -418,15 +418,27 @@ time = "ts"
 sql = "SELECT count(*) AS n FROM k"
 """
     config = tmp_path / "cluster.toml"
-    config.write_text('[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\n' + kafka)
+    env_line = 'secret_env = "TALLYD_TEST_UNSET_CLUSTER_SECRET"\n'
+    config.write_text('[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\n' + env_line + kafka)
     done = tallyd("check", str(config), cwd=tmp_path)
     assert done.returncode == 1
     assert "cluster.toml: cluster: field 'advertise': the server listens on 0.0.0.0:8080" in (
         done.stderr
     )
+    advertise = 'advertise = "http://10.0.0.5:8080"\n'
+    config.write_text('[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\n' + advertise + kafka)
+    done = tallyd("check", str(config), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "cluster: field 'secret_env': name the environment variable" in done.stderr
+    # check reads the secret's name, not its value (CI checks configs without secrets); serve
+    # needs the value
     config.write_text(
-        '[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\nadvertise = "http://10.0.0.5:8080"\n'
-        + kafka
+        '[server]\nlisten = "0.0.0.0:8080"\n\n[cluster]\n' + advertise + env_line + kafka
     )
+    assert "TALLYD_TEST_UNSET_CLUSTER_SECRET" not in env()
     done = tallyd("check", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    serve = ("serve", "--config", str(config), "--data-dir", str(tmp_path / "data"))
+    done = tallyd(*serve, "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "$TALLYD_TEST_UNSET_CLUSTER_SECRET is not set" in done.stderr
