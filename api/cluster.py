@@ -87,6 +87,12 @@ class Whole:
     freshness: dict[str, Any]
     partial: bool
 
+    @property
+    def watermark(self) -> int | None:
+        """The whole topic's watermark: the oldest of the members' (each is its partitions')."""
+        value = self.freshness["watermark_ms"]
+        return None if value is None else int(value)
+
 
 async def whole_view(engine: Engine, view: View) -> Whole | None:
     """The view over the whole topic, or None when its source is not clustered (answer locally,

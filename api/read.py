@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from api.cluster import whole_view
+from api.cluster import Whole, whole_view
 from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import Engine
@@ -124,8 +124,12 @@ def rows_answer(engine: Engine, view: View, params: MultiMapping[str]) -> Rows:
     return Rows(output, answer, result, cursor, result.truncated)
 
 
-def series_answer(engine: Engine, view: View, params: MultiMapping[str]) -> SeriesAnswer:
-    newest = engine.watermark(view.spec.source)
+def series_answer(
+    engine: Engine, view: View, params: MultiMapping[str], whole: Whole | None = None
+) -> SeriesAnswer:
+    """A series' answer (without freshness); ``whole``: over a cluster's every partition, its
+    default range ending at the whole topic's watermark."""
+    newest = engine.watermark(view.spec.source) if whole is None else whole.watermark
     query, output = parse_series(
         view.spec,
         params,
@@ -217,20 +221,25 @@ async def series_view(request: web.Request) -> web.Response:
     found = _lookup(request, "series")
     engine, view = found.engine, found.view
     body, encoded = found.body, found.encoded
-    if body is None or encoded is None or "to" not in request.query:  # the default range moves
-        answer = series_answer(engine, view, request.query)
+    whole = await whole_view(engine, view)  # a cluster member: every partition's state
+    if whole is not None:
+        answer = series_answer(engine, whole.view, request.query, whole)
         body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
         encoded = Encoded(answer.output)
-        engine.answers.put(found.key, found.version, body, encoded)
-    fresh = freshness(engine, view.spec.source)
+        fresh = whole.freshness
+    else:
+        if body is None or encoded is None or "to" not in request.query:  # the default range moves
+            answer = series_answer(engine, view, request.query)
+            body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
+            encoded = Encoded(answer.output)
+            engine.answers.put(found.key, found.version, body, encoded)
+        fresh = freshness(engine, view.spec.source)
     if encoded.output == "json":
         return _with_freshness(body, fresh)
-    return web.Response(
-        body=body,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"X-Tallyd-Position": fresh["position"]},
-    )
+    headers = {"X-Tallyd-Position": fresh["position"]}
+    if "partial" in fresh:
+        headers["X-Tallyd-Partial"] = str(fresh["partial"]).lower()
+    return web.Response(body=body, content_type="text/csv", charset="utf-8", headers=headers)
 
 
 def series_csv(answer: Series) -> bytes:

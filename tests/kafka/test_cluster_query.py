@@ -1,9 +1,9 @@
 """Issue 11: any node answers for the whole topic. Three `tallyd serve` processes with [cluster]
 split a 6-partition topic (a real broker); a fourth, alone in its own group, reads every partition
 and is the single-node answer. Every node's answers — rows, percentiles, exact and approximate
-distinct counts, top-k, ordering, pages — equal the single node's. Then one member stops: once
-the group has rebalanced, the others answer for the whole topic again. A peer called without the
-cluster's secret refuses."""
+distinct counts, top-k, ordering, pages, series split by a key, CSV — equal the single node's.
+Then one member stops: once the group has rebalanced, the others answer for the whole topic
+again. A peer called without the cluster's secret refuses."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ session_timeout = "6s"
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
     async with session.get(url) as r:
-        return r.status, await r.json()
+        if r.content_type == "application/json":
+            return r.status, await r.json()
+        return r.status, {"text": await r.text(), "partial": r.headers.get("X-Tallyd-Partial")}
 
 
 async def caught_up(urls: list[str], end: dict[str, int], timeout: float) -> None:
@@ -82,6 +84,9 @@ QUERIES = [
     "/v1/views/per_minute?limit=7",
     "/v1/views/per_minute?group_by=k&order_by=-n",
     "/v1/views/per_minute?bucket=all&group_by=",
+    "/v1/views/per_minute/series?metric=n&split_by=k&top=3",
+    "/v1/views/per_minute/series?metric=mean&bucket=5m",
+    "/v1/views/per_minute/series?metric=n&split_by=k&format=csv",
 ]
 
 
@@ -117,7 +122,7 @@ def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
 
 
 def without_freshness(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in ("freshness", "next_cursor")}
+    return {k: v for k, v in body.items() if k not in ("freshness", "next_cursor", "partial")}
 
 
 @pytest.mark.asyncio
@@ -167,6 +172,9 @@ async def test_every_node_answers_for_the_whole_topic(
                     path,
                     differences(body, expected[path]),
                 )
+            assert got["/v1/views/per_minute/series?metric=n&split_by=k&format=csv"]["partial"] == (
+                "false"
+            )
             fresh = got["/v1/views/by_key"]["freshness"]
             assert fresh["partial"] is False
             assert fresh["missing_partitions"] == []
