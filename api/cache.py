@@ -12,6 +12,7 @@ Bounded by total bytes, least recently used out first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ Key = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Cached:
-    version: int
+    version: Hashable  # the source's version; for a cluster's answer, every member's
     body: bytes
     meta: Any  # what the encoder needs besides the bytes (api.read.Encoded)
 
@@ -33,7 +34,7 @@ class AnswerCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Key, version: int) -> Cached | None:
+    def get(self, key: Key, version: Hashable) -> Cached | None:
         entry = self.entries.get(key)
         if entry is None or entry.version != version:
             self.misses += 1
@@ -42,7 +43,7 @@ class AnswerCache:
         self.hits += 1
         return entry
 
-    def put(self, key: Key, version: int, body: bytes, meta: Any) -> None:
+    def put(self, key: Key, version: Hashable, body: bytes, meta: Any) -> None:
         if len(body) > self.max_bytes // 8:  # one huge answer must not flush everything else
             return
         old = self.entries.pop(key, None)

@@ -31,7 +31,7 @@ from aiohttp import web
 from api.context import engine_of, view_of
 from api.engine import Engine
 from api.errors import ApiError
-from ingest.cluster import Membership, Topology
+from ingest.cluster import Member, Membership, Topology
 from views import snapshot
 from views.timefmt import format_optional
 from views.view import View
@@ -63,11 +63,17 @@ async def view_parts(request: web.Request) -> web.Response:
     membership = membership_of(engine, source)
     if membership is None:
         raise ApiError(404, f"view '{view.spec.name}' is not over a clustered Kafka source")
+    # The ETag: this member's assignment and the version of the source here (bumped by every
+    # batch, hand-over and restore): an asking member that has this state already gets a 304.
+    etag = f'"{_assignment(membership)}-{engine.registry.sources[source].version}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
     async with engine.committer.step():  # no batch lands while the parts are read and encoded
+        etag = f'"{_assignment(membership)}-{engine.registry.sources[source].version}"'
         owned = sorted(getattr(engine.sources[source], "owned", set()))
         positions = engine.registry.sources[source].positions
         body = {
-            "assignment": None if membership.topology is None else membership.topology.assignment,
+            "assignment": _assignment(membership),
             "fingerprint": view.spec.fingerprint,
             "watermark": engine.watermark(source),
             "parts": {
@@ -76,22 +82,47 @@ async def view_parts(request: web.Request) -> web.Response:
             },
         }
         data = await asyncio.to_thread(snapshot.encode, body)
-    return web.Response(body=data, content_type="application/octet-stream")
+    return web.Response(body=data, content_type="application/octet-stream", headers={"ETag": etag})
+
+
+def _assignment(membership: Membership) -> str | None:
+    return None if membership.topology is None else membership.topology.assignment
 
 
 @dataclass
 class Whole:
-    """A view with every partition the group has, and which partitions it lacks."""
+    """A view over every partition the group has: which it lacks, and a version that changes
+    whenever any member's state of it may have (the answer cache's key)."""
 
-    view: View
+    engine: Engine
+    local: View
     freshness: dict[str, Any]
     partial: bool
+    version: tuple[Any, ...]
+    remote: list[tuple[Member, dict[str, Any]]]  # each answering peer's partitions
 
     @property
     def watermark(self) -> int | None:
         """The whole topic's watermark: the oldest of the members' (each is its partitions')."""
         value = self.freshness["watermark_ms"]
         return None if value is None else int(value)
+
+    async def view(self) -> View:
+        """Every partition's state, this member's own included, in a scratch copy of the view."""
+        local, engine = self.local, self.engine
+        scratch = View(local.spec, local.time_field, local.keep)
+        for member, answer in self.remote:
+            for part, entry in answer["parts"].items():
+                if part in member.partitions:
+                    scratch.load_part(part, entry["state"])
+        source = local.spec.source
+        async with engine.committer.step():  # this member's own partitions, as of now
+            mine = sorted(getattr(engine.sources[source], "owned", set()))
+            states = {p: local.part_state(p) for p in mine}
+            data = await asyncio.to_thread(snapshot.encode, {"parts": states})  # a copy
+        for part, state in snapshot.decode(data)["parts"].items():
+            scratch.load_part(part, state)
+        return scratch
 
 
 async def whole_view(engine: Engine, view: View) -> Whole | None:
@@ -103,30 +134,31 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
         return None
     topology = await _topology(membership)
     peers = [] if topology is None else [m for m in topology.members if m.url != membership.url]
-    answers = await asyncio.gather(*(_fetch(engine, m.url, view.spec.name) for m in peers))
-    scratch = View(view.spec, view.time_field, view.keep)
+    fetched = await asyncio.gather(*(_fetch(engine, m.url, view.spec.name) for m in peers))
+    remote: list[tuple[Member, dict[str, Any]]] = []
+    tags: list[str | None] = []
     positions: dict[str, int | None] = {}
     watermarks: list[int] = []
-    for member, answer in zip(peers, answers, strict=True):
-        if answer is None or answer.get("fingerprint") != view.spec.fingerprint:
+    for member, got in zip(peers, fetched, strict=True):
+        tag, answer = got if got is not None else (None, None)
+        usable = (
+            answer is not None
+            and answer.get("fingerprint") == view.spec.fingerprint
+            and topology is not None
+            and answer.get("assignment") == topology.assignment  # not a newer or older map's
+        )
+        tags.append(tag if usable else None)
+        if not usable or answer is None:
             continue  # its partitions are reported missing below
-        if topology is not None and answer.get("assignment") != topology.assignment:
-            continue  # the peer has moved on to another assignment: not this map's
+        remote.append((member, answer))
         for part, entry in answer["parts"].items():
             if part in member.partitions:
-                scratch.load_part(part, entry["state"])
                 positions[part] = entry["position"]
         if answer.get("watermark") is not None:
             watermarks.append(int(answer["watermark"]))
-    async with engine.committer.step():  # this member's own partitions, as of now
-        registry = engine.registry.sources[source]
-        mine = sorted(getattr(engine.sources[source], "owned", set()))
-        local = {p: view.part_state(p) for p in mine}
-        data = await asyncio.to_thread(snapshot.encode, {"parts": local})  # a copy, not a view
-        for part in mine:
-            positions[part] = registry.positions.get(part)
-    for part, state in snapshot.decode(data)["parts"].items():
-        scratch.load_part(part, state)
+    registry = engine.registry.sources[source]
+    for part in sorted(getattr(engine.sources[source], "owned", set())):
+        positions[part] = registry.positions.get(part)
     own = engine.watermark(source)
     if own is not None:
         watermarks.append(own)
@@ -142,9 +174,10 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
         ),
         "partial": partial,
         "missing_partitions": None if topology is None else missing,
-        "nodes": 1 + sum(a is not None for a in answers),
+        "nodes": 1 + len(remote),
     }
-    return Whole(scratch, freshness, partial)
+    version = (_assignment(membership), registry.version, tuple(tags))
+    return Whole(engine, view, freshness, partial, version, remote)
 
 
 def _order(part: str) -> tuple[str, int]:
@@ -164,20 +197,30 @@ async def _topology(membership: Membership) -> Topology | None:
     return membership.topology
 
 
-async def _fetch(engine: Engine, url: str | None, view: str) -> dict[str, Any] | None:
+async def _fetch(engine: Engine, url: str | None, view: str) -> tuple[str, dict[str, Any]] | None:
+    """(the peer's ETag, its partitions of ``view``), from this member's copy while the peer's
+    state is unchanged (a 304), or None when it does not answer in time."""
     if url is None:
         return None
     assert engine.cluster_secret is not None
+    known = engine.peer_states.get((url, view))
     headers = {"Authorization": f"Bearer {engine.cluster_secret.decode()}"}
+    if known is not None:
+        headers["If-None-Match"] = known[0]
     try:
         timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
             session.get(url + PARTS_PATH.format(view=view), headers=headers) as response,
         ):
+            if response.status == 304 and known is not None:
+                return known
             if response.status != 200:
                 return None
+            tag = response.headers.get("ETag", "")
             data = await response.read()
-        return await asyncio.to_thread(snapshot.decode, data)
+        decoded = await asyncio.to_thread(snapshot.decode, data)
     except (aiohttp.ClientError, TimeoutError, snapshot.SnapshotError, orjson.JSONDecodeError):
         return None
+    engine.peer_states[(url, view)] = (tag, decoded)
+    return tag, decoded

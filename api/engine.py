@@ -60,6 +60,8 @@ class Engine:
         self.streams_by_token: dict[str, int] = {}  # open SSE streams per token (a limit)
         self.buckets: dict[str, tuple[float, float]] = {}  # token -> (allowance, at): rates
         self.answers = AnswerCache(settings.answer_cache_bytes)
+        # [cluster]: each peer's partitions of a view as last sent, with its ETag (api.cluster)
+        self.peer_states: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self.metrics = Metrics()
         self.metrics.watch(self)
         batch_events = self.metrics.batch_events

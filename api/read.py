@@ -191,8 +191,14 @@ async def query_view(request: web.Request) -> web.Response:
     engine, view = found.engine, found.view
     body, encoded = found.body, found.encoded
     whole = await whole_view(engine, view)  # a cluster member: every partition's state
-    if whole is not None:  # (not cached yet: peers' versions are not this node's)
-        body, encoded = _encoded_rows(rows_answer(engine, whole.view, request.query))
+    if whole is not None:  # cached under every member's version of the view
+        cached = engine.answers.get(("cluster", *found.key), whole.version)
+        if cached is not None:
+            body, encoded = cached.body, cached.meta
+        else:
+            scratch = await whole.view()
+            body, encoded = _encoded_rows(rows_answer(engine, scratch, request.query))
+            engine.answers.put(("cluster", *found.key), whole.version, body, encoded)
         fresh = whole.freshness
     else:
         if body is None or encoded is None:
@@ -223,9 +229,14 @@ async def series_view(request: web.Request) -> web.Response:
     body, encoded = found.body, found.encoded
     whole = await whole_view(engine, view)  # a cluster member: every partition's state
     if whole is not None:
-        answer = series_answer(engine, whole.view, request.query, whole)
-        body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
-        encoded = Encoded(answer.output)
+        cached = engine.answers.get(("cluster", *found.key), whole.version)
+        if cached is not None and "to" in request.query:
+            body, encoded = cached.body, cached.meta
+        else:
+            answer = series_answer(engine, await whole.view(), request.query, whole)
+            body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
+            encoded = Encoded(answer.output)
+            engine.answers.put(("cluster", *found.key), whole.version, body, encoded)
         fresh = whole.freshness
     else:
         if body is None or encoded is None or "to" not in request.query:  # the default range moves

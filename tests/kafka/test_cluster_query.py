@@ -105,6 +105,20 @@ async def answers(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     return out
 
 
+async def parts_calls(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """How many times the member answered the members-only route, by status class (its own
+    Prometheus metrics)."""
+    async with session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    out = {"2xx": 0.0, "3xx": 0.0}
+    route = 'route="GET /v1/cluster/parts/{view}"'
+    for line in text.splitlines():
+        if line.startswith("tallyd_request_seconds_count{") and route in line:
+            status = line.split('status="', 1)[1][:3]
+            out[status] = out.get(status, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """Each differing (row, column) of two answers, for a failure message a person can read."""
     out = [
@@ -182,6 +196,16 @@ async def test_every_node_answers_for_the_whole_topic(
             assert fresh["position"] == ",".join(
                 f"{topic}:{p}={counts[p]}" for p in range(PARTITIONS)
             )
+
+        # Asked again with nothing new on the topic, the peers answer 304 (their state is the one
+        # already held) and the answer is the same.
+        before = [await parts_calls(session, url) for url in urls[1:]]
+        _, again = await get(session, urls[0] + "/v1/views/by_key")
+        assert without_freshness(again) == without_freshness(expected["/v1/views/by_key"])
+        after = [await parts_calls(session, url) for url in urls[1:]]
+        for was, now in zip(before, after, strict=True):
+            assert now["3xx"] == was["3xx"] + 1
+            assert now["2xx"] == was["2xx"]
 
         # without the cluster's secret a member gives nothing away
         status, body = await get(session, f"{urls[0]}/v1/cluster/parts/by_key")
