@@ -116,8 +116,5 @@ async def test_a_member_killed_mid_queries_never_gives_a_short_answer_as_whole(
     assert partial > 0, "the kill was never seen: the test did not test anything"
     # bounded: the wait for a map (api.cluster.WAIT) plus a peer's timeout (PEER_TIMEOUT)
     assert max(took for took, _, _ in answers) < WAIT + PEER_TIMEOUT + 2
-    print(
-        f"{len(answers)} answers, {partial} partial, slowest {max(t for t, _, _ in answers):.2f} s"
-    )
     for node in nodes[1:]:
         assert node.terminate() == 0
