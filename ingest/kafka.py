@@ -26,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
@@ -101,6 +104,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         # seeked to the reloaded one, so its records come again).
         self.epochs: dict[str, int] = {}
         self.saved: dict[str, int] = {}  # part -> position in its part file
+        # part -> the token this member wrote in the part's claim file when the group gave it
+        # the part: a save finding another token there has been superseded (fencing, below)
+        self.claims: dict[str, str] = {}
         # part -> lock serialising its file writes: two saves racing (the periodic one and a
         # hand-over's) could otherwise land out of order and leave an older position on disk.
         self.saving: dict[str, asyncio.Lock] = {}
@@ -166,6 +172,37 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         topic, _, partition = part.rpartition(":")
         return self.state_dir / f"{topic}-{partition}.tsnap"
 
+    # Fencing. A member stalled past its session timeout (a long GC, SIGSTOP, a frozen VM) is
+    # still running its code when it resumes: it gives its partitions up by writing their part
+    # files, or its periodic save does — over the files of the partitions' newer owners. So each
+    # member, when the group gives it a partition, first writes a *claim* next to the part file
+    # (a token of its own); before writing a part file it checks that the claim is still its own.
+    # The group hands a partition to one member at a time, in order, so the newest claim is the
+    # rightful owner's. A part file with no claim beside it (written by an older release) is
+    # written as before. Between the check and the write a newer owner could claim the partition:
+    # a window of one file write, where before it was the whole stall.
+
+    def _claim_path(self, part: str) -> Path:
+        topic, _, partition = part.rpartition(":")
+        return self.state_dir / f"{topic}-{partition}.owner"
+
+    def _claim_and_load(self, part: str, token: str) -> dict[str, Any] | None:
+        claim = {"token": token, "pid": os.getpid(), "at": int(time.time() * 1000)}
+        atomic_write(self._claim_path(part), orjson.dumps(claim))
+        return self._load(part)
+
+    def _superseded(self, part: str) -> str | None:
+        """Who claimed ``part`` after this member did, or None while the claim is its own."""
+        try:
+            claim = orjson.loads(self._claim_path(part).read_bytes())
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            return "an unreadable claim"
+        if claim.get("token") == self.claims.get(part):
+            return None
+        return f"pid {claim.get('pid')} at {format_optional(claim.get('at'))}"
+
     async def save(self, parts: list[str] | None = None, force: bool = False) -> int:
         """Write part files for owned partitions that moved since their last file. Returns count."""
         written = 0
@@ -182,12 +219,24 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     data = await asyncio.to_thread(self._encode_part, step, part)
                 # Outside the committer's step (ingest goes on), inside the part's own: the next
                 # save of this part encodes only after this file is in place.
+                newer = await asyncio.to_thread(self._superseded, part)
+                if newer is not None:
+                    self._fenced(part, newer)
+                    continue
                 await asyncio.to_thread(atomic_write, self._path(part), data)
                 self.saved[part] = position
             written += 1
         if written and self.consumer is not None:
             await self._commit_for_lag()
         return written
+
+    def _fenced(self, part: str, newer: str) -> None:
+        message = (
+            f"fenced: the partition was claimed by a newer owner ({newer}) while this member "
+            "was out of the group; its part file is left as that owner wrote it"
+        )
+        self.partition_errors[part] = message
+        log.warning("event=fenced source=%s partition=%s newer=%r", self.spec.name, part, newer)
 
     def _encode_part(self, step: Step, part: str) -> bytes:
         return snapshot.encode(step.part_state(self.spec.name, part))
@@ -232,8 +281,10 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         consumer.pause(*assigned)
         loaded: dict[TopicPartition, dict[str, Any] | None] = {}
         for tp in assigned:
+            token = uuid.uuid4().hex
+            self.claims[part_name(tp)] = token
             try:
-                loaded[tp] = await asyncio.to_thread(self._load, part_name(tp))
+                loaded[tp] = await asyncio.to_thread(self._claim_and_load, part_name(tp), token)
             except (snapshot.SnapshotError, ValueError) as err:
                 self._fail(tp, f"part file {self._path(part_name(tp)).name} is unusable: {err}")
         restored: dict[TopicPartition, int] = {}
@@ -314,6 +365,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.owned.discard(part)
                 self.saved.pop(part, None)
                 self.last_seen.pop(part, None)
+                self.claims.pop(part, None)
         for tp in revoked:
             self.partition_errors.pop(part_name(tp), None)
             self.checking.discard(tp)

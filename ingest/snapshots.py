@@ -20,7 +20,8 @@ def atomic_write(final: Path, data: bytes | Sequence[bytes | memoryview]) -> Non
     """Readers see the old file or the new one, never a mix, even across a crash. ``data`` may
     be a list of pieces, written one after the other (a large snapshot is never joined)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(final.name + ".tmp")
+    # a name of this process's own: two processes sharing a directory never write one temp file
+    temp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
     with temp.open("wb") as f:
         if isinstance(data, bytes):
             f.write(data)
