@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,21 +75,24 @@ class Topic:
         self,
         key: tuple[Any, ...],
         compute: Callable[[], Answer],
-        version: Callable[[], int],
+        version: Callable[[], Hashable],
         kind: str,
         interval: float,
         hub: Hub,
+        update: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.key = key
         self.compute = compute
         self.version = version
+        # awaited before each refresh: a cluster member's topic fetches its peers' state here
+        self.update = update
         self.kind = kind
         self.interval = interval
         self.hub = hub
         self.epoch = format(int(time.time() * 1000), "x")
         self.seq = 0
         self.answer: Answer | None = None
-        self.answered_at: int | None = None  # source version of ``answer``
+        self.answered_at: Hashable | None = None  # source version of ``answer``
         self.history: deque[Message] = deque(maxlen=HISTORY)
         self.subscribers: set[Subscriber] = set()
         self.computations = 0
@@ -147,6 +150,8 @@ class Topic:
                 break
             await asyncio.sleep(self.interval)
             try:
+                if self.update is not None:
+                    await self.update()
                 message = self.refresh()
             except Exception:  # a view that cannot answer any more: tell, and end
                 log.exception("event=live_compute_failed topic=%r", self.key)
@@ -184,9 +189,10 @@ class Hub:
         self,
         key: tuple[Any, ...],
         compute: Callable[[], Answer],
-        version: Callable[[], int],
+        version: Callable[[], Hashable],
         kind: str,
         interval: float,
+        update: Callable[[], Awaitable[None]] | None = None,
     ) -> Topic:
         """The topic of a question, with its answer: a new topic computes its first answer here,
         so a bad question fails (and is forgotten) before any stream. Its task starts at once:
@@ -194,7 +200,7 @@ class Hub:
         refused) lingers out like any other, never kept without a task."""
         topic = self.topics.get(key)
         if topic is None:
-            topic = Topic(key, compute, version, kind, interval, self)
+            topic = Topic(key, compute, version, kind, interval, self, update)
             topic.refresh()
             self.topics[key] = topic
             self._start(topic)

@@ -9,6 +9,7 @@ once per interval for every subscriber, whichever endpoint it came through.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from multidict import MultiDict, MultiMapping
 from yarl import URL
 
 from api.auth import TOKEN
+from api.cluster import Whole, membership_of, whole_view
 from api.context import engine_of, freshness, only, view_of
 from api.engine import Engine
 from api.errors import ApiError
@@ -34,7 +36,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the answer to a query (``kind=rows``, its parameters) or a series
     (``kind=series``), then its changes at most once per ``interval`` (api/live.py)."""
     engine = engine_of(request)
-    topic = question(engine, view_of(engine, request), request.query)
+    topic = await question(engine, view_of(engine, request), request.query)
     return await _serve(request, engine, Feed([topic], multiplexed=False))
 
 
@@ -56,7 +58,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         if "token" in sub.query:  # its own URL's token authorizes every subscription of it
             raise sub.error("the token goes on /v1/live's URL, not in a subscription")
         try:
-            topics.append(question(engine, view, sub.query))
+            topics.append(await question(engine, view, sub.query))
         except ApiError as err:
             if err.status != 400:
                 raise
@@ -99,7 +101,7 @@ def _error(index: int, text: str, why: str, status: int = 400) -> ApiError:
     return ApiError(status, f"parameter 's' [{index}] ({shown}): {why}", param="s", index=index)
 
 
-def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topic:
+async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topic:
     """The topic of a live question, answered once already: a bad one is a 400 here."""
     params = MultiDict((k, v) for k, v in query.items() if k not in LIVE_PARAMS)
     for name in LIVE_PARAMS:
@@ -117,16 +119,37 @@ def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topic:
     if params.get("format", "json") != "json":
         raise bad("format", "live answers are JSON")
     source = engine.registry.sources[view.spec.source]
+    # A cluster member's topic follows the whole topic: before each refresh it asks its peers
+    # (a 304 while their state is unchanged) and rebuilds the view when any part changed.
+    cluster: dict[str, Any] = {}
+
+    async def update() -> None:
+        whole = await whole_view(engine, view)
+        if whole is None:
+            return
+        if "whole" not in cluster or cluster["whole"].version != whole.version:
+            cluster["view"] = await whole.view()
+        cluster["whole"] = whole
 
     def compute() -> dict[str, Any]:
+        whole: Whole | None = cluster.get("whole")
+        target: View = cluster.get("view", view)
         if kind == "rows":
-            answer = rows_answer(engine, view, params).answer
+            answer = rows_answer(engine, target, params).answer
         else:
-            answer = series_answer(engine, view, params).answer
-        return {**answer, "freshness": freshness(engine, view.spec.source)}
+            answer = series_answer(engine, target, params, whole).answer
+        fresh = freshness(engine, view.spec.source) if whole is None else whole.freshness
+        return {**answer, "freshness": fresh}
 
+    def version() -> Hashable:
+        whole: Whole | None = cluster.get("whole")
+        return source.version if whole is None else whole.version
+
+    clustered = membership_of(engine, view.spec.source) is not None
+    if clustered:
+        await update()
     key = ("live", view.spec.name, kind, interval, tuple(sorted(params.items())))
-    return engine.hub.topic(key, compute, lambda: source.version, kind, interval)
+    return engine.hub.topic(key, compute, version, kind, interval, update if clustered else None)
 
 
 async def _serve(request: web.Request, engine: Engine, feed: Feed) -> web.StreamResponse:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from benchmarks.server import ServerProcess
@@ -119,6 +121,20 @@ async def parts_calls(session: aiohttp.ClientSession, url: str) -> dict[str, flo
     return out
 
 
+async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """(event, data) of each Server-Sent Event of a stream."""
+    event, data = "message", b""
+    async for line in response.content:
+        line = line.rstrip(b"\n")
+        if line.startswith(b"event: "):
+            event = line[7:].decode()
+        elif line.startswith(b"data: "):
+            data += line[6:]
+        elif not line and data:
+            yield event, orjson.loads(data)
+            event, data = "message", b""
+
+
 def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """Each differing (row, column) of two answers, for a failure message a person can read."""
     out = [
@@ -212,10 +228,40 @@ async def test_every_node_answers_for_the_whole_topic(
         assert status == 403
         assert "shared secret" in body["error"]["message"]
 
+        # A live stream on one member carries changes from partitions the others own.
+        member = urls[1]
+        async with session.get(f"{member}/v1/views/by_key/subscribe?interval=200ms") as stream:
+            events = sse(stream)
+            event, first = await anext(events)
+            assert event == "answer"
+            rows = {r["k"]: r for r in first["rows"]}
+            assert list(rows.values()) == expected["/v1/views/by_key"]["rows"]
+            more: list[dict[str, Any]] = [
+                {"id": i, "ts": BASE_TS + i * 7, "k": f"k{i % 3}", "u": "u1", "v": 1.0}
+                for i in range(12_001, 12_601)
+            ]
+            added = await produce(kafka, topic, [(e["id"] % PARTITIONS, e) for e in more])
+            end = {p: end[p] + added.get(int(p.rpartition(":")[2]), 0) for p in end}
+            await caught_up([single.url], end, 60)
+            _, want = await get(session, single.url + "/v1/views/by_key")
+
+            async def follow() -> None:
+                while [rows[k] for k in sorted(rows)] != want["rows"]:
+                    event, change = await anext(events)
+                    assert event == "change"
+                    rows.update({r["k"]: r for r in change["upsert"]})
+                    for gone in change["delete"]:
+                        rows.pop(gone["k"], None)
+
+            await asyncio.wait_for(follow(), 60)
+        data += more
+
     assert nodes[0].terminate() == 0  # leaves the group; the others take its partitions over
     await agreed(urls[1:], 90)
     await caught_up(urls[1:], end, 90)
     async with aiohttp.ClientSession() as session:
+        expected = await answers(session, single.url)
+        assert sum(r["n"] for r in expected["/v1/views/by_key"]["rows"]) == len(data)
         for url in urls[1:]:
             got = await answers(session, url)
             for path, body in got.items():
