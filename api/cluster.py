@@ -27,10 +27,12 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
 from api.context import engine_of, view_of
 from api.engine import Engine
 from api.errors import ApiError
+from api.params import bad
 from ingest.cluster import Member, Membership, Topology
 from views import snapshot
 from views.timefmt import format_optional
@@ -100,6 +102,11 @@ class Whole:
     partial: bool
     version: tuple[Any, ...]
     remote: list[tuple[Member, dict[str, Any]]]  # each answering peer's partitions
+    positions: dict[str, int | None]  # every partition's, as included
+
+    def reached(self, wanted: dict[str, int]) -> bool:
+        """Has every partition of ``wanted`` been applied up to its position?"""
+        return all((self.positions.get(p) or 0) >= n for p, n in wanted.items())
 
     @property
     def watermark(self) -> int | None:
@@ -170,14 +177,46 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
         "watermark": format_optional(min(watermarks) if watermarks else None),
         "watermark_ms": min(watermarks) if watermarks else None,
         "position": ",".join(
-            f"{p}={'' if n is None else n}" for p, n in sorted(positions.items(), key=_o)
+            f"{p}@{'' if n is None else n}" for p, n in sorted(positions.items(), key=_o)
         ),
         "partial": partial,
         "missing_partitions": None if topology is None else missing,
         "nodes": 1 + len(remote),
     }
     version = (_assignment(membership), registry.version, tuple(tags))
-    return Whole(engine, view, freshness, partial, version, remote)
+    return Whole(engine, view, freshness, partial, version, remote, positions)
+
+
+MIN_POSITION_WAIT = 10.0  # seconds a read with min_position waits for the cluster to get there
+
+
+async def whole_at(
+    engine: Engine, view: View, params: MultiMapping[str]
+) -> tuple[Whole | None, MultiMapping[str]]:
+    """The whole view (None when not clustered) and the query's parameters without
+    ``min_position``; with it — the ``position`` a post to any member answered — the read waits,
+    up to ``MIN_POSITION_WAIT``, until every partition named has been applied that far
+    (read-your-writes across members), then says in its freshness whether it got there."""
+    text = params.get("min_position")
+    rest: MultiMapping[str] = MultiDict((k, v) for k, v in params.items() if k != "min_position")
+    whole = await whole_view(engine, view)
+    if text is None:
+        return whole, rest
+    if whole is None:
+        raise bad("min_position", "only reads of a clustered Kafka source wait for a position")
+    wanted = {}
+    for item in text.split(","):
+        part, _, number = item.rpartition("@")
+        if not part or not number.isdigit():
+            raise bad("min_position", f"{item!r}: expected TOPIC:PARTITION@OFFSET, comma-separated")
+        wanted[part] = int(number)
+    deadline = time.monotonic() + MIN_POSITION_WAIT
+    while not whole.reached(wanted) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the owners apply what the post appended; bounded
+        whole = await whole_view(engine, view)
+        assert whole is not None
+    whole.freshness["min_position_reached"] = whole.reached(wanted)
+    return whole, rest
 
 
 def _order(part: str) -> tuple[str, int]:

@@ -56,6 +56,12 @@ QUERY = [
     _q("cursor", STRING, "next_cursor of the previous page."),
     _q("columns", STRING, "Projection, comma-separated."),
     _q("format", {"type": "string", "enum": ["json", "csv", "ndjson"]}, "Answer format."),
+    _q(
+        "min_position",
+        STRING,
+        "Cluster members: wait (up to 10 s) until every partition named "
+        "(topic:partition@offset, comma-separated, as a post answered) is applied.",
+    ),
 ]
 SERIES = [
     _q("metric", STRING, "An aggregate column.", required=True),
@@ -67,6 +73,12 @@ SERIES = [
     _q("top", LIMIT, "Keep the N largest series, fold the rest into 'other'."),
     _q("fill", {"type": "string", "enum": ["null", "zero", "previous"]}, "Empty buckets."),
     _q("format", {"type": "string", "enum": ["json", "csv"]}, "Answer format."),
+    _q(
+        "min_position",
+        STRING,
+        "Cluster members: wait (up to 10 s) until every partition named "
+        "(topic:partition@offset, comma-separated, as a post answered) is applied.",
+    ),
 ]
 PARAMETERS: dict[tuple[str, str], list[Any]] = {
     ("GET", "/v1/views/{view}"): QUERY,

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from api.cluster import Whole, whole_view
+from api.cluster import Whole, whole_at
 from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import Engine
@@ -190,14 +190,14 @@ async def query_view(request: web.Request) -> web.Response:
     found = _lookup(request, "query")
     engine, view = found.engine, found.view
     body, encoded = found.body, found.encoded
-    whole = await whole_view(engine, view)  # a cluster member: every partition's state
+    whole, params = await whole_at(engine, view, request.query)  # a cluster: every partition
     if whole is not None:  # cached under every member's version of the view
         cached = engine.answers.get(("cluster", *found.key), whole.version)
         if cached is not None:
             body, encoded = cached.body, cached.meta
         else:
             scratch = await whole.view()
-            body, encoded = _encoded_rows(rows_answer(engine, scratch, request.query))
+            body, encoded = _encoded_rows(rows_answer(engine, scratch, params))
             engine.answers.put(("cluster", *found.key), whole.version, body, encoded)
         fresh = whole.freshness
     else:
@@ -227,13 +227,13 @@ async def series_view(request: web.Request) -> web.Response:
     found = _lookup(request, "series")
     engine, view = found.engine, found.view
     body, encoded = found.body, found.encoded
-    whole = await whole_view(engine, view)  # a cluster member: every partition's state
+    whole, params = await whole_at(engine, view, request.query)  # a cluster: every partition
     if whole is not None:
         cached = engine.answers.get(("cluster", *found.key), whole.version)
         if cached is not None and "to" in request.query:
             body, encoded = cached.body, cached.meta
         else:
-            answer = series_answer(engine, await whole.view(), request.query, whole)
+            answer = series_answer(engine, await whole.view(), params, whole)
             body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
             encoded = Encoded(answer.output)
             engine.answers.put(("cluster", *found.key), whole.version, body, encoded)

@@ -10,6 +10,7 @@ from api.context import engine_of, json_response, only, source_of
 from api.errors import ApiError
 from api.params import bad
 from ingest.http import Body, HttpSource
+from ingest.kafka import KafkaSource
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -20,10 +21,11 @@ async def post_events(request: web.Request) -> web.Response:
     if on_error not in ("fail", "skip"):
         raise bad("on_error", "must be 'fail' (reject the whole body) or 'skip'")
     source = engine.sources[name]
-    if not isinstance(source, HttpSource):
+    if not isinstance(source, HttpSource | KafkaSource):
         raise ApiError(
             405,
-            f"source '{name}' reads from {source.kind}; events are posted to HTTP sources only",
+            f"source '{name}' reads from {source.kind}; events are posted to HTTP sources "
+            "(and, in a cluster, to Kafka sources)",
         )
     limit = engine.settings.max_body_bytes
     ack = await source.append(

@@ -438,7 +438,7 @@ class HttpSource:
             return await self._submit(Batch(self.name, [], 0, columns=columns), body, receipt)
         decoded = await asyncio.to_thread(decoder.decode, body) if offload else decoder.decode(body)
         if decoded.errors and on_error == "fail":
-            raise _invalid(decoded)
+            raise invalid(decoded)
         if not decoded.events and not decoded.errors:
             return Ack(0, 0, self.position())
         received = format_time(int(time.time() * 1000))  # wall clock: when it reached us
@@ -457,7 +457,7 @@ class HttpSource:
         return Ack(len(batch), len(batch.rejected), f"wal:{position}", views)
 
 
-def _invalid(decoded: Decoded) -> Rejected:
+def invalid(decoded: Decoded) -> Rejected:
     shown = decoded.errors[:100]
     first = shown[0]
     where = f"line {first.line}" + (f", field '{first.field}'" if first.field else "")

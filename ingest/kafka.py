@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
@@ -41,6 +46,7 @@ from ingest.changes import ChangeDecoder
 from ingest.cluster import Membership
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
+from ingest.http import Ack, Body, Rejected, invalid
 from ingest.snapshots import atomic_write
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
@@ -90,6 +96,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         self.spec = spec
         # With [cluster]: this member's address and the group's map (``ingest.cluster``).
         self.membership = None if advertise is None else Membership(advertise)
+        self.producer: AIOKafkaProducer | None = None  # posts appended to the topic ([cluster])
+        self.idempotent: bool | None = None  # whether the broker gave the producer an id
+        self._producing = asyncio.Lock()
         self.name = spec.name
         self.options = spec.options
         self.committer = committer
@@ -153,6 +162,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             "topics": self.options["topics"],
             "partitions": partitions,
             "cluster": None if self.membership is None else self.membership.status(),
+            "producer": None if self.producer is None else {"idempotent": self.idempotent},
             "tombstones": self.tombstones,
         }
 
@@ -431,6 +441,104 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None
+
+    # -- writes through the topic ([cluster]) -----------------------------------------------------
+
+    async def append(self, body: Body, on_error: str, key: str | None) -> Ack:
+        """Post events to a clustered Kafka source: each valid event becomes a record of the
+        topic (keyed by ``partition_by`` when set), produced idempotently with ``acks=all``; the
+        200 comes once the broker has every record, with the positions they got. Whichever
+        member owns a partition applies its records, as it applies any producer's."""
+        refusal = self._refuse_writes(key)
+        if refusal is not None:
+            raise Rejected(405 if key is None else 400, refusal)
+        data = await body.read()
+        decoded = await asyncio.to_thread(self.changes.decoder.decode, data)
+        if decoded.errors and on_error == "fail":
+            raise invalid(decoded)
+        topic, field = self.options["topics"][0], self.options["partition_by"]
+        ends: dict[int, int] = {}
+        try:
+            producer = await self._producer()
+            sent = []
+            for event in decoded.events:
+                value = event.get(field) if field is not None else None
+                record_key = None if value is None else str(value).encode()
+                sent.append(await producer.send(topic, orjson.dumps(event), key=record_key))
+            for future in sent:
+                meta = await future
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        except (KafkaError, OSError) as err:
+            raise Rejected(
+                503,
+                f"the broker did not take the events ({str(err) or type(err).__name__}); some "
+                "may have been appended: retry only if a duplicate is acceptable",
+                {"Retry-After": "1"},
+            ) from None
+        position = ",".join(f"{topic}:{p}@{n}" for p, n in sorted(ends.items()))
+        return Ack(len(decoded.events), len(decoded.errors), position)
+
+    def _refuse_writes(self, key: str | None) -> str | None:
+        name = self.spec.name
+        if self.membership is None:
+            return (
+                f"source '{name}' reads from Kafka; events are posted to it only in a cluster "
+                "([cluster] table), which appends them to its topic"
+            )
+        if self.spec.format != "json":
+            return f"source '{name}' reads {self.spec.format} change events; they come from Kafka"
+        if self.spec.time_field == KAFKA_TIMESTAMP:
+            return f"source '{name}' takes its time from the broker (time = kafka_timestamp)"
+        if len(self.options["topics"]) != 1:
+            return f"source '{name}' reads several topics: which one a post goes to is not known"
+        if key is not None:
+            return (
+                "Idempotency-Key is not supported yet for posts to a Kafka source: a retry would "
+                "append the events again; post without it, or to an HTTP source"
+            )
+        return None
+
+    async def _producer(self) -> AIOKafkaProducer:
+        async with self._producing:
+            if self.producer is None:
+                try:
+                    self.producer = await self._started_producer(idempotent=True)
+                    self.idempotent = True
+                except KafkaError as err:
+                    # Some Kafka-protocol brokers (Tansu, the tests' broker) do not hand out
+                    # producer ids. Say so, loudly and in /v1/sources: without idempotence a send
+                    # retried after a lost acknowledgement can be written twice.
+                    log.warning(
+                        "event=producer_not_idempotent source=%s error=%r: the broker gives no "
+                        "producer id; posts are appended with acks=all, and a send the client "
+                        "retries after a lost acknowledgement could be written twice",
+                        self.spec.name,
+                        str(err) or type(err).__name__,
+                    )
+                    self.producer = await self._started_producer(idempotent=False)
+                    self.idempotent = False
+            return self.producer
+
+    async def _started_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.options["bootstrap"],
+            enable_idempotence=idempotent,  # a retried send is written once
+            acks="all",
+            linger_ms=5,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start still holds connections and tasks
+            raise
+        return producer
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.producer.stop()
+            self.producer = None
 
     def _strategies(self) -> tuple[Any, ...]:
         """tallyd's protocol first (members advertise their addresses); a group where a member

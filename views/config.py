@@ -35,6 +35,7 @@ SOURCE_FIELDS = {
         "max_batch",
         "idle",
         "session_timeout",
+        "partition_by",
     },
     "file": {"time", "fields", "from", "path", "format", "follow"},
 }
@@ -208,7 +209,11 @@ def _kafka_options(path: str, where: str, body: dict[str, Any]) -> dict[str, Any
     state_dir = body.get("state_dir")
     if state_dir is not None and (not isinstance(state_dir, str) or not state_dir):
         raise ConfigError(path, where, "state_dir", "must be a directory path")
+    partition_by = body.get("partition_by")
+    if partition_by is not None and (not isinstance(partition_by, str) or not partition_by):
+        raise ConfigError(path, where, "partition_by", "must name a field of the events")
     return {
+        "partition_by": partition_by,
         "bootstrap": _text(path, where, body, "bootstrap"),
         "topics": topics,
         "group": _text(path, where, body, "group"),

@@ -47,7 +47,7 @@ sql = "SELECT count(*) AS n, sum(id) AS ids FROM events"
 
 def present(freshness: dict[str, Any]) -> list[int]:
     """The partitions an answer's freshness lists as included."""
-    return [int(p.split("=")[0].rpartition(":")[2]) for p in freshness["position"].split(",") if p]
+    return [int(p.split("@")[0].rpartition(":")[2]) for p in freshness["position"].split(",") if p]
 
 
 @pytest.mark.asyncio

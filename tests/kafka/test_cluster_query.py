@@ -210,7 +210,7 @@ async def test_every_node_answers_for_the_whole_topic(
             assert fresh["missing_partitions"] == []
             assert fresh["nodes"] == 3
             assert fresh["position"] == ",".join(
-                f"{topic}:{p}={counts[p]}" for p in range(PARTITIONS)
+                f"{topic}:{p}@{counts[p]}" for p in range(PARTITIONS)
             )
 
         # Asked again with nothing new on the topic, the peers answer 304 (their state is the one

@@ -1,0 +1,110 @@
+"""Issue 11: writes to any member. In a cluster, a post to a Kafka source appends its events to
+the topic (idempotent producer, acks=all, keyed by ``partition_by``) and answers once the broker
+has them, with their positions; a read on another member with ``min_position`` waits until the
+cluster has applied that far (read-your-writes across members). A bad body names its line and
+field and appends nothing; what cannot be promised yet (an Idempotency-Key) is refused by name;
+a Kafka source outside a cluster still takes no posts."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from benchmarks.server import ServerProcess
+from tests.helpers import BASE_TS
+from tests.kafka.broker import create_topic
+from tests.kafka.test_cluster_map import SECRET, agreed
+
+PARTITIONS = 4
+
+
+def config(bootstrap: str, topic: str, shared: Path, group: str, cluster: bool) -> str:
+    table = '[cluster]\nsecret_env = "TALLYD_TEST_CLUSTER_SECRET"\n' if cluster else ""
+    return f"""
+{table}
+[sources.events]
+from = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+group = "{group}"
+time = "ts"
+state_dir = "{shared}"
+session_timeout = "6s"
+partition_by = "k"
+
+[views.by_key]
+sql = "SELECT k, count(*) AS n, sum(v) AS total FROM events GROUP BY k"
+"""
+
+
+def body(events: list[dict[str, Any]]) -> bytes:
+    return b"\n".join(orjson.dumps(e) for e in events) + b"\n"
+
+
+@pytest.mark.asyncio
+async def test_a_post_to_one_member_is_read_on_another(
+    kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    topic = await create_topic(kafka, PARTITIONS)
+    group = f"g{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "cluster.toml"
+    path.write_text(config(kafka, topic, tmp_path / "shared", group, cluster=True))
+    lone = tmp_path / "lone.toml"
+    lone.write_text(config(kafka, topic, tmp_path / "lone", f"{group}-lone", cluster=False))
+    a, b = (ServerProcess(path, tmp_path / n, tmp_path / f"{n}.log") for n in "ab")
+    single = ServerProcess(lone, tmp_path / "single", tmp_path / "single.log")
+    for server in (a, b, single):
+        await server.start()
+    await agreed([a.url, b.url], 90)
+    events: list[dict[str, Any]] = [
+        {"ts": BASE_TS + i, "k": f"k{i % 7}", "v": i} for i in range(300)
+    ]
+    url = "/v1/sources/events/events"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(a.url + url, data=body(events)) as r:
+            ack = await r.json()
+            assert r.status == 200, ack
+        assert ack["accepted"] == 300
+        assert ack["rejected"] == 0
+        ends = dict(item.split("@") for item in ack["position"].split(","))
+        assert sum(int(n) for n in ends.values()) == 300  # a new topic: offsets count records
+
+        async with session.get(f"{b.url}/v1/views/by_key?min_position={ack['position']}") as r:
+            answer = await r.json()
+        assert answer["freshness"]["min_position_reached"] is True
+        want = [
+            {"k": f"k{j}", "n": len(events[j::7]), "total": sum(e["v"] for e in events[j::7])}
+            for j in range(7)
+        ]
+        assert answer["rows"] == want
+        async with session.get(f"{single.url}/v1/views/by_key?min_position={ack['position']}") as r:
+            assert r.status == 400  # not a cluster member: it has no such wait
+        # a bad body: its line and field named, nothing appended
+        bad = body(events[:1]) + b'{"k": "k1", "v": 1}\n'
+        async with session.post(a.url + url, data=bad) as r:
+            refusal = await r.json()
+        assert r.status == 400
+        assert refusal["error"]["errors"][0]["line"] == 2
+        assert refusal["error"]["errors"][0]["field"] == "ts"
+        async with session.post(
+            a.url + url, data=body(events[:5]), headers={"Idempotency-Key": "k-1"}
+        ) as r:
+            refusal = await r.json()
+        assert r.status == 400
+        assert "Idempotency-Key is not supported yet" in refusal["error"]["message"]
+        async with session.post(single.url + url, data=body(events[:5])) as r:
+            refusal = await r.json()
+        assert r.status == 405
+        assert "only in a cluster" in refusal["error"]["message"]
+        # nothing of the refused posts reached the topic
+        async with session.get(f"{a.url}/v1/views/by_key?min_position={ack['position']}") as r:
+            again = await r.json()
+        assert again["rows"] == answer["rows"]
+    for server in (a, b, single):
+        assert server.terminate() == 0
