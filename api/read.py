@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from api.cluster import Whole, whole_at
+from api.cluster import Whole, whole_at, whole_view
 from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import Engine
@@ -92,12 +92,15 @@ async def list_views(request: web.Request) -> web.Response:
     engine = engine_of(request)
     only(request, set())
     config = engine.config
-    views = [
-        describe_view(
-            engine.registry.views[n], config.descriptions.get(n, ""), config.charts.get(n)
-        )
-        for n in readable(request, engine)
-    ]
+    views = []
+    for name in readable(request, engine):
+        view = engine.registry.views[name]
+        whole = await whole_view(engine, view)  # a cluster member: the whole topic's figures
+        shown = view if whole is None else await whole.view()
+        entry = describe_view(shown, config.descriptions.get(name, ""), config.charts.get(name))
+        if whole is not None:
+            entry["freshness"] = whole.freshness
+        views.append(entry)
     return json_response({"views": views})
 
 

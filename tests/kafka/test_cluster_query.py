@@ -213,6 +213,14 @@ async def test_every_node_answers_for_the_whole_topic(
                 f"{topic}:{p}@{counts[p]}" for p in range(PARTITIONS)
             )
 
+        # /v1/views: each view's figures are the whole topic's
+        _, listed = await get(session, single.url + "/v1/views")
+        for url in urls:
+            _, theirs = await get(session, url + "/v1/views")
+            for mine, want in zip(theirs["views"], listed["views"], strict=True):
+                assert mine["stats"] == want["stats"], (url, mine["name"])
+                assert mine["freshness"]["partial"] is False
+
         # Asked again with nothing new on the topic, the peers answer 304 (their state is the one
         # already held) and the answer is the same.
         before = [await parts_calls(session, url) for url in urls[1:]]
