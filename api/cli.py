@@ -13,7 +13,7 @@ from pathlib import Path
 
 from api import logs
 from api.auth import ACTIONS, AuthError, mint_embed, new_token, parse_auth
-from api.demo import EXAMPLE, run_demo
+from api.demo import EXAMPLE, run_cluster_demo, run_demo
 from api.server import open_without_tokens, serve
 from api.settings import Settings, SettingsError, load_settings
 from ingest import repair
@@ -153,6 +153,14 @@ def parser() -> argparse.ArgumentParser:
     p_demo.add_argument(
         "--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)"
     )
+    p_demo.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="N > 1: a cluster of N members on a local broker (needs the test extras' Tansu, "
+        "or --bootstrap), on consecutive ports from --listen",
+    )
+    p_demo.add_argument("--bootstrap", help="with --nodes: an existing Kafka to use")
     _log_level(p_demo)
     p_repair = commands.add_parser(
         "repair",
@@ -256,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             return _token_create(args)
         config, settings = _load(str(EXAMPLE), data_dir=args.data_dir, listen=args.listen)
+        if args.nodes > 1:
+            return asyncio.run(run_cluster_demo(settings, args.rate, args.nodes, args.bootstrap))
         return asyncio.run(run_demo(config, settings, args.rate))
     except (
         ConfigError,

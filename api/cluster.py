@@ -140,7 +140,11 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
     if membership is None:
         return None
     topology = await _topology(membership)
-    peers = [] if topology is None else [m for m in topology.members if m.url != membership.url]
+    # A group may hold several sources' consumers (one per source per member): only the members
+    # and partitions of this source's topics count, one call per member's address.
+    topics = set(getattr(engine.sources[source], "options", {}).get("topics", []))
+    ours = [] if topology is None else [_of(m, topics) for m in topology.members]
+    peers = _by_url([m for m in ours if m.partitions and m.url != membership.url])
     fetched = await asyncio.gather(*(_fetch(engine, m.url, view.spec.name) for m in peers))
     remote: list[tuple[Member, dict[str, Any]]] = []
     tags: list[str | None] = []
@@ -169,7 +173,7 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
     own = engine.watermark(source)
     if own is not None:
         watermarks.append(own)
-    every = set() if topology is None else {p for m in topology.members for p in m.partitions}
+    every = {p for m in ours for p in m.partitions}
     missing = sorted(every - set(positions), key=_order)
     partial = topology is None or bool(missing)
     freshness = {
@@ -217,6 +221,21 @@ async def whole_at(
         assert whole is not None
     whole.freshness["min_position_reached"] = whole.reached(wanted)
     return whole, rest
+
+
+def _of(member: Member, topics: set[str]) -> Member:
+    """``member`` with only its partitions of ``topics``."""
+    kept = tuple(p for p in member.partitions if p.rpartition(":")[0] in topics)
+    return Member(member.member, member.url, kept)
+
+
+def _by_url(members: list[Member]) -> list[Member]:
+    """One entry per address, with the partitions of every entry of it (a member process with
+    several consumers of the topics in one group)."""
+    merged: dict[str | None, list[str]] = {}
+    for m in members:
+        merged.setdefault(m.url, []).extend(m.partitions)
+    return [Member(url or "", url, tuple(parts)) for url, parts in merged.items()]
 
 
 def _order(part: str) -> tuple[str, int]:

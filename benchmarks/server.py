@@ -29,10 +29,15 @@ class ServerProcess:
     started: ClassVar[set[subprocess.Popen[bytes]]] = set()
 
     def __init__(
-        self, config: Path, data_dir: Path, log: Path, launcher: list[str] | None = None
+        self,
+        config: Path,
+        data_dir: Path,
+        log: Path,
+        launcher: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.config, self.data_dir, self.log = config, data_dir, log
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         # What runs ``serve ...``: tallyd itself, or a test-only launcher that arms a crash point.
         self.launcher = launcher or [sys.executable, "-m", "api"]
