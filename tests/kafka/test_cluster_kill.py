@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +17,12 @@ from api.cluster import PEER_TIMEOUT, WAIT
 from benchmarks.server import ServerProcess
 from tests.helpers import BASE_TS
 from tests.kafka.broker import create_topic, produce
-from tests.kafka.test_cluster_map import SECRET, agreed
+from tests.kafka.cluster import SECRET, SECRET_ENV, agreed, kafka_config
 
 PARTITIONS = 6
 
 
-def config(bootstrap: str, topic: str, shared: Path) -> str:
-    return f"""
-[server]
-snapshot_every = "500ms"
-
-[cluster]
-secret_env = "TALLYD_TEST_CLUSTER_SECRET"
-
-[sources.events]
-from = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{topic}"
-group = "g{uuid.uuid4().hex[:8]}"
-time = "ts"
-state_dir = "{shared}"
-session_timeout = "6s"
-
+VIEWS = """
 [views.totals]
 sql = "SELECT count(*) AS n, sum(id) AS ids FROM events"
 """
@@ -54,13 +37,13 @@ def present(freshness: dict[str, Any]) -> list[int]:
 async def test_a_member_killed_mid_queries_never_gives_a_short_answer_as_whole(
     kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
     topic = await create_topic(kafka, PARTITIONS)
     records = [(i % PARTITIONS, {"id": i, "ts": BASE_TS + i}) for i in range(1, 6001)]
     counts = await produce(kafka, topic, records)
     ids = {p: sum(v["id"] for q, v in records if q == p) for p in range(PARTITIONS)}
     path = tmp_path / "tallyd.toml"
-    path.write_text(config(kafka, topic, tmp_path / "shared"))
+    path.write_text(kafka_config(kafka, topic, tmp_path / "shared", VIEWS, snapshot_every="500ms"))
     nodes = [ServerProcess(path, tmp_path / n, tmp_path / f"{n}.log") for n in "abc"]
     for node in nodes:
         await node.start()

@@ -5,80 +5,26 @@ one leaves, the others agree on the next map without it."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from benchmarks.server import ServerProcess
 from tests.kafka.broker import create_topic
+from tests.kafka.cluster import SECRET, SECRET_ENV, agreed, kafka_config
 
 PARTITIONS = 6
-SECRET = "test-cluster-secret-0123456789abcdef"  # noqa: S105 - a test's own
-
-
-def config(bootstrap: str, topic: str, shared: Path) -> str:
-    return f"""
-[server]
-snapshot_every = "1s"
-
-[cluster]
-secret_env = "TALLYD_TEST_CLUSTER_SECRET"
-
-[sources.events]
-from = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{topic}"
-group = "g{uuid.uuid4().hex[:8]}"
-time = "ts"
-state_dir = "{shared}"
-session_timeout = "6s"
-
-[views.n]
-sql = "SELECT count(*) AS n FROM events"
-"""
-
-
-async def source_status(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with session.get(f"{url}/v1/sources") as r:
-        assert r.status == 200
-        return dict((await r.json())["sources"][0]["status"])
-
-
-async def agreed(urls: list[str], timeout: float) -> dict[str, Any]:
-    """The map, once every node reports the same assignment, naming exactly these nodes, and
-    each node consumes exactly the partitions the map gives it."""
-
-    async def poll() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session:
-            while True:
-                statuses = [await source_status(session, url) for url in urls]
-                maps = [s["cluster"] for s in statuses]
-                ids = {m["assignment"] for m in maps}
-                if None not in ids and len(ids) == 1:
-                    members = maps[0]["members"]
-                    by_url = {m["url"]: m["partitions"] for m in members}
-                    if sorted(by_url) == sorted(urls) and all(
-                        sorted(s["partitions"]) == sorted(by_url[url])
-                        for url, s in zip(urls, statuses, strict=True)
-                    ):
-                        return {"maps": maps, "by_url": by_url}
-                await asyncio.sleep(0.1)  # polling a condition, bounded by wait_for
-
-    return await asyncio.wait_for(poll(), timeout)
+VIEWS = '[views.n]\nsql = "SELECT count(*) AS n FROM events"\n'
 
 
 @pytest.mark.asyncio
 async def test_every_node_knows_who_owns_which_partition_and_where(
     kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
     topic = await create_topic(kafka, PARTITIONS)
     path = tmp_path / "tallyd.toml"
-    path.write_text(config(kafka, topic, tmp_path / "shared"))
+    path.write_text(kafka_config(kafka, topic, tmp_path / "shared", VIEWS))
     nodes = [ServerProcess(path, tmp_path / n, tmp_path / f"{n}.log") for n in "abc"]
     for node in nodes:
         await node.start()

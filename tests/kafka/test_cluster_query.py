@@ -21,7 +21,7 @@ import pytest
 from benchmarks.server import ServerProcess
 from tests.helpers import BASE_TS
 from tests.kafka.broker import create_topic, produce
-from tests.kafka.test_cluster_map import SECRET, agreed
+from tests.kafka.cluster import SECRET, SECRET_ENV, agreed, kafka_config
 
 PARTITIONS = 6
 VIEWS = """
@@ -34,24 +34,6 @@ sql = '''SELECT k, count(*) AS n, sum(v) AS total, p95(v) AS p95, count_distinct
 sql = '''SELECT k, tumble(ts, '1 minute') AS minute, count(*) AS n, avg(v) AS mean
          FROM events GROUP BY k, minute'''
 """
-
-
-def config(bootstrap: str, topic: str, shared: Path, group: str, cluster: bool) -> str:
-    table = '[cluster]\nsecret_env = "TALLYD_TEST_CLUSTER_SECRET"\n' if cluster else ""
-    return f"""
-[server]
-snapshot_every = "1s"
-
-{table}
-[sources.events]
-from = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{topic}"
-group = "{group}"
-time = "ts"
-state_dir = "{shared}"
-session_timeout = "6s"
-{VIEWS}"""
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
@@ -151,6 +133,16 @@ def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     return out
 
 
+def same_answers(url: str, got: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Every answer a member gave equals the single node's, but for freshness and cursors."""
+    for path, body in got.items():
+        assert without_freshness(body) == without_freshness(expected[path]), (
+            url,
+            path,
+            differences(body, expected[path]),
+        )
+
+
 def without_freshness(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("freshness", "next_cursor", "partial")}
 
@@ -159,7 +151,7 @@ def without_freshness(body: dict[str, Any]) -> dict[str, Any]:
 async def test_every_node_answers_for_the_whole_topic(
     kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
     topic = await create_topic(kafka, PARTITIONS)
     rng = random.Random(11)
     data: list[dict[str, Any]] = [
@@ -178,9 +170,13 @@ async def test_every_node_answers_for_the_whole_topic(
     shared = tmp_path / "shared"
     group = f"g{uuid.uuid4().hex[:8]}"
     members_path = tmp_path / "cluster.toml"
-    members_path.write_text(config(kafka, topic, shared, group, cluster=True))
+    members_path.write_text(kafka_config(kafka, topic, shared, VIEWS, group=group))
     single_path = tmp_path / "single.toml"
-    single_path.write_text(config(kafka, topic, tmp_path / "alone", f"{group}-single", False))
+    single_path.write_text(
+        kafka_config(
+            kafka, topic, tmp_path / "alone", VIEWS, group=f"{group}-single", cluster=False
+        )
+    )
     nodes = [ServerProcess(members_path, tmp_path / n, tmp_path / f"{n}.log") for n in "abc"]
     single = ServerProcess(single_path, tmp_path / "single", tmp_path / "single.log")
     for server in [*nodes, single]:
@@ -196,12 +192,7 @@ async def test_every_node_answers_for_the_whole_topic(
         assert sum(r["n"] for r in expected["/v1/views/by_key"]["rows"]) == len(data)
         for url in urls:
             got = await answers(session, url)
-            for path, body in got.items():
-                assert without_freshness(body) == without_freshness(expected[path]), (
-                    url,
-                    path,
-                    differences(body, expected[path]),
-                )
+            same_answers(url, got, expected)
             assert got["/v1/views/per_minute/series?metric=n&split_by=k&format=csv"]["partial"] == (
                 "false"
             )
@@ -272,12 +263,7 @@ async def test_every_node_answers_for_the_whole_topic(
         assert sum(r["n"] for r in expected["/v1/views/by_key"]["rows"]) == len(data)
         for url in urls[1:]:
             got = await answers(session, url)
-            for path, body in got.items():
-                assert without_freshness(body) == without_freshness(expected[path]), (
-                    url,
-                    path,
-                    differences(body, expected[path]),
-                )
+            same_answers(url, got, expected)
             assert got["/v1/views/by_key"]["freshness"]["nodes"] == 2
     for server in [*nodes[1:], single]:
         assert server.terminate() == 0

@@ -18,25 +18,13 @@ import pytest
 from benchmarks.server import ServerProcess
 from tests.helpers import BASE_TS
 from tests.kafka.broker import create_topic
-from tests.kafka.test_cluster_map import SECRET, agreed
+from tests.kafka.cluster import SECRET, SECRET_ENV, agreed, kafka_config
 
 PARTITIONS = 4
 
 
-def config(bootstrap: str, topic: str, shared: Path, group: str, cluster: bool) -> str:
-    table = '[cluster]\nsecret_env = "TALLYD_TEST_CLUSTER_SECRET"\n' if cluster else ""
-    return f"""
-{table}
-[sources.events]
-from = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{topic}"
-group = "{group}"
-time = "ts"
-state_dir = "{shared}"
-session_timeout = "6s"
-partition_by = "k"
-
+BY_K = 'partition_by = "k"'
+VIEWS = """
 [views.by_key]
 sql = "SELECT k, count(*) AS n, sum(v) AS total FROM events GROUP BY k"
 """
@@ -50,13 +38,17 @@ def body(events: list[dict[str, Any]]) -> bytes:
 async def test_a_post_to_one_member_is_read_on_another(
     kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TALLYD_TEST_CLUSTER_SECRET", SECRET)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
     topic = await create_topic(kafka, PARTITIONS)
     group = f"g{uuid.uuid4().hex[:8]}"
     path = tmp_path / "cluster.toml"
-    path.write_text(config(kafka, topic, tmp_path / "shared", group, cluster=True))
+    path.write_text(kafka_config(kafka, topic, tmp_path / "shared", VIEWS, group=group, extra=BY_K))
     lone = tmp_path / "lone.toml"
-    lone.write_text(config(kafka, topic, tmp_path / "lone", f"{group}-lone", cluster=False))
+    lone.write_text(
+        kafka_config(
+            kafka, topic, tmp_path / "lone", VIEWS, group=f"{group}-lone", cluster=False, extra=BY_K
+        )
+    )
     a, b = (ServerProcess(path, tmp_path / n, tmp_path / f"{n}.log") for n in "ab")
     single = ServerProcess(lone, tmp_path / "single", tmp_path / "single.log")
     for server in (a, b, single):

@@ -21,28 +21,13 @@ import pytest
 from benchmarks.server import ServerProcess
 from tests.helpers import BASE_TS
 from tests.kafka.broker import create_topic, produce
+from tests.kafka.cluster import kafka_config
 from views import snapshot
 
 PARTITIONS = 2
 
 
-def config(bootstrap: str, topic: str, shared: Path, group: str, every: str) -> str:
-    return f"""
-[server]
-snapshot_every = "{every}"
-
-[sources.events]
-from = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{topic}"
-group = "{group}"
-time = "ts"
-state_dir = "{shared}"
-session_timeout = "6s"
-
-[views.totals]
-sql = "SELECT count(*) AS n FROM events"
-"""
+VIEWS = '[views.totals]\nsql = "SELECT count(*) AS n FROM events"\n'
 
 
 async def positions(url: str) -> dict[str, int]:
@@ -79,8 +64,14 @@ async def test_a_member_that_stalled_past_its_session_cannot_overwrite_the_newer
     first = await produce(
         kafka, topic, [(i % PARTITIONS, {"id": i, "ts": BASE_TS + i}) for i in range(1, 1001)]
     )
-    (tmp_path / "a.toml").write_text(config(kafka, topic, shared, group, "1h"))
-    (tmp_path / "b.toml").write_text(config(kafka, topic, shared, group, "300ms"))
+    (tmp_path / "a.toml").write_text(
+        kafka_config(kafka, topic, shared, VIEWS, group=group, cluster=False, snapshot_every="1h")
+    )
+    (tmp_path / "b.toml").write_text(
+        kafka_config(
+            kafka, topic, shared, VIEWS, group=group, cluster=False, snapshot_every="300ms"
+        )
+    )
     a = ServerProcess(tmp_path / "a.toml", tmp_path / "a", tmp_path / "a.log")
     b = ServerProcess(tmp_path / "b.toml", tmp_path / "b", tmp_path / "b.log")
     await a.start()
