@@ -265,12 +265,12 @@ async def _fetch(engine: Engine, url: str | None, view: str) -> tuple[str, dict[
     headers = {"Authorization": f"Bearer {engine.cluster_secret.decode()}"}
     if known is not None:
         headers["If-None-Match"] = known[0]
-    try:
+    if engine.peer_session is None:  # kept alive: a query costs a round trip, not a handshake
         timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url + PARTS_PATH.format(view=view), headers=headers) as response,
-        ):
+        engine.peer_session = aiohttp.ClientSession(timeout=timeout)
+    session = engine.peer_session
+    try:
+        async with session.get(url + PARTS_PATH.format(view=view), headers=headers) as response:
             if response.status == 304 and known is not None:
                 return known
             if response.status != 200:

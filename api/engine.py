@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from api import logs
@@ -62,6 +63,8 @@ class Engine:
         self.answers = AnswerCache(settings.answer_cache_bytes)
         # [cluster]: each peer's partitions of a view as last sent, with its ETag (api.cluster)
         self.peer_states: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        # [cluster]: one HTTP client for every call to the peers (kept-alive connections)
+        self.peer_session: aiohttp.ClientSession | None = None
         self.metrics = Metrics()
         self.metrics.watch(self)
         batch_events = self.metrics.batch_events
@@ -210,6 +213,9 @@ class Engine:
             with contextlib.suppress(OSError):
                 await self.snapshot()  # on SIGTERM: restart without replaying the WAL
         await self.http.stop()
+        if self.peer_session is not None:
+            await self.peer_session.close()
+            self.peer_session = None
 
 
 ENGINE = web.AppKey("engine", Engine)
