@@ -1,0 +1,492 @@
+"""The aggregates (views/aggregates/) through the engine, where their mutants survived.
+
+Written against what survives the array rewrite (issue 15): events go in with
+``Registry.apply``, answers come out of ``views.query.run`` and are compared with the plain
+reference (tests/reference.py); snapshots are ``Registry.to_state`` / ``load_state``. The
+aggregate contract (``AggSpec.new()``, ``merge``, ``to_state``) is used only where the contract
+itself is the point: merge equals feeding both streams, state for state.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from ingest.decode import TABLE_MIN_LINES, Decoder
+from tests import reference as ref
+from tests.helpers import ndjson
+from views.aggregates import Aggregate, NotRemovable
+from views.config import ConfigError, parse
+from views.query import Query, run
+from views.registry import Batch, Registry
+from views.spec import KINDS, AggSpec
+
+MINUTE = 60_000
+T0 = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
+SOURCES: dict[str, Any] = {
+    "s": {"time": "ts"},
+    # A change stream (Debezium over Kafka): removable aggregates and their stand-ins only.
+    "c": {
+        "from": "kafka",
+        "format": "debezium",
+        "topic": "t",
+        "bootstrap": "127.0.0.1:9",
+        "group": "g",
+        "time": "ts",
+    },
+}
+
+
+def registry(views: dict[str, str], **options: Any) -> Registry:
+    config = parse(
+        {"sources": SOURCES, "views": {n: {"sql": sql, **options} for n, sql in views.items()}}
+    )
+    return Registry(config.sources, config.views)
+
+
+def restored(reg: Registry) -> Registry:
+    """A new registry of the same definitions, loaded from ``reg``'s snapshot state as JSON."""
+    sources = {name: state.spec for name, state in reg.sources.items()}
+    fresh = Registry(sources, {name: view.spec for name, view in reg.views.items()})
+    fresh.load_state(orjson.loads(orjson.dumps(reg.to_state())))
+    return fresh
+
+
+def feed(
+    reg: Registry,
+    events: list[dict[str, Any]],
+    rng: random.Random,
+    columns: bool = False,
+    source: str = "s",
+    weights: list[int] | None = None,
+) -> None:
+    """``events`` in random-sized batches: row batches, or (``columns``) NDJSON bodies read
+    column-wise as the HTTP source reads large ones."""
+    decoder = Decoder(reg.sources[source].spec, 1 << 20)
+    i = 0
+    while i < len(events):
+        size = (
+            rng.randrange(TABLE_MIN_LINES, 3 * TABLE_MIN_LINES) if columns else rng.randrange(1, 60)
+        )
+        chunk = events[i : i + size]
+        position = reg.sources[source].positions.get("", 0) + 1
+        table = decoder.table(ndjson(chunk)) if columns else None
+        if table is not None:
+            reg.apply(Batch(source, [], position, table=table))
+        else:
+            part = None if weights is None else weights[i : i + size]
+            reg.apply(Batch(source, [dict(e) for e in chunk], position, weights=part))
+        i += size
+
+
+def answer(reg: Registry, view: str, **query: Any) -> list[dict[str, Any]]:
+    result = run(reg.views[view], Query(limit=100_000, **query))
+    names = [c.name for c in result.columns]
+    return [dict(zip(names, row, strict=True)) for row in result.rows]
+
+
+def keyed(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(r[k] for k in keys): r for r in rows}
+
+
+# -- every aggregate, both paths, across a restore -------------------------------------------
+
+EVERY = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, count(x) AS cx, sum(x) AS total,
+    avg(x) AS mean, min(x) AS lo, max(x) AS hi, count_distinct(u) AS users,
+    approx_count_distinct(u) AS approx_users, approx_percentile(x, 0.25) AS q25,
+    top_k(u, 3) AS top
+    FROM s GROUP BY k, m"""
+
+
+def orders(rng: random.Random, n: int, ints_only: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(n):
+        x: Any = rng.choice(
+            [rng.randrange(-500, 500), rng.randrange(1, 90), None]
+            if ints_only
+            else [round(rng.uniform(-50, 400), 2), rng.randrange(-500, 500), 0.5, None]
+        )
+        e = {
+            "ts": T0 + rng.randrange(6 * MINUTE),
+            "k": rng.choice(["a", "b", "c"]),
+            "x": x,
+            "u": f"u{int(rng.paretovariate(1.2)) % 80}",
+        }
+        if x is None and rng.random() < 0.5:
+            del e["x"]
+        out.append(e)
+    return out
+
+
+def figures(xs: list[Any]) -> dict[str, Any]:
+    """The exact figures of a group's non-null values, as the views name them."""
+    return {
+        "cx": len(xs),
+        "total": ref.fsum_or_none(xs),
+        "mean": ref.avg(xs),
+        "lo": min(xs, default=None),
+        "hi": max(xs, default=None),
+    }
+
+
+def every_expected(events: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out = {}
+    timed = [{**e, "_ts": e["ts"]} for e in events]  # the reference's event-time field
+    for (start, k), rows in ref.group(timed, lambda e: True, ["k"], ref.tumble(MINUTE)).items():
+        xs, users = ref.values(rows, "x"), ref.values(rows, "u")
+        out[(k, start)] = {
+            "k": k,
+            "m": start,
+            "n": len(rows),
+            **figures(xs),
+            "users": len(set(users)),
+            "approx_users": len(set(users)),  # HyperLogLog is exact below 256 values
+            "q25": ref.Approx(ref.lower_quantile(xs, 0.25), 0.01),
+            "top": ref.top(users, 3),
+        }
+    return out
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("seed", range(2))
+def test_every_aggregate_matches_the_reference_across_a_restore(columns: bool, seed: int) -> None:
+    rng = random.Random(seed)
+    events = orders(rng, 9000 if columns else 1500)
+    half = len(events) // 2
+    whole = registry({"v": EVERY}, grace="1h")
+    feed(whole, events, rng, columns)
+    first = registry({"v": EVERY}, grace="1h")
+    feed(first, events[:half], rng, columns)
+    again = restored(first)
+    assert answer(again, "v") == answer(first, "v")
+    feed(again, events[half:], rng, columns)  # restored state keeps counting
+    expected = every_expected(events)
+    for reg in (whole, again, restored(whole)):
+        got = keyed(answer(reg, "v"), "k", "m")
+        assert got.keys() == expected.keys()
+        for key, row in expected.items():
+            assert got[key] == row, key
+
+
+def test_the_column_path_reaches_the_row_paths_exact_state() -> None:
+    """count, count_distinct, min, max and integer sums: the same state, not only the same
+    answers (what a snapshot stores and a change of path must not change)."""
+    sql = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, count_distinct(u) AS users,
+        min(x) AS lo, max(x) AS hi, sum(x) AS total FROM s GROUP BY k, m"""
+    rng = random.Random(5)
+    events = orders(rng, 3 * TABLE_MIN_LINES, ints_only=True)
+    by_rows, by_columns = registry({"v": sql}, grace="1h"), registry({"v": sql}, grace="1h")
+    half = len(events) // 2
+    for chunk in (events[:half], events[half:]):  # the second batch folds into existing groups
+        feed(by_rows, chunk, rng)
+        feed(by_columns, chunk, rng, columns=True)
+
+    def groups(reg: Registry) -> dict[tuple[Any, ...], Any]:
+        (part,) = reg.to_state()["views"]["v"]["parts"].values()
+        return {(start, *key): aggs for start, gs in part["buckets"] for key, aggs in gs}
+
+    assert groups(by_columns) == groups(by_rows)
+    assert answer(restored(by_columns), "v") == answer(by_rows, "v")
+
+
+def test_integer_sums_beyond_int64_stay_exact_column_wise() -> None:
+    rng = random.Random(3)
+    events: list[dict[str, Any]] = [
+        {"ts": T0 + i, "k": "a", "x": rng.randrange(1 << 60, 1 << 62) * rng.choice([1, -1, 1])}
+        for i in range(TABLE_MIN_LINES + 10)
+    ]
+    reg = registry({"v": "SELECT k, sum(x) AS total, count(x) AS n FROM s GROUP BY k"})
+    feed(reg, events, rng, columns=True)
+    total = sum(e["x"] for e in events)
+    assert answer(reg, "v") == [{"k": "a", "total": total, "n": len(events)}]
+
+
+# -- snapshots of what the engine keeps per value --------------------------------------------
+
+
+def test_count_distinct_of_mixed_types_snapshots_and_restores() -> None:
+    rng = random.Random(9)
+    pool: list[Any] = ["a", "b", "10", 10, 3, 2.5, True, False, -1, "True"]
+    events = [{"ts": T0 + i, "k": i % 2, "u": rng.choice(pool)} for i in range(400)]
+    reg = registry({"v": "SELECT k, count_distinct(u) AS d, count(*) AS n FROM s GROUP BY k"})
+    feed(reg, events, rng)
+    expected = [
+        {"k": k, "d": len({e["u"] for e in events if e["k"] == k}), "n": 200} for k in (0, 1)
+    ]
+    assert answer(reg, "v", order_by="k") == expected
+    assert answer(restored(reg), "v", order_by="k") == expected
+
+
+# -- change streams: exact, removable stand-ins ----------------------------------------------
+
+CHANGES = """SELECT k, count(*) AS n, count(x) AS cx, sum(x) AS total, avg(x) AS mean,
+    min(x) AS lo, max(x) AS hi, p50(x) AS med, count_distinct(x) AS d FROM c GROUP BY k"""
+
+
+def changes(rng: random.Random, n: int) -> tuple[list[dict[str, Any]], list[int], Counter[str]]:
+    """Inserts and deletes of earlier inserts; the rows alive at the end (as JSON texts)."""
+    events: list[dict[str, Any]] = []
+    weights: list[int] = []
+    alive: Counter[str] = Counter()
+    for i in range(n):
+        if alive and rng.random() < 0.35:
+            row = rng.choice(sorted(alive.elements()))
+            alive[row] -= 1
+            events.append(orjson.loads(row))
+            weights.append(-1)
+            continue
+        k = rng.choice(["a", "b", "nulls"])
+        x = None if k == "nulls" else rng.choice([rng.randrange(-40, 40), 0.5, -2.25, None])
+        e = {"ts": T0 + i, "k": k, "x": x}
+        alive[orjson.dumps(e).decode()] += 1
+        events.append(e)
+        weights.append(1)
+    return events, weights, alive
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_change_streams_answer_what_is_left_after_retractions(seed: int) -> None:
+    rng = random.Random(seed)
+    events, weights, alive = changes(rng, 600)
+    reg = registry({"v": CHANGES})
+    feed(reg, events, rng, source="c", weights=weights)
+    rows = [orjson.loads(text) for text in alive.elements()]
+    expected = {}
+    for (_, k), group in ref.group(rows, lambda e: True, ["k"], None).items():
+        xs = ref.values(group, "x")
+        expected[(k,)] = {
+            "k": k,
+            "n": len(group),
+            **figures(xs),
+            "med": ref.lower_quantile(xs, 0.5),
+            "d": len(set(xs)),
+        }
+    for got_reg in (reg, restored(reg)):
+        got = keyed(answer(got_reg, "v"), "k")
+        assert got.keys() == expected.keys()
+        for key, row in expected.items():
+            assert got[key] == pytest.approx(row), key
+    assert reg.views["v"].counter("unmatched") == 0
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def test_the_extreme_quantiles_are_the_minimum_and_the_maximum() -> None:
+    sql = """SELECT approx_percentile(x, 0) AS q0, approx_percentile(x, 1) AS q1,
+        min(x) AS lo, max(x) AS hi FROM s"""
+    rng = random.Random(4)
+    events = [{"ts": T0 + i, "x": rng.uniform(1, 1000)} for i in range(500)]
+    reg = registry({"v": sql})
+    feed(reg, events, rng)
+    (row,) = answer(reg, "v")
+    xs = [e["x"] for e in events]
+    assert (row["lo"], row["hi"]) == (min(xs), max(xs))
+    assert row["q0"] == ref.Approx(min(xs), 0.01)
+    assert row["q1"] == ref.Approx(max(xs), 0.01)
+
+
+def test_top_k_is_exact_while_its_default_capacity_holds_every_value() -> None:
+    """Default capacity: 100 k, at least 100. Rare values first, so that a smaller summary
+    would have evicted them and over-counted the late heavy hitters."""
+    rng = random.Random(6)
+    for k, distinct in ((1, 100), (2, 200), (5, 500)):
+        rare = [f"r{i}" for i in range(distinct - k)]
+        values = rare + [f"r{i}" for i in range(0, len(rare), 2)] + [f"h{j}" for j in range(k)] * 3
+        events = [{"ts": T0 + i, "u": v} for i, v in enumerate(values)]
+        reg = registry({"v": f"SELECT top_k(u, {k}) AS top FROM s"})
+        feed(reg, events, rng)
+        assert answer(reg, "v") == [{"top": ref.top(values, k)}], k
+
+
+def test_top_k_with_a_capacity_is_exact_up_to_it() -> None:
+    values = [f"r{i}" for i in range(149)] + ["h"] * 2 + ["r0"]
+    rng = random.Random(2)
+    reg = registry({"v": "SELECT top_k(u, 2, 150) AS top FROM s"})
+    feed(reg, [{"ts": T0 + i, "u": v} for i, v in enumerate(values)], rng)
+    assert answer(reg, "v") == [{"top": ref.top(values, 2)}]
+
+
+@pytest.mark.parametrize(
+    ("call", "accepted"),
+    [
+        ("top_k(u, 1)", True),
+        ("top_k(u, 1000)", True),
+        ("top_k(u, 3, 3)", True),
+        ("top_k(u, 3, 100000)", True),
+        ("top_k(u, 0)", False),
+        ("top_k(u, 1001)", False),
+        ("top_k(u, 2.5)", False),
+        ("top_k(u, 3, 2)", False),
+        ("top_k(u, 3, 100001)", False),
+        ("top_k(u, 3, 10.5)", False),
+        ("approx_percentile(x, 0)", True),
+        ("approx_percentile(x, 1)", True),
+        ("approx_percentile(x, 1.01)", False),
+        ("approx_percentile(x, -0.01)", False),
+    ],
+)
+def test_aggregate_parameters_are_checked_at_definition(call: str, accepted: bool) -> None:
+    sql = f"SELECT {call} AS a FROM s"
+    if accepted:
+        registry({"v": sql})
+        return
+    if call.startswith("top_k"):
+        words = "k must be a whole number from 1 to 1000"
+        if call.count(",") == 2 and call.split(",")[1].strip() == "3":
+            words = "capacity must be a whole number from k to 100000"
+    else:
+        words = "the quantile must be between 0 and 1"
+    with pytest.raises(ConfigError, match=words):
+        registry({"v": sql})
+
+
+# -- the contract, where it is the point -----------------------------------------------------
+
+# Aggregates whose state is canonical: the same values give the same state, whatever the order.
+CANONICAL = {
+    "count": ({}, "number"),
+    "min": ({}, "number"),
+    "max": ({}, "number"),
+    "count_distinct": ({}, "label"),
+    "approx_count_distinct": ({}, "label"),
+    "approx_percentile": ({"q": 0.5}, "number"),
+    "sorted_min": ({}, "number"),
+    "sorted_max": ({}, "number"),
+    "sorted_percentile": ({"q": 0.5}, "number"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CANONICAL))
+@pytest.mark.parametrize("n", [40, 2000])
+def test_merge_has_the_state_of_feeding_both_streams(kind: str, n: int) -> None:
+    params, values = CANONICAL[kind]
+    rng = random.Random(n)
+    xs: list[Any] = [
+        f"v{rng.randrange(n // 4)}" if values == "label" else rng.randrange(-50, 50)
+        for _ in range(n)
+    ]
+    spec = AggSpec("a", kind, kind, None, params)
+    left, right, both = spec.new(), spec.new(), spec.new()
+    cut = rng.randrange(n)
+    for x in xs[:cut]:
+        left.add(x)
+        both.add(x)
+    for x in xs[cut:]:
+        right.add(x)
+        both.add(x)
+    left.merge(right)
+    assert orjson.dumps(left.to_state()) == orjson.dumps(both.to_state())
+    if left.removable:  # and so what is removed after a merge is what was added
+        for x in xs:
+            left.remove(x)
+        assert left.to_state() == spec.new().to_state()
+
+
+@pytest.mark.parametrize("cls", [c for c in KINDS if not c.removable], ids=lambda c: c.kind)
+def test_an_aggregate_that_cannot_forget_says_so_by_name(cls: type[Aggregate]) -> None:
+    params = {"q": 0.5} if cls.kind == "approx_percentile" else {}
+    spec = AggSpec(
+        "a", cls.kind, cls.kind, None, {"k": 3, "capacity": 10} if cls.kind == "top_k" else params
+    )
+    aggregate = spec.new()
+    aggregate.add(1)
+    with pytest.raises(NotRemovable, match=f"^{cls.kind} cannot remove a value exactly$"):
+        aggregate.remove(1)
+
+
+# -- declaring an aggregate class ------------------------------------------------------------
+
+
+class Declare:
+    """Declares aggregate classes for a test; they are gone again afterwards."""
+
+    def __init__(self) -> None:
+        self.made: list[type[Aggregate]] = []
+
+    def __call__(self, name: str, parent: type[Aggregate], body: dict[str, Any]) -> type[Aggregate]:
+        cls = type(name, (parent,), body)
+        assert issubclass(cls, Aggregate)
+        self.made.append(cls)
+        return cls
+
+
+def _subclasses(cls: type[Aggregate]) -> set[type[Aggregate]]:
+    return {s for c in cls.__subclasses__() for s in (c, *_subclasses(c))}
+
+
+@pytest.fixture
+def declare() -> Iterator[Declare]:
+    """``Aggregate``'s subclasses are the engine's own (tests/views/test_aggregate_contract.py
+    checks that list): the classes a test declares must not outlive it."""
+    made = Declare()
+    yield made
+    made.made.clear()
+    gc.collect()
+    assert not [c for c in _subclasses(Aggregate) if c.__module__ == __name__]
+
+
+def test_a_new_aggregate_must_declare_its_kind_and_result_type(declare: Declare) -> None:
+    for body in ({"result_type": "int"}, {"kind": "k"}):
+        with pytest.raises(
+            TypeError, match=r"^aggregate Bad must declare its kind and result_type$"
+        ):
+            declare("Bad", Aggregate, body)
+    assert declare.made == []
+
+
+def test_a_new_aggregate_inherits_no_facts_about_itself(declare: Declare) -> None:
+    """A subclass is another aggregate: unless it says so, it is not callable from SQL, shows
+    its own kind and has no stand-in — but may share its parent's result type and arity."""
+    plain = declare("Plain", Aggregate, {"kind": "plain", "result_type": "int"})
+    assert (plain.sql_names, plain.sql_usage, plain.shown, plain.stand_in) == (
+        (),
+        "",
+        "plain",
+        None,
+    )
+    for parent in KINDS:
+        child = declare("Child", parent, {"kind": "child"})
+        assert child.sql_names == ()
+        assert child.sql_usage == ""
+        assert child.shown == "child"
+        assert child.stand_in is None
+        assert child.result_type == parent.result_type
+        assert child.sql_arity == parent.sql_arity
+    own = declare(
+        "Own",
+        Aggregate,
+        {
+            "kind": "own",
+            "result_type": "int",
+            "sql_names": ("own",),
+            "sql_usage": "own(x)",
+            "shown": "count",
+            "stand_in": plain,
+        },
+    )
+    assert (own.sql_names, own.sql_usage, own.shown, own.stand_in) == (
+        ("own",),
+        "own(x)",
+        "count",
+        plain,
+    )
+
+
+def test_sums_are_exact_whatever_the_batching() -> None:
+    """Huge and tiny floats that cancel: the reference is math.fsum over every value."""
+    rng = random.Random(8)
+    pool = [1e16, -1e16, 1.0, 1e-3, 3.14, -2.5, 7]
+    events = [{"ts": T0 + i, "x": rng.choice(pool)} for i in range(TABLE_MIN_LINES * 2)]
+    for columns in (False, True):
+        reg = registry({"v": "SELECT sum(x) AS total, avg(x) AS mean FROM s"})
+        feed(reg, events, rng, columns)
+        xs = [e["x"] for e in events]
+        assert answer(reg, "v") == [{"total": math.fsum(xs), "mean": math.fsum(xs) / len(xs)}]
