@@ -66,24 +66,26 @@ def feed(
     columns: bool = False,
     source: str = "s",
     weights: list[int] | None = None,
+    size: int | None = None,
 ) -> None:
-    """``events`` in random-sized batches: row batches, or (``columns``) NDJSON bodies read
-    column-wise as the HTTP source reads large ones."""
+    """``events`` in random-sized batches (or of ``size``): row batches, or (``columns``)
+    NDJSON bodies read column-wise as the HTTP source reads large ones."""
     decoder = Decoder(reg.sources[source].spec, 1 << 20)
     i = 0
     while i < len(events):
-        size = (
+        n = size or (
             rng.randrange(TABLE_MIN_LINES, 3 * TABLE_MIN_LINES) if columns else rng.randrange(1, 60)
         )
-        chunk = events[i : i + size]
+        chunk = events[i : i + n]
         position = reg.sources[source].positions.get("", 0) + 1
         table = decoder.table(ndjson(chunk)) if columns else None
+        assert table is not None or not columns or len(chunk) < TABLE_MIN_LINES
         if table is not None:
             reg.apply(Batch(source, [], position, table=table))
         else:
-            part = None if weights is None else weights[i : i + size]
+            part = None if weights is None else weights[i : i + n]
             reg.apply(Batch(source, [dict(e) for e in chunk], position, weights=part))
-        i += size
+        i += n
 
 
 def answer(reg: Registry, view: str, **query: Any) -> list[dict[str, Any]]:
@@ -176,12 +178,18 @@ def test_every_aggregate_matches_the_reference_across_a_restore(columns: bool, s
 
 
 def test_the_column_path_reaches_the_row_paths_exact_state() -> None:
-    """count, count_distinct, min, max and integer sums: the same state, not only the same
-    answers (what a snapshot stores and a change of path must not change)."""
+    """count, count_distinct, min, max, integer sums and the sketches (same hashes, same bins,
+    also at the edge of DDSketch's zero band): the same state, not only the same answers
+    (what a snapshot stores and a change of path must not change)."""
     sql = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, count_distinct(u) AS users,
-        min(x) AS lo, max(x) AS hi, sum(x) AS total FROM s GROUP BY k, m"""
+        min(i) AS lo, max(i) AS hi, sum(i) AS total, p50(x) AS med,
+        approx_count_distinct(u) AS approx_users FROM s GROUP BY k, m"""
     rng = random.Random(5)
     events = orders(rng, 3 * TABLE_MIN_LINES, ints_only=True)
+    edges = [1e-12, -1e-12, 1e-13, -1e-13, 0, 0.0, 2e-12, -2e-12, -3.5, 1.0, -1.0, None]
+    for e in events:
+        e["i"] = e.pop("x", None)
+        e["x"] = rng.choice([*edges, round(rng.uniform(-100, 100), 3)])
     by_rows, by_columns = registry({"v": sql}, grace="1h"), registry({"v": sql}, grace="1h")
     half = len(events) // 2
     for chunk in (events[:half], events[half:]):  # the second batch folds into existing groups
@@ -194,6 +202,22 @@ def test_the_column_path_reaches_the_row_paths_exact_state() -> None:
 
     assert groups(by_columns) == groups(by_rows)
     assert answer(restored(by_columns), "v") == answer(by_rows, "v")
+
+
+def test_top_k_of_one_batch_keeps_the_most_frequent_whatever_its_capacity() -> None:
+    """A batch's exact counts, cut to the capacity by count then value: one batch read
+    column-wise answers exactly, even with more distinct values than the capacity. Ties are
+    broken by value, not by the order Arrow happens to meet them."""
+    rng = random.Random(7)
+    values = [f"v{i:03d}" for i in range(400)]  # 400 values once each
+    values += [v for v in ("w3", "w2", "w1", "w0") for _ in range(5)]  # four ties at 6
+    values += ["z"] * 9
+    values = values[::-1] * 6  # met in reverse order: z first, v000 last
+    for k, capacity in ((1, 1), (3, 3), (3, 5), (6, 50)):
+        reg = registry({"v": f"SELECT top_k(u, {k}, {capacity}) AS top FROM s"})
+        events = [{"ts": T0 + i, "u": v} for i, v in enumerate(values)]
+        feed(reg, events, rng, columns=True, size=len(events))
+        assert answer(reg, "v") == [{"top": ref.top(values, k)}], (k, capacity)
 
 
 def test_integer_sums_beyond_int64_stay_exact_column_wise() -> None:
@@ -483,7 +507,7 @@ def test_a_new_aggregate_inherits_no_facts_about_itself(declare: Declare) -> Non
 def test_sums_are_exact_whatever_the_batching() -> None:
     """Huge and tiny floats that cancel: the reference is math.fsum over every value."""
     rng = random.Random(8)
-    pool = [1e16, -1e16, 1.0, 1e-3, 3.14, -2.5, 7]
+    pool = [4e15, -4e15, 1.0, 1e-3, 3.14, -2.5, 7]  # under 2**53: read column-wise
     events = [{"ts": T0 + i, "x": rng.choice(pool)} for i in range(TABLE_MIN_LINES * 2)]
     for columns in (False, True):
         reg = registry({"v": "SELECT sum(x) AS total, avg(x) AS mean FROM s"})
