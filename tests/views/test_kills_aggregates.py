@@ -23,9 +23,11 @@ from ingest.decode import TABLE_MIN_LINES, Decoder
 from tests import reference as ref
 from tests.helpers import ndjson
 from views.aggregates import Aggregate, NotRemovable
+from views.aggregates.distinct import _Hashes
 from views.config import ConfigError, parse
 from views.query import Query, run
 from views.registry import Batch, Registry
+from views.sketches import hash64
 from views.spec import KINDS, AggSpec
 
 MINUTE = 60_000
@@ -108,16 +110,21 @@ EVERY = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, count(x) AS cx,
 
 
 def orders(rng: random.Random, n: int, ints_only: bool = False) -> list[dict[str, Any]]:
+    """Keys a, b, c, and "void" whose ``x`` is always NULL (met first: a group without values
+    among groups with values)."""
     out = []
-    for _ in range(n):
+    for i in range(n):
+        k = "void" if i < 20 else rng.choice(["a", "b", "c", "void"])
         x: Any = rng.choice(
             [rng.randrange(-500, 500), rng.randrange(1, 90), None]
             if ints_only
             else [round(rng.uniform(-50, 400), 2), rng.randrange(-500, 500), 0.5, None]
         )
+        if k == "void":
+            x = None
         e = {
             "ts": T0 + rng.randrange(6 * MINUTE),
-            "k": rng.choice(["a", "b", "c"]),
+            "k": k,
             "x": x,
             "u": f"u{int(rng.paretovariate(1.2)) % 80}",
         }
@@ -514,3 +521,32 @@ def test_sums_are_exact_whatever_the_batching() -> None:
         feed(reg, events, rng, columns)
         xs = [e["x"] for e in events]
         assert answer(reg, "v") == [{"total": math.fsum(xs), "mean": math.fsum(xs) / len(xs)}]
+
+
+def test_the_hash_cache_answers_what_hash64_answers_and_stays_bounded() -> None:
+    """The process-wide cache of approx_count_distinct's column path, fresh: the shared one is
+    warm with every value earlier tests used, so only a new one meets values for the first
+    time."""
+    cache = _Hashes()
+    cache.LIMIT = 4
+    rng = random.Random(12)
+    columns: list[list[Any]] = [["a", "b", "c", "d", "e"], [0, 1, 2, 7], [True, False], [1.0, 2.5]]
+    for _ in range(40):  # one column's values a call, as the column path asks
+        values = [rng.choice(column) for column in [rng.choice(columns)] for _ in range(5)]
+        assert cache.many(values) == [hash64(v) for v in values]
+
+
+def test_approx_distinct_of_ones_after_trues_counts_each_value_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """True == 1 as a dict key, but not as a value (they hash apart, as SQL tells them apart):
+    a column of booleans must not leave its hashes for a column of integers to reuse. Column
+    path first, then the row path, into the same groups, as a WAL replay or a small batch does."""
+    monkeypatch.setattr("views.aggregates.distinct.HASHES", _Hashes())  # a fresh process's
+    sql = "SELECT approx_count_distinct(flag) AS flags, approx_count_distinct(n) AS ns FROM s"
+    rng = random.Random(13)
+    events = [{"ts": T0 + i, "flag": i % 2 == 0, "n": i % 3} for i in range(TABLE_MIN_LINES)]
+    reg = registry({"v": sql})
+    feed(reg, events, rng, columns=True, size=len(events))
+    feed(reg, [{"ts": T0, "flag": False, "n": 1}, {"ts": T0, "flag": True, "n": 0}], rng)
+    assert answer(reg, "v") == [{"flags": 2, "ns": 3}]

@@ -122,6 +122,10 @@ class _Hashes:
         self.known: dict[Any, int] = {}
 
     def many(self, values: list[Any]) -> list[int]:
+        if values and isinstance(values[0], bool):
+            # True == 1 and False == 0 as dict keys, but they hash apart: never remembered, or
+            # an integer column would reuse a boolean's hash. (One column: one type.)
+            return [hash64(v) for v in values]
         known = self.known
         hashes = list(map(known.get, values))
         if None in hashes:
