@@ -245,6 +245,7 @@ def test_a_full_auth_table_is_read_as_written(monkeypatch: pytest.MonkeyPatch) -
     assert auth.cors_origins == ("https://app.example.com", "http://localhost:3000")
     assert auth.embed_key == b"e" * 32
     assert auth.embed_max_ttl == 7200
+    assert type(auth.embed_max_ttl) is int  # whole seconds, as `tallyd token embed` prints them
     assert parse_auth({}, "x.toml", VIEWS, SOURCES) == Auth(embed_max_ttl=24 * 3600)
 
 
