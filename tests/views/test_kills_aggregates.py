@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -375,8 +376,24 @@ def test_aggregate_parameters_are_checked_at_definition(call: str, accepted: boo
             words = "capacity must be a whole number from k to 100000"
     else:
         words = "the quantile must be between 0 and 1"
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(ConfigError, match=re.escape(f"): {words}") + "$"):
         registry({"v": sql})
+
+
+@pytest.mark.parametrize("big", [2.0**53, 2.0**53 + 2, 2.0**54 - 2, 2.0**60])
+def test_whole_floats_from_2_to_the_53_on_stay_floats(big: float) -> None:
+    """JSON has one number type: whole floats below 2**53 are answered as integers, larger
+    ones as the floats they are (no JSON reader can hold them exactly as integers)."""
+    rng = random.Random(14)
+    sql = "SELECT sum(x) AS total, min(x) AS lo, max(x) AS hi FROM s"
+    below = registry({"v": sql})
+    feed(below, [{"ts": T0, "x": 2.0**53 - 1}], rng)
+    above = registry({"v": sql})
+    feed(above, [{"ts": T0, "x": big}], rng)
+    for value in answer(below, "v")[0].values():
+        assert (type(value), value) == (int, 2**53 - 1)
+    for value in answer(above, "v")[0].values():
+        assert (type(value), value) == (float, big)
 
 
 # -- the contract, where it is the point -----------------------------------------------------
