@@ -176,10 +176,14 @@ class View:
         if aggs is None:
             part.counters["unmatched"] += 1
             return
+        removed: list[tuple[Aggregate, Any]] = []
         try:
             for aggregate, value in _values(aggs, args, event):
                 aggregate.remove(value)
+                removed.append((aggregate, value))
         except (KeyError, ValueError):  # the row's values were never added to this group
+            for aggregate, value in removed:  # skipped whole: undo what was removed before
+                aggregate.add(value)
             part.counters["unmatched"] += 1
         if aggs[-1].result() == 0:  # the hidden row count of retracting views
             part.release(start, key)
