@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ingest.decode import Decoder
 from views.config import parse
 from views.query import Query, run
 from views.registry import Batch, Registry, StateMismatch
@@ -322,9 +323,22 @@ def test_state_survives_a_snapshot_and_partitions_move_with_their_own() -> None:
         source.accepted,
         source.rejected,
     )
+    # ... and goes on exactly as the original would: group references, the cap, retention and
+    # the late events kept all carry over.
+    later = batches(random.Random(12), 40, ["a", "d", "e", None])
+    for position, (part, events) in enumerate(later, start=100):
+        for target in (reg, restored):
+            target.apply(Batch("s", [dict(e) for e in events], position, part=part))
+        for model in models.values():
+            model.apply(part, events, [1] * len(events))
+    for name, model in models.items():
+        assert rows(restored, name) == rows(reg, name) == model.rows(), name
+        assert restored.views[name].stats() == reg.views[name].stats(), name
+        assert restored.views[name].late_events() == reg.views[name].late_events(), name
 
     # Partition p1 moves to another process: it takes its state, position and watermark.
     moved = orjson.loads(orjson.dumps(reg.part_state("s", "p1")))
+    assert (moved["source"], moved["part"]) == ("s", "p1")  # a part file says what it holds
     assert (moved["position"], moved["watermark"]) == (
         source.positions["p1"],
         source.watermarks["p1"],
@@ -334,8 +348,16 @@ def test_state_survives_a_snapshot_and_partitions_move_with_their_own() -> None:
     assert reg.sources["s"].version > version
     assert "p1" not in reg.sources["s"].positions
     assert "p1" not in reg.sources["s"].watermarks
+    reg.drop_part("s", "never-seen")  # nothing to drop: no error
     other = registry(SHAPES, keep=5)
+    versions = [other.sources["s"].version]
     assert other.load_part("s", "p1", moved) == []
+    versions.append(other.sources["s"].version)
+    other.drop_part("s", "p1")
+    versions.append(other.sources["s"].version)
+    assert other.load_part("s", "p1", moved) == []
+    versions.append(other.sources["s"].version)
+    assert versions == sorted(set(versions))  # every change is a new version (answer caches)
     assert other.sources["s"].positions == {"p1": source_position(moved)}
     assert other.sources["s"].watermarks == {"p1": moved["watermark"]}
     for name, model in models.items():
@@ -356,19 +378,33 @@ def test_changed_or_new_definitions_are_refused_or_start_empty() -> None:
     reg.apply(Batch("s", [{"ts": T0, "k": "a", "x": 1}], 1, part="p0"))
     state = orjson.loads(orjson.dumps(reg.to_state()))
     part = orjson.loads(orjson.dumps(reg.part_state("s", "p0")))
-    changed = registry({"v": Shape(("k", "j"), MINUTE)})
-    with pytest.raises(StateMismatch, match=r"^view\(s\) v changed their SQL since the snapshot"):
+    changed = registry({"v": Shape(("k", "j"), MINUTE), "gone": Shape(("j",), None)})
+    with pytest.raises(StateMismatch) as caught:
         changed.load_state(state)
-    with pytest.raises(StateMismatch, match=r"^view\(s\) v changed their SQL since partition p0"):
+    assert str(caught.value) == (
+        "view(s) v, gone changed their SQL since the snapshot was taken; restore the old "
+        "definition, or give the new one a new name (it starts empty)"
+    )
+    with pytest.raises(StateMismatch) as caught:
         changed.load_part("s", "p0", part)
+    assert str(caught.value) == (
+        "view(s) v, gone changed their SQL since partition p0 was saved; restore the definition "
+        "or rename the view"
+    )
     grown = registry({**old, "new": Shape(("j",), None)})
+    grown.apply(Batch("s", [{"ts": T0, "j": "x", "x": 9}], 1, part="p0"))  # p0 held this here
+    version = grown.sources["s"].version
     assert grown.load_part("s", "p0", part) == ["view new is new for p0: it counts from here on"]
+    assert grown.sources["s"].version > version
     assert rows(grown, "v") == rows(reg, "v")
+    assert rows(grown, "new") == []  # the part's old state goes with it
     shrunk = registry({"v": old["v"], "new": Shape(("j",), None)})
+    version = shrunk.sources["s"].version
     assert shrunk.load_state(state) == [
         "view new is new: it counts events from now on",
         "view gone is no longer defined: its state was dropped",
     ]
+    assert shrunk.sources["s"].version > version
     assert rows(shrunk, "v") == rows(reg, "v")
     assert rows(shrunk, "new") == []
 
@@ -398,3 +434,37 @@ def test_a_source_counts_what_it_accepted_and_rejected_and_keeps_the_newest_reje
     detached = reg.to_state(detached=frozenset({"s"}))
     assert "positions" not in detached["sources"]["s"]
     assert "parts" not in detached["views"]["v"]
+    # A snapshot whose source saves its partitions apart (Kafka) loads without them.
+    apart = registry({"v": Shape(("k",), None)}, keep=2)
+    apart.load_state(orjson.loads(orjson.dumps(detached)))
+    assert (apart.sources["s"].positions, apart.sources["s"].watermarks) == ({}, {})
+    assert apart.sources["s"].accepted == 5
+    assert rows(apart, "v") == []
+
+
+def test_retention_keeps_a_bucket_until_it_ends_exactly_retention_before_the_watermark() -> None:
+    """retention = 2m, 1-minute buckets: the bucket [s, s + 1m) goes once s + 1m <= watermark -
+    2m, that is at the watermark s + 3m, and not a millisecond earlier."""
+    shape = Shape(("k",), MINUTE, grace=60_000, retention=2 * MINUTE)
+    reg = registry({"v": shape})
+    reg.apply(Batch("s", [{"ts": T0, "k": "a", "x": 9}], 1))
+    reg.apply(Batch("s", [{"ts": T0 + 3 * MINUTE - 1, "k": "b", "x": 9}], 2))
+    assert [r[:2] for r in rows(reg, "v")] == [("a", T0), ("b", T0 + 2 * MINUTE)]
+    reg.apply(Batch("s", [{"ts": T0 + 3 * MINUTE, "k": "b", "x": 9}], 3))
+    assert [r[:2] for r in rows(reg, "v")] == [("b", T0 + 2 * MINUTE), ("b", T0 + 3 * MINUTE)]
+    assert reg.views["v"].stats()["groups"] == 1
+
+
+def test_a_table_batch_prepared_apart_lands_in_its_own_partition() -> None:
+    shape = Shape(("k",), MINUTE, grace=600_000)
+    reg = registry({"v": shape})
+    body = b"".join(orjson.dumps({"ts": T0 + i, "k": "a", "x": 9}) + b"\n" for i in range(2000))
+    table = Decoder(reg.sources["s"].spec, 1 << 20).table(body)
+    assert table is not None
+    batch = Batch("s", [], 1, part="p3", table=table)
+    prepared = reg.prepare(batch)
+    assert prepared != [None]  # the column-wise path
+    reg.apply(batch, prepared)
+    assert list(reg.views["v"].parts) == ["p3"]
+    assert reg.views["v"].part_counters("p3")["applied"] == 2000
+    assert reg.sources["s"].watermarks == {"p3": T0 + 1999}
