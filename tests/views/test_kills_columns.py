@@ -1,0 +1,44 @@
+"""views/columns.py where its mutants survived: WHERE clauses that read no field at all.
+
+A constant predicate is evaluated once and spread over the batch; the column path must then
+keep every row or none, as the row path does. Both paths are fed the same NDJSON body and their
+answers compared with the events the test made.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.decode import TABLE_MIN_LINES, Decoder
+from tests.helpers import ndjson
+from views.config import parse
+from views.query import Query, run
+from views.registry import Batch, Registry
+
+T0 = 1_790_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("where", "kept"),
+    [("1 = 1", True), ("1 = 0", False), ("NULL = 1", False), ("NOT (2 < 1)", True)],
+)
+def test_a_where_that_reads_no_field_keeps_every_row_or_none(where: str, kept: bool) -> None:
+    sql = f"SELECT k, count(*) AS n, sum(x) AS total FROM s WHERE {where} GROUP BY k"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    events = [{"ts": T0 + i, "k": "ab"[i % 2], "x": i} for i in range(TABLE_MIN_LINES)]
+    body = ndjson(events)
+    table = Decoder(config.sources["s"], 1 << 20).table(body)
+    assert table is not None
+    by_columns = Registry(config.sources, config.views)
+    assert by_columns.prepare(Batch("s", [], 1, table=table)) != [None]  # the column path
+    by_columns.apply(Batch("s", [], 1, table=table))
+    by_rows = Registry(config.sources, config.views)
+    by_rows.apply(Batch("s", [dict(e) for e in events], 1))
+    expected = []
+    if kept:
+        expected = [
+            (k, len(xs), sum(xs)) for k in "ab" for xs in [[e["x"] for e in events if e["k"] == k]]
+        ]
+    for reg in (by_columns, by_rows):
+        assert run(reg.views["v"], Query(order_by="k")).rows == expected
+        assert reg.views["v"].counter("applied") == (len(events) if kept else 0)
