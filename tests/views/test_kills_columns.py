@@ -7,6 +7,8 @@ answers compared with the events the test made.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ingest.decode import TABLE_MIN_LINES, Decoder
@@ -25,7 +27,9 @@ T0 = 1_790_000_000_000
 def test_a_where_that_reads_no_field_keeps_every_row_or_none(where: str, kept: bool) -> None:
     sql = f"SELECT k, count(*) AS n, sum(x) AS total FROM s WHERE {where} GROUP BY k"
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
-    events = [{"ts": T0 + i, "k": "ab"[i % 2], "x": i} for i in range(TABLE_MIN_LINES)]
+    events: list[dict[str, Any]] = [
+        {"ts": T0 + i, "k": "ab"[i % 2], "x": i} for i in range(TABLE_MIN_LINES)
+    ]
     body = ndjson(events)
     table = Decoder(config.sources["s"], 1 << 20).table(body)
     assert table is not None
