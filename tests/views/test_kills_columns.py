@@ -46,3 +46,51 @@ def test_a_where_that_reads_no_field_keeps_every_row_or_none(where: str, kept: b
     for reg in (by_columns, by_rows):
         assert run(reg.views["v"], Query(order_by="k")).rows == expected
         assert reg.views["v"].counter("applied") == (len(events) if kept else 0)
+
+
+def test_a_where_on_one_field_that_null_passes_keeps_the_null_rows_column_wise() -> None:
+    sql = "SELECT count(*) AS n FROM s WHERE coupon IS NULL OR coupon = 'VIP'"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    coupons = [None, "VIP", "SPRING", None]
+    events: list[dict[str, Any]] = [
+        {"ts": T0 + i, "coupon": coupons[i % 4]} for i in range(TABLE_MIN_LINES)
+    ]
+    table = Decoder(config.sources["s"], 1 << 20).table(ndjson(events))
+    assert table is not None
+    reg = Registry(config.sources, config.views)
+    assert reg.prepare(Batch("s", [], 1, table=table)) != [None]
+    reg.apply(Batch("s", [], 1, table=table))
+    passing = sum(1 for e in events if e["coupon"] in (None, "VIP"))
+    assert run(reg.views["v"], Query()).rows == [(passing,)]
+
+
+def test_late_rows_column_wise_are_kept_as_the_row_path_keeps_them() -> None:
+    """Each with the watermark and grace it was judged by and its partition, the newest
+    ``keep`` of them."""
+    sql = "SELECT tumble(ts, '1 minute') AS m, count(*) AS n FROM s GROUP BY m"
+    views = {"v": {"sql": sql, "grace": "10s"}}
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
+    first = [{"ts": T0 + 600_000}]
+    events: list[dict[str, Any]] = [
+        {"ts": T0 + (i % 3) * 300_000 + i} for i in range(TABLE_MIN_LINES)
+    ]  # a third on time, two thirds late
+    table = Decoder(config.sources["s"], 1 << 20).table(ndjson(events))
+    assert table is not None
+    kept = []
+    for columns in (True, False):
+        reg = Registry(config.sources, config.views, keep=7)
+        reg.apply(Batch("s", [dict(e) for e in first], 1, part="p2"))
+        if columns:
+            assert reg.prepare(Batch("s", [], 2, part="p2", table=table)) != [None]
+            reg.apply(Batch("s", [], 2, part="p2", table=table))
+        else:
+            reg.apply(Batch("s", [dict(e) for e in events], 2, part="p2"))
+        kept.append(reg.views["v"].late_events())
+        assert reg.views["v"].counter("late") == sum(
+            1 for e in events if e["ts"] < T0 + 600_000 - 10_000
+        )
+    late = [e for e in events if e["ts"] < T0 + 600_000 - 10_000][-7:]
+    expected = [
+        {"event": e, "watermark": T0 + 600_000, "grace": 10_000, "part": "p2"} for e in late
+    ]
+    assert kept == [expected, expected]

@@ -196,9 +196,11 @@ SHAPES = {
 }
 
 
-def batches(rng: random.Random, n: int, keys: list[Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+def batches(
+    rng: random.Random, n: int, keys: list[Any], start: int = T0
+) -> list[tuple[str, list[dict[str, Any]]]]:
     out = []
-    clock = {"p0": T0, "p1": T0 + 3 * MINUTE}
+    clock = {"p0": start, "p1": start + 3 * MINUTE}
     for _ in range(n):
         part = rng.choice(sorted(clock))
         clock[part] += rng.randrange(0, 50_000)
@@ -325,7 +327,8 @@ def test_state_survives_a_snapshot_and_partitions_move_with_their_own() -> None:
     )
     # ... and goes on exactly as the original would: group references, the cap, retention and
     # the late events kept all carry over.
-    later = batches(random.Random(12), 40, ["a", "d", "e", None])
+    newest = max(reg.sources["s"].watermarks.values())  # and later in time: old buckets expire
+    later = batches(random.Random(12), 40, ["a", "d", "e", None], start=newest)
     for position, (part, events) in enumerate(later, start=100):
         for target in (reg, restored):
             target.apply(Batch("s", [dict(e) for e in events], position, part=part))
