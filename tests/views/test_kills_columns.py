@@ -172,3 +172,52 @@ def test_a_batch_entirely_late_or_with_one_row_left_column_wise() -> None:
     by_columns, by_rows = both_paths(views, before, one)
     same(by_columns, by_rows)
     assert by_columns.views["v"].counter("applied") == 2  # the first batch's event and the edge
+
+
+def test_a_table_batch_for_a_partition_with_views_of_both_paths() -> None:
+    """One table, a partition named, a watermark from before: the view the column path takes
+    and the one left to the row path (hop) both judge lateness by it and file under it."""
+    views = {
+        "tumble": {
+            "sql": "SELECT tumble(ts, '1 minute') AS m, count(*) AS n FROM s GROUP BY m",
+            "grace": "10s",
+        },
+        "hop": {
+            "sql": "SELECT hop(ts, '2 minutes', '1 minute') AS w, count(*) AS n FROM s GROUP BY w",
+            "grace": "10s",
+        },
+    }
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
+    events = [{"ts": T0 + (i % 2) * 300_000 + i} for i in range(TABLE_MIN_LINES)]  # half late
+    table = Decoder(config.sources["s"], 1 << 20).table(ndjson(events))
+    assert table is not None
+    reg = Registry(config.sources, config.views)
+    reg.apply(Batch("s", [{"ts": T0 + 200_000}], 1, part="p1"))
+    reg.apply(Batch("s", [], 2, part="p1", table=table))  # prepared inside apply
+    late = sum(1 for e in events if e["ts"] < T0 + 190_000)
+    assert late == TABLE_MIN_LINES // 2
+    for name in views:
+        view = reg.views[name]
+        assert list(view.parts) == ["p1"], name
+        assert view.part_counters("p1")["late"] == late, name
+        assert view.part_counters("p1")["applied"] == 1 + TABLE_MIN_LINES - late, name
+    assert reg.sources["s"].watermarks == {"p1": max(e["ts"] for e in events)}
+
+
+def test_an_aggregate_over_nothing_but_nulls_leaves_the_others_column_wise() -> None:
+    views = {
+        "v": {
+            "sql": "SELECT k, count(*) AS n, sum(missing) AS nothing, min(x) AS lo, "
+            "count(missing) AS none, max(x) AS hi FROM s GROUP BY k"
+        }
+    }
+    events: list[dict[str, Any]] = [
+        {"ts": T0 + i, "k": "ab"[i % 2], "x": i} for i in range(TABLE_MIN_LINES)
+    ]
+    by_columns, by_rows = both_paths(views, [], events)
+    same(by_columns, by_rows)
+    assert run(by_rows.views["v"], Query(order_by="k")).rows == [
+        (k, len(xs), None, min(xs), 0, max(xs))
+        for k in "ab"
+        for xs in [[e["x"] for e in events if e["k"] == k]]
+    ]

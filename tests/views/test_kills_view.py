@@ -418,22 +418,23 @@ def test_a_source_counts_what_it_accepted_and_rejected_and_keeps_the_newest_reje
     reg.observers.append(seen.append)
     rejects = [{"line": i, "reason": "bad"} for i in range(3)]
     first = Batch("s", [{"ts": T0, "k": "a"}] * 4, 7, rejects, part="p0")
-    second = Batch("s", [{"ts": T0 - 5, "k": "b"}], 9, rejects[:1], part="p0")
-    for batch in (first, second):
+    second = Batch("s", [{"ts": T0 - 5, "k": "b"}], 8, rejects[:1], part="p0")
+    only_rejects = Batch("s", [], 9, rejects[1:2], part="p0")  # every line invalid, skipped
+    for batch in (first, second, only_rejects):
         reg.apply(batch)
     source = reg.sources["s"]
-    assert (source.accepted, source.rejected) == (5, 4)
-    assert list(source.rejected_events) == [rejects[2], rejects[0]]
+    assert (source.accepted, source.rejected) == (5, 5)
+    assert list(source.rejected_events) == [rejects[0], rejects[1]]
     assert source.positions == {"p0": 9}
     assert source.watermarks == {"p0": T0}  # an older batch never moves it back
-    assert seen == [first, second]
-    assert (source.version, reg.version) == (2, 2)
+    assert seen == [first, second, only_rejects]
+    assert (source.version, reg.version) == (3, 3)
     state = orjson.loads(orjson.dumps(reg.to_state(extra={"position": 9})))
     assert state["position"] == 9
-    assert state["sources"]["s"]["counters"] == [5, 4]
+    assert state["sources"]["s"]["counters"] == [5, 5]
     again = registry({"v": Shape(("k",), None)}, keep=2)
     again.load_state(state)
-    assert list(again.sources["s"].rejected_events) == [rejects[2], rejects[0]]
+    assert list(again.sources["s"].rejected_events) == [rejects[0], rejects[1]]
     detached = reg.to_state(detached=frozenset({"s"}))
     assert "positions" not in detached["sources"]["s"]
     assert "parts" not in detached["views"]["v"]
