@@ -312,6 +312,11 @@ def test_state_survives_a_snapshot_and_partitions_move_with_their_own() -> None:
         reg.apply(Batch("s", [dict(e) for e in events], position, part=part))
         for model in models.values():
             model.apply(part, events, [1] * len(events))
+    # Encoded a piece at a time (the snapshot loop), two partitions and all: the same bytes.
+    for piece_groups in (1, 3, 250):
+        assert b"".join(reg.state_json({"position": 60}, piece_groups=piece_groups)) == (
+            orjson.dumps(reg.to_state({"position": 60}))
+        )
     restored = registry(SHAPES, keep=5)
     assert restored.load_state(orjson.loads(orjson.dumps(reg.to_state()))) == []
     for name, model in models.items():
