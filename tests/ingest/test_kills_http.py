@@ -152,6 +152,7 @@ def test_the_backlog_refuses_exactly_past_its_limit(tmp_path: Path) -> None:
     with pytest.raises(Rejected) as caught:
         log.admit(41)
     assert caught.value.status == 503
+    assert str(caught.value) == caught.value.message
     assert caught.value.headers == {"Retry-After": "1"}
     assert caught.value.message == (
         "overloaded: 60 bytes of events are being written (max_ingest_backlog_bytes is 100); "
@@ -271,3 +272,4 @@ def test_a_step_is_the_registry_s_writes(tmp_path: Path) -> None:
     assert rows(committer.registry) == []
     assert step.load_part("s", "p", state) == []
     assert rows(committer.registry) == [("a", 2, 1)]
+    assert list(committer.registry.views["n"].parts) == ["p"]
