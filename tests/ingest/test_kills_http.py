@@ -273,3 +273,22 @@ def test_a_step_is_the_registry_s_writes(tmp_path: Path) -> None:
     assert step.load_part("s", "p", state) == []
     assert rows(committer.registry) == [("a", 2, 1)]
     assert list(committer.registry.views["n"].parts) == ["p"]
+
+
+@pytest.mark.asyncio
+async def test_a_receipt_keeps_what_the_batch_did_late_events_and_why(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    """A retry is answered from the receipt: it must say what the first answer said."""
+    _, log = started
+    await log.submit(Batch("s", events(1, start=120_000), 0), None, None)
+    now = int(time.time() * 1000)
+    await log.submit(Batch("s", events(2), 0), None, Receipt("late", "d", now))
+    assert log.receipts["late"]["views"]["late"] == {
+        "applied": 0,
+        "late": 2,
+        "filtered": 0,
+        "late_before": iso(T0 + 90_000),
+        "watermark": iso(T0 + 120_000),
+        "grace": "30s",
+    }
