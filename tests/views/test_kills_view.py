@@ -312,11 +312,6 @@ def test_state_survives_a_snapshot_and_partitions_move_with_their_own() -> None:
         reg.apply(Batch("s", [dict(e) for e in events], position, part=part))
         for model in models.values():
             model.apply(part, events, [1] * len(events))
-    # Encoded a piece at a time (the snapshot loop), two partitions and all: the same bytes.
-    for piece_groups in (1, 3, 250):
-        assert b"".join(reg.state_json({"position": 60}, piece_groups=piece_groups)) == (
-            orjson.dumps(reg.to_state({"position": 60}))
-        )
     restored = registry(SHAPES, keep=5)
     assert restored.load_state(orjson.loads(orjson.dumps(reg.to_state()))) == []
     for name, model in models.items():
@@ -477,3 +472,17 @@ def test_a_table_batch_prepared_apart_lands_in_its_own_partition() -> None:
     assert list(reg.views["v"].parts) == ["p3"]
     assert reg.views["v"].part_counters("p3")["applied"] == 2000
     assert reg.sources["s"].watermarks == {"p3": T0 + 1999}
+
+
+def test_a_snapshot_in_pieces_is_the_state_at_once_with_several_partitions() -> None:
+    """The snapshot loop encodes a piece at a time; a source with two partitions in the main
+    snapshot (tests/views/test_state_json.py's partitioned source is saved apart)."""
+    rng = random.Random(15)
+    reg = registry(SHAPES, keep=5)
+    for position, (part, events) in enumerate(batches(rng, 30, ["a", "b", None]), start=1):
+        reg.apply(Batch("s", [dict(e) for e in events], position, part=part))
+    assert {len(view.parts) for view in reg.views.values()} == {2}
+    for piece_groups in (1, 3, 250):
+        assert b"".join(reg.state_json({"position": 30}, piece_groups=piece_groups)) == (
+            orjson.dumps(reg.to_state({"position": 30}))
+        )
