@@ -3,8 +3,9 @@
 Reads ``mutmut results --all true`` (one ``name: status`` line per mutant, the results of the
 last ``mutmut run``) and the mutants that ``docs/mutants.md`` explains as equivalent, and prints
 per source file: mutants, killed, survived, equivalent (listed), unexplained (neither killed nor
-listed) and the score killed / total. A timeout counts as killed: the tests did not pass (the
-mutant loops). A mutant no selected test runs ("no tests") counts as not killed.
+listed), not run (a run stopped before them) and the score killed / mutants run. A timeout counts
+as killed: the tests did not pass (the mutant loops). A mutant no selected test runs ("no tests")
+counts as not killed.
 
 It lives in tests/ because it is a test tool, like tests/reference.py: not shipped in the wheel
 (only views, ingest, api and benchmarks are), yet type-checked and linted with the tests.
@@ -35,6 +36,7 @@ class Score:
     survived: int = 0
     equivalent: int = 0
     unexplained: int = 0
+    not_run: int = 0
 
     def add(self, other: Score) -> None:
         self.total += other.total
@@ -42,9 +44,11 @@ class Score:
         self.survived += other.survived
         self.equivalent += other.equivalent
         self.unexplained += other.unexplained
+        self.not_run += other.not_run
 
     def percent(self) -> str:
-        return f"{100 * self.killed / self.total:.1f} %" if self.total else "-"
+        run = self.total - self.not_run
+        return f"{100 * self.killed / run:.1f} %" if run else "-"
 
 
 def parse_results(text: str) -> dict[str, str]:
@@ -73,7 +77,9 @@ def scores(results: dict[str, str], equivalent: set[str]) -> dict[str, Score]:
             score.killed += 1
             continue
         score.survived += status == "survived"
-        if name in equivalent:
+        if status == "not checked":
+            score.not_run += 1
+        elif name in equivalent:
             score.equivalent += 1
         else:
             score.unexplained += 1
@@ -82,11 +88,20 @@ def scores(results: dict[str, str], equivalent: set[str]) -> dict[str, Score]:
 
 def table(by_module: dict[str, Score], groups: Iterable[str]) -> str:
     """The per-module table, then a total for each group (a folder prefix) and for everything."""
-    head = ("module", "mutants", "killed", "survived", "equivalent", "unexplained", "score")
+    head = (
+        "module",
+        "mutants",
+        "killed",
+        "survived",
+        "equivalent",
+        "unexplained",
+        "not run",
+        "score",
+    )
     rows: list[tuple[str, ...]] = [head]
 
     def row(label: str, s: Score) -> tuple[str, ...]:
-        figures = (s.total, s.killed, s.survived, s.equivalent, s.unexplained)
+        figures = (s.total, s.killed, s.survived, s.equivalent, s.unexplained, s.not_run)
         return (label, *map(str, figures), s.percent())
 
     for module in sorted(by_module):
@@ -128,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(scores(results, equivalent), args.group))
     statuses = Counter(results.values())
     print("statuses: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())))
-    unexplained = sorted(n for n, s in results.items() if s not in KILLED and n not in equivalent)
+    unexplained = sorted(
+        n
+        for n, s in results.items()
+        if s not in KILLED and s != "not checked" and n not in equivalent
+    )
     if unexplained:
-        print(f"\n{len(unexplained)} mutants neither killed nor in {listed}:")
+        print(f"\n{len(unexplained)} mutants run, neither killed nor in {listed}:")
         print("\n".join(f"  {n} ({results[n]})" for n in unexplained))
     return 0
 
