@@ -8,9 +8,11 @@ wrote itself.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +213,47 @@ def test_trim_deletes_exactly_the_segments_a_snapshot_covers(tmp_path: Path) -> 
     assert [first for first, _ in wal.segments()] == [6]
     assert wal.trim(covered=100) == 0
     wal.close()
+
+
+def test_the_edges_of_a_segment_a_reader_meets() -> None:
+    """A last record with an empty payload is a whole frame (exactly a header); a damaged last
+    frame that ends exactly at the end of the file is a torn tail."""
+    data = frame(1, b"a") + frame(2, b"")
+    assert list(frames(data)) == [Frame(0, 1, b"a"), Frame(17, 2, b"")]
+    last = bytearray(frame(3, b"xyz"))
+    last[-1] ^= 1
+    (*_, damage) = frames(data + bytes(last))
+    assert damage == Damage(len(data), len(data) + len(last), "checksum mismatch", 0, True)
+
+
+def test_a_full_segment_is_rotated_before_the_next_append(tmp_path: Path) -> None:
+    one = len(frame(1, b"x" * 10))
+    wal, _ = opened(tmp_path, segment_bytes=2 * one)
+    wal.append([b"x" * 10, b"x" * 10])  # exactly full
+    wal.append([b"x" * 10])
+    assert [first for first, _ in wal.segments()] == [1, 3]
+    wal.close()
+
+
+def test_short_writes_are_continued_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS may write less than asked (a full pipe, a signal, a nearly full disk)."""
+    real = os.write
+
+    def short(fd: int, data: Any) -> int:
+        return real(fd, bytes(data)[:7])  # at most 7 bytes a call
+
+    wal, _ = opened(tmp_path)
+    monkeypatch.setattr("ingest.wal.os.write", short)
+    payloads = [b"first record", b"", b"third, a little longer"]
+    assert wal.append(payloads) == [1, 2, 3]
+    wal.close()
+    monkeypatch.undo()
+    assert [p for _, p in Wal(tmp_path).open(after=0)] == payloads
+
+
+def test_appending_to_a_closed_log_is_refused_by_name(tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    with pytest.raises(RuntimeError, match=r"^WAL is not open$"):
+        wal.append([b"x"])

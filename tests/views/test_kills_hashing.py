@@ -131,3 +131,8 @@ def test_only_json_scalars_hash() -> None:
     for value in (None, [1], {"a": 1}, b"bytes"):
         with pytest.raises(TypeError, match=f"^cannot hash {type(value).__name__}$"):
             hash_value(value)
+
+
+def test_the_float_column_hash_takes_integers_as_the_floats_they_are() -> None:
+    ints = np.array([1, -3, 0, 2**40], np.int64)
+    assert hash_floats(ints).tolist() == [spec_hash(float(v)) for v in ints.tolist()]
