@@ -71,3 +71,32 @@ def test_a_part_saved_alone_loads_alone() -> None:
     again.load_part("k", "t:0", snapshot.decode(data))
     assert all_rows(again.views["kv"]) == all_rows(registry.views["kv"])
     assert again.sources["k"].positions == {"t:0": 5}
+
+
+EVERY_KIND = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, count(x) AS cx,
+    sum(x) AS total, avg(x) AS mean, min(x) AS lo, max(x) AS hi, count_distinct(u) AS d,
+    approx_count_distinct(u) AS ad, p50(x) AS med, top_k(u, 3) AS top FROM s
+    WHERE k <> 'skip' GROUP BY k, m"""
+
+
+def test_a_part_without_pairs_restores_and_counts_on() -> None:
+    """A part whose every event was filtered out, or whose buckets all expired, has no pairs:
+    its (empty) arrays still restore, and the restored view goes on counting."""
+    config = parse(
+        {"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": EVERY_KIND, "grace": "1m"}}}
+    )
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", [{"ts": 1_790_000_000_000, "k": "skip", "x": 1, "u": "a"}], 1))
+    assert registry.views["v"].stats()["pairs"] == 0
+    assert registry.views["v"].part_counters("")["applied"] == 0
+    again = Registry(config.sources, config.views)
+    assert again.load_state(snapshot.decode(snapshot.encode(registry.to_state()))) == []
+    assert again.views["v"].stats() == registry.views["v"].stats()
+    event = {"ts": 1_790_000_000_001, "k": "a", "x": 2.5, "u": "b"}
+    for target in (registry, again):
+        target.apply(Batch("s", [dict(event)], 2))
+    assert all_rows(again.views["v"]) == all_rows(registry.views["v"])
+    fresh = Registry(config.sources, config.views)  # what the one event alone makes
+    fresh.apply(Batch("s", [dict(event)], 2))
+    assert all_rows(again.views["v"]) == all_rows(fresh.views["v"])
+    assert len(all_rows(again.views["v"])) == 1

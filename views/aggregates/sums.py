@@ -112,7 +112,10 @@ class Sum(Aggregate):
             return
         self.n = np.array(buffers["n"], np.int64)
         self.sums = Sums()
-        self.sums.limbs = np.array(buffers["limbs"], np.int64).reshape(len(self.n), -1)
+        limbs = np.array(buffers["limbs"], np.int64)
+        if limbs.ndim != 2:  # one row of limbs per pair; a part with no pairs has none
+            limbs = limbs.reshape(len(self.n), -1) if limbs.size else np.zeros((0, 1), np.int64)
+        self.sums.limbs = limbs
         self.sums.scale = int(buffers["scale"])
         self.size = len(self.n)
 
