@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -24,10 +25,12 @@ from ingest.decode import Decoder
 from tests import reference as ref
 from tests.helpers import TABLE_MIN_LINES, ndjson
 from views import snapshot
-from views.aggregates import Aggregate
+from views.aggregates import Aggregate, ApproxCountDistinct
+from views.aggregates.multiset import Exact
 from views.config import ConfigError, parse
 from views.query import Query, run
 from views.registry import Batch, Registry
+from views.sketches import HyperLogLog
 from views.spec import KINDS
 
 MINUTE = 60_000
@@ -564,3 +567,63 @@ def test_approx_distinct_of_ones_after_trues_counts_each_value_once() -> None:
     feed(reg, events, rng, columns=True, size=len(events))
     feed(reg, [{"ts": T0, "flag": False, "n": 1}, {"ts": T0, "flag": True, "n": 0}], rng)
     assert answer(reg, "v") == [{"flags": 2, "ns": 3}]
+
+
+# -- found by the columnar engine's mutation run -----------------------------------------------
+
+
+def test_shared_machinery_declared_abstract_needs_no_kind(declare: Declare) -> None:
+    """``abstract = True`` marks a base of several aggregates (``Exact``): it declares no kind
+    of its own, and its subclasses still must."""
+    machinery = declare("Machinery", Exact, {"abstract": True})
+    assert not hasattr(machinery, "kind")
+    one = declare("One", machinery, {"kind": "one", "result_type": "int"})
+    assert (one.kind, one.shown, one.sql_names) == ("one", "one", ())
+    with pytest.raises(TypeError, match=r"^aggregate Two must declare its kind and result_type$"):
+        declare("Two", machinery, {"result_type": "int"})
+
+
+@pytest.mark.parametrize("dense_first", [False, True], ids=["sparse-first", "dense-first"])
+def test_approx_distinct_merges_a_dense_partition_with_a_sparse_one(dense_first: bool) -> None:
+    """A partition past HyperLogLog's sparse limit (256 distinct values) merged at query time
+    with one still exact: the registers of both, as if one stream had fed them all (the same
+    estimate, exactly), whichever partition the query meets first."""
+    sql = "SELECT k, approx_count_distinct(u) AS d, count(*) AS n FROM s GROUP BY k"
+    many = [{"ts": T0 + i, "k": "a", "u": f"m{i}"} for i in range(3000)]
+    few = [{"ts": T0 + i, "k": "a", "u": f"f{i}"} for i in range(40)] + [
+        {"ts": T0, "k": "b", "u": "only"}
+    ]
+    parts = [("dense", many), ("sparse", few)]
+    if not dense_first:
+        parts.reverse()
+    split, one = registry({"v": sql}), registry({"v": sql})
+    for position, (part, events) in enumerate(parts, start=1):
+        split.apply(Batch("s", [dict(e) for e in events], position, part=part))
+    one.apply(Batch("s", [dict(e) for e in many + few], 1))
+    merged = answer(split, "v", order_by="k")
+    assert merged == answer(one, "v", order_by="k")
+    assert [(r["k"], r["n"]) for r in merged] == [("a", 3040), ("b", 1)]
+    assert merged[1]["d"] == 1
+    assert abs(merged[0]["d"] - 3040) <= 0.02 * 3040
+
+
+def test_a_pairs_sketch_is_the_scalar_sketch_of_its_values() -> None:
+    """``sketch(pair)`` (what the oracle tests compare) for a dense pair — the first one, whose
+    register row is 0 — and a sparse one: the scalar HyperLogLog of the same values."""
+    sql = "SELECT k, approx_count_distinct(u) AS d FROM s GROUP BY k"
+    reg = registry({"v": sql})
+    events = [{"ts": T0 + i, "k": "a", "u": f"u{i}"} for i in range(1000)]
+    events += [{"ts": T0, "k": "b", "u": f"u{i}"} for i in range(5)]
+    reg.apply(Batch("s", [dict(e) for e in events], 1))
+    view = reg.views["v"]
+    part = view.parts[""]
+    (aggregate,) = part.aggs
+    assert isinstance(aggregate, ApproxCountDistinct)
+    for pair in part.pairs.alive_ids().tolist():
+        key = view.keys.keys[int(part.pairs.slots(np.array([pair]))[0])]
+        expected = HyperLogLog()
+        for e in events:
+            if (e["k"],) == key:
+                expected.add(e["u"])
+        assert aggregate.sketch(pair).to_state() == expected.to_state(), key
+    assert len(part.pairs.alive_ids()) == 2

@@ -112,10 +112,9 @@ class Sum(Aggregate):
             return
         self.n = np.array(buffers["n"], np.int64)
         self.sums = Sums()
-        limbs = np.array(buffers["limbs"], np.int64)
-        if limbs.ndim != 2:  # one row of limbs per pair; a part with no pairs has none
-            limbs = limbs.reshape(len(self.n), -1) if limbs.size else np.zeros((0, 1), np.int64)
-        self.sums.limbs = limbs
+        # (pairs, limbs): the snapshot codec keeps the shape, (0, width) too for a part without
+        # pairs, which a reshape to (0, -1) would refuse.
+        self.sums.limbs = np.array(buffers["limbs"], np.int64)
         self.sums.scale = int(buffers["scale"])
         self.size = len(self.n)
 
