@@ -584,16 +584,16 @@ def test_shared_machinery_declared_abstract_needs_no_kind(declare: Declare) -> N
 
 
 @pytest.mark.parametrize("dense_first", [False, True], ids=["sparse-first", "dense-first"])
-def test_approx_distinct_merges_a_dense_partition_with_a_sparse_one(dense_first: bool) -> None:
-    """A partition past HyperLogLog's sparse limit (256 distinct values) merged at query time
-    with one still exact: the registers of both, as if one stream had fed them all (the same
-    estimate, exactly), whichever partition the query meets first."""
+def test_approx_distinct_merges_dense_partitions_with_a_sparse_one(dense_first: bool) -> None:
+    """Partitions past HyperLogLog's sparse limit (256 distinct values) merged at query time
+    with each other and with one still exact: the registers of all, as if one stream had fed
+    them all (the same estimate, exactly), whichever partition the query meets first."""
     sql = "SELECT k, approx_count_distinct(u) AS d, count(*) AS n FROM s GROUP BY k"
     many = [{"ts": T0 + i, "k": "a", "u": f"m{i}"} for i in range(3000)]
     few = [{"ts": T0 + i, "k": "a", "u": f"f{i}"} for i in range(40)] + [
         {"ts": T0, "k": "b", "u": "only"}
     ]
-    parts = [("dense", many), ("sparse", few)]
+    parts = [("dense", many[:1500]), ("dense2", many[1500:]), ("sparse", few)]
     if not dense_first:
         parts.reverse()
     split, one = registry({"v": sql}), registry({"v": sql})
