@@ -25,8 +25,10 @@ from ingest.decode import Decoder
 from tests import reference as ref
 from tests.helpers import TABLE_MIN_LINES, ndjson
 from views import snapshot
-from views.aggregates import Aggregate, ApproxCountDistinct
+from views.aggregates import Aggregate, ApproxCountDistinct, CountDistinct, SortedMin
+from views.aggregates import Batch as AggBatch
 from views.aggregates.multiset import Exact
+from views.batch import from_values
 from views.config import ConfigError, parse
 from views.query import Query, run
 from views.registry import Batch, Registry
@@ -655,3 +657,37 @@ def test_approx_distinct_keeps_its_dense_pairs_when_retention_compacts_the_part(
     assert answer(reg, "v", order_by="k") == expected
     assert answer(restored(reg), "v", order_by="k") == expected
     assert abs(expected[0]["d"] - 1000) <= 20
+
+
+@pytest.mark.parametrize("cls", [CountDistinct, SortedMin], ids=lambda c: c.kind)
+def test_missing_counts_repeats_of_a_value_within_one_batch(cls: type[Aggregate]) -> None:
+    """The contract's ``missing(batch)``: per row, whether taking it off would take a value the
+    pair does not hold — the n-th retraction of a value in one batch needs n of it, per pair
+    (rows in any order; NULL rows take nothing off)."""
+    aggregate = cls()
+    aggregate.resize(3)
+    held = [(0, 5), (0, 5), (0, 7), (1, 5), (2, 9)]
+    aggregate.fold(
+        AggBatch(
+            np.array([0, 1, 2]),
+            np.array([p for p, _ in held]),
+            from_values([v for _, v in held]),
+        )
+    )
+    asked = [(1, 5), (0, 5), (2, 7), (0, 7), (0, 5), (1, 5), (0, 5), (0, None), (0, 7), (2, 9)]
+    batch = AggBatch(
+        np.array([0, 1, 2]),
+        np.array([p for p, _ in asked]),
+        from_values([v for _, v in asked]),
+        negate=True,
+    )
+    expected = []
+    remaining = Counter(held)
+    for pair_value in asked:
+        if pair_value[1] is None:
+            expected.append(False)
+            continue
+        expected.append(remaining[pair_value] == 0)
+        remaining[pair_value] -= remaining[pair_value] > 0
+    assert expected == [False, False, True, False, False, True, True, False, True, False]
+    assert aggregate.missing(batch).tolist() == expected
