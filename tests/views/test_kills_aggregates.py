@@ -690,4 +690,6 @@ def test_missing_counts_repeats_of_a_value_within_one_batch(cls: type[Aggregate]
         expected.append(remaining[pair_value] == 0)
         remaining[pair_value] -= remaining[pair_value] > 0
     assert expected == [False, False, True, False, False, True, True, False, True, False]
-    assert aggregate.missing(batch).tolist() == expected
+    missing = aggregate.missing(batch)
+    assert missing.dtype == bool  # a mask, to index rows with
+    assert missing.tolist() == expected
