@@ -593,9 +593,9 @@ def test_approx_distinct_merges_dense_partitions_with_a_sparse_one(dense_first: 
     them all (the same estimate, exactly), whichever partition the query meets first."""
     sql = "SELECT k, approx_count_distinct(u) AS d, count(*) AS n FROM s GROUP BY k"
     many = [{"ts": T0 + i, "k": "a", "u": f"m{i}"} for i in range(3000)]
-    few = [{"ts": T0 + i, "k": "a", "u": f"f{i}"} for i in range(40)] + [
-        {"ts": T0, "k": "b", "u": "only"}
-    ]
+    # "b" first: its entries come before "a"'s in the merged sparse state
+    few = [{"ts": T0, "k": "b", "u": "only"}]
+    few += [{"ts": T0 + i, "k": "a", "u": f"f{i}"} for i in range(40)]
     parts = [("dense", many[:1500]), ("dense2", many[1500:]), ("sparse", few)]
     if not dense_first:
         parts.reverse()
