@@ -26,14 +26,22 @@ from ingest.decode import Decoder
 from tests import reference as ref
 from tests.helpers import TABLE_MIN_LINES, ndjson
 from views import snapshot
-from views.aggregates import Aggregate, ApproxCountDistinct, Count, CountDistinct, SortedMin, Sum
+from views.aggregates import (
+    Aggregate,
+    ApproxCountDistinct,
+    ApproxPercentile,
+    Count,
+    CountDistinct,
+    SortedMin,
+    Sum,
+)
 from views.aggregates import Batch as AggBatch
 from views.aggregates.multiset import Exact
 from views.batch import from_values
 from views.config import ConfigError, parse
 from views.query import Query, run
 from views.registry import Batch, Registry
-from views.sketches import HyperLogLog
+from views.sketches import DDSketch, HyperLogLog
 from views.spec import KINDS
 
 MINUTE = 60_000
@@ -730,3 +738,23 @@ def test_a_count_or_a_sum_can_always_take_a_value_off(cls: type[Aggregate]) -> N
     missing = aggregate.missing(batch)
     assert missing.dtype == bool
     assert missing.tolist() == [False, False, False]
+
+
+def test_the_percentile_sketch_bins_edges_as_the_scalar_ddsketch() -> None:
+    """Exact powers of gamma (a bin's edge, where the log ratio is a whole number up to rounding)
+    and +-MIN_INDEXABLE (the zero band's edge): the array sketch of the pair is the scalar
+    DDSketch of the same values, bin for bin."""
+    gamma, edge = DDSketch.GAMMA, DDSketch.MIN_INDEXABLE
+    xs = [gamma**k for k in range(-40, 400, 7)] + [edge, -edge, edge, 2 * edge, -3.5]
+    xs += [-(gamma**k) for k in range(3, 90, 11)]
+    reg = registry({"v": "SELECT p50(x) AS med FROM s"})
+    reg.apply(Batch("s", [{"ts": T0 + i, "x": x} for i, x in enumerate(xs)], 1))
+    part = reg.views["v"].parts[""]
+    (aggregate,) = part.aggs
+    assert isinstance(aggregate, ApproxPercentile)
+    expected = DDSketch()
+    for x in xs:
+        expected.add(x)
+    (pair,) = part.pairs.alive_ids().tolist()
+    assert aggregate.sketch(pair).to_state() == expected.to_state()
+    assert answer(reg, "v") == [{"med": expected.quantile(0.5)}]
