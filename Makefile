@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test
+.PHONY: run test install install-test mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,10 @@ test: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
+
+# Mutation testing of the engine, the write path and auth ([tool.mutmut] in pyproject.toml), one
+# worker: slow (see the README's Development section), so not part of `make test`. Results are
+# kept in mutants/, so a second run only tests what changed; ONLY='api.auth.*' reruns a module.
+mutate: install-test
+	$(BIN)/mutmut run --max-children 1 $(if $(ONLY),'$(ONLY)')
+	$(BIN)/python -m tests.mutation

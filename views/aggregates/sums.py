@@ -14,7 +14,6 @@ import numpy as np
 
 from views.aggregates.base import Aggregate, Batch, Buffers, grow, whole
 from views.exact import Sums
-from views.grouping import group
 
 
 class Sum(Aggregate):
@@ -66,8 +65,8 @@ class Sum(Aggregate):
         assert isinstance(other, Sum)
         source = other._state()
         np.add.at(self.n, rows, source.n[ids])
-        distinct, _, inverse = group(rows)
-        gathered = source.sums.gather(ids, inverse, len(distinct))
+        distinct, inverse = np.unique(rows, return_inverse=True)
+        gathered = source.sums.gather(ids, inverse.reshape(-1), len(distinct))
         self.sums.absorb(gathered, distinct)
 
     def totals(self, ids: np.ndarray) -> list[Any]:
@@ -113,10 +112,9 @@ class Sum(Aggregate):
             return
         self.n = np.array(buffers["n"], np.int64)
         self.sums = Sums()
-        limbs = np.array(buffers["limbs"], np.int64)
-        if limbs.ndim != 2:  # one row of limbs per pair; a part with no pairs has none
-            limbs = limbs.reshape(len(self.n), -1) if limbs.size else np.zeros((0, 1), np.int64)
-        self.sums.limbs = limbs
+        # (pairs, limbs): the snapshot codec keeps the shape, (0, width) too for a part without
+        # pairs, which a reshape to (0, -1) would refuse.
+        self.sums.limbs = np.array(buffers["limbs"], np.int64)
         self.sums.scale = int(buffers["scale"])
         self.size = len(self.n)
 

@@ -1,0 +1,294 @@
+"""The commit path without HTTP: ``HttpLog`` (ingest/http.py) and the ``Committer``
+(ingest/commit.py) driven directly, as ``api.engine`` wires them.
+
+A batch submitted is on disk and applied when its future resolves; group commit shares fsyncs;
+idempotency receipts are bounded, expire and ride in snapshots; the backlog refuses exactly
+past its limit; a failed disk refuses every later write with the status that says why; stopping
+answers whoever still waits; a restart replays exactly what the snapshot does not cover, JSON
+and column-wise records alike. Expected values come from the events the test sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from ingest.commit import Committer, Step
+from ingest.decode import Decoder
+from ingest.http import HttpLog, Receipt, Rejected, Unavailable, outcomes
+from tests.helpers import TABLE_MIN_LINES, ndjson
+from tests.reference import iso
+from views.config import parse
+from views.query import Query, run
+from views.registry import Batch, Registry
+
+T0 = 1_790_000_000_000
+CONFIG = {
+    "sources": {"s": {"time": "ts"}},
+    "views": {
+        "n": {"sql": "SELECT k, count(*) AS n, sum(x) AS total FROM s GROUP BY k"},
+        "late": {
+            "sql": "SELECT tumble(ts, '1 minute') AS m, count(*) AS n FROM s "
+            "WHERE k <> 'skip' GROUP BY m",
+            "grace": "30s",
+        },
+    },
+}
+
+
+def fresh(data_dir: Path, max_backlog: int = 1 << 20) -> tuple[Committer, HttpLog]:
+    config = parse(CONFIG)
+    committer = Committer(Registry(config.sources, config.views), data_dir, frozenset())
+    return committer, HttpLog(committer, data_dir, 1 << 20, max_backlog)
+
+
+@pytest_asyncio.fixture
+async def started(tmp_path: Path) -> AsyncIterator[tuple[Committer, HttpLog]]:
+    committer, log = fresh(tmp_path)
+    assert committer.recover(log).replayed == 0
+    log.start()
+    yield committer, log
+    await log.stop()
+
+
+def events(n: int, k: str = "a", start: int = 0) -> list[dict[str, Any]]:
+    return [{"ts": T0 + start + i, "k": k, "x": i} for i in range(n)]
+
+
+def rows(registry: Registry, view: str = "n") -> list[tuple[Any, ...]]:
+    return sorted(run(registry.views[view], Query(limit=1000)).rows, key=repr)
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_logged_then_applied_in_order(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    committer, log = started
+    batches = [Batch("s", events(3, k), 0) for k in "abcab"]
+    answers = await asyncio.gather(*(log.submit(b, None, None) for b in batches))
+    assert [seq for seq, _ in answers] == [1, 2, 3, 4, 5]
+    assert [b.position for b in batches] == [1, 2, 3, 4, 5]
+    assert log.position == 5
+    assert log.wal.commits < 5  # queued together, one fsync for the group
+    assert rows(committer.registry) == [("a", 6, 6), ("b", 6, 6), ("c", 3, 3)]
+    assert committer.registry.sources["s"].positions == {"": 5}
+    _, applied = answers[0]
+    assert applied.views["n"].applied == 3
+
+
+@pytest.mark.asyncio
+async def test_a_log_not_started_or_stopped_takes_no_writes(tmp_path: Path) -> None:
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    with pytest.raises(Unavailable, match=r"^not ready$") as caught:
+        await log.submit(Batch("s", events(1), 0), None, None)
+    assert caught.value.status == 503
+    log.start()
+    await log.stop()
+    with pytest.raises(RuntimeError, match="WAL is not open"):  # stopping closed it
+        log.wal.append([b"x"])
+
+
+@pytest.mark.asyncio
+async def test_stopping_answers_whoever_still_waits(tmp_path: Path) -> None:
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    async with committer.step():  # the committer cannot take the queue meanwhile
+        submitted = asyncio.create_task(log.submit(Batch("s", events(1), 0), None, None))
+        for _ in range(100):  # a few turns of the loop, no clock
+            if log.pending:
+                break
+            await asyncio.sleep(0)
+        assert len(log.pending) == 1
+        await log.stop()  # cancels the committer task, which waits for this step
+    with pytest.raises(Unavailable, match=r"^the server is shutting down$"):
+        await submitted
+    assert log.pending == []
+
+
+@pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EIO, 503)])
+@pytest.mark.asyncio
+async def test_a_failed_write_refuses_this_and_every_later_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, status: int
+) -> None:
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+
+    def broken(payloads: list[bytes]) -> list[int]:
+        raise OSError(code, "the disk said no")
+
+    monkeypatch.setattr(log.wal, "append", broken)
+    with pytest.raises(Unavailable) as first:
+        await log.submit(Batch("s", events(2), 0), None, None)
+    full = ": the disk is full" if code == errno.ENOSPC else ""
+    message = (
+        f"the write-ahead log failed (the disk said no{full}); nothing of this batch was "
+        "acknowledged; restart the server once the disk is fixed"
+    )
+    assert (str(first.value), first.value.status) == (message, status)
+    with pytest.raises(Unavailable) as later:
+        await log.submit(Batch("s", events(1), 0), None, None)
+    assert (str(later.value), later.value.status) == (message, status)
+    assert rows(committer.registry) == []
+    await log.stop()
+
+
+def test_the_backlog_refuses_exactly_past_its_limit(tmp_path: Path) -> None:
+    _, log = fresh(tmp_path, max_backlog=100)
+    log.admit(10_000)  # nothing in progress: any single body is admitted
+    log.backlog = 60
+    log.admit(40)  # 60 + 40 = the limit: admitted
+    assert log.shed == 0
+    with pytest.raises(Rejected) as caught:
+        log.admit(41)
+    assert caught.value.status == 503
+    assert str(caught.value) == caught.value.message
+    assert caught.value.headers == {"Retry-After": "1"}
+    assert caught.value.message == (
+        "overloaded: 60 bytes of events are being written (max_ingest_backlog_bytes is 100); "
+        "retry after the Retry-After seconds"
+    )
+    assert log.shed == 1
+
+
+@pytest.mark.asyncio
+async def test_receipts_are_kept_newest_last_bounded_and_expire(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    _, log = started
+    log.max_receipts = 2
+    for key, at in (("k1", 100), ("k2", 200), ("k1", 300), ("k3", 400)):
+        batch = Batch("s", events(2), 0, [{"line": 1}])
+        await log.submit(batch, None, Receipt(key, f"digest-{key}-{at}", at))
+    assert list(log.receipts) == ["k1", "k3"]  # k1 was used again after k2: k2 goes first
+    assert log.receipts["k3"] == {
+        "digest": "digest-k3-400",
+        "at": 400,
+        "source": "s",
+        "accepted": 2,
+        "rejected": 1,
+        "position": 4,
+        "views": {
+            "n": {"applied": 2, "late": 0, "filtered": 0},
+            "late": {"applied": 2, "late": 0, "filtered": 0},
+        },
+    }
+    assert log.forget_receipts_before(300) == 0  # k1 arrived at 300: not before it
+    assert log.forget_receipts_before(301) == 1
+    assert list(log.receipts) == ["k3"]
+    log.receipt_ttl_ms = 100
+    position, extra = log.snapshot_extra(now_ms=500)  # k3 arrived at 400, expires at 500
+    assert (position, extra) == (4, {"position": 4, "receipts": log.receipts})
+    assert list(log.receipts) == ["k3"]
+    log.snapshot_extra(now_ms=501)
+    assert log.receipts == {}
+
+
+def test_outcomes_say_per_view_what_was_applied_late_filtered_and_why() -> None:
+    config = parse(CONFIG)
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", events(1, start=120_000), 1))
+    batch = [*events(3), {"ts": T0 + 200_000, "k": "skip", "x": 1}]
+    applied = registry.apply(Batch("s", batch, 2))
+    assert outcomes(registry, len(batch), applied) == {
+        "n": {"applied": 4, "late": 0, "filtered": 0},
+        "late": {
+            "applied": 0,
+            "late": 3,
+            "filtered": 1,
+            "late_before": iso(T0 + 90_000),
+            "watermark": iso(T0 + 120_000),
+            "grace": "30s",
+        },
+    }
+
+
+@pytest.mark.asyncio
+async def test_a_restart_replays_what_the_snapshot_does_not_cover(tmp_path: Path) -> None:
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    now = int(time.time() * 1000)  # receipts older than a day are not snapshotted
+    await log.submit(Batch("s", events(3, "a"), 0), None, Receipt("key", "d", now))
+    info = await committer.snapshot(log)
+    assert (info["position"], info["file"]) == (1, f"snapshot-{1:020d}.tsnap")
+    assert committer.last_snapshot == info
+    assert committer.last_snapshot_at is not None
+    body = ndjson(events(TABLE_MIN_LINES, "b"))
+    decoder = Decoder(committer.registry.sources["s"].spec, 1 << 20)
+    table = decoder.columns(body)
+    assert table is not None
+    await log.submit(Batch("s", [], 0, columns=table), body, Receipt("big", "d2", now))
+    await log.submit(Batch("s", events(2, "c"), 0, [{"line": 9}]), None, None)
+    expected = rows(committer.registry)
+    await log.stop()
+
+    again, relog = fresh(tmp_path)
+    recovery = again.recover(relog)
+    assert (recovery.snapshot, recovery.replayed, recovery.torn_bytes) == (info["file"], 2, 0)
+    assert recovery.problems == []
+    assert rows(again.registry) == expected
+    assert relog.position == 3
+    assert list(relog.receipts) == ["key", "big"]
+    assert again.registry.sources["s"].rejected == 1
+    relog.wal.close()
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_trims_the_log_it_covers(tmp_path: Path) -> None:
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    trimmed = []
+    for i in range(4):
+        await log.submit(Batch("s", events(1, start=i), 0), None, None)
+        trimmed.append((await committer.snapshot(log))["wal_segments_trimmed"])
+    segments = log.wal.segments()
+    assert sum(trimmed) + len(segments) == 5  # the first segment and one per snapshot
+    # What is left holds records the oldest kept snapshot does not cover.
+    kept = committer.snapshots.oldest_kept_position()
+    assert kept > 0
+    for _, (next_first, _) in itertools.pairwise(segments):
+        assert next_first - 1 > kept
+    await log.stop()
+
+
+def test_a_step_is_the_registry_s_writes(tmp_path: Path) -> None:
+    committer, _ = fresh(tmp_path)
+    step = Step(committer.registry)
+    step.apply(Batch("s", events(2, "a"), 1, part="p"))
+    state = step.part_state("s", "p")
+    step.drop_part("s", "p")
+    assert rows(committer.registry) == []
+    assert step.load_part("s", "p", state) == []
+    assert rows(committer.registry) == [("a", 2, 1)]
+    assert list(committer.registry.views["n"].parts) == ["p"]
+
+
+@pytest.mark.asyncio
+async def test_a_receipt_keeps_what_the_batch_did_late_events_and_why(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    """A retry is answered from the receipt: it must say what the first answer said."""
+    _, log = started
+    await log.submit(Batch("s", events(1, start=120_000), 0), None, None)
+    now = int(time.time() * 1000)
+    await log.submit(Batch("s", events(2), 0), None, Receipt("late", "d", now))
+    assert log.receipts["late"]["views"]["late"] == {
+        "applied": 0,
+        "late": 2,
+        "filtered": 0,
+        "late_before": iso(T0 + 90_000),
+        "watermark": iso(T0 + 120_000),
+        "grace": "30s",
+    }

@@ -1,0 +1,259 @@
+"""ingest/wal.py's documented format and recovery rules, to the byte and to the message.
+
+The frame layout is checked against ``struct`` and ``zlib`` directly (it is an on-disk format:
+a reader in another language relies on it), every refusal names its file, offset and what is
+wrong, and the bookkeeping (next sequence number, segments, trim, size) against what the test
+wrote itself.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.wal import Damage, Frame, Wal, WalCorrupt, frame, frames
+
+
+def crc(seq: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(seq.to_bytes(8, "little")))
+
+
+def test_a_frame_is_length_crc_seq_then_the_payload_little_endian() -> None:
+    payload = b"hello, log"
+    data = frame(7, payload)
+    length, checksum, seq = struct.unpack_from("<IIQ", data)
+    assert (length, checksum, seq) == (len(payload), crc(7, payload), 7)
+    assert data[16:] == payload
+    assert len(data) == 16 + len(payload)
+
+
+def test_frames_reads_each_intact_frame_with_its_offset() -> None:
+    data = frame(1, b"a") + frame(2, b"") + frame(3, b"ccc")
+    assert list(frames(data)) == [
+        Frame(0, 1, b"a"),
+        Frame(17, 2, b""),
+        Frame(33, 3, b"ccc"),
+    ]
+    assert list(frames(b"")) == []
+
+
+def test_damage_says_where_what_and_whether_the_tail_is_torn() -> None:
+    good = frame(1, b"first") + frame(2, b"second")
+    third = frame(3, b"third record")
+    # A header cut short: torn, ends at the end of the file.
+    (*_, short) = frames(good + third[:10])
+    assert short == Damage(len(good), len(good) + 10, "incomplete frame header", 0, True)
+    # A payload cut short: the frame would end past the file.
+    (*_, long) = frames(good + third[:-3])
+    assert long == Damage(
+        len(good),
+        len(good) + len(third),
+        f"frame of {len(b'third record')} bytes runs past the end of the file",
+        0,
+        True,
+    )
+    # A bad checksum followed by another frame: corruption, with the bytes after it counted.
+    bad = bytearray(third)
+    bad[-1] ^= 1
+    after = frame(4, b"four")
+    (*_, flipped) = frames(good + bytes(bad) + after)
+    assert flipped == Damage(
+        len(good), len(good) + len(third), "checksum mismatch", len(after), False
+    )
+    # Followed by zeros only, there is data in the frame itself: still corruption.
+    (*_, zeros) = frames(good + bytes(bad) + bytes(40))
+    assert zeros == Damage(len(good), len(good) + len(third), "checksum mismatch", 40, False)
+    # A header whose payload and everything after are zeros (the file grew, its data never
+    # reached the disk): torn.
+    blank = third[:16] + bytes(len(third) - 16 + 40)
+    (*_, never) = frames(good + blank)
+    assert never == Damage(len(good), len(good) + len(third), "checksum mismatch", 40, True)
+    # The checksum covers the sequence number too.
+    moved = bytearray(third)
+    moved[8] = 9
+    (damage,) = frames(bytes(moved))
+    assert isinstance(damage, Damage)
+    assert damage.problem == "checksum mismatch"
+
+
+def opened(path: Path, after: int = 0, segment_bytes: int = 1 << 20) -> tuple[Wal, list[int]]:
+    wal = Wal(path, segment_bytes)
+    return wal, [seq for seq, _ in wal.open(after)]
+
+
+def test_an_empty_log_continues_after_the_snapshot(tmp_path: Path) -> None:
+    wal, replayed = opened(tmp_path / "wal", after=41)
+    assert replayed == []
+    assert wal.append([b"x"]) == [42]
+    assert wal.commits == 1
+    assert wal.append([b"y", b"z"]) == [43, 44]
+    assert wal.commits == 2  # one fsync for the group
+    wal.close()
+    wal.close()  # closing twice is harmless
+    assert [p.name for _, p in Wal(tmp_path / "wal").segments()] == [f"wal-{42:020d}.log"]
+    with pytest.raises(RuntimeError, match="WAL is not open"):
+        wal.append([b"late"])
+
+
+def test_segments_are_numbered_by_their_first_record_and_strays_ignored(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"1", b"2"])
+    wal.rotate()
+    wal.append([b"3"])
+    (tmp_path / "wal-notanumber.log").write_bytes(b"")
+    (tmp_path / "other-00000000000000000009.log").write_bytes(b"")
+    assert [(first, p.name) for first, p in wal.segments()] == [
+        (1, f"wal-{1:020d}.log"),
+        (3, f"wal-{3:020d}.log"),
+    ]
+    assert wal.size() == sum(len(frame(s, p)) for s, p in ((1, b"1"), (2, b"2"), (3, b"3")))
+    wal.close()
+
+
+def test_reopening_appends_to_the_newest_segment_until_it_is_full(tmp_path: Path) -> None:
+    one = len(frame(1, b"x" * 10))
+    wal, _ = opened(tmp_path, segment_bytes=3 * one)
+    wal.append([b"x" * 10])
+    wal.close()
+    wal, replayed = opened(tmp_path, segment_bytes=3 * one)
+    assert replayed == [1]
+    wal.append([b"x" * 10, b"x" * 10])  # fills the segment exactly
+    wal.close()
+    assert len(wal.segments()) == 1
+    wal, _ = opened(tmp_path, segment_bytes=3 * one)  # full: the next record starts a new one
+    wal.append([b"x" * 10])
+    wal.close()
+    assert [first for first, _ in wal.segments()] == [1, 4]
+
+
+def test_a_torn_tail_is_cut_and_counted(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"one", b"two"])
+    wal.close()
+    ((_, segment),) = wal.segments()
+    whole = segment.stat().st_size
+    torn = frame(3, b"three")[:-2]
+    with segment.open("ab") as f:
+        f.write(torn)
+    wal, replayed = opened(tmp_path)
+    assert replayed == [1, 2]
+    assert wal.truncated_bytes == len(torn)
+    assert segment.stat().st_size == whole
+    wal.close()
+
+
+def test_damage_in_an_older_segment_is_corruption_even_at_its_end(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"one"])
+    wal.rotate()
+    wal.append([b"two"])
+    wal.close()
+    (_, older), _ = wal.segments()
+    with older.open("ab") as f:
+        f.write(frame(2, b"half")[:-1])
+    with pytest.raises(WalCorrupt) as caught:
+        opened(tmp_path)
+    size = len(frame(1, b"one"))
+    assert str(caught.value) == (
+        f"{older.name} at byte {size}: frame of 4 bytes runs past the end of the file, with 0 "
+        "more bytes after it: the log is corrupt"
+    )
+
+
+def test_a_gap_or_a_repeat_in_the_sequence_is_refused(tmp_path: Path) -> None:
+    (tmp_path / f"wal-{1:020d}.log").write_bytes(frame(1, b"a") + frame(3, b"c"))
+    with pytest.raises(WalCorrupt) as caught:
+        opened(tmp_path)
+    assert str(caught.value) == (
+        f"wal-{1:020d}.log at byte {len(frame(1, b'a'))}: record 3, expected 2"
+    )
+    (tmp_path / f"wal-{1:020d}.log").write_bytes(frame(1, b"a") + frame(2, b"b"))
+    (tmp_path / f"wal-{4:020d}.log").write_bytes(frame(4, b"d"))
+    with pytest.raises(WalCorrupt) as caught:
+        opened(tmp_path)
+    assert str(caught.value) == f"wal-{4:020d}.log: starts at record 4, expected 3"
+
+
+def test_a_log_that_starts_after_the_snapshot_is_refused(tmp_path: Path) -> None:
+    (tmp_path / f"wal-{5:020d}.log").write_bytes(frame(5, b"e"))
+    assert opened(tmp_path, after=4)[1] == [5]
+    with pytest.raises(WalCorrupt) as caught:
+        opened(tmp_path, after=2)
+    assert str(caught.value) == (
+        f"wal-{5:020d}.log: the log starts at record 5, but the snapshot covers only up to 2: "
+        "records 3..4 are missing"
+    )
+
+
+def test_a_snapshot_ahead_of_the_log_continues_after_the_snapshot(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"1", b"2"])
+    wal.close()
+    wal, replayed = opened(tmp_path, after=9)  # the log's records are all covered
+    assert replayed == []
+    assert wal.append([b"next"]) == [10]
+    wal.close()
+
+
+def test_trim_deletes_exactly_the_segments_a_snapshot_covers(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    for records in ([b"1", b"2"], [b"3"], [b"4", b"5"]):
+        wal.append(records)
+        wal.rotate()
+    assert [first for first, _ in wal.segments()] == [1, 3, 4, 6]
+    assert wal.trim(covered=1) == 0
+    assert wal.trim(covered=2) == 1
+    assert [first for first, _ in wal.segments()] == [3, 4, 6]
+    assert wal.trim(covered=100) == 2  # never the newest, which is being written
+    assert [first for first, _ in wal.segments()] == [6]
+    assert wal.trim(covered=100) == 0
+    wal.close()
+
+
+def test_the_edges_of_a_segment_a_reader_meets() -> None:
+    """A last record with an empty payload is a whole frame (exactly a header); a damaged last
+    frame that ends exactly at the end of the file is a torn tail."""
+    data = frame(1, b"a") + frame(2, b"")
+    assert list(frames(data)) == [Frame(0, 1, b"a"), Frame(17, 2, b"")]
+    last = bytearray(frame(3, b"xyz"))
+    last[-1] ^= 1
+    (*_, damage) = frames(data + bytes(last))
+    assert damage == Damage(len(data), len(data) + len(last), "checksum mismatch", 0, True)
+
+
+def test_a_full_segment_is_rotated_before_the_next_append(tmp_path: Path) -> None:
+    one = len(frame(1, b"x" * 10))
+    wal, _ = opened(tmp_path, segment_bytes=2 * one)
+    wal.append([b"x" * 10, b"x" * 10])  # exactly full
+    wal.append([b"x" * 10])
+    assert [first for first, _ in wal.segments()] == [1, 3]
+    wal.close()
+
+
+def test_short_writes_are_continued_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS may write less than asked (a full pipe, a signal, a nearly full disk)."""
+    real = os.write
+
+    def short(fd: int, data: Any) -> int:
+        return real(fd, bytes(data)[:7])  # at most 7 bytes a call
+
+    wal, _ = opened(tmp_path)
+    monkeypatch.setattr("ingest.wal.os.write", short)
+    payloads = [b"first record", b"", b"third, a little longer"]
+    assert wal.append(payloads) == [1, 2, 3]
+    wal.close()
+    monkeypatch.undo()
+    assert [p for _, p in Wal(tmp_path).open(after=0)] == payloads
+
+
+def test_appending_to_a_closed_log_is_refused_by_name(tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    with pytest.raises(RuntimeError, match=r"^WAL is not open$"):
+        wal.append([b"x"])

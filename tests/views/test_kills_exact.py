@@ -1,0 +1,163 @@
+"""views/exact.py at the edges its hypothesis tests rarely reach: whole sums of fractions,
+batches longer than one bincount chunk, sums past float64's range, subnormal totals, rows read
+selectively, rows grown later. The reference is ``fractions.Fraction`` (exact) and Python's own
+correctly rounded int and Fraction conversions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from views.exact import Sums, decompose, to_floats
+
+
+def summed(rows: int, values: list[float], at: list[int] | None = None) -> Sums:
+    sums = Sums(rows)
+    where = np.array(at if at is not None else [0] * len(values), np.int64)
+    sums.add(where, np.array(values, np.float64))
+    return sums
+
+
+def test_decompose_gives_an_exact_mantissa_and_exponent() -> None:
+    rng = random.Random(1)
+    values = [
+        0.0,
+        -0.0,
+        1.0,
+        -3.5,
+        5e-324,
+        1.7e308,
+        0.1,
+        *(rng.uniform(-1e6, 1e6) for _ in range(50)),
+    ]
+    m, e = decompose(np.array(values, np.float64))
+    for value, mantissa, exponent in zip(values, m.tolist(), e.tolist(), strict=True):
+        assert Fraction(mantissa) * Fraction(2) ** exponent == Fraction(value)
+        assert abs(mantissa) < 2**53
+        if value == 0:
+            assert (mantissa, exponent) == (0, 0)
+    ints = np.array([0, -7, 2**62], np.int64)
+    m, e = decompose(ints)
+    assert (m.tolist(), e.tolist()) == ([0, -7, 2**62], [0, 0, 0])
+    assert decompose(np.array([3, 4], np.uint32))[0].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("values", "whole"),
+    [
+        ([0.5, 0.5], 1),
+        ([-0.5, -0.5, -0.25, -0.75], -2),
+        ([0.25], None),
+        ([2.0**-60, 1.0], None),
+        ([2.0**70, 2.0**70], 2**71),
+        ([2.0**70, -(2.0**70), 3.0], 3),
+        ([], 0),
+    ],
+)
+def test_integers_gives_a_whole_sum_exactly_or_none(values: list[float], whole: int | None) -> None:
+    sums = Sums(2)
+    if values:
+        sums.add(np.ones(len(values), np.int64), np.array(values, np.float64))
+    assert sums.integers(np.array([1, 0])) == [whole, 0]
+
+
+def test_a_batch_longer_than_a_chunk_is_exact() -> None:
+    """More than 2**18 values at once: the pieces are summed a chunk at a time."""
+    rng = random.Random(2)
+    n = (1 << 18) + 1000
+    values = [rng.choice([1.5, 2.0**40 + 0.25, -3.0, 2.0**-20]) for _ in range(n)]
+    rows = [rng.randrange(3) for _ in range(n)]
+    sums = summed(3, values, rows)
+    for row in range(3):
+        exact = sum(
+            (Fraction(v) for v, r in zip(values, rows, strict=True) if r == row), Fraction(0)
+        )
+        assert sums.floats()[row] == float(exact)
+
+
+def test_sums_beyond_float64_read_as_infinities_and_back() -> None:
+    sums = summed(3, [1.7e308, 1.7e308, -1.7e308, -1.7e308, -1.7e308, 1.0], [0, 0, 1, 1, 1, 2])
+    assert sums.floats().tolist() == [math.inf, -math.inf, 1.0]
+    sums.add(np.array([0, 1]), np.array([-1.7e308, 1.7e308]))  # back in range: exact again
+    assert sums.floats().tolist() == [1.7e308, -3.4e308 + 1.7e308, 1.0]
+
+
+def test_subnormal_totals_are_rounded_once() -> None:
+    """Sums under 2**-1022 are rounded by Python's exact int division, not scaled twice."""
+    tiny = [5e-324, 1e-310, -2.5e-320, 3e-315, 2.2250738585072014e-308]
+    for cut in range(1, len(tiny) + 1):
+        values = tiny[:cut]
+        exact = sum((Fraction(v) for v in values), Fraction(0))
+        assert summed(1, values).floats()[0] == float(exact), values
+    # and a subnormal total reached from large values that cancel
+    values = [1.0, 1e-310, -1.0]
+    assert summed(1, values).floats()[0] == float(sum(map(Fraction, values), Fraction(0)))
+
+
+def test_rows_can_be_read_selectively_and_grown_later() -> None:
+    sums = summed(2, [0.1, 0.2, 0.3], [0, 1, 1])
+    assert sums.floats(np.array([1])).tolist() == [float(Fraction(0.2) + Fraction(0.3))]
+    sums.grow(5)
+    assert len(sums) == 5
+    assert sums.floats().tolist()[2:] == [0.0, 0.0, 0.0]
+    sums.grow(3)  # never shrinks
+    assert len(sums) == 5
+    sums.add(np.array([4]), np.array([2.5]))
+    assert sums.floats().tolist() == [0.1, float(Fraction(0.2) + Fraction(0.3)), 0.0, 0.0, 2.5]
+
+
+def test_subtracting_what_was_added_leaves_zero() -> None:
+    rng = random.Random(3)
+    values = [rng.uniform(-1e9, 1e9) * 10 ** rng.randrange(-30, 30) for _ in range(300)]
+    rows = np.array([i % 4 for i in range(300)], np.int64)
+    sums = summed(4, values, rows.tolist())
+    sums.add(rows, np.array(values), negate=True)
+    assert sums.floats().tolist() == [0.0] * 4
+    assert sums.integers(np.arange(4)) == [0] * 4
+
+
+def test_merging_sums_of_different_scales_and_widths() -> None:
+    fine = summed(2, [2.0**-900, 1.0, 3.0], [0, 0, 1])
+    coarse = summed(3, [2.0**900, -(2.0**900), 7.0, 2.0**1000], [0, 0, 1, 2])
+    coarse.absorb(fine, np.array([2, 0]))
+    expected = [
+        Fraction(3.0),
+        Fraction(7.0),
+        Fraction(2.0**1000) + Fraction(2.0**-900) + Fraction(1.0),
+    ]
+    assert coarse.floats().tolist() == [float(x) for x in expected]
+    rolled = coarse.gather(np.array([0, 1, 2, 0]), np.array([0, 0, 1, 1]), 2)
+    assert rolled.floats().tolist() == [
+        float(expected[0] + expected[1]),
+        float(expected[2] + expected[0]),
+    ]
+
+
+def test_to_floats_reads_limbs_as_documented() -> None:
+    """Row value: sum(limbs[k] * 2**(32 k)) * 2**scale, all limbs but the top in [0, 2**32)."""
+    rng = random.Random(4)
+    rows = []
+    for _ in range(300):
+        high = rng.randrange(7)  # limbs from here up are 0 (or, for a negative, all ones)
+        low = [rng.randrange(1 << 32) for _ in range(5)]
+        negative = rng.random() < 0.5
+        for k in range(high, 5):
+            low[k] = (1 << 32) - 1 if negative else 0
+        top = rng.choice([-1] if negative else [0, 1, rng.randrange(1 << 31)])
+        rows.append([*low, top])
+    for scale in (-1100, -64, -1, 0, 5, 700):
+        got = to_floats(np.array(rows, np.int64), scale).tolist()
+        for row, value in zip(rows, got, strict=True):
+            exact = (
+                Fraction(sum(limb << (32 * k) for k, limb in enumerate(row))) * Fraction(2) ** scale
+            )
+            try:
+                want = float(exact)
+            except OverflowError:
+                want = math.copysign(math.inf, exact)
+            assert value == want, (row, scale)
