@@ -23,7 +23,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -191,12 +191,12 @@ class Wal:
         self._size = os.fstat(self._fd).st_size
         fsync_dir(self.directory)
 
-    def append(self, payloads: list[Payload]) -> list[int]:
+    def append(self, payloads: Sequence[Payload]) -> list[int]:
         """Write the records and fsync once for all of them (the group commit); returns seqs."""
         with self.lock:
             return self._append(payloads)
 
-    def _append(self, payloads: list[Payload]) -> list[int]:
+    def _append(self, payloads: Sequence[Payload]) -> list[int]:
         if self._fd is None:
             raise RuntimeError("WAL is not open")
         if self._size >= self.segment_bytes:
