@@ -451,7 +451,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         member owns a partition applies its records, as it applies any producer's."""
         refusal = self._refuse_writes(key)
         if refusal is not None:
-            raise Rejected(405 if key is None else 400, refusal)
+            raise refusal
         data = await body.read()
         decoded = await asyncio.to_thread(self.changes.decoder.decode, data)
         if decoded.errors and on_error == "fail":
@@ -478,25 +478,30 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         position = ",".join(f"{topic}:{p}@{n}" for p, n in sorted(ends.items()))
         return Ack(len(decoded.events), len(decoded.errors), position)
 
-    def _refuse_writes(self, key: str | None) -> str | None:
+    def _refuse_writes(self, key: str | None) -> Rejected | None:
+        """Why this source takes no post (405), or not this one (400); None: it may."""
         name = self.spec.name
         if self.membership is None:
-            return (
+            why = (
                 f"source '{name}' reads from Kafka; events are posted to it only in a cluster "
                 "([cluster] table), which appends them to its topic"
             )
-        if self.spec.format != "json":
-            return f"source '{name}' reads {self.spec.format} change events; they come from Kafka"
-        if self.spec.time_field == KAFKA_TIMESTAMP:
-            return f"source '{name}' takes its time from the broker (time = kafka_timestamp)"
-        if len(self.options["topics"]) != 1:
-            return f"source '{name}' reads several topics: which one a post goes to is not known"
-        if key is not None:
-            return (
+        elif self.spec.format != "json":
+            why = f"source '{name}' reads {self.spec.format} change events; they come from Kafka"
+        elif self.spec.time_field == KAFKA_TIMESTAMP:
+            why = f"source '{name}' takes its time from the broker (time = kafka_timestamp)"
+        elif len(self.options["topics"]) != 1:
+            why = f"source '{name}' reads several topics: which one a post goes to is not known"
+        elif key is not None:
+            return Rejected(
+                400,
                 "Idempotency-Key is not supported yet for posts to a Kafka source: a retry would "
-                "append the events again; post without it, or to an HTTP source"
+                "append the events again; post without it, or to an HTTP source",
+                param="Idempotency-Key",
             )
-        return None
+        else:
+            return None
+        return Rejected(405, why)
 
     async def _producer(self) -> AIOKafkaProducer:
         async with self._producing:

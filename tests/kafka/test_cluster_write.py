@@ -90,10 +90,11 @@ async def test_a_post_to_one_member_is_read_on_another(
             refusal = await r.json()
         assert r.status == 400
         assert "Idempotency-Key is not supported yet" in refusal["error"]["message"]
-        async with session.post(single.url + url, data=body(events[:5])) as r:
-            refusal = await r.json()
-        assert r.status == 405
-        assert "only in a cluster" in refusal["error"]["message"]
+        for headers in ({}, {"Idempotency-Key": "k-2"}):  # a Kafka source outside a cluster
+            async with session.post(single.url + url, data=body(events[:5]), headers=headers) as r:
+                refusal = await r.json()
+            assert r.status == 405
+            assert "only in a cluster" in refusal["error"]["message"]
         # nothing of the refused posts reached the topic
         async with session.get(f"{a.url}/v1/views/by_key?min_position={ack['position']}") as r:
             again = await r.json()
