@@ -646,6 +646,22 @@ SKETCH_SQL = """SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, p95(x) AS 
     approx_count_distinct(k) AS keys, top_k(k, 3) AS top FROM s GROUP BY k, m"""
 
 
+def flat_config(sql: str, extra: str = "") -> str:
+    """One HTTP source ``s`` and one view ``v`` of ``sql`` (``extra``: more of its fields),
+    snapshots only when asked or at stop."""
+    return f"""
+[server]
+snapshot_every = "1h"
+
+[sources.s]
+time = "ts"
+
+[views.v]
+sql = '''{sql}'''
+{extra}
+"""
+
+
 async def post_flat(session: aiohttp.ClientSession, url: str, keys: int, minutes: int) -> None:
     """``flat_bodies(keys, minutes)`` posted one after the other to source ``s``."""
     for body in flat_bodies(keys, minutes):
@@ -656,18 +672,7 @@ async def post_flat(session: aiohttp.ClientSession, url: str, keys: int, minutes
 async def memory_rss(tmp: Path, sql: str, keys: int, minutes: int, name: str) -> dict[str, Any]:
     """RSS per (group, bucket) pair after a restore: ``keys`` x ``minutes`` pairs built over
     HTTP, the server stopped (a final snapshot) and started again from it."""
-    config = f"""
-[server]
-snapshot_every = "1h"
-
-[sources.s]
-time = "ts"
-
-[views.v]
-sql = '''{sql}'''
-max_groups = {keys + 1}
-"""
-    server = await started(config, tmp, name)
+    server = await started(flat_config(sql, f"max_groups = {keys + 1}"), tmp, name)
     try:
         async with aiohttp.ClientSession() as session:
             await post_flat(session, server.url, keys, minutes)
@@ -677,17 +682,7 @@ max_groups = {keys + 1}
 
 
 async def snapshot_pause(tmp: Path, keys: int, minutes: int) -> dict[str, Any]:
-    config = f"""
-[server]
-snapshot_every = "1h"
-
-[sources.s]
-time = "ts"
-
-[views.v]
-sql = '''{FLAT_SQL}'''
-"""
-    server = await started(config, tmp, "snap")
+    server = await started(flat_config(FLAT_SQL), tmp, "snap")
     try:
         async with aiohttp.ClientSession() as session:
             await post_flat(session, server.url, keys, minutes)
