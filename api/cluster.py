@@ -181,7 +181,8 @@ async def whole_view(engine: Engine, view: View) -> Whole | None:
         "watermark": format_optional(min(watermarks) if watermarks else None),
         "watermark_ms": min(watermarks) if watermarks else None,
         "position": ",".join(
-            f"{p}@{'' if n is None else n}" for p, n in sorted(positions.items(), key=_o)
+            f"{p}@{'' if positions[p] is None else positions[p]}"
+            for p in sorted(positions, key=_order)
         ),
         "partial": partial,
         "missing_partitions": None if topology is None else missing,
@@ -241,10 +242,6 @@ def _by_url(members: list[Member]) -> list[Member]:
 def _order(part: str) -> tuple[str, int]:
     topic, _, number = part.rpartition(":")
     return topic, int(number)
-
-
-def _o(item: tuple[str, Any]) -> tuple[str, int]:
-    return _order(item[0])
 
 
 async def _topology(membership: Membership) -> Topology | None:
