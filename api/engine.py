@@ -25,6 +25,7 @@ from ingest.commit import Committer, Recovery
 from ingest.decode import Decoder
 from ingest.files import FileSource
 from ingest.http import HttpLog, HttpSource
+from ingest.idempotency import KeyLimits
 from ingest.kafka import KafkaSource
 from ingest.source import Source
 from ingest.wal import WalCorrupt
@@ -88,7 +89,8 @@ class Engine:
         if spec.kind == "kafka":
             configured = spec.options["state_dir"]
             state_dir = base / configured if configured else self.data_dir / "kafka" / spec.name
-            return KafkaSource(spec, self.committer, state_dir, decoder, self.advertise)
+            limits = KeyLimits(self.settings.idempotency_ttl, self.settings.idempotency_max_keys)
+            return KafkaSource(spec, self.committer, state_dir, decoder, self.advertise, limits)
         if spec.kind == "file":
             return FileSource(spec, self.committer, decoder, base)
         return HttpSource(spec, self.registry, self.http, decoder)

@@ -159,8 +159,10 @@ def engine_status(engine: Any) -> dict[str, Any]:
             "watermark_ms": watermark,
             "lag_s": None if watermark is None else round(now - watermark / 1000, 3),
             "healthy": status.get("healthy", True),
-            "partitions": status.get("partitions", {}),
+            "partitions": status.get("partitions", {}),  # this member's
         }
+        if status.get("cluster") is not None:  # who owns every partition of the topic, and where
+            sources[name]["cluster"] = status["cluster"]
     views = {}
     for name, view in registry.views.items():
         views[name] = {**view.stats(), "state_bytes": view.nbytes()}

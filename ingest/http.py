@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ import orjson
 from ingest import faults
 from ingest.commit import Committer, Step
 from ingest.decode import Decoded, Decoder
+from ingest.idempotency import KEY_RULE, MAX_KEYS, TTL_MS, request_digest, valid_key
 from ingest.source import oldest
 from ingest.wal import Payload, Wal
 from views.durations import format_duration
@@ -40,7 +40,6 @@ from views.timefmt import format_time
 log = logging.getLogger("tallyd.http")
 TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
 OFFLOAD_BYTES = 256 << 10  # decode bodies larger than this in a worker thread
-KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
 class Rejected(Exception):
@@ -91,6 +90,24 @@ class Ack:
         return out if self.views is None else {**out, "views": self.views}
 
 
+def key_reused() -> Rejected:
+    return Rejected(
+        422,
+        "this Idempotency-Key was already used with a different request (source, body or "
+        "on_error); use a new key for new events",
+        param="Idempotency-Key",
+    )
+
+
+def key_in_flight() -> Rejected:
+    return Rejected(
+        409,
+        "a request with this Idempotency-Key is being processed; retry when it has answered",
+        {"Retry-After": "1"},
+        param="Idempotency-Key",
+    )
+
+
 @dataclass
 class Body:
     """A request body not yet read: its declared length (None: chunked) and how to read it."""
@@ -122,8 +139,8 @@ class HttpLog:
         # position}. In the WAL with their batch and in snapshots, so a retry after a restart
         # is still recognised. Bounded: the oldest go first beyond ``max_receipts``.
         self.receipts: dict[str, dict[str, Any]] = {}
-        self.max_receipts = 100_000
-        self.receipt_ttl_ms = 24 * 3_600_000
+        self.max_receipts = MAX_KEYS
+        self.receipt_ttl_ms = TTL_MS
         self.keys_in_flight: set[str] = set()  # Idempotency-Key requests being committed
         self.max_backlog = max_backlog
         self.backlog = 0  # request bodies read and not yet answered (the ingest backlog)
@@ -398,35 +415,19 @@ class HttpSource:
         """The request's receipt (None without an Idempotency-Key), or the answer a retry gets."""
         if key is None:
             return None, None
-        if not 1 <= len(key) <= 255 or not set(key) <= KEY_CHARS:
-            raise Rejected(
-                400,
-                "header 'Idempotency-Key': 1 to 255 visible ASCII characters (a UUID is typical)",
-                param="Idempotency-Key",
-            )
+        if not valid_key(key):
+            raise Rejected(400, KEY_RULE, param="Idempotency-Key")
         name = self.name
-        request = b"%s\0%s\0%s" % (name.encode(), on_error.encode(), body)
-        digest = hashlib.sha256(request).hexdigest()
+        digest = request_digest(name, on_error, body)
         now = int(time.time() * 1000)
         seen = self.log.receipts.get(key)
         if seen is not None and seen["at"] >= now - self.log.receipt_ttl_ms:
             if seen["digest"] != digest or seen["source"] != name:
-                raise Rejected(
-                    422,
-                    "this Idempotency-Key was already used with a different request (source, "
-                    "body or on_error); use a new key for new events",
-                    param="Idempotency-Key",
-                )
+                raise key_reused()
             position = f"wal:{seen['position']}"
             return None, Ack(seen["accepted"], seen["rejected"], position, seen.get("views"), True)
         if key in self.log.keys_in_flight:
-            raise Rejected(
-                409,
-                "a request with this Idempotency-Key is being processed; retry when it has "
-                "answered",
-                {"Retry-After": "1"},
-                param="Idempotency-Key",
-            )
+            raise key_in_flight()
         return Receipt(key, digest, now), None
 
     async def _ingest(self, on_error: str, body: bytes, receipt: Receipt | None) -> Ack:

@@ -46,7 +46,20 @@ from ingest.changes import ChangeDecoder
 from ingest.cluster import Membership
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
-from ingest.http import Ack, Body, Rejected, invalid
+from ingest.http import Ack, Body, Rejected, invalid, key_in_flight, key_reused
+from ingest.idempotency import (
+    DEFAULT_LIMITS,
+    HEADER,
+    KEY_RULE,
+    KeyLimits,
+    Receipt,
+    Receipts,
+    TopicKeys,
+    request_digest,
+    request_headers,
+    route,
+    valid_key,
+)
 from ingest.snapshots import atomic_write
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
@@ -92,12 +105,17 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         state_dir: Path,
         decoder: Decoder,
         advertise: str | None = None,
+        limits: KeyLimits = DEFAULT_LIMITS,
     ) -> None:
         self.spec = spec
         # With [cluster]: this member's address and the group's map (``ingest.cluster``).
         self.membership = None if advertise is None else Membership(advertise)
         self.producer: AIOKafkaProducer | None = None  # posts appended to the topic ([cluster])
         self.idempotent: bool | None = None  # whether the broker gave the producer an id
+        # Idempotency-Key through the topic (``ingest.idempotency``): the keys this member
+        # acknowledged as a writer, and per owned partition the requests it has counted.
+        self.receipts = Receipts(limits)
+        self.keys = TopicKeys(spec.name, limits)
         self._producing = asyncio.Lock()
         self.name = spec.name
         self.options = spec.options
@@ -163,6 +181,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions": partitions,
             "cluster": None if self.membership is None else self.membership.status(),
             "producer": None if self.producer is None else {"idempotent": self.idempotent},
+            "idempotency": self.keys.status(),
             "tombstones": self.tombstones,
         }
 
@@ -249,7 +268,10 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         log.warning("event=fenced source=%s partition=%s newer=%r", self.spec.name, part, newer)
 
     def _encode_part(self, step: Step, part: str) -> bytes:
-        return snapshot.encode(step.part_state(self.spec.name, part))
+        # The requests counted go with the state and the position they are counted in.
+        return snapshot.encode(
+            {**step.part_state(self.spec.name, part), "requests": self.keys.save(part)}
+        )
 
     async def _commit_for_lag(self) -> None:
         """Best effort, bounded: the part files are the truth, this only feeds lag monitoring."""
@@ -307,12 +329,14 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 if state is None:
                     step.drop_part(self.spec.name, part)
+                    self.keys.drop(part)
                 else:
                     try:
                         notes = step.load_part(self.spec.name, part, state)
                     except StateMismatch as err:
                         self._fail(tp, str(err))
                         continue
+                    self.keys.load(part, state.get("requests"))
                     for note in notes:
                         log.warning("event=part_note source=%s note=%r", self.spec.name, note)
                 self.owned.add(part)
@@ -371,6 +395,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.committer.step() as step:
             for part in parts:
                 step.drop_part(self.spec.name, part)
+                self.keys.drop(part)
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 self.owned.discard(part)
                 self.saved.pop(part, None)
@@ -448,38 +473,80 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         """Post events to a clustered Kafka source: each valid event becomes a record of the
         topic (keyed by ``partition_by`` when set), produced idempotently with ``acks=all``; the
         200 comes once the broker has every record, with the positions they got. Whichever
-        member owns a partition applies its records, as it applies any producer's."""
-        refusal = self._refuse_writes(key)
+        member owns a partition applies its records, as it applies any producer's. With an
+        ``Idempotency-Key`` the records are marked so that their owners count a retried
+        request once (``ingest.idempotency``)."""
+        refusal = self._refuse_writes()
         if refusal is not None:
             raise refusal
+        if key is not None and not valid_key(key):
+            raise Rejected(400, KEY_RULE, param="Idempotency-Key")
         data = await body.read()
+        if key is None:
+            return await self._append(data, on_error, None)
+        digest = request_digest(self.spec.name, on_error, data)
+        seen = self.receipts.get(key, int(time.time() * 1000))
+        if seen is not None:
+            if seen.digest != digest:
+                raise key_reused()
+            answer: Ack = seen.answer
+            return Ack(answer.accepted, answer.rejected, answer.position, replayed=True)
+        if key in self.receipts.in_flight:
+            raise key_in_flight()
+        self.receipts.in_flight.add(key)
+        try:
+            ack = await self._append(data, on_error, (key, digest))
+        finally:
+            self.receipts.in_flight.discard(key)
+        self.receipts.remember(key, Receipt(digest, int(time.time() * 1000), ack))
+        return ack
+
+    async def _append(self, data: bytes, on_error: str, request: tuple[str, str] | None) -> Ack:
         decoded = await asyncio.to_thread(self.changes.decoder.decode, data)
         if decoded.errors and on_error == "fail":
             raise invalid(decoded)
         topic, field = self.options["topics"][0], self.options["partition_by"]
+        values = [event.get(field) if field is not None else None for event in decoded.events]
         ends: dict[int, int] = {}
         try:
             producer = await self._producer()
-            sent = []
-            for event in decoded.events:
-                value = event.get(field) if field is not None else None
-                record_key = None if value is None else str(value).encode()
-                sent.append(await producer.send(topic, orjson.dumps(event), key=record_key))
+            if request is None:
+                places: list[tuple[int | None, bytes | None]] = [
+                    (None, None if v is None else str(v).encode()) for v in values
+                ]
+                headers: list[list[tuple[str, bytes]] | None] = [None] * len(values)
+            else:
+                key, digest = request
+                partitions = sorted(await producer.partitions_for(topic))
+                routed = route(values, partitions, key)
+                places = list(routed)
+                headers = [[(HEADER, h)] for h in request_headers(routed, digest, key)]
+            sent = [
+                await producer.send(
+                    topic, orjson.dumps(event), key=record_key, partition=p, headers=h
+                )
+                for event, (p, record_key), h in zip(decoded.events, places, headers, strict=True)
+            ]
             for future in sent:
                 meta = await future
                 ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
         except (KafkaError, OSError) as err:
+            advice = (
+                "retry with the same Idempotency-Key, on any member"
+                if request
+                else "retry only if a duplicate is acceptable (or post with an Idempotency-Key)"
+            )
             raise Rejected(
                 503,
                 f"the broker did not take the events ({str(err) or type(err).__name__}); some "
-                "may have been appended: retry only if a duplicate is acceptable",
+                f"may have been appended: {advice}",
                 {"Retry-After": "1"},
             ) from None
         position = ",".join(f"{topic}:{p}@{n}" for p, n in sorted(ends.items()))
         return Ack(len(decoded.events), len(decoded.errors), position)
 
-    def _refuse_writes(self, key: str | None) -> Rejected | None:
-        """Why this source takes no post (405), or not this one (400); None: it may."""
+    def _refuse_writes(self) -> Rejected | None:
+        """Why this source takes no post (405); None: it may."""
         name = self.spec.name
         if self.membership is None:
             why = (
@@ -492,13 +559,6 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             why = f"source '{name}' takes its time from the broker (time = kafka_timestamp)"
         elif len(self.options["topics"]) != 1:
             why = f"source '{name}' reads several topics: which one a post goes to is not known"
-        elif key is not None:
-            return Rejected(
-                400,
-                "Idempotency-Key is not supported yet for posts to a Kafka source: a retry would "
-                "append the events again; post without it, or to an HTTP source",
-                param="Idempotency-Key",
-            )
         else:
             return None
         return Rejected(405, why)
@@ -619,19 +679,24 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> bool:
         """Many clean records at once (plain or change events): read column-wise by Arrow in a
         worker thread, applied in one step. False: apply them row-wise instead."""
-        values = [m.value for m in messages]
+        part = part_name(tp)
+        # Records of retried requests counted already are left out; nothing else applies to
+        # this part before the step below (one fetch at a time; a hand-over bumps the epoch).
+        screened = self.keys.screen(part, messages)
+        values = [m.value for m in (messages if screened is None else screened.kept)]
         read = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
         if read is None:
             return False
         columns, weights = read
-        part = part_name(tp)
-        position = messages[-1].offset + 1
+        position = messages[-1].offset + 1  # past the records left out, too
         batch = Batch(self.spec.name, [], position, part=part, columns=columns, weights=weights)
         async with self.committer.step() as step:
             if not self._current(part, epoch):
                 return True
             if self._counted_below(part, messages) is not None:
                 return False  # the row path drops exactly the counted records
+            if screened is not None:
+                self.keys.commit(part, screened)
             await step.apply_yielding(batch, lambda applied: None)
         self.tombstones += sum(1 for v in values if v is None)
         self.last_seen[part] = time.time()
@@ -671,12 +736,17 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 messages = [m for m in messages if m.offset >= position]
                 if not messages:
                     return
+            position = messages[-1].offset + 1  # past records of retries left out, too
+            screened = self.keys.screen(part, messages)
+            if screened is not None:
+                self.keys.commit(part, screened)
+                messages = screened.kept
             records = [(m.offset, m.timestamp, m.value) for m in messages]
             decoded = self.changes.decode(part, records)
             batch = Batch(
                 self.spec.name,
                 decoded.events,
-                messages[-1].offset + 1,
+                position,
                 decoded.poison,
                 part,
                 decoded.weights if self.spec.retracting else None,

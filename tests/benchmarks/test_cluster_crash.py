@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from benchmarks.cluster_crash import judge
+from benchmarks.cluster_crash import Outcome, judge
 from benchmarks.crash import Ledger
 
 
@@ -32,7 +32,7 @@ def test_every_acknowledged_batch_counted_once_is_ok_whatever_the_unknown_one_di
     log = ledger()
     size = len(log.sent[3])
     for unknown in ({}, {3: (size, size)}, {3: (1, 1)}):
-        outcome = judge(log, answer({**whole(log), **unknown}), kills=1)
+        outcome = judge(log, answer({**whole(log), **unknown}), Outcome(1, 0, 0, 0))
         assert outcome.ok, outcome
         assert outcome.lost == outcome.duplicated == 0
         assert outcome.unknown_counted == (1 if unknown else 0)
@@ -42,14 +42,14 @@ def test_a_lost_event_a_duplicate_and_a_stranger_are_each_found() -> None:
     log = ledger()
     counts = whole(log)
     n = counts[1][0]
-    lost = judge(log, answer({**counts, 1: (n - 1, n - 1)}), kills=1)
+    lost = judge(log, answer({**counts, 1: (n - 1, n - 1)}), Outcome(1, 0, 0, 0))
     assert lost.lost == 1
     assert not lost.ok
-    twice = judge(log, answer({**counts, 2: (counts[2][0] + 1, counts[2][0])}), kills=1)
+    twice = judge(log, answer({**counts, 2: (counts[2][0] + 1, counts[2][0])}), Outcome(1, 0, 0, 0))
     assert twice.duplicated >= 1
     assert not twice.ok
-    unknown_twice = judge(log, answer({**counts, 3: (2, 1)}), kills=1)
+    unknown_twice = judge(log, answer({**counts, 3: (2, 1)}), Outcome(1, 0, 0, 0))
     assert unknown_twice.duplicated == 1
-    stranger = judge(log, answer({**counts, 99: (1, 1)}), kills=1)
+    stranger = judge(log, answer({**counts, 99: (1, 1)}), Outcome(1, 0, 0, 0))
     assert stranger.problems == ["batches counted that were never sent: [99]"]
     assert not stranger.ok

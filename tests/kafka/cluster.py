@@ -51,6 +51,12 @@ async def source_status(session: aiohttp.ClientSession, url: str) -> dict[str, A
         return dict((await r.json())["sources"][0]["status"])
 
 
+async def whole_status(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(f"{url}/v1/status") as r:
+        assert r.status == 200
+        return dict((await r.json())["sources"]["events"])
+
+
 async def agreed(urls: list[str], timeout: float) -> dict[str, Any]:
     """The map, once every node reports the same assignment, naming exactly these nodes, and
     each node consumes exactly the partitions the map gives it."""
@@ -68,7 +74,14 @@ async def agreed(urls: list[str], timeout: float) -> dict[str, Any]:
                         sorted(s["partitions"]) == sorted(by_url[url])
                         for url, s in zip(urls, statuses, strict=True)
                     ):
-                        return {"maps": maps, "by_url": by_url}
+                        # /v1/status shows the same map (read after: a rebalance meanwhile
+                        # makes it differ, and the poll goes on)
+                        shown = [
+                            (await whole_status(session, url))["cluster"]["assignment"]
+                            for url in urls
+                        ]
+                        if shown == [maps[0]["assignment"]] * len(urls):
+                            return {"maps": maps, "by_url": by_url}
                 await asyncio.sleep(0.1)  # polling a condition, bounded by wait_for
 
     return await asyncio.wait_for(poll(), timeout)

@@ -107,10 +107,9 @@ async def test_a_fetch_overlapping_counted_records_counts_only_its_tail(size: in
     """A fetch of the current epoch that starts below the part's position (epochs rule it out;
     this is the defence behind them): exactly the records below it are dropped, the tail is
     counted, once."""
-    from types import SimpleNamespace
-
     import orjson
     from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
 
     cfg = parse(
         {
@@ -134,11 +133,10 @@ async def test_a_fetch_overlapping_counted_records_counts_only_its_tail(size: in
         )
     )
     source.owned.add("t:0")
+    values = [orjson.dumps({"ts": 1_790_000_000_000, "id": i}) for i in range(size)]
     messages = [
-        SimpleNamespace(
-            offset=i, timestamp=0, value=orjson.dumps({"ts": 1_790_000_000_000, "id": i})
-        )
-        for i in range(size)
+        ConsumerRecord("t", 0, i, 0, 0, None, value, None, 0, len(value), [])
+        for i, value in enumerate(values)
     ]
     tp = TopicPartition("t", 0)
     epoch = source.epochs.get("t:0")  # no hand-over since: the fetch is current
