@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ingest.snapshots import SnapshotStore
 from views import snapshot
-from views.registry import Applied, Batch, Registry
+from views.registry import Applied, Batch, BuiltPart, Registry
 
 log = logging.getLogger("tallyd.commit")
 
@@ -92,8 +92,12 @@ class Step:
         if cancelled:
             raise asyncio.CancelledError
 
-    def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
-        return self.registry.load_part(source, part, state)
+    def build_part(self, source: str, part: str, state: dict[str, Any]) -> BuiltPart:
+        """May run in a worker thread while this step is held (``Registry.build_part``)."""
+        return self.registry.build_part(source, part, state)
+
+    def install_part(self, built: BuiltPart) -> list[str]:
+        return self.registry.install_part(built)
 
     def drop_part(self, source: str, part: str) -> None:
         self.registry.drop_part(source, part)

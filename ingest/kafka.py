@@ -64,7 +64,7 @@ from ingest.snapshots import atomic_write
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
 from views.config import KAFKA_TIMESTAMP
-from views.registry import Batch, StateMismatch
+from views.registry import Batch, BuiltPart, StateMismatch
 from views.spec import SourceSpec
 from views.timefmt import format_optional
 
@@ -322,8 +322,12 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         restored: dict[TopicPartition, int] = {}
         fresh: list[TopicPartition] = []
         async with self.committer.step() as step:
-            # One step with no await in it: each part's state is installed and the consumer
-            # pointed exactly where that state ends.
+            # The parts' states are built in a worker thread (a large one takes seconds; on the
+            # loop it held queries and the broker probe), with the step held so that no batch
+            # is applied meanwhile; queries go on, reading the state as it was.
+            built = await asyncio.to_thread(self._build, step, loaded)
+            # Then no await: each part's state is installed and the consumer pointed exactly
+            # where that state ends.
             for tp, state in loaded.items():
                 part = part_name(tp)
                 self.epochs[part] = self.epochs.get(part, 0) + 1
@@ -331,11 +335,11 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     step.drop_part(self.spec.name, part)
                     self.keys.drop(part)
                 else:
-                    try:
-                        notes = step.load_part(self.spec.name, part, state)
-                    except StateMismatch as err:
-                        self._fail(tp, str(err))
+                    ready = built[tp]
+                    if isinstance(ready, StateMismatch):
+                        self._fail(tp, str(ready))
                         continue
+                    notes = step.install_part(ready)
                     self.keys.load(part, state.get("requests"))
                     for note in notes:
                         log.warning("event=part_note source=%s note=%r", self.spec.name, note)
@@ -366,6 +370,18 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     positions[part_name(tp)] = await consumer.position(tp)
         consumer.resume(*[tp for tp in assigned if part_name(tp) not in self.partition_errors])
         await self._check_positions(restored)
+
+    def _build(
+        self, step: Step, loaded: dict[TopicPartition, dict[str, Any] | None]
+    ) -> dict[TopicPartition, BuiltPart | StateMismatch]:
+        built: dict[TopicPartition, BuiltPart | StateMismatch] = {}
+        for tp, state in loaded.items():
+            if state is not None:
+                try:
+                    built[tp] = step.build_part(self.spec.name, part_name(tp), state)
+                except StateMismatch as err:
+                    built[tp] = err
+        return built
 
     async def _check_positions(self, restored: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None

@@ -16,7 +16,7 @@ import numpy as np
 
 from views.batch import Columns, from_rows
 from views.spec import SourceSpec, ViewSpec
-from views.view import View
+from views.view import Part, View
 
 
 @dataclass
@@ -85,6 +85,17 @@ class SourceState:
         self.accepted, self.rejected = (int(n) for n in state["counters"])
         self.rejected_events.clear()
         self.rejected_events.extend(state["rejected_events"])
+
+
+@dataclass
+class BuiltPart:
+    """A partition's state built and not yet installed (``Registry.build_part``)."""
+
+    source: str
+    part: str
+    views: dict[str, Part]  # view -> its state for the partition (views new to it: absent)
+    position: int | None
+    watermark: int | None
 
 
 class StateMismatch(ValueError):
@@ -175,7 +186,14 @@ class Registry:
 
     def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
         """Install a partition's state; returns notes on views that start empty for it."""
-        notes = []
+        return self.install_part(self.build_part(source, part, state))
+
+    def build_part(self, source: str, part: str, state: dict[str, Any]) -> BuiltPart:
+        """A partition's state made ready to install, changing nothing anyone reads: the parts
+        are new objects, and the only shared things touched are each view's key and value
+        dictionaries, which only grow (a slot or code no installed part holds is never read).
+        So it may run in a worker thread while queries go on, as long as no batch is applied
+        meanwhile (the caller holds the committer's step). A large part takes seconds."""
         changed = [
             v.spec.name
             for v in self.by_source[source]
@@ -187,18 +205,31 @@ class Registry:
                 f"view(s) {', '.join(changed)} changed their SQL since partition "
                 f"{part} was saved; restore the definition or rename the view"
             )
-        for view in self.by_source[source]:
-            if view.spec.name in state["views"]:
-                view.load_part(part, state["views"][view.spec.name])
+        views = {
+            view.spec.name: view.build_part(state["views"][view.spec.name])
+            for view in self.by_source[source]
+            if view.spec.name in state["views"]
+        }
+        return BuiltPart(source, part, views, state.get("position"), state.get("watermark"))
+
+    def install_part(self, built: BuiltPart) -> list[str]:
+        """Swap a built partition in, at once (no await, nothing slow): queries see the old
+        state or the new, never half of it. Returns notes on views that start empty for it."""
+        notes = []
+        part = built.part
+        for view in self.by_source[built.source]:
+            loaded = built.views.get(view.spec.name)
+            if loaded is not None:
+                view.parts[part] = loaded
             else:
                 view.parts.pop(part, None)
                 notes.append(f"view {view.spec.name} is new for {part}: it counts from here on")
-        target = self.sources[source]
+        target = self.sources[built.source]
         target.version += 1
-        if state.get("position") is not None:
-            target.positions[part] = int(state["position"])
-        if state.get("watermark") is not None:
-            target.watermarks[part] = int(state["watermark"])
+        if built.position is not None:
+            target.positions[part] = int(built.position)
+        if built.watermark is not None:
+            target.watermarks[part] = int(built.watermark)
         return notes
 
     def drop_part(self, source: str, part: str) -> None:

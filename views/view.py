@@ -329,7 +329,12 @@ class View:
         }
 
     def load_part(self, name: str, state: dict[str, Any]) -> None:
-        part = self.parts[name] = Part(self)
+        self.parts[name] = self.build_part(state)
+
+    def build_part(self, state: dict[str, Any]) -> Part:
+        """A part from its saved state, not installed (``Registry.build_part`` says when that
+        may run in a worker thread)."""
+        part = Part(self)
         part.counters.update({k: int(v) for k, v in state["counters"].items()})
         part.late_events.extend(state["late_events"])
         slots = np.array([self.keys.intern(tuple(k)) for k in state["keys"]] or [0], np.int64)[
@@ -343,6 +348,7 @@ class View:
         for aggregate, buffers in zip(part.aggs, state["aggs"], strict=True):
             aggregate.load(buffers)
             aggregate.resize(len(part.pairs))
+        return part
 
     def to_state(self, parts: bool = True) -> dict[str, Any]:
         state: dict[str, Any] = {"fingerprint": self.spec.fingerprint}

@@ -270,7 +270,7 @@ def test_a_step_is_the_registry_s_writes(tmp_path: Path) -> None:
     state = step.part_state("s", "p")
     step.drop_part("s", "p")
     assert rows(committer.registry) == []
-    assert step.load_part("s", "p", state) == []
+    assert step.install_part(step.build_part("s", "p", state)) == []
     assert rows(committer.registry) == [("a", 2, 1)]
     assert list(committer.registry.views["n"].parts) == ["p"]
 

@@ -408,6 +408,13 @@ def test_changed_or_new_definitions_are_refused_or_start_empty() -> None:
     assert grown.sources["s"].version > version
     assert rows(grown, "v") == rows(reg, "v")
     assert rows(grown, "new") == []  # the part's old state goes with it
+    # A member that never held p0 (the usual hand-over): built aside first (as a worker thread
+    # does while queries go on), then swapped in at once.
+    fresh = registry({**old, "new": Shape(("j",), None)})
+    built = fresh.build_part("s", "p0", part)
+    assert rows(fresh, "v") == []  # built, not installed: queries still see the state before
+    assert fresh.install_part(built) == ["view new is new for p0: it counts from here on"]
+    assert rows(fresh, "v") == rows(reg, "v")
     shrunk = registry({"v": old["v"], "new": Shape(("j",), None)})
     version = shrunk.sources["s"].version
     assert shrunk.load_state(state) == [
@@ -476,3 +483,17 @@ def test_a_batch_read_column_wise_lands_in_its_own_partition() -> None:
     assert list(reg.views["v"].parts) == ["p3"]
     assert reg.views["v"].part_counters("p3")["applied"] == 2000
     assert reg.sources["s"].watermarks == {"p3": T0 + 1999}
+
+
+def test_the_state_bytes_reported_add_up_over_partitions() -> None:
+    """``View.nbytes`` (``state_bytes`` in /v1/status): nothing for no state, and a second
+    partition holding the same pairs costs as much again."""
+    reg = registry({"v": Shape(("k",), MINUTE)})
+    view = reg.views["v"]
+    assert view.nbytes() == 0
+    batch = [{"ts": T0 + i * MINUTE, "k": f"k{i % 5}", "x": i} for i in range(40)]
+    reg.apply(Batch("s", batch, 1, part="p0"))
+    one = view.nbytes()
+    assert one > 0
+    reg.apply(Batch("s", batch, 1, part="p1"))
+    assert view.nbytes() == 2 * one
