@@ -55,8 +55,9 @@ class Log(Protocol):
     def snapshot_extra(self, now_ms: int) -> tuple[int, dict[str, Any]]:
         """(the position the snapshot covers, the top-level fields it adds). In a step."""
 
-    def snapshot_written(self, position: int) -> None:
-        """The snapshot covering ``position`` is on disk (blocking: runs in a worker thread)."""
+    def snapshot_written(self) -> None:
+        """The snapshot is on disk: what follows goes to a new piece of the log (blocking: runs
+        in a worker thread)."""
 
     def trim(self, oldest_kept: int) -> int:
         """Drop what the oldest kept snapshot covers; how many pieces (blocking)."""
@@ -183,12 +184,12 @@ class Committer:
             if self.manage_gc:
                 settle_heap()
             path = await asyncio.to_thread(self.snapshots.write, framed, position)
-            await asyncio.to_thread(log_.snapshot_written, position)
+            await asyncio.to_thread(log_.snapshot_written)
         trimmed = await asyncio.to_thread(log_.trim, self.snapshots.oldest_kept_position())
         info = {
             "file": path.name,
             "position": position,
-            "bytes": sum(len(p) if isinstance(p, bytes) else p.nbytes for p in framed),
+            "bytes": sum(len(p) for p in framed),  # bytes, and memoryviews of uint8
             "seconds": round(time.perf_counter() - started, 4),
             "wal_segments_trimmed": trimmed,
         }

@@ -189,7 +189,7 @@ class HttpLog:
         self.forget_receipts_before(now_ms - self.receipt_ttl_ms)
         return self.position, {"position": self.position, "receipts": self.receipts}
 
-    def snapshot_written(self, position: int) -> None:
+    def snapshot_written(self) -> None:
         self.wal.rotate()
 
     def trim(self, oldest_kept: int) -> int:
