@@ -16,6 +16,7 @@ many), so the aggregates' arrays grow at their end and are never shuffled by an 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,7 @@ class Keys:
 
     def lookup(self, keys: Iterable[Key]) -> np.ndarray:
         """Slots of known keys, -1 for unknown ones (nothing is interned)."""
-        get = self.slot_of.get
-        return np.fromiter((get(k, -1) for k in keys), np.int64)
+        return np.array(list(map(self.slot_of.get, keys, repeat(-1))), np.int64)
 
 
 class Pairs:
@@ -254,8 +254,12 @@ def key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.nd
         _, first, inverse = np.unique(
             np.stack(codes), axis=1, return_index=True, return_inverse=True
         )
-    pairs = list(zip(codes, decoders, strict=True))
-    tuples = [tuple(v[c[row]] if c[row] >= 0 else None for c, v in pairs) for row in first.tolist()]
+    # Column by column, then zipped: one list comprehension per column, no per-row generator
+    # (with ~every row a new key, e.g. user ids, this was most of a batch's apply).
+    values = []
+    for code, decoder in zip(codes, decoders, strict=True):
+        values.append([decoder[i] if i >= 0 else None for i in code[first].tolist()])
+    tuples: list[Key] = list(zip(*values, strict=True))
     return tuples, first, inverse.reshape(-1)
 
 
