@@ -72,6 +72,13 @@ async def status(request: web.Request) -> web.Response:
     return json_response(engine_status(engine_of(request)))
 
 
+async def running_config(request: web.Request) -> web.Response:
+    """The config this server runs, as it read it (``tallyd plan --url`` compares a new one)."""
+    only(request, set())
+    config = engine_of(request).config
+    return json_response({"path": config.path, "config": config.raw})
+
+
 async def metrics(request: web.Request) -> web.Response:
     only(request, set())
     body = generate_latest(engine_of(request).metrics.registry)

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import orjson
 
 from api import logs
 from api.auth import ACTIONS, AuthError, mint_embed, new_token, parse_auth
@@ -19,8 +24,9 @@ from api.settings import Settings, SettingsError, load_settings
 from ingest import repair
 from ingest.cluster import ClusterError, advertised, cluster_secret
 from ingest.datadir import DataDirBusy, DataDirLock
-from views.config import Config, ConfigError, load
+from views.config import Config, ConfigError, load, parse
 from views.durations import format_duration, parse_duration
+from views.plan import diff
 
 __all__ = ["EXAMPLE", "describe", "main", "parser"]
 
@@ -61,8 +67,7 @@ def _load(path: str, **overrides: str | None) -> tuple[Config, Settings]:
     return config, settings
 
 
-def _check(path: str) -> int:
-    config = load(path)
+def _checked(config: Config) -> Config:
     # Secrets (the embed signing key) are the server's, not the config's: CI checks a config
     # without them, and only names are validated here.
     parse_auth(
@@ -72,8 +77,38 @@ def _check(path: str) -> int:
     if config.cluster is not None:
         advertised(config.cluster, settings.listen, config.path)
         cluster_secret(config.cluster, config.path, read=False)
-    print(describe(config))
+    return config
+
+
+def _check(path: str) -> int:
+    print(describe(_checked(load(path))))
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """0: nothing would change; 2: something would (as ``terraform plan -detailed-exitcode``);
+    1: a config is invalid or the server did not answer (the message says which)."""
+    new = _checked(load(args.config))
+    if args.url is not None:
+        url = args.url.rstrip("/") + "/v1/admin/config"
+        request = urllib.request.Request(url)  # noqa: S310 - the user's own server
+        if args.token:
+            request.add_header("Authorization", f"Bearer {args.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                running = orjson.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            raise Refused(f"{url} answered {err.code}: {err.read()[:300].decode()}") from None
+        except (urllib.error.URLError, TimeoutError) as err:
+            raise Refused(f"{url} did not answer: {getattr(err, 'reason', err)}") from None
+        current = parse(running["config"], f"{args.url} ({running['path']})")
+        current_name = f"{args.url} (running {running['path']})"
+    else:
+        current = load(args.current)
+        current_name = args.current
+    plan = diff(current, new, current_name, args.config)
+    print(orjson.dumps(plan.to_json()).decode() if args.json else plan.render())
+    return 2 if plan.changes else 0
 
 
 class Refused(Exception):
@@ -145,6 +180,21 @@ def parser() -> argparse.ArgumentParser:
         "check", help="validate a config and describe its views (needs none of its secrets)"
     )
     p_check.add_argument("config", help="the tallyd TOML file")
+    p_plan = commands.add_parser(
+        "plan",
+        help="what a new config would change on a running server (or against another file); "
+        "exit 0: nothing, 2: something, 1: an error",
+    )
+    p_plan.add_argument("--config", required=True, help="the new tallyd TOML file")
+    against = p_plan.add_mutually_exclusive_group(required=True)
+    against.add_argument("--url", help="the running server (GET /v1/admin/config)")
+    against.add_argument("--current", help="the config file it runs now")
+    p_plan.add_argument(
+        "--token",
+        default=os.environ.get("TALLYD_TOKEN"),
+        help="an admin token, when the server has tokens (default: $TALLYD_TOKEN)",
+    )
+    p_plan.add_argument("--json", action="store_true", help="the plan as JSON")
     p_demo = commands.add_parser("demo", help="serve examples/shop.toml with generated events")
     p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
     p_demo.add_argument(
@@ -250,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args.config)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "serve":
             config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
             refusal = open_without_tokens(config, settings)

@@ -64,6 +64,8 @@ class Config:
     charts: dict[str, str | None] = field(default_factory=dict)
     # [cluster] as written (None: no table); api.engine resolves the advertised address
     cluster: dict[str, Any] | None = None
+    # The TOML as read: what a running server says it runs (GET /v1/admin/config, tallyd plan)
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def load(path: str | Path) -> Config:
@@ -116,7 +118,7 @@ def parse(raw: dict[str, Any], path: str = "<config>") -> Config:
                 "a cluster is the members of a Kafka consumer group: define a source with "
                 'from = "kafka"',
             )
-    return Config(path, server, sources, views, descriptions, auth, charts, cluster)
+    return Config(path, server, sources, views, descriptions, auth, charts, cluster, raw)
 
 
 def _tables(raw: dict[str, Any], kind: str, path: str) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,131 @@
+"""``tallyd plan`` (issue 17's first step): what a new config would change, per view, source and
+setting, and what that does at the restart that applies it today; exit 0 when nothing changes,
+2 when something does, 1 for an invalid config or a server that does not answer. Against a file
+(``--current``) and against a running server (``--url``, ``GET /v1/admin/config``)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from api.cli import main
+from tests.helpers import running
+
+BASE = """
+[server]
+snapshot_every = "10s"
+
+[sources.orders]
+time = "ts"
+
+[views.revenue]
+sql = '''SELECT country, tumble(ts, '1 minute') AS m, count(*) AS n, sum(amount) AS total
+FROM orders WHERE status = 'paid' GROUP BY country, m'''
+grace = "30s"
+
+[views.by_status]
+sql = "SELECT status, count(*) AS n FROM orders GROUP BY status"
+"""
+
+
+def plan(
+    tmp_path: Path, new: str, capsys: pytest.CaptureFixture[str], *flags: str
+) -> tuple[int, str]:
+    current, proposed = tmp_path / "current.toml", tmp_path / "new.toml"
+    current.write_text(BASE)
+    proposed.write_text(new)
+    code = main(["plan", "--config", str(proposed), "--current", str(current), *flags])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_an_unchanged_config_plans_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = plan(tmp_path, BASE.replace('"10s"', '"10s"  # a comment'), capsys)
+    assert code == 0
+    assert "= 2 view(s) unchanged: revenue, by_status" in out
+    assert out.rstrip().endswith("No changes.")
+
+
+def test_an_added_view_starts_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    added = BASE + '\n[views.per_day]\nsql = "SELECT count(*) AS n FROM orders"\n'
+    code, out = plan(tmp_path, added, capsys)
+    assert code == 2
+    assert "  + view per_day: added: from orders\n      starts empty:" in out
+    assert "Plan: 1 to add, 0 to change, 0 to remove." in out
+
+
+def test_a_changed_view_names_the_clause_and_is_refused_by_a_restart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changed = BASE.replace("status = 'paid'", "status IN ('paid', 'shipped')")
+    code, out = plan(tmp_path, changed, capsys)
+    assert code == 2
+    assert "  ~ view revenue: changed: SQL: WHERE\n      a restart refuses it" in out
+    grouped = BASE.replace(
+        "SELECT status, count(*) AS n FROM orders GROUP BY status",
+        "SELECT status, country, count(*) AS n FROM orders GROUP BY status, country",
+    )
+    code, out = plan(tmp_path, grouped, capsys)
+    assert code == 2
+    assert "  ~ view by_status: changed: SQL: SELECT, GROUP BY\n" in out
+    # only an option: the state is kept
+    code, out = plan(tmp_path, BASE.replace('grace = "30s"', 'grace = "1m"'), capsys)
+    assert code == 2
+    assert (
+        "  ~ view revenue: changed: grace: 30s -> 1m\n      takes effect at the restart; its "
+        in out
+    )
+
+
+def test_a_removed_view_and_changed_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = BASE.index("[views.by_status]")
+    removed = BASE[:start].replace('"10s"', '"5s"')
+    code, out = plan(tmp_path, removed, capsys, "--json")
+    assert code == 2
+    answer = orjson.loads(out)
+    assert answer["unchanged_views"] == ["revenue"]
+    assert [(c["kind"], c["name"], c["action"], c["what"]) for c in answer["changes"]] == [
+        ("view", "by_status", "remove", ["from orders"]),
+        ("setting", "[server] snapshot_every", "change", ["10s -> 5s"]),
+    ]
+
+
+def test_an_invalid_new_config_is_named_as_tallyd_check_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = plan(tmp_path, BASE.replace("sum(amount)", "sum(amount"), capsys)
+    assert code == 1
+    assert "new.toml: view 'revenue'" in out
+
+
+@pytest.mark.asyncio
+async def test_plan_against_a_running_server_asks_for_its_config_with_an_admin_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "tly_plan-test-secret"  # noqa: S105 - a test's token
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    served = (
+        BASE + f'\n[auth]\ntokens = [{{ name = "ops", sha256 = "{digest}", scopes = ["admin"] }}]\n'
+    )
+    new = tmp_path / "new.toml"
+    new.write_text(served + '\n[views.per_day]\nsql = "SELECT count(*) AS n FROM orders"\n')
+    async with running(served, tmp_path / "data") as (client, _):
+        url = str(client.make_url("")).rstrip("/")
+        args = ["plan", "--config", str(new), "--url", url]
+        refused = await asyncio.to_thread(main, [*args, "--token", ""])
+        assert refused == 1
+        assert "answered 401" in capsys.readouterr().err
+        code = await asyncio.to_thread(main, [*args, "--token", secret])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert f"against {url} (running test.toml)" in out
+    assert "  + view per_day: added: from orders" in out
+    assert "= 2 view(s) unchanged: revenue, by_status" in out

@@ -1,0 +1,279 @@
+"""What a new config would change: ``tallyd plan`` (issue 17, its first step).
+
+Teams keep their views in git, as TOML files; before a change ships they want to see, per view
+and source, what it does to the running server — as ``terraform plan`` shows a change to
+infrastructure. ``diff(current, new)`` compares two parsed configs (the running server's, from
+``GET /v1/admin/config``, or a file) and says, per view: added, changed (and which part of the
+SQL: SELECT, FROM, WHERE, GROUP BY — or only its options), removed or unchanged; per source:
+added, changed (which settings), removed; and which ``[server]``, ``[cluster]`` and ``[auth]``
+settings differ.
+
+Each entry also says what the change does *today*: this release applies a config by restarting
+the server, and a restart keeps the state of unchanged views, starts added views empty, drops
+removed views' state and refuses a view whose SQL changed under the same name (its saved state
+was made for the old SQL). Live apply with backfill is the rest of issue 17.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlglot
+from sqlglot import exp
+
+from views.config import Config
+from views.durations import format_duration
+from views.spec import SourceSpec, ViewSpec
+
+Action = Literal["add", "change", "remove"]
+SIGNS = {"add": "+", "change": "~", "remove": "-"}
+# The clauses of a view's SQL a plan names, and where sqlglot keeps each.
+CLAUSES = (("SELECT", "expressions"), ("FROM", "from"), ("WHERE", "where"), ("GROUP BY", "group"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: Literal["view", "source", "setting"]
+    name: str
+    action: Action
+    what: list[str] = field(default_factory=list)  # what differs
+    effect: str = ""  # what applying it does today (a restart)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action,
+            "what": self.what,
+            "effect": self.effect,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    current: str  # where the current config came from
+    new: str
+    entries: list[Entry]
+    unchanged_views: list[str]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.entries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "new": self.new,
+            "changes": [e.to_json() for e in self.entries],
+            "unchanged_views": self.unchanged_views,
+        }
+
+    def render(self) -> str:
+        lines = [f"tallyd plan: {self.new} against {self.current}", ""]
+        for entry in self.entries:
+            what = f": {'; '.join(entry.what)}" if entry.what else ""
+            verb = {"add": "added", "change": "changed", "remove": "removed"}[entry.action]
+            lines.append(f"  {SIGNS[entry.action]} {entry.kind} {entry.name}: {verb}{what}")
+            if entry.effect:
+                lines.append(f"      {entry.effect}")
+        if self.unchanged_views:
+            lines.append(
+                f"  = {len(self.unchanged_views)} view(s) unchanged: "
+                + ", ".join(self.unchanged_views)
+            )
+        counts = {a: sum(e.action == a for e in self.entries) for a in SIGNS}
+        lines.append("")
+        if not self.changes:
+            lines.append("No changes.")
+        else:
+            lines.append(
+                f"Plan: {counts['add']} to add, {counts['change']} to change, "
+                f"{counts['remove']} to remove. This release applies a config by restarting "
+                "the server (tallyd serve --config NEW); the lines under each entry say what "
+                "that does."
+            )
+        return "\n".join(lines)
+
+
+def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan:
+    entries = _views(current, new) + _sources(current, new) + _settings(current, new)
+    unchanged = [
+        name
+        for name in new.views
+        if name in current.views and not any(e.kind == "view" and e.name == name for e in entries)
+    ]
+    return Plan(current_name, new_name, entries, unchanged)
+
+
+# -- views ----------------------------------------------------------------------------------------
+
+
+def _views(current: Config, new: Config) -> list[Entry]:
+    out = []
+    for name, view in new.views.items():
+        old = current.views.get(name)
+        if old is None:
+            out.append(
+                Entry(
+                    "view",
+                    name,
+                    "add",
+                    [f"from {view.source}"],
+                    "starts empty: counts the events that arrive after the restart (filling "
+                    "it from retained history is not built yet)",
+                )
+            )
+            continue
+        entry = _view_change(name, old, new, current)
+        if entry is not None:
+            out.append(entry)
+    for name, view in current.views.items():
+        if name not in new.views:
+            effect = "its state is dropped at the restart; its charts and embeds answer 404"
+            out.append(Entry("view", name, "remove", [f"from {view.source}"], effect))
+    return out
+
+
+def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) -> Entry | None:
+    new = new_config.views[name]
+    if old.fingerprint != new.fingerprint:
+        return Entry(
+            "view",
+            name,
+            "change",
+            [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)],
+            "a restart refuses it: the saved state was made for the old SQL. Give the new "
+            "definition a new name (it starts empty beside the old one), or keep the old SQL",
+        )
+    what = _options(old, new)
+    if current.descriptions.get(name) != new_config.descriptions.get(name):
+        what.append("description")
+    if current.charts.get(name) != new_config.charts.get(name):
+        what.append(f"chart: {current.charts.get(name)} -> {new_config.charts.get(name)}")
+    if not what:
+        return None
+    return Entry("view", name, "change", what, "takes effect at the restart; its state is kept")
+
+
+def _clauses(old_sql: str, new_sql: str) -> list[str]:
+    """Which clauses of the SQL differ, compared in sqlglot's normalised form."""
+    old, new = sqlglot.parse_one(old_sql), sqlglot.parse_one(new_sql)
+    out = []
+    for label, key in CLAUSES:
+        if _clause(old, key) != _clause(new, key):
+            out.append(label)
+    return out or ["its normalised form"]
+
+
+def _clause(tree: exp.Expression, key: str) -> str:
+    value = tree.args.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(v.sql(normalize=True) for v in value)
+    return str(value.sql(normalize=True))
+
+
+def _options(old: ViewSpec, new: ViewSpec) -> list[str]:
+    out = []
+    for label, before, after in (
+        ("grace", old.grace, new.grace),
+        ("retention", old.retention, new.retention),
+    ):
+        if before != after:
+            out.append(f"{label}: {_duration(before)} -> {_duration(after)}")
+    if old.max_groups != new.max_groups:
+        out.append(f"max_groups: {old.max_groups} -> {new.max_groups}")
+    return out
+
+
+def _duration(ms: int | None) -> str:
+    return "none" if ms is None else format_duration(ms)
+
+
+# -- sources and settings -------------------------------------------------------------------------
+
+
+def _sources(current: Config, new: Config) -> list[Entry]:
+    out = []
+    for name, source in new.sources.items():
+        old = current.sources.get(name)
+        if old is None:
+            out.append(
+                Entry("source", name, "add", [f"from {source.kind}"], "starts at the restart")
+            )
+            continue
+        what = _source_changes(old, source)
+        if what:
+            effect = "takes effect at the restart"
+            if old.kind == "kafka" and source.kind == "kafka":
+                moved = {"bootstrap", "topics", "group"} & {
+                    k for k in source.options if old.options.get(k) != source.options.get(k)
+                }
+                if moved:
+                    effect += (
+                        f" ({', '.join(sorted(moved))} changed: each partition resumes from its "
+                        "part file when it has one for the topic, else from 'start')"
+                    )
+            out.append(Entry("source", name, "change", what, effect))
+    for name, source in current.sources.items():
+        if name not in new.sources:
+            out.append(
+                Entry("source", name, "remove", [f"from {source.kind}"], "stops at the restart")
+            )
+    return out
+
+
+def _source_changes(old: SourceSpec, new: SourceSpec) -> list[str]:
+    what = []
+    if old.kind != new.kind:
+        what.append(f"from: {old.kind} -> {new.kind}")
+    if old.format != new.format:
+        what.append(f"format: {old.format} -> {new.format}")
+    if old.time_field != new.time_field:
+        what.append(f"time: {old.time_field} -> {new.time_field}")
+    if old.declared != new.declared:
+        what.append("declared field types")
+    for key in sorted(set(old.options) | set(new.options)):
+        before, after = old.options.get(key), new.options.get(key)
+        if before != after:
+            what.append(f"{key}: {_shown(before)} -> {_shown(after)}")
+    return what
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _settings(current: Config, new: Config) -> list[Entry]:
+    out = []
+    for key in sorted(set(current.server) | set(new.server)):
+        before, after = current.server.get(key), new.server.get(key)
+        if before != after:
+            out.append(
+                Entry(
+                    "setting",
+                    f"[server] {key}",
+                    "change",
+                    [f"{_shown(before)} -> {_shown(after)}"],
+                    "takes effect at the restart",
+                )
+            )
+    for table, before_table, after_table in (
+        ("[cluster]", current.cluster, new.cluster),
+        ("[auth]", current.auth or None, new.auth or None),
+    ):
+        if before_table != after_table:
+            action: Action = (
+                "add" if before_table is None else "remove" if after_table is None else "change"
+            )
+            keys = sorted(
+                k
+                for k in set(before_table or {}) | set(after_table or {})
+                if (before_table or {}).get(k) != (after_table or {}).get(k)
+            )
+            out.append(Entry("setting", table, action, keys, "takes effect at the restart"))
+    return out
