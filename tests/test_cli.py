@@ -167,6 +167,22 @@ def run_check(cwd: Path) -> None:
     assert "view revenue_by_country (from orders)" in done.stdout
 
 
+def run_plan(cwd: Path) -> None:
+    """The installed command: nothing to change is exit 0, a change exit 2 (tests/test_plan.py
+    has a test per kind of change, and one against a running server)."""
+    same = tallyd("plan", "--config", str(EXAMPLE), "--current", str(EXAMPLE), cwd=cwd)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.rstrip().endswith("No changes.")
+    grown = cwd / "grown.toml"
+    grown.write_text(
+        EXAMPLE.read_text()
+        + '\n[views.per_device]\nsql = "SELECT device, count(*) AS n FROM orders GROUP BY device"\n'
+    )
+    changed = tallyd("plan", "--config", str(grown), "--current", str(EXAMPLE), cwd=cwd)
+    assert changed.returncode == 2, changed.stderr
+    assert "  + view per_device: added: from orders" in changed.stdout
+
+
 def run_demo(cwd: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -266,6 +282,7 @@ def run_repair(cwd: Path) -> None:
 RUNNERS: dict[str, Callable[[Path], None]] = {
     "serve": run_serve,
     "check": run_check,
+    "plan": run_plan,
     "demo": run_demo,
     "repair": run_repair,
     "bench list": run_bench_list,

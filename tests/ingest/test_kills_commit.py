@@ -51,6 +51,7 @@ async def test_a_snapshot_leaves_detached_partitions_out_and_reports_its_size_an
     assert info["bytes"] == path.stat().st_size
     assert isinstance(info["seconds"], float)
     assert 0 <= info["seconds"] <= wall
+    assert info["seconds"] == round(info["seconds"], 4)  # shown to a tenth of a millisecond
     state = snapshot.decode(path.read_bytes())
     assert set(state["views"]["on_s"]["parts"]) == {""}  # the HTTP source's one partition
     assert "parts" not in state["views"]["on_k"]  # the Kafka partition is in its part file
@@ -58,3 +59,28 @@ async def test_a_snapshot_leaves_detached_partitions_out_and_reports_its_size_an
     assert state["sources"]["s"]["positions"] == {"": info["position"]}
     logged = [r.getMessage() for r in caplog.records if r.name == "tallyd.commit"]
     assert logged == ["event=snapshot " + " ".join(f"{k}={v}" for k, v in info.items())]
+
+
+@pytest.mark.asyncio
+async def test_a_recovery_reports_the_time_it_took_to_load_and_to_replay(tmp_path: Path) -> None:
+    """/readyz's state_seconds and replay_seconds: each a part of the recovery's wall time."""
+    config = parse(CONFIG)
+    committer = Committer(Registry(config.sources, config.views), tmp_path, frozenset({"k"}))
+    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
+    committer.recover(log)
+    log.start()
+    events = [{"ts": T0 + i, "x": i % 7} for i in range(5_000)]
+    try:
+        await log.submit(Batch("s", events, 0), None, None)
+        await committer.snapshot(log)
+        await log.submit(Batch("s", events, 0), None, None)  # after the snapshot: replayed
+    finally:
+        await log.stop()
+    again = Committer(Registry(config.sources, config.views), tmp_path, frozenset({"k"}))
+    started = time.perf_counter()
+    result = again.recover(HttpLog(again, tmp_path, 1 << 20, 1 << 20))
+    wall = time.perf_counter() - started
+    assert result.replayed == 1
+    assert 0 < result.state_seconds < wall
+    assert 0 < result.replay_seconds < wall
+    assert result.state_seconds + result.replay_seconds <= wall

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -415,6 +416,10 @@ def test_changed_or_new_definitions_are_refused_or_start_empty() -> None:
     assert rows(fresh, "v") == []  # built, not installed: queries still see the state before
     assert fresh.install_part(built) == ["view new is new for p0: it counts from here on"]
     assert rows(fresh, "v") == rows(reg, "v")
+    # and its next save (a periodic one) has the new view's empty state for p0
+    saved = snapshot.decode(snapshot.encode(fresh.part_state("s", "p0")))
+    assert snapshot.encode(saved["views"]["v"]) == snapshot.encode(part["views"]["v"])
+    assert len(saved["views"]["new"]["keys"]) == 0
     shrunk = registry({"v": old["v"], "new": Shape(("j",), None)})
     version = shrunk.sources["s"].version
     assert shrunk.load_state(state) == [
@@ -485,9 +490,31 @@ def test_a_batch_read_column_wise_lands_in_its_own_partition() -> None:
     assert reg.sources["s"].watermarks == {"p3": T0 + 1999}
 
 
+def _arrays_bytes(root: object) -> int:
+    """The bytes of every numpy array reachable from ``root`` through attributes, lists and
+    dicts, each array once: an independent count of what ``View.nbytes`` reports."""
+    seen: set[int] = set()
+    total = 0
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            total += item.nbytes
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif hasattr(item, "__dict__"):
+            stack.extend(vars(item).values())
+    return total
+
+
 def test_the_state_bytes_reported_add_up_over_partitions() -> None:
-    """``View.nbytes`` (``state_bytes`` in /v1/status): nothing for no state, and a second
-    partition holding the same pairs costs as much again."""
+    """``View.nbytes`` (``state_bytes`` in /v1/status): nothing for no state, the bytes of the
+    arrays its parts hold, and a second partition holding the same pairs costs as much again."""
     reg = registry({"v": Shape(("k",), MINUTE)})
     view = reg.views["v"]
     assert view.nbytes() == 0
@@ -495,5 +522,30 @@ def test_the_state_bytes_reported_add_up_over_partitions() -> None:
     reg.apply(Batch("s", batch, 1, part="p0"))
     one = view.nbytes()
     assert one > 0
+    parts = view.parts["p0"]
+    assert one == _arrays_bytes([parts.pairs, parts.aggs])
     reg.apply(Batch("s", batch, 1, part="p1"))
     assert view.nbytes() == 2 * one
+
+
+def test_overflow_counts_every_window_of_a_folded_event_as_a_whole_number() -> None:
+    """A hop window puts each event in size/slide windows: past max_groups, each of them is an
+    overflow, counted as an integer (it is shown in /v1/views)."""
+    config = parse(  # the Shapes here are tumbling: a hop view written out
+        {
+            "sources": SOURCES,
+            "views": {
+                "h": {
+                    "sql": "SELECT k, hop(ts, '3 minutes', '1 minute') AS w, count(*) AS n "
+                    "FROM s GROUP BY k, w",
+                    "max_groups": 1,
+                }
+            },
+        }
+    )
+    hop = Registry(config.sources, config.views)
+    events = [{"ts": T0 + i, "k": k, "x": 1} for i, k in enumerate("aabbb")]
+    hop.apply(Batch("s", events, 1, part="p0"))
+    overflow = hop.views["h"].counter("overflow")
+    assert overflow == 3 * 3  # b's three events, each in three windows
+    assert isinstance(overflow, int)
