@@ -3,13 +3,18 @@ a snapshot on demand."""
 
 from __future__ import annotations
 
+import tomllib
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import AuthError, parse_auth
 from api.context import engine_of, freshness, json_response, keep_limit, only, source_of
 from api.engine import ENGINE
 from api.errors import ApiError
 from api.metrics import engine_status
+from views.config import ConfigError, parse
+from views.plan import NotLive
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -77,6 +82,31 @@ async def running_config(request: web.Request) -> web.Response:
     only(request, set())
     config = engine_of(request).config
     return json_response({"path": config.path, "config": config.raw})
+
+
+async def apply_config(request: web.Request) -> web.Response:
+    """Apply a config (the body: its TOML) without a restart, when all it changes can change
+    live (``views.plan.live_refusals``); 409 with the reasons otherwise, 400 for an invalid one.
+    Nothing changes unless everything does."""
+    only(request, set())
+    engine = engine_of(request)
+    text = await request.text()
+    try:
+        new = parse(tomllib.loads(text), engine.config.path)
+        parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
+    except tomllib.TOMLDecodeError as err:
+        raise ApiError(400, f"the posted config is not valid TOML: {err}") from None
+    except (ConfigError, AuthError) as err:
+        raise ApiError(400, f"the posted config: {err}") from None
+    try:
+        plan = await engine.apply_config(new)
+    except NotLive as err:
+        raise ApiError(
+            409,
+            "this config cannot be applied to the running server: " + "; ".join(err.reasons),
+            plan=err.plan.to_json(),
+        ) from None
+    return json_response({"applied": plan.to_json(), "file": engine.config_file_note()})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -44,6 +44,7 @@ ROUTES = (
     ("POST", "/v1/admin/snapshot", admin.take_snapshot, ("admin", None), "Write a snapshot now."),
     ("GET", "/v1/status", admin.status, ("admin", None), "Figures of sources, views, ingest."),
     ("GET", "/v1/admin/config", admin.running_config, ("admin", None), "The config it runs."),
+    ("POST", "/v1/admin/config", admin.apply_config, ("admin", None), "Apply a config live."),
     ("GET", cluster.PARTS_PATH, cluster.view_parts, None, "Members only: partition states."),
     ("GET", "/metrics", admin.metrics, ("admin", None), "The same for Prometheus."),
 )

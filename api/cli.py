@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -85,22 +86,49 @@ def _check(path: str) -> int:
     return 0
 
 
+def _admin_config(base: str, token: str | None, body: bytes | None, timeout: float) -> Any:
+    """GET (``body`` None) or POST ``/v1/admin/config`` of the server at ``base``: its JSON
+    answer, or ``Refused`` saying what it answered (its error message) or that it did not."""
+    url = base.rstrip("/") + "/v1/admin/config"
+    request = urllib.request.Request(url, data=body)  # noqa: S310 - the user's own server
+    if body is not None:
+        request.add_header("Content-Type", "application/toml")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return orjson.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        text = err.read()
+        try:
+            message = orjson.loads(text)["error"]["message"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = text[:300].decode(errors="replace")
+        raise Refused(f"{url} answered {err.code}: {message}") from None
+    except (urllib.error.URLError, TimeoutError) as err:
+        raise Refused(f"{url} did not answer: {getattr(err, 'reason', err)}") from None
+
+
+def _apply(args: argparse.Namespace) -> int:
+    """POST the new config to the running server: 0 applied (or nothing to change), 1 refused
+    (what changes only at a restart is named) or invalid."""
+    _checked(load(args.config))
+    done = _admin_config(args.url, args.token, Path(args.config).read_bytes(), timeout=60)
+    changes = done["applied"]["changes"]
+    for change in changes:
+        print(f"applied: {change['kind']} {change['name']}: {change['action']}")
+    print(f"{len(changes)} change(s) applied to {args.url}" if changes else "No changes.")
+    if done.get("file"):
+        print(f"note: {done['file']}")
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     """0: nothing would change; 2: something would (as ``terraform plan -detailed-exitcode``);
     1: a config is invalid or the server did not answer (the message says which)."""
     new = _checked(load(args.config))
     if args.url is not None:
-        url = args.url.rstrip("/") + "/v1/admin/config"
-        request = urllib.request.Request(url)  # noqa: S310 - the user's own server
-        if args.token:
-            request.add_header("Authorization", f"Bearer {args.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                running = orjson.loads(answer.read())
-        except urllib.error.HTTPError as err:
-            raise Refused(f"{url} answered {err.code}: {err.read()[:300].decode()}") from None
-        except (urllib.error.URLError, TimeoutError) as err:
-            raise Refused(f"{url} did not answer: {getattr(err, 'reason', err)}") from None
+        running = _admin_config(args.url, args.token, None, timeout=10)
         current = parse(running["config"], f"{args.url} ({running['path']})")
         current_name = f"{args.url} (running {running['path']})"
     else:
@@ -195,6 +223,18 @@ def parser() -> argparse.ArgumentParser:
         help="an admin token, when the server has tokens (default: $TALLYD_TOKEN)",
     )
     p_plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    p_apply = commands.add_parser(
+        "apply",
+        help="apply a new config to a running server without a restart (views added, removed, "
+        "their options changed); exit 1 if it changes something only a restart can",
+    )
+    p_apply.add_argument("--config", required=True, help="the new tallyd TOML file")
+    p_apply.add_argument("--url", required=True, help="the running server")
+    p_apply.add_argument(
+        "--token",
+        default=os.environ.get("TALLYD_TOKEN"),
+        help="an admin token, when the server has tokens (default: $TALLYD_TOKEN)",
+    )
     p_demo = commands.add_parser("demo", help="serve examples/shop.toml with generated events")
     p_demo.add_argument("--rate", type=int, default=200, help="events per second (default 200)")
     p_demo.add_argument(
@@ -302,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "plan":
             return _plan(args)
+        if args.command == "apply":
+            return _apply(args)
         if args.command == "serve":
             config, settings = _load(args.config, data_dir=args.data_dir, listen=args.listen)
             refusal = open_without_tokens(config, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shlex
 import time
@@ -16,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from api import logs
+from api.auth import AuthError, parse_auth
 from api.cache import AnswerCache
 from api.live import Hub
 from api.metrics import Metrics
@@ -29,7 +31,8 @@ from ingest.idempotency import KeyLimits
 from ingest.kafka import KafkaSource
 from ingest.source import Source
 from ingest.wal import WalCorrupt
-from views.config import Config
+from views.config import Config, ConfigError, load
+from views.plan import NotLive, Plan, diff
 from views.registry import Registry
 from views.spec import SourceSpec
 
@@ -156,6 +159,50 @@ class Engine:
 
     def watermark(self, name: str) -> int | None:
         return self.sources[name].watermark(time.time())
+
+    async def apply_config(self, new: Config) -> Plan:
+        """Apply ``new`` without a restart: views added (empty), removed, their options changed,
+        in one step; then a snapshot, so that a restart with the new file starts exactly here
+        (the new views' state included, the log after it replayed into them). ``NotLive`` (and
+        nothing changed) when something in it changes only at a restart."""
+        plan = diff(self.config, new, f"the running config ({self.config.path})", new.path)
+        if plan.not_live:
+            raise NotLive(plan, plan.not_live)
+        if plan.changes:
+            async with self.committer.step() as step:
+                step.reconfigure(new.views)
+                self.config = dataclasses.replace(new, path=self.config.path)
+            await self.snapshot()
+        return plan
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config file again and apply it; what happened is logged."""
+        try:
+            new = load(self.config.path)
+            parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
+            plan = await self.apply_config(new)
+        except (ConfigError, AuthError, OSError, NotLive) as err:
+            log.error("event=config_refused file=%s error=%r", self.config.path, str(err))
+            return
+        log.info(
+            "event=config_applied file=%s changes=%d %s",
+            self.config.path,
+            len(plan.entries),
+            " ".join(f"{e.kind}:{e.name}:{e.action}" for e in plan.entries),
+        )
+
+    def config_file_note(self) -> str | None:
+        """None if the config file holds what runs now; else why a restart would differ."""
+        try:
+            on_disk = load(self.config.path).raw
+        except (ConfigError, OSError) as err:
+            return f"the config file cannot be read ({err}): a restart needs the applied config"
+        if on_disk == self.config.raw:
+            return None
+        return (
+            f"{self.config.path} differs from the config applied: a restart reads the file, "
+            "so write the applied config there too"
+        )
 
     async def snapshot(self) -> dict[str, Any]:
         """The main snapshot: every source's state but the detached ones', with the WAL's."""

@@ -76,6 +76,14 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()  # SIGHUP: the config file read again, applied live
+
+    def reload() -> None:
+        task = asyncio.create_task(engine.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     log.info("event=listening url=http://%s data_dir=%s", settings.listen, settings.data_dir)
     stopper = asyncio.create_task(stop.wait())
     failer = asyncio.create_task(engine.fatal.wait())

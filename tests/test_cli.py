@@ -183,6 +183,37 @@ def run_plan(cwd: Path) -> None:
     assert "  + view per_device: added: from orders" in changed.stdout
 
 
+def run_apply(cwd: Path) -> None:
+    """A view added to a running server: applied, answering; a changed SQL: refused by name
+    (tests/api/test_apply_config.py has the rest: removal, restart, SIGHUP)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = write_config(cwd)
+    args = ("--config", str(config), "--data-dir", str(cwd / "data"))
+    grown = cwd / "grown.toml"
+    grown.write_text(
+        config.read_text()
+        + '\n[views.per_status]\nsql = "SELECT status, count(*) AS n FROM orders GROUP BY status"\n'
+    )
+    with started("serve", *args, "--listen", f"127.0.0.1:{port}", cwd=cwd) as proc:
+        until(ready(base), proc, cwd, 60)
+        done = tallyd("apply", "--config", str(grown), "--url", base, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        assert "applied: view per_status: add" in done.stdout
+        assert http(f"{base}/v1/views/per_status")[0] == 200
+        changed = cwd / "changed.toml"
+        changed.write_text(
+            grown.read_text().replace(
+                "AS n FROM orders GROUP", "AS n FROM orders WHERE amount > 1 GROUP"
+            )
+        )
+        refused = tallyd("apply", "--config", str(changed), "--url", base, cwd=cwd)
+        assert refused.returncode == 1
+        assert "answered 409" in refused.stderr
+        assert "view per_status: its SQL changed" in refused.stderr
+        stop(proc, cwd)
+
+
 def run_demo(cwd: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -283,6 +314,7 @@ RUNNERS: dict[str, Callable[[Path], None]] = {
     "serve": run_serve,
     "check": run_check,
     "plan": run_plan,
+    "apply": run_apply,
     "demo": run_demo,
     "repair": run_repair,
     "bench list": run_bench_list,

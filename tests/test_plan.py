@@ -56,8 +56,8 @@ def test_an_added_view_starts_empty(tmp_path: Path, capsys: pytest.CaptureFixtur
     added = BASE + '\n[views.per_day]\nsql = "SELECT count(*) AS n FROM orders"\n'
     code, out = plan(tmp_path, added, capsys)
     assert code == 2
-    assert "  + view per_day: added: from orders\n      starts empty:" in out
-    assert "Plan: 1 to add, 0 to change, 0 to remove." in out
+    assert "  + view per_day: added: from orders\n      starts empty when applied:" in out
+    assert "Plan: 1 to add, 0 to change, 0 to remove.\nApplies live: tallyd apply" in out
 
 
 def test_a_changed_view_names_the_clause_and_is_refused_by_a_restart(
@@ -66,7 +66,10 @@ def test_a_changed_view_names_the_clause_and_is_refused_by_a_restart(
     changed = BASE.replace("status = 'paid'", "status IN ('paid', 'shipped')")
     code, out = plan(tmp_path, changed, capsys)
     assert code == 2
-    assert "  ~ view revenue: changed: SQL: WHERE\n      a restart refuses it" in out
+    assert "  ~ view revenue: changed: SQL: WHERE\n      refused, live and at a restart" in out
+    assert (
+        "Not applicable live (tallyd apply and SIGHUP refuse it):\n  - view revenue: its SQL" in out
+    )
     grouped = BASE.replace(
         "SELECT status, count(*) AS n FROM orders GROUP BY status",
         "SELECT status, country, count(*) AS n FROM orders GROUP BY status, country",
@@ -78,8 +81,7 @@ def test_a_changed_view_names_the_clause_and_is_refused_by_a_restart(
     code, out = plan(tmp_path, BASE.replace('grace = "30s"', 'grace = "1m"'), capsys)
     assert code == 2
     assert (
-        "  ~ view revenue: changed: grace: 30s -> 1m\n      takes effect at the restart; its "
-        in out
+        "  ~ view revenue: changed: grace: 30s -> 1m\n      takes effect when applied; its " in out
     )
 
 
@@ -96,6 +98,8 @@ def test_a_removed_view_and_changed_settings(
         ("view", "by_status", "remove", ["from orders"]),
         ("setting", "[server] snapshot_every", "change", ["10s -> 5s"]),
     ]
+    assert answer["live"] is False
+    assert answer["not_live"] == ["[server] snapshot_every: changes only at a restart"]
 
 
 def test_an_invalid_new_config_is_named_as_tallyd_check_names_it(

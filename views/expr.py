@@ -113,6 +113,13 @@ class Value:
     def on(self, cols: Columns) -> Vec:
         raise NotImplementedError
 
+    def exact(self, cols: Columns) -> Vec:
+        """``on``, except where int64 arithmetic overflows: ``on`` then makes the whole column
+        float (what sums and the other aggregates read), while each row alone (``__call__``)
+        keeps Python's exact ints and makes only its own beyond-int64 result a float. A
+        comparison reads this, so that both agree row by row (2**61 - 1 < 2.0**61 is true)."""
+        return self.on(cols)
+
 
 class FieldValue(Value):
     def __init__(self, name: str) -> None:
@@ -165,6 +172,17 @@ class Negate(Value):
             data = data.astype(np.float64)  # -(-2**63) is beyond int64
         return Vec("number", -data, v.valid)
 
+    def exact(self, cols: Columns) -> Vec:
+        v = self.inner.exact(cols)
+        if v.kind == "number" and not (v.data.dtype == np.int64 and (v.data == -(2**63)).any()):
+            return self.on(cols)
+        if v.kind not in ("number", "object"):
+            return self.on(cols)
+        values = [-x if _number(x) else None for x in v.values()]  # as each row alone
+        data = np.empty(len(values), object)
+        data[:] = values
+        return Vec("object", data, np.array([x is not None for x in values], bool))
+
 
 def _numbers(v: Vec) -> Vec:
     """A number column as float or int64 (an object column of numbers becomes float64)."""
@@ -192,7 +210,26 @@ class Arith(Value):
         self.op = _ROW_ARITH[kind]
 
     def __call__(self, row: Row) -> Any:
-        a, b = self.left(row), self.right(row)
+        return self._one(self.left(row), self.right(row))
+
+    def exact(self, cols: Columns) -> Vec:
+        a, b = self.left.exact(cols), self.right.exact(cols)
+        if a.kind == "number" and b.kind == "number":
+            out = self.on(cols)
+            wrapped = a.data.dtype == np.int64 and b.data.dtype == np.int64
+            if not (wrapped and out.data.dtype == np.float64 and self.kind is not exp.Div):
+                return out  # int64 held every result (or floats were asked for anyway)
+        elif "object" not in (a.kind, b.kind):
+            return self.on(cols)
+        values = [
+            self._one(x, y) if _number(x) and _number(y) else None
+            for x, y in zip(a.values(), b.values(), strict=True)
+        ]
+        data = np.empty(len(values), object)
+        data[:] = values
+        return Vec("object", data, np.array([v is not None for v in values], bool))
+
+    def _one(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return None
         try:

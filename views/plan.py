@@ -8,10 +8,11 @@ SQL: SELECT, FROM, WHERE, GROUP BY — or only its options), removed or unchange
 added, changed (which settings), removed; and which ``[server]``, ``[cluster]`` and ``[auth]``
 settings differ.
 
-Each entry also says what the change does *today*: this release applies a config by restarting
-the server, and a restart keeps the state of unchanged views, starts added views empty, drops
-removed views' state and refuses a view whose SQL changed under the same name (its saved state
-was made for the old SQL). Live apply with backfill is the rest of issue 17.
+Each entry also says what applying it does, and the plan whether it can be applied to the
+running server (``tallyd apply``, SIGHUP: ``live_refusals``) or only at a restart. Views added
+start empty, removed views' state goes, options change in place; a view whose SQL changed under
+its name is refused either way (its state was made for the old SQL). Filling new and changed
+views from retained history is the rest of issue 17.
 """
 
 from __future__ import annotations
@@ -50,12 +51,21 @@ class Entry:
         }
 
 
+class NotLive(Exception):
+    """A config the running server cannot take without a restart (``live_refusals``)."""
+
+    def __init__(self, plan: Plan, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.plan, self.reasons = plan, reasons
+
+
 @dataclass(frozen=True)
 class Plan:
     current: str  # where the current config came from
     new: str
     entries: list[Entry]
     unchanged_views: list[str]
+    not_live: list[str]  # why it cannot be applied without a restart (``live_refusals``)
 
     @property
     def changes(self) -> bool:
@@ -67,6 +77,8 @@ class Plan:
             "new": self.new,
             "changes": [e.to_json() for e in self.entries],
             "unchanged_views": self.unchanged_views,
+            "live": not self.not_live,
+            "not_live": self.not_live,
         }
 
     def render(self) -> str:
@@ -89,10 +101,16 @@ class Plan:
         else:
             lines.append(
                 f"Plan: {counts['add']} to add, {counts['change']} to change, "
-                f"{counts['remove']} to remove. This release applies a config by restarting "
-                "the server (tallyd serve --config NEW); the lines under each entry say what "
-                "that does."
+                f"{counts['remove']} to remove."
             )
+            if self.not_live:
+                lines.append("Not applicable live (tallyd apply and SIGHUP refuse it):")
+                lines += [f"  - {reason}" for reason in self.not_live]
+            else:
+                lines.append(
+                    "Applies live: tallyd apply --config NEW --url URL, or SIGHUP once NEW is "
+                    "the server's config file."
+                )
         return "\n".join(lines)
 
 
@@ -103,7 +121,9 @@ def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan
         for name in new.views
         if name in current.views and not any(e.kind == "view" and e.name == name for e in entries)
     ]
-    return Plan(current_name, new_name, entries, unchanged)
+    plan = Plan(current_name, new_name, entries, unchanged, [])
+    plan.not_live.extend(live_refusals(plan, current, new))
+    return plan
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -120,8 +140,8 @@ def _views(current: Config, new: Config) -> list[Entry]:
                     name,
                     "add",
                     [f"from {view.source}"],
-                    "starts empty: counts the events that arrive after the restart (filling "
-                    "it from retained history is not built yet)",
+                    "starts empty when applied: counts the events that arrive after (filling it "
+                    "from retained history is not built yet)",
                 )
             )
             continue
@@ -130,7 +150,7 @@ def _views(current: Config, new: Config) -> list[Entry]:
             out.append(entry)
     for name, view in current.views.items():
         if name not in new.views:
-            effect = "its state is dropped at the restart; its charts and embeds answer 404"
+            effect = "its state is dropped when applied; its charts and embeds answer 404"
             out.append(Entry("view", name, "remove", [f"from {view.source}"], effect))
     return out
 
@@ -143,7 +163,7 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
             name,
             "change",
             [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)],
-            "a restart refuses it: the saved state was made for the old SQL. Give the new "
+            "refused, live and at a restart: the state was made for the old SQL. Give the new "
             "definition a new name (it starts empty beside the old one), or keep the old SQL",
         )
     what = _options(old, new)
@@ -153,7 +173,7 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
         what.append(f"chart: {current.charts.get(name)} -> {new_config.charts.get(name)}")
     if not what:
         return None
-    return Entry("view", name, "change", what, "takes effect at the restart; its state is kept")
+    return Entry("view", name, "change", what, "takes effect when applied; its state is kept")
 
 
 def _clauses(old_sql: str, new_sql: str) -> list[str]:
@@ -200,13 +220,11 @@ def _sources(current: Config, new: Config) -> list[Entry]:
     for name, source in new.sources.items():
         old = current.sources.get(name)
         if old is None:
-            out.append(
-                Entry("source", name, "add", [f"from {source.kind}"], "starts at the restart")
-            )
+            out.append(Entry("source", name, "add", [f"from {source.kind}"], "starts at a restart"))
             continue
         what = _source_changes(old, source)
         if what:
-            effect = "takes effect at the restart"
+            effect = "takes effect at a restart"
             if old.kind == "kafka" and source.kind == "kafka":
                 moved = {"bootstrap", "topics", "group"} & {
                     k for k in source.options if old.options.get(k) != source.options.get(k)
@@ -220,7 +238,7 @@ def _sources(current: Config, new: Config) -> list[Entry]:
     for name, source in current.sources.items():
         if name not in new.sources:
             out.append(
-                Entry("source", name, "remove", [f"from {source.kind}"], "stops at the restart")
+                Entry("source", name, "remove", [f"from {source.kind}"], "stops at a restart")
             )
     return out
 
@@ -259,7 +277,7 @@ def _settings(current: Config, new: Config) -> list[Entry]:
                     f"[server] {key}",
                     "change",
                     [f"{_shown(before)} -> {_shown(after)}"],
-                    "takes effect at the restart",
+                    "takes effect at a restart",
                 )
             )
     for table, before_table, after_table in (
@@ -275,5 +293,40 @@ def _settings(current: Config, new: Config) -> list[Entry]:
                 for k in set(before_table or {}) | set(after_table or {})
                 if (before_table or {}).get(k) != (after_table or {}).get(k)
             )
-            out.append(Entry("setting", table, action, keys, "takes effect at the restart"))
+            out.append(Entry("setting", table, action, keys, "takes effect at a restart"))
+    return out
+
+
+# -- what can change on a running server ---------------------------------------------------------
+
+
+def live_refusals(plan: Plan, current: Config, new: Config) -> list[str]:
+    """Why ``new`` cannot be applied to a running server (``tallyd apply``, SIGHUP); empty when
+    it can. Live: views added (they start empty), removed (their state goes) and their options
+    changed (grace, retention, max_groups, description, chart). Not yet live: a view's SQL
+    changed under its name (its state was made for the old SQL), sources, and the [server],
+    [cluster] and [auth] settings — and new views reading fields as types their source does not
+    check now (the decoder's checks are set at start)."""
+    out = []
+    for entry in plan.entries:
+        if entry.kind == "view" and any(w.startswith("SQL:") for w in entry.what):
+            out.append(
+                f"view {entry.name}: its SQL changed, and its state was made for the old SQL; "
+                "give the new definition a new name (a new view, starting empty), then remove "
+                "the old one"
+            )
+        elif entry.kind == "source":
+            out.append(f"source {entry.name}: sources change only at a restart")
+        elif entry.kind == "setting":
+            out.append(f"{entry.name}: changes only at a restart")
+    for name, source in new.sources.items():
+        old = current.sources.get(name)
+        if old is None:
+            continue
+        added = sorted(f"{f}:{t}" for f, t in source.schema.items() if old.schema.get(f) != t)
+        if added:
+            out.append(
+                f"source {name}: the new views read {', '.join(added)}, which it does not check "
+                "now; a source's field checks change only at a restart"
+            )
     return out

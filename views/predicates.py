@@ -140,7 +140,7 @@ class Compare(Predicate):
         return self.op(x, y)
 
     def on(self, cols: Columns) -> Truth:
-        a, b = self.left.on(cols), self.right.on(cols)
+        a, b = self.left.exact(cols), self.right.exact(cols)
         n = len(cols)
         if "object" in (a.kind, b.kind):
             return _rowwise(self, a, b)

@@ -106,6 +106,7 @@ class Registry:
     def __init__(
         self, sources: dict[str, SourceSpec], views: dict[str, ViewSpec], keep: int = 1000
     ) -> None:
+        self.keep = keep
         self.sources = {name: SourceState(spec, keep) for name, spec in sources.items()}
         self.views = {
             name: View(spec, sources[spec.source].time_field, keep) for name, spec in views.items()
@@ -238,6 +239,32 @@ class Registry:
             view.parts.pop(part, None)
         self.sources[source].positions.pop(part, None)
         self.sources[source].watermarks.pop(part, None)
+
+    # -- views changed on a running server (tallyd apply, SIGHUP) ---------------------------------
+
+    def reconfigure(self, views: dict[str, ViewSpec]) -> None:
+        """Take ``views`` as the new definitions, in one step: a view no longer defined goes
+        with its state; a new one starts empty (no partition holds it yet); one whose SQL is the
+        same takes its new options (grace, retention, max_groups: read at each apply). The
+        sources and their schemas must not change (``views.plan.live_refusals`` checks that
+        first), nor any view's SQL under its name."""
+        for name in list(self.views):
+            if name not in views:
+                del self.views[name]
+        for name, spec in views.items():
+            view = self.views.get(name)
+            if view is None:
+                time_field = self.sources[spec.source].spec.time_field
+                self.views[name] = View(spec, time_field, self.keep)
+            else:
+                assert view.spec.fingerprint == spec.fingerprint, f"view {name} changed its SQL"
+                view.spec = spec
+        self.by_source = {name: [] for name in self.sources}
+        for view in self.views.values():
+            self.by_source[view.spec.source].append(view)
+        for source in self.sources.values():
+            source.version += 1  # answers cached before are not reused
+        self.version += 1
 
     # -- the whole process ----------------------------------------------------------------------
 

@@ -1,0 +1,140 @@
+"""Views changed on a running server (issue 17, the part without backfill): ``POST
+/v1/admin/config`` (``tallyd apply``) and SIGHUP apply a config whose changes can be made live
+— views added (they start empty), removed (their state goes), their options changed — in one
+step, then snapshot, so that a restart with the new file starts from exactly there. A change
+that cannot be made live is refused with the reasons and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from benchmarks.server import ServerProcess
+from tests.helpers import BASE_TS, ndjson, running
+
+CONFIG = """
+[sources.orders]
+time = "ts"
+
+[views.by_country]
+sql = "SELECT country, count(*) AS n, sum(amount) AS total FROM orders GROUP BY country"
+
+[views.by_status]
+sql = "SELECT status, count(*) AS n FROM orders GROUP BY status"
+"""
+# by_status removed, by_device added (it reads no field the source does not check already)
+NEW = CONFIG[: CONFIG.index("[views.by_status]")] + (
+    '[views.by_device]\nsql = "SELECT country AS c, count(*) AS n FROM orders GROUP BY c"\n'
+)
+
+
+def orders(start: int, n: int) -> list[dict[str, Any]]:
+    countries = ["FR", "DE", "DE"]
+    return [
+        {"ts": BASE_TS + start + i, "country": countries[i % 3], "amount": i, "status": "paid"}
+        for i in range(n)
+    ]
+
+
+def counts(events: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in events:
+        out[e["country"]] = out.get(e["country"], 0) + 1
+    return out
+
+
+@pytest.mark.asyncio
+async def test_a_view_added_and_one_removed_live_then_kept_by_a_restart(tmp_path: Path) -> None:
+    before, after = orders(0, 30), orders(1000, 20)
+    async with running(CONFIG, tmp_path / "data") as (client, _):
+        r = await client.post("/v1/sources/orders/events", data=ndjson(before))
+        assert r.status == 200
+        r = await client.get("/v1/status")
+        taken = (await r.json())["snapshot"]["file"]
+        r = await client.post("/v1/admin/config", data=NEW)
+        answer = await r.json()
+        assert r.status == 200, answer
+        # the applied state is snapshotted at once: a crash right after restarts from here
+        r = await client.get("/v1/status")
+        assert (await r.json())["snapshot"]["file"] not in (None, taken)
+        assert answer["file"] is not None  # the server's file still holds the old config
+        actions = {(c["name"], c["action"]) for c in answer["applied"]["changes"]}
+        assert actions == {("by_device", "add"), ("by_status", "remove")}
+        r = await client.get("/v1/views/by_status")
+        assert r.status == 404
+        r = await client.get("/v1/views/by_device")
+        assert (await r.json())["rows"] == []  # starts empty: nothing before the apply
+        r = await client.post("/v1/sources/orders/events", data=ndjson(after))
+        assert r.status == 200
+        r = await client.get("/v1/views/by_device")
+        got = {row["c"]: row["n"] for row in (await r.json())["rows"]}
+        assert got == counts(after)
+        r = await client.get("/v1/views/by_country")
+        kept = {row["country"]: row["n"] for row in (await r.json())["rows"]}
+        assert kept == counts(before + after)  # unchanged views keep counting
+    # a restart with the new file: the same state, from the apply's snapshot and the log after
+    async with running(NEW, tmp_path / "data") as (client, _):
+        r = await client.get("/v1/views/by_device")
+        assert {row["c"]: row["n"] for row in (await r.json())["rows"]} == counts(after)
+        r = await client.get("/v1/views/by_country")
+        assert {row["country"]: row["n"] for row in (await r.json())["rows"]} == counts(
+            before + after
+        )
+
+
+@pytest.mark.asyncio
+async def test_a_change_that_cannot_be_made_live_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    changed_sql = CONFIG.replace("GROUP BY status", "WHERE amount > 3 GROUP BY status")
+    new_source = CONFIG + '\n[sources.clicks]\ntime = "ts"\n'
+    new_field = NEW.replace("country AS c", "device AS c")  # device: a field not checked now
+    async with running(CONFIG, tmp_path / "data") as (client, _):
+        r = await client.post("/v1/sources/orders/events", data=ndjson(orders(0, 10)))
+        assert r.status == 200
+        for text, reason in (
+            (changed_sql, "view by_status: its SQL changed"),
+            (new_source, "source clicks: sources change only at a restart"),
+            (new_field, "source orders: the new views read device:"),
+            ("[views", "not valid TOML"),
+            (CONFIG.replace("count(*) AS n FROM orders GROUP BY status", "nonsense"), "view"),
+        ):
+            r = await client.post("/v1/admin/config", data=text)
+            answer = await r.json()
+            assert r.status in (400, 409), answer
+            assert reason in answer["error"]["message"], answer
+        r = await client.get("/v1/views")
+        assert sorted(v["name"] for v in (await r.json())["views"]) == ["by_country", "by_status"]
+        r = await client.get("/v1/views/by_status")
+        assert (await r.json())["rows"] == [{"status": "paid", "n": 10}]
+
+
+@pytest.mark.asyncio
+async def test_sighup_rereads_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "tallyd.toml"
+    path.write_text(CONFIG)
+    server = ServerProcess(path, tmp_path / "data", tmp_path / "server.log")
+    await server.start()
+    try:
+        path.write_text(NEW)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        async with aiohttp.ClientSession() as session:
+
+            async def views() -> list[str]:
+                while True:
+                    async with session.get(f"{server.url}/v1/views") as r:
+                        names = sorted(v["name"] for v in (await r.json())["views"])
+                    if names != ["by_country", "by_status"]:
+                        return names
+                    await asyncio.sleep(0.05)  # polling a condition, bounded by wait_for
+
+            assert await asyncio.wait_for(views(), 10) == ["by_country", "by_device"]
+    finally:
+        assert server.terminate() == 0
+    assert "event=config_applied" in (tmp_path / "server.log").read_text()
