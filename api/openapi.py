@@ -124,13 +124,17 @@ PARAMETERS: dict[tuple[str, str], list[Any]] = {
     ],
 }
 BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/admin/config"): {
+        "required": True,
+        "content": {"application/toml": {"schema": {"type": "string"}}},
+    },
     ("POST", "/v1/sources/{source}/events"): {
         "required": True,
         "content": {
             "application/x-ndjson": {"schema": {"type": "string"}},
             "application/json": {"schema": {"type": "array", "items": JSON_OBJECT}},
         },
-    }
+    },
 }
 CONTENT = {
     "GET /metrics": "text/plain",
