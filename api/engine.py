@@ -162,9 +162,11 @@ class Engine:
 
     async def apply_config(self, new: Config) -> Plan:
         """Apply ``new`` without a restart: views added (empty), removed, their options changed,
-        in one step; then a snapshot, so that a restart with the new file starts exactly here
-        (the new views' state included, the log after it replayed into them). ``NotLive`` (and
-        nothing changed) when something in it changes only at a restart."""
+        in one step; then a snapshot, so that a restart with the new file starts from here (the
+        new views' state included, the log after it replayed into them; a crash between the
+        step and the snapshot replays the log since the snapshot before into the new views too,
+        so they may count a few events from just before the apply). ``NotLive`` (and nothing
+        changed) when something in it changes only at a restart."""
         plan = diff(self.config, new, f"the running config ({self.config.path})", new.path)
         if plan.not_live:
             raise NotLive(plan, plan.not_live)

@@ -1,7 +1,7 @@
 """Views changed on a running server (issue 17, the part without backfill): ``POST
 /v1/admin/config`` (``tallyd apply``) and SIGHUP apply a config whose changes can be made live
 — views added (they start empty), removed (their state goes), their options changed — in one
-step, then snapshot, so that a restart with the new file starts from exactly there. A change
+step, then snapshot, so that a restart with the new file starts from the applied state. A change
 that cannot be made live is refused with the reasons and changes nothing."""
 
 from __future__ import annotations
