@@ -8,7 +8,7 @@ import tomllib
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import AuthError, parse_auth
+from api.auth import AuthError
 from api.context import engine_of, freshness, json_response, keep_limit, only, source_of
 from api.engine import ENGINE
 from api.errors import ApiError
@@ -92,14 +92,11 @@ async def apply_config(request: web.Request) -> web.Response:
     engine = engine_of(request)
     text = await request.text()
     try:
-        new = parse(tomllib.loads(text), engine.config.path)
-        parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
+        plan = await engine.apply_config(parse(tomllib.loads(text), engine.config.path))
     except tomllib.TOMLDecodeError as err:
         raise ApiError(400, f"the posted config is not valid TOML: {err}") from None
     except (ConfigError, AuthError) as err:
         raise ApiError(400, f"the posted config: {err}") from None
-    try:
-        plan = await engine.apply_config(new)
     except NotLive as err:
         raise ApiError(
             409,

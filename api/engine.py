@@ -167,6 +167,8 @@ class Engine:
         step and the snapshot replays the log since the snapshot before into the new views too,
         so they may count a few events from just before the apply). ``NotLive`` (and nothing
         changed) when something in it changes only at a restart."""
+        # Token scopes must name views that exist (the server's secrets are its own: not reread)
+        parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
         plan = diff(self.config, new, f"the running config ({self.config.path})", new.path)
         if plan.not_live:
             raise NotLive(plan, plan.not_live)
@@ -180,9 +182,7 @@ class Engine:
     async def reload(self) -> None:
         """SIGHUP: read the config file again and apply it; what happened is logged."""
         try:
-            new = load(self.config.path)
-            parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
-            plan = await self.apply_config(new)
+            plan = await self.apply_config(load(self.config.path))
         except (ConfigError, AuthError, OSError, NotLive) as err:
             log.error("event=config_refused file=%s error=%r", self.config.path, str(err))
             return

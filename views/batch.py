@@ -93,9 +93,14 @@ def from_values(values: Sequence[Any]) -> Vec:
         if kinds == {"int"} and all(INT64_MIN <= v <= INT64_MAX for v in present):
             return Vec("number", np.array([v or 0 for v in values], np.int64), valid)
         return Vec("number", np.array([float(v or 0) for v in values], np.float64), valid)
-    data = np.empty(n, object)
+    return objects(values)
+
+
+def objects(values: Sequence[Any]) -> Vec:
+    """A column holding ``values`` as they are (None for NULL): an "object" column."""
+    data = np.empty(len(values), object)
     data[:] = values
-    return Vec("object", data, valid)
+    return Vec("object", data, np.array([v is not None for v in values], bool))
 
 
 def _kind(value: Any) -> str:

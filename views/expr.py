@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from views.batch import Columns, Vec
+from views.batch import Columns, Vec, objects
 
 Row = dict[str, Any]
 TYPES = ("number", "string", "bool", "scalar")
@@ -178,10 +178,7 @@ class Negate(Value):
             return self.on(cols)
         if v.kind not in ("number", "object"):
             return self.on(cols)
-        values = [-x if _number(x) else None for x in v.values()]  # as each row alone
-        data = np.empty(len(values), object)
-        data[:] = values
-        return Vec("object", data, np.array([x is not None for x in values], bool))
+        return objects([-x if _number(x) else None for x in v.values()])  # as each row alone
 
 
 def _numbers(v: Vec) -> Vec:
@@ -221,13 +218,12 @@ class Arith(Value):
                 return out  # int64 held every result (or floats were asked for anyway)
         elif "object" not in (a.kind, b.kind):
             return self.on(cols)
-        values = [
-            self._one(x, y) if _number(x) and _number(y) else None
-            for x, y in zip(a.values(), b.values(), strict=True)
-        ]
-        data = np.empty(len(values), object)
-        data[:] = values
-        return Vec("object", data, np.array([v is not None for v in values], bool))
+        return objects(
+            [
+                self._one(x, y) if _number(x) and _number(y) else None
+                for x, y in zip(a.values(), b.values(), strict=True)
+            ]
+        )
 
     def _one(self, a: Any, b: Any) -> Any:
         if a is None or b is None:

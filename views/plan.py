@@ -121,9 +121,7 @@ def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan
         for name in new.views
         if name in current.views and not any(e.kind == "view" and e.name == name for e in entries)
     ]
-    plan = Plan(current_name, new_name, entries, unchanged, [])
-    plan.not_live.extend(live_refusals(plan, current, new))
-    return plan
+    return Plan(current_name, new_name, entries, unchanged, live_refusals(entries, current, new))
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -300,7 +298,7 @@ def _settings(current: Config, new: Config) -> list[Entry]:
 # -- what can change on a running server ---------------------------------------------------------
 
 
-def live_refusals(plan: Plan, current: Config, new: Config) -> list[str]:
+def live_refusals(entries: list[Entry], current: Config, new: Config) -> list[str]:
     """Why ``new`` cannot be applied to a running server (``tallyd apply``, SIGHUP); empty when
     it can. Live: views added (they start empty), removed (their state goes) and their options
     changed (grace, retention, max_groups, description, chart). Not yet live: a view's SQL
@@ -308,7 +306,7 @@ def live_refusals(plan: Plan, current: Config, new: Config) -> list[str]:
     [cluster] and [auth] settings — and new views reading fields as types their source does not
     check now (the decoder's checks are set at start)."""
     out = []
-    for entry in plan.entries:
+    for entry in entries:
         if entry.kind == "view" and any(w.startswith("SQL:") for w in entry.what):
             out.append(
                 f"view {entry.name}: its SQL changed, and its state was made for the old SQL; "

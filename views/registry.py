@@ -111,15 +111,20 @@ class Registry:
         self.views = {
             name: View(spec, sources[spec.source].time_field, keep) for name, spec in views.items()
         }
-        self.by_source: dict[str, list[View]] = {name: [] for name in sources}
-        for view in self.views.values():
-            self.by_source[view.spec.source].append(view)
+        self.by_source = self._by_source()
         # Per source, the fields its views read (what a batch's columns must hold).
         self.fields: dict[str, set[str]] = {
             name: set(spec.schema) | {spec.time_field} for name, spec in sources.items()
         }
         self.observers: list[Callable[[Batch], None]] = []  # told of every applied batch
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
+
+    def _by_source(self) -> dict[str, list[View]]:
+        """Each source's views, in definition order."""
+        out: dict[str, list[View]] = {name: [] for name in self.sources}
+        for view in self.views.values():
+            out[view.spec.source].append(view)
+        return out
 
     def columns(self, batch: Batch) -> Columns:
         """The batch column-wise: as decoded, or built from its events (the fields its source's
@@ -259,9 +264,7 @@ class Registry:
             else:
                 assert view.spec.fingerprint == spec.fingerprint, f"view {name} changed its SQL"
                 view.spec = spec
-        self.by_source = {name: [] for name in self.sources}
-        for view in self.views.values():
-            self.by_source[view.spec.source].append(view)
+        self.by_source = self._by_source()
         for source in self.sources.values():
             source.version += 1  # answers cached before are not reused
         self.version += 1
