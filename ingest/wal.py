@@ -22,6 +22,7 @@ import itertools
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -230,17 +231,27 @@ class Wal:
         self._size = 0
         fsync_dir(self.directory)
 
-    def trim(self, covered: int) -> int:
-        """Delete segments whose every record is <= ``covered``; returns how many."""
+    def trim(self, covered: int, retain: Retain | None = None) -> int:
+        """Delete segments whose every record is <= ``covered``, oldest first — under
+        ``retain``, only those last written before its age or beyond its size; returns how many."""
         segments = self.segments()
-        removed = 0
-        for (_, path), (next_first, _) in itertools.pairwise(segments):
-            if next_first - 1 <= covered:
-                path.unlink()
-                removed += 1
-        if removed:
+        removable = [
+            path
+            for (_, path), (next_first, _) in itertools.pairwise(segments)
+            if next_first - 1 <= covered
+        ]
+        if retain is not None:
+            removable = retain.beyond(removable)
+        for path in removable:
+            path.unlink()
+        if removable:
             fsync_dir(self.directory)
-        return removed
+        return len(removable)
+
+    def first(self) -> int:
+        """The sequence number of the oldest record the log still holds (``next_seq`` if none)."""
+        segments = self.segments()
+        return segments[0][0] if segments else self.next_seq
 
     def size(self) -> int:
         total = 0
@@ -253,6 +264,88 @@ class Wal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@dataclass(frozen=True)
+class Retain:
+    """How long, and how much of, the log is kept after snapshots cover it (``retain_events``):
+    the history that views added to a running server fill from."""
+
+    ms: int
+    max_bytes: int
+
+    def beyond(self, removable: list[Path]) -> list[Path]:
+        """Of the segments snapshots cover (oldest first: the retained history; what a restart
+        needs is never among them), those past the age, then as many more as the cap needs."""
+        now = time.time()
+        stats = []
+        for path in removable:
+            with contextlib.suppress(FileNotFoundError):
+                stats.append((path, path.stat()))
+        total = sum(stat.st_size for _, stat in stats)
+        out = []
+        for path, stat in stats:
+            if total <= self.max_bytes and (now - stat.st_mtime) * 1000 <= self.ms:
+                break  # the rest are younger, and within the cap
+            out.append(path)
+            total -= stat.st_size
+        return out
+
+
+class Cursor:
+    """Reads the records after a position in order, a bounded chunk at a time, while the log
+    is appended to (a backfill's reader: ``ingest.http.HttpLog.backfill``). Blocking."""
+
+    def __init__(self, wal: Wal, after: int) -> None:
+        self.wal = wal
+        self.after = after  # the last record read
+        self.path: Path | None = None
+        self.offset = 0
+
+    def read(self, upto: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """Records ``after + 1 .. upto`` (those the caller knows were written whole), at least
+        one when there is one, and no more than ``max_bytes`` of payload beyond it."""
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        located = -1
+        while self.after < upto and size < max_bytes:
+            if self.path is None:
+                if located == self.after:
+                    break  # its segment was read to the end without it: not written yet
+                located = self.after
+                self._locate()
+            assert self.path is not None
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                while self.after < upto and size < max_bytes:
+                    head = f.read(_FRAME.size)
+                    if len(head) < _FRAME.size:
+                        self.path = None  # this segment is read: the next one has the rest
+                        break
+                    length, crc, seq = _FRAME.unpack(head)
+                    payload = f.read(length)
+                    if len(payload) < length or _crc(seq, payload) != crc:
+                        raise WalCorrupt(f"{self.path.name} at byte {self.offset}: unreadable")
+                    self.offset += _FRAME.size + length
+                    if seq <= self.after:
+                        continue  # before the position (a chunk that began mid-segment)
+                    if seq != self.after + 1:
+                        raise WalCorrupt(
+                            f"{self.path.name} at byte {self.offset}: record {seq}, expected "
+                            f"{self.after + 1}"
+                        )
+                    out.append((seq, payload))
+                    size += length
+                    self.after = seq
+        return out
+
+    def _locate(self) -> None:
+        """Go to the start of the segment that holds record ``after + 1``."""
+        holding = [(first, path) for first, path in self.wal.segments() if first <= self.after + 1]
+        if not holding:
+            first = self.wal.first()
+            raise WalCorrupt(f"record {self.after + 1} is gone: the log begins at record {first}")
+        self.path, self.offset = holding[-1][1], 0
 
 
 def cut(path: Path, offset: int) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest.wal import Damage, Frame, Wal, WalCorrupt, frame, frames
+from ingest.wal import Cursor, Damage, Frame, Retain, Wal, WalCorrupt, frame, frames
 
 
 def crc(seq: int, payload: bytes) -> int:
@@ -257,3 +258,58 @@ def test_appending_to_a_closed_log_is_refused_by_name(tmp_path: Path) -> None:
     wal = Wal(tmp_path)
     with pytest.raises(RuntimeError, match=r"^WAL is not open$"):
         wal.append([b"x"])
+
+
+# -- retained history (retain_events) and the backfill's reader ----------------------------------
+
+
+def test_retain_keeps_covered_segments_by_age_then_by_size(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    for n in range(5):  # segments 1, 3, 5, 7, 9 (two 100-byte records each), then 11 (empty)
+        wal.append([bytes([n]) * 100, bytes([n]) * 100])
+        wal.rotate()
+    old = time.time() - 7200
+    for _, path in wal.segments()[:2]:  # the two oldest were last written two hours ago
+        os.utime(path, (old, old))
+    per = wal.segments()[0][1].stat().st_size
+    roomy = Retain(ms=3_600_000, max_bytes=100 * per)
+    assert wal.trim(covered=3, retain=roomy) == 1  # past the hour and covered: 1 (3, 4: not)
+    assert wal.trim(covered=100, retain=roomy) == 1  # 3 is past the hour too; 5.. are younger
+    assert [first for first, _ in wal.segments()] == [5, 7, 9, 11]
+    tight = Retain(ms=3_600_000, max_bytes=2 * per)  # younger, but the log is over its size
+    assert wal.trim(covered=100, retain=tight) == 1
+    assert [first for first, _ in wal.segments()] == [7, 9, 11]
+    assert sum(path.stat().st_size for _, path in wal.segments()[:-1]) <= 2 * per
+    assert wal.trim(covered=8, retain=Retain(ms=1, max_bytes=1)) == 1  # never past ``covered``
+    assert [first for first, _ in wal.segments()] == [9, 11]
+    wal.close()
+
+
+def test_a_cursor_reads_across_segments_in_chunks_while_the_log_grows(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path, segment_bytes=100)
+    wal.append([b"a" * 30 for _ in range(7)])  # 1..7: one segment, rotated after
+    cursor = Cursor(wal, after=2)
+    assert cursor.read(upto=7, max_bytes=50) == [(3, b"a" * 30), (4, b"a" * 30)]
+    wal.append([b"b" * 30, b"c" * 30])  # 8, 9: a new segment
+    got = cursor.read(upto=8, max_bytes=1 << 20)  # never past ``upto``, though 9 is written
+    assert [seq for seq, _ in got] == [5, 6, 7, 8]
+    assert got[-1][1] == b"b" * 30
+    assert cursor.read(upto=8, max_bytes=1 << 20) == []
+    assert cursor.read(upto=9, max_bytes=1) == [(9, b"c" * 30)]  # one, however small the chunk
+    assert cursor.read(upto=12, max_bytes=1 << 20) == []  # 10.. not written: nothing, no wait
+    wal.append([b"d"])
+    assert cursor.read(upto=10, max_bytes=1 << 20) == [(10, b"d")]
+    wal.close()
+
+
+def test_a_cursor_whose_records_were_trimmed_says_so(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"1", b"2"])
+    wal.rotate()
+    wal.append([b"3"])
+    wal.rotate()
+    wal.trim(covered=2)
+    with pytest.raises(WalCorrupt, match="record 2 is gone: the log begins at record 3"):
+        Cursor(wal, after=1).read(upto=3, max_bytes=100)
+    assert Cursor(wal, after=2).read(upto=3, max_bytes=100) == [(3, b"3")]
+    wal.close()
