@@ -72,12 +72,19 @@ def keep_limit(request: web.Request, engine: Engine) -> int:
     return int(text)
 
 
-def freshness(engine: Engine, source: str) -> dict[str, Any]:
-    """Which events an answer reflects: the source's watermark and position."""
+def freshness(engine: Engine, source: str, view: str | None = None) -> dict[str, Any]:
+    """Which events an answer reflects: the source's watermark and position; for a view's
+    answer, whether it is still filling from retained history (then it counts only part of
+    it: ``backfill`` says how far it is)."""
     watermark = engine.watermark(source)
-    return {
+    out: dict[str, Any] = {
         "source": source,
         "watermark": format_optional(watermark),
         "watermark_ms": watermark,
         "position": engine.sources[source].position(),
     }
+    if view is not None:
+        out["backfilling"] = engine.registry.backfilling(view)
+        if out["backfilling"]:
+            out["backfill"] = engine.backfill_progress(view)
+    return out

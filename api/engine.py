@@ -10,6 +10,7 @@ import logging
 import shlex
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from ingest.http import HttpLog, HttpSource
 from ingest.idempotency import KeyLimits
 from ingest.kafka import KafkaSource
 from ingest.source import Source
-from ingest.wal import WalCorrupt
+from ingest.wal import Retain, WalCorrupt
 from views.config import Config, ConfigError, load
-from views.plan import NotLive, Plan, diff
-from views.registry import Registry
+from views.plan import NotLive, Plan, diff, history
+from views.registry import Backfill, Registry
 from views.spec import SourceSpec
 
 log = logging.getLogger("tallyd.engine")
@@ -57,6 +58,12 @@ class Engine:
             self.committer, data_dir, settings.wal_segment_bytes, settings.max_ingest_backlog_bytes
         )
         self.http.receipt_ttl_ms = settings.idempotency_ttl
+        if settings.retain_events:  # the HTTP log is kept: new and changed views backfill
+            self.http.retain = Retain(settings.retain_events, settings.retain_events_bytes)
+            self.registry.history = history(config)
+        self._backfills: dict[str, asyncio.Task[None]] = {}  # view -> its reader
+        self.backfill_chunk_bytes = settings.backfill_chunk_bytes  # log read per step
+        self._backfill_began: dict[str, tuple[float, int]] = {}  # view -> (when, read then)
         self.http.max_receipts = settings.idempotency_max_keys
         self.sources: dict[str, Source] = {
             name: self._source(spec) for name, spec in config.sources.items()
@@ -122,6 +129,7 @@ class Engine:
         }
         self._log_restored(result)
         self.http.start()
+        self._start_backfills()  # those the snapshot was in the middle of, and new views'
         self._snapshots = asyncio.create_task(self._snapshot_loop(), name="tallyd-snapshots")
         self._summary = asyncio.create_task(self._summary_loop(), name="tallyd-summary")
         for source in self.sources.values():
@@ -176,8 +184,50 @@ class Engine:
             async with self.committer.step() as step:
                 step.reconfigure(new.views)
                 self.config = dataclasses.replace(new, path=self.config.path)
+            self._start_backfills()
             await self.snapshot()
         return plan
+
+    def _start_backfills(self) -> None:
+        """A reader for each view filling from history that has none running."""
+        for name in self.registry.backfills:
+            running = self._backfills.get(name)
+            if running is not None and not running.done():
+                continue
+            filling = self.registry.backfills[name]
+            self._backfill_began[name] = (time.monotonic(), _read(filling))
+            reader = self.http.backfill(name, self.backfill_chunk_bytes)
+            task = asyncio.create_task(reader, name=f"tallyd-backfill-{name}")
+            task.add_done_callback(partial(self._backfill_ended, name))
+            self._backfills[name] = task
+
+    def _backfill_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._backfills.get(name) is task:
+            del self._backfills[name]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event=backfill_failed view=%s error=%r", name, str(task.exception()))
+        # A view changed again while its reader ran: the new backfill needs a reader.
+        if name in self.registry.backfills and not task.cancelled():
+            self._start_backfills()
+
+    def backfill_progress(self, name: str) -> dict[str, Any]:
+        """How far a view's backfill is: log records read of those to read, events applied, and
+        when, at the pace since its reader started, it should be done."""
+        filling = self.registry.backfills[name]
+        began = filling.began.get("", self.http.position)
+        read = _read(filling)
+        total = max(self.http.position - began, read)
+        started, read_then = self._backfill_began.get(name, (time.monotonic(), read))
+        pace = (read - read_then) / max(time.monotonic() - started, 1e-9)
+        eta = None if pace <= 0 else round((total - read) / pace, 1)
+        return {
+            "replaces": filling.replaces,
+            "read": read,
+            "total": total,
+            "unit": "log records",
+            "events": filling.events,
+            "eta_seconds": eta,
+        }
 
     async def reload(self) -> None:
         """SIGHUP: read the config file again and apply it; what happened is logged."""
@@ -253,6 +303,10 @@ class Engine:
 
     async def stop(self) -> None:
         await self.hub.close()
+        readers = list(self._backfills.values())
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
         loops = [t for t in (self._snapshots, self._summary) if t is not None]
         for task in loops:
             task.cancel()
@@ -267,6 +321,11 @@ class Engine:
         if self.peer_session is not None:
             await self.peer_session.close()
             self.peer_session = None
+
+
+def _read(filling: Backfill) -> int:
+    """Log records a backfill has read (or skipped: another source's)."""
+    return filling.positions.get("", 0) - filling.began.get("", 0)
 
 
 ENGINE = web.AppKey("engine", Engine)

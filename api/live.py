@@ -111,6 +111,11 @@ class Topic:
         old, self.answer, self.answered_at = self.answer, new, version
         if old is None:
             return None
+        if old.get("columns") != new.get("columns"):  # the view's definition changed (a swap)
+            self.seq += 1
+            message = self.full()
+            self.history.append(message)
+            return message
         change = diff_rows(old, new) if self.kind == "rows" else diff_series(old, new)
         if change is None:
             return None

@@ -100,6 +100,8 @@ async def list_views(request: web.Request) -> web.Response:
         entry = describe_view(shown, config.descriptions.get(name, ""), config.charts.get(name))
         if whole is not None:
             entry["freshness"] = whole.freshness
+        if name in engine.registry.backfills:  # added or changed, filling from its history
+            entry["backfill"] = engine.backfill_progress(name)
         views.append(entry)
     return json_response({"views": views})
 
@@ -207,7 +209,7 @@ async def query_view(request: web.Request) -> web.Response:
         if body is None or encoded is None:
             body, encoded = _encoded_rows(rows_answer(engine, view, request.query))
             engine.answers.put(found.key, found.version, body, encoded)
-        fresh = freshness(engine, view.spec.source)
+        fresh = freshness(engine, view.spec.source, view.spec.name)
     if encoded.output == "json":
         return _with_freshness(body, fresh)
     headers = {
@@ -247,7 +249,7 @@ async def series_view(request: web.Request) -> web.Response:
             body = orjson.dumps(answer.answer)[:-1] if answer.output == "json" else answer.csv
             encoded = Encoded(answer.output)
             engine.answers.put(found.key, found.version, body, encoded)
-        fresh = freshness(engine, view.spec.source)
+        fresh = freshness(engine, view.spec.source, view.spec.name)
     if encoded.output == "json":
         return _with_freshness(body, fresh)
     headers = {"X-Tallyd-Position": fresh["position"]}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from views.durations import parse_duration
+from views.durations import parse_duration, parse_duration_or_off
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ def _listen(value: Any) -> str:
 
 def _duration(value: Any) -> int:
     return parse_duration(str(value))
+
+
+def _duration_or_off(value: Any) -> int:
+    return parse_duration_or_off(str(value))
 
 
 SETTINGS = (
@@ -81,6 +85,28 @@ SETTINGS = (
         64 << 20,
         _positive_int,
         "Size at which the write-ahead log starts a new segment file.",
+    ),
+    Setting(
+        "retain_events",
+        "off",
+        _duration_or_off,
+        "How long the events posted over HTTP stay in the write-ahead log after a snapshot covers "
+        "them (e.g. '7d'), so that views added or changed on the running server fill from them "
+        "(backfill); 'off' trims the log at each snapshot, and such views then start empty.",
+    ),
+    Setting(
+        "retain_events_bytes",
+        1 << 30,
+        _positive_int,
+        "Most disk the retained events may take (with retain_events): beyond it the oldest "
+        "segments go first, whatever their age.",
+    ),
+    Setting(
+        "backfill_chunk_bytes",
+        4 << 20,
+        _positive_int,
+        "Log bytes a backfilling view reads and applies per step: smaller keeps answers and "
+        "ingest quicker during a backfill, larger fills faster.",
     ),
     Setting(
         "max_series_points",
@@ -181,6 +207,9 @@ class Settings:
     max_limit: int = 10_000
     keep_rejected: int = 1000
     wal_segment_bytes: int = 64 << 20
+    retain_events: int = 0
+    retain_events_bytes: int = 1 << 30
+    backfill_chunk_bytes: int = 4 << 20
     max_series_points: int = 10_000
     sse_heartbeat: int = 15_000
     max_future: int = 3_600_000

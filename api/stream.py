@@ -133,12 +133,18 @@ async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topi
 
     def compute() -> dict[str, Any]:
         whole: Whole | None = cluster.get("whole")
-        target: View = cluster.get("view", view)
+        # The view as defined now: a changed view that finished backfilling has replaced the
+        # one this stream was opened on, and its next answer is the new definition's.
+        target: View = cluster.get("view") or engine.registry.views.get(view.spec.name, view)
         if kind == "rows":
             answer = rows_answer(engine, target, params).answer
         else:
             answer = series_answer(engine, target, params, whole).answer
-        fresh = freshness(engine, view.spec.source) if whole is None else whole.freshness
+        fresh = (
+            freshness(engine, view.spec.source, view.spec.name)
+            if whole is None
+            else whole.freshness
+        )
         return {**answer, "freshness": fresh}
 
     def version() -> Hashable:

@@ -18,6 +18,7 @@ POINTS = (
     "before_response",  # applied, the 200 not yet sent
     "mid_snapshot",  # the snapshot's temp file is written, not yet renamed
     "after_rename_before_dir_fsync",  # renamed, the directory entry not yet fsynced
+    "mid_backfill",  # a view filling from the retained log has applied a chunk of it
 )
 
 _armed: str | None = None

@@ -31,7 +31,7 @@ from ingest.commit import Committer, Step
 from ingest.decode import Decoded, Decoder
 from ingest.idempotency import KEY_RULE, MAX_KEYS, TTL_MS, request_digest, valid_key
 from ingest.source import oldest
-from ingest.wal import Payload, Wal
+from ingest.wal import Cursor, Payload, Retain, Wal
 from views.durations import format_duration
 from views.registry import Applied, Batch, Registry
 from views.spec import SourceSpec
@@ -134,6 +134,7 @@ class HttpLog:
         self.committer = committer
         self.registry = committer.registry  # read only: the sources' specs
         self.wal = Wal(data_dir / "wal", segment_bytes)
+        self.retain: Retain | None = None  # retain_events: the log kept after snapshots
         self.position = 0  # newest WAL position applied
         # Idempotency keys of applied batches: key -> {digest, at, source, accepted, rejected,
         # position}. In the WAL with their batch and in snapshots, so a retry after a restart
@@ -193,7 +194,50 @@ class HttpLog:
         self.wal.rotate()
 
     def trim(self, oldest_kept: int) -> int:
-        return self.wal.trim(oldest_kept)
+        """Drop what the oldest kept snapshot covers — and, under ``retain``, only what is older
+        or beyond its size — but never what a backfill has still to read."""
+        reading = [
+            b.positions.get("", 0)
+            for b in self.registry.backfills.values()
+            if self.registry.sources[b.view.spec.source].spec.kind == "http"
+        ]
+        return self.wal.trim(min([oldest_kept, *reading]), self.retain)
+
+    # -- backfills: views added on the running server fill from the retained log ---------------
+
+    async def backfill(self, name: str, chunk_bytes: int = 4 << 20) -> None:
+        """Feed the view ``name`` its history from the oldest record the log holds, a chunk
+        (``chunk_bytes`` of records) per step, until it has read everything applied live; then,
+        in that same step, it joins the live views. Read and decoded in a worker thread; each
+        step applies one chunk to that one view, so queries and live batches go on between."""
+        registry = self.registry
+        filling = registry.backfills.get(name)
+        if filling is None:
+            return
+        # From where it was (a restart), or from the oldest record the log still holds.
+        after = filling.positions.get("")
+        if after is None:
+            after = await asyncio.to_thread(self.wal.first) - 1
+        cursor = Cursor(self.wal, after)
+        while True:
+            upto = self.position  # applied live, so whole on disk
+            batches = await asyncio.to_thread(self._history, cursor, upto, chunk_bytes)
+            async with self.committer.step():
+                if registry.backfills.get(name) is not filling:
+                    return  # removed, or changed again (a new backfill has its own reader)
+                filling.began.setdefault("", after)
+                filling.positions.setdefault("", after)
+                for batch in batches:
+                    registry.backfill_apply(name, batch)
+                if filling.positions[""] >= self.position:
+                    registry.backfill_join(name, "")
+                    log.info("event=backfill_done view=%s events=%d", name, filling.events)
+                    return
+            faults.reached("mid_backfill")
+
+    def _history(self, cursor: Cursor, upto: int, chunk_bytes: int) -> list[Batch]:
+        """The next chunk of the log as batches (blocking: a worker thread)."""
+        return [self._batch(seq, payload)[0] for seq, payload in cursor.read(upto, chunk_bytes)]
 
     # -- receipts -------------------------------------------------------------------------------
 

@@ -85,6 +85,42 @@ def test_a_changed_view_names_the_clause_and_is_refused_by_a_restart(
     )
 
 
+def test_with_retained_events_added_and_changed_views_backfill_live(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = BASE.replace('snapshot_every = "10s"', 'snapshot_every = "10s"\nretain_events = "7d"')
+    current, proposed = tmp_path / "current.toml", tmp_path / "new.toml"
+    current.write_text(kept)
+    added = kept + '\n[views.per_day]\nsql = "SELECT count(*) AS n FROM orders"\n'
+    changed = added.replace("status = 'paid'", "status IN ('paid', 'shipped')")
+    proposed.write_text(changed)
+    code = main(["plan", "--config", str(proposed), "--current", str(current)])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert (
+        "  + view per_day: added: from orders\n      fills from the events the server kept "
+        "(retain_events) when applied" in out
+    )
+    assert (
+        "  ~ view revenue: changed: SQL: WHERE\n      the new definition fills from the events "
+        "the server kept (retain_events) beside the old one, which answers until then" in out
+    )
+    assert "Plan: 1 to add, 1 to change, 0 to remove.\nApplies live: tallyd apply" in out
+    # a Kafka source keeps no history tallyd can read yet: its views start empty, SQL refused
+    kafka = kept.replace(
+        '[sources.orders]\ntime = "ts"',
+        '[sources.orders]\nfrom = "kafka"\nbootstrap = "127.0.0.1:9092"\ntopic = "o"\n'
+        'group = "g"\ntime = "ts"',
+    )
+    current.write_text(kafka)
+    proposed.write_text(kafka.replace("status = 'paid'", "status IN ('paid', 'shipped')"))
+    code = main(["plan", "--config", str(proposed), "--current", str(current)])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "built for HTTP sources only; orders is not one" in out
+    assert "Not applicable live" in out
+
+
 def test_a_removed_view_and_changed_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

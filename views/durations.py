@@ -50,3 +50,8 @@ def format_duration(ms: int) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def parse_duration_or_off(text: str) -> int:
+    """A duration, or ``off`` (0): a setting that may be turned off."""
+    return 0 if text.strip().lower() == "off" else parse_duration(text)

@@ -9,10 +9,12 @@ added, changed (which settings), removed; and which ``[server]``, ``[cluster]`` 
 settings differ.
 
 Each entry also says what applying it does, and the plan whether it can be applied to the
-running server (``tallyd apply``, SIGHUP: ``live_refusals``) or only at a restart. Views added
-start empty, removed views' state goes, options change in place; a view whose SQL changed under
-its name is refused either way (its state was made for the old SQL). Filling new and changed
-views from retained history is the rest of issue 17.
+running server (``tallyd apply``, SIGHUP: ``live_refusals``) or only at a restart. Removed views'
+state goes, options change in place. A view added, or whose SQL changed under its name, fills
+from its source's retained history (``history``: the HTTP log kept under ``retain_events``) —
+a changed one beside its old definition, which answers until the new one has caught up. Where
+no history is kept, an added view starts empty and a changed one is refused (its state was made
+for the old SQL).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from views.config import Config
-from views.durations import format_duration
+from views.durations import format_duration, parse_duration_or_off
 from views.spec import SourceSpec, ViewSpec
 
 Action = Literal["add", "change", "remove"]
@@ -114,6 +116,18 @@ class Plan:
         return "\n".join(lines)
 
 
+def history(config: Config) -> frozenset[str]:
+    """The sources whose views can fill from kept history: the HTTP ones, when the server keeps
+    its log (``retain_events``). Kafka and file sources do not backfill yet."""
+    try:
+        kept = parse_duration_or_off(str(config.server.get("retain_events", "off")))
+    except ValueError:
+        kept = 0  # a bad value: the server refuses to start with it, so nothing is kept
+    if not kept:
+        return frozenset()
+    return frozenset(name for name, spec in config.sources.items() if spec.kind == "http")
+
+
 def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan:
     entries = _views(current, new) + _sources(current, new) + _settings(current, new)
     unchanged = [
@@ -132,16 +146,18 @@ def _views(current: Config, new: Config) -> list[Entry]:
     for name, view in new.views.items():
         old = current.views.get(name)
         if old is None:
-            out.append(
-                Entry(
-                    "view",
-                    name,
-                    "add",
-                    [f"from {view.source}"],
-                    "starts empty when applied: counts the events that arrive after (filling it "
-                    "from retained history is not built yet)",
+            if view.source in history(current):
+                effect = (
+                    "fills from the events the server kept (retain_events) when applied, then "
+                    "counts live ones; its answers say backfilling: true until it has caught up"
                 )
-            )
+            else:
+                effect = (
+                    "starts empty when applied: counts the events that arrive after ("
+                    + _no_history(current, view.source)
+                    + ")"
+                )
+            out.append(Entry("view", name, "add", [f"from {view.source}"], effect))
             continue
         entry = _view_change(name, old, new, current)
         if entry is not None:
@@ -156,14 +172,21 @@ def _views(current: Config, new: Config) -> list[Entry]:
 def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) -> Entry | None:
     new = new_config.views[name]
     if old.fingerprint != new.fingerprint:
-        return Entry(
-            "view",
-            name,
-            "change",
-            [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)],
-            "refused, live and at a restart: the state was made for the old SQL. Give the new "
-            "definition a new name (it starts empty beside the old one), or keep the old SQL",
-        )
+        what = [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)]
+        if new.source in history(current):
+            effect = (
+                "the new definition fills from the events the server kept (retain_events) "
+                "beside the old one, which answers until then; then one step switches every "
+                "query, series and live stream to it"
+            )
+        else:
+            effect = (
+                "refused, live and at a restart: the state was made for the old SQL ("
+                + _no_history(current, new.source)
+                + "). Give the new definition a new name (it starts empty beside the old one), "
+                "or keep the old SQL"
+            )
+        return Entry("view", name, "change", what, effect)
     what = _options(old, new)
     if current.descriptions.get(name) != new_config.descriptions.get(name):
         what.append("description")
@@ -172,6 +195,13 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
     if not what:
         return None
     return Entry("view", name, "change", what, "takes effect when applied; its state is kept")
+
+
+def _no_history(config: Config, source: str) -> str:
+    """Why a view of ``source`` cannot fill from history."""
+    if config.sources[source].kind != "http":
+        return f"filling from history is built for HTTP sources only; {source} is not one"
+    return "set retain_events in [server] to keep the events new views fill from"
 
 
 def _clauses(old_sql: str, new_sql: str) -> list[str]:
@@ -300,14 +330,20 @@ def _settings(current: Config, new: Config) -> list[Entry]:
 
 def live_refusals(entries: list[Entry], current: Config, new: Config) -> list[str]:
     """Why ``new`` cannot be applied to a running server (``tallyd apply``, SIGHUP); empty when
-    it can. Live: views added (they start empty), removed (their state goes) and their options
-    changed (grace, retention, max_groups, description, chart). Not yet live: a view's SQL
-    changed under its name (its state was made for the old SQL), sources, and the [server],
+    it can. Live: views added (backfilled, or starting empty), removed (their state goes),
+    their options changed (grace, retention, max_groups, description, chart), and their SQL
+    changed where the source keeps history (``history``). Not yet live: a view's SQL changed
+    where it does not (its state was made for the old SQL), sources, and the [server],
     [cluster] and [auth] settings — and new views reading fields as types their source does not
     check now (the decoder's checks are set at start)."""
     out = []
+    kept = history(current)
     for entry in entries:
-        if entry.kind == "view" and any(w.startswith("SQL:") for w in entry.what):
+        if (
+            entry.kind == "view"
+            and any(w.startswith("SQL:") for w in entry.what)
+            and new.views[entry.name].source not in kept
+        ):
             out.append(
                 f"view {entry.name}: its SQL changed, and its state was made for the old SQL; "
                 "give the new definition a new name (a new view, starting empty), then remove "

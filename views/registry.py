@@ -98,6 +98,46 @@ class BuiltPart:
     watermark: int | None
 
 
+@dataclass
+class Backfill:
+    """A view filling from the history its source still holds before it takes live batches.
+
+    A reader (the source's) feeds it that history in order, batch by batch, judged by its own
+    watermarks as the live views were; a partition it has read up to the live position *joins*:
+    from then on its live batches go to this view too. Reader and live apply both run in the
+    committer's steps, so nothing falls between the two or is counted by both. When every
+    partition has joined, the view is live: an added view simply stops being marked, a changed
+    one (``replaces``) takes the place of its old definition, which answered meanwhile."""
+
+    view: View
+    replaces: bool  # the old definition of the same name answers until this one is done
+    positions: dict[str, int] = field(default_factory=dict)  # part -> read up to (inclusive)
+    watermarks: dict[str, int] = field(default_factory=dict)  # part -> newest time read
+    joined: set[str] = field(default_factory=set)  # parts that take live batches now
+    began: dict[str, int] = field(default_factory=dict)  # part -> where its history began
+    events: int = 0  # history events read
+
+    def to_state(self, parts: bool = True) -> dict[str, Any]:
+        return {
+            "fingerprint": self.view.spec.fingerprint,
+            "replaces": self.replaces,
+            "positions": self.positions,
+            "watermarks": self.watermarks,
+            "joined": sorted(self.joined),
+            "began": self.began,
+            "events": self.events,
+            "view": self.view.to_state(parts),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.positions = {k: int(v) for k, v in state["positions"].items()}
+        self.watermarks = {k: int(v) for k, v in state["watermarks"].items()}
+        self.joined = set(state["joined"])
+        self.began = {k: int(v) for k, v in state["began"].items()}
+        self.events = int(state["events"])
+        self.view.load_state(state["view"])
+
+
 class StateMismatch(ValueError):
     """Snapshot state made for different view definitions than the running ones."""
 
@@ -111,6 +151,10 @@ class Registry:
         self.views = {
             name: View(spec, sources[spec.source].time_field, keep) for name, spec in views.items()
         }
+        # Sources whose history is kept (the HTTP WAL under retain_events): their new and
+        # changed views fill from it (``Backfill``) instead of starting empty.
+        self.history: frozenset[str] = frozenset()
+        self.backfills: dict[str, Backfill] = {}  # view name -> its backfill, while it runs
         self.by_source = self._by_source()
         # Per source, the fields its views read (what a batch's columns must hold).
         self.fields: dict[str, set[str]] = {
@@ -120,11 +164,18 @@ class Registry:
         self.version = 0  # batches applied: the snapshot loop snapshots only after changes
 
     def _by_source(self) -> dict[str, list[View]]:
-        """Each source's views, in definition order."""
+        """Each source's live views, in definition order (not those still backfilling)."""
+        filling = {id(b.view) for b in self.backfills.values()}
         out: dict[str, list[View]] = {name: [] for name in self.sources}
         for view in self.views.values():
-            out[view.spec.source].append(view)
+            if id(view) not in filling:
+                out[view.spec.source].append(view)
         return out
+
+    def backfilling(self, name: str) -> bool:
+        """Whether the view's answers are partial: added, and still reading its history."""
+        filling = self.backfills.get(name)
+        return filling is not None and not filling.replaces
 
     def columns(self, batch: Batch) -> Columns:
         """The batch column-wise: as decoded, or built from its events (the fields its source's
@@ -154,15 +205,21 @@ class Registry:
         before = source.watermarks.get(part)
         views = self.by_source[batch.source]
         counted = {v.spec.name: v.part_counters(part) for v in views}
+        # Backfilling views whose history of this partition is read take its live batches too.
+        joined = [
+            b.view
+            for b in self.backfills.values()
+            if b.view.spec.source == batch.source and part in b.joined
+        ]
         cols = self.columns(batch)
         weights = None if batch.weights is None else np.asarray(batch.weights, np.int64)
-        for view in views:
+        for view in views + joined:
             view.apply(cols, before, part, weights)
             yield
         if len(cols):
             newest = int(cols.time.max())
             source.watermarks[part] = newest if before is None else max(before, newest)
-        for view in views:
+        for view in views + joined:
             view.expire(source.watermarks.get(part), part)
         source.accepted += len(batch)
         source.rejected += len(batch.rejected)
@@ -174,6 +231,48 @@ class Registry:
             observe(batch)
         effects = {v.spec.name: _effect(counted[v.spec.name], v.part_counters(part)) for v in views}
         return Applied(before, effects)
+
+    # -- backfills: new and changed views filled from retained history --------------------------
+
+    def backfill_apply(self, name: str, batch: Batch) -> None:
+        """One batch of the view's history, to it alone (a batch of another source sharing the
+        log only moves its position on), judged by the backfill's own watermark."""
+        filling = self.backfills[name]
+        part = batch.part
+        assert part not in filling.joined, f"{name}: history read past the join of {part}"
+        if batch.source == filling.view.spec.source and len(batch):
+            view = filling.view
+            before = filling.watermarks.get(part)
+            cols = self.columns(batch)
+            weights = None if batch.weights is None else np.asarray(batch.weights, np.int64)
+            view.apply(cols, before, part, weights)
+            newest = int(cols.time.max())
+            filling.watermarks[part] = newest if before is None else max(before, newest)
+            view.expire(filling.watermarks[part], part)
+            filling.events += len(batch)
+            self.sources[batch.source].version += 1  # its partial answers changed
+        filling.positions[part] = batch.position
+        self.version += 1
+
+    def backfill_join(self, name: str, part: str) -> bool:
+        """The view has read ``part``'s history up to its live position (the caller checked, in
+        the same step): live batches of it go to the view from now on. True when that was the
+        last partition: the view is live, and answers from it alone."""
+        filling = self.backfills[name]
+        filling.joined.add(part)
+        self.version += 1
+        if not set(self.sources[filling.view.spec.source].positions) <= filling.joined:
+            return False
+        del self.backfills[name]
+        self.views[name] = filling.view  # a changed view: its old definition goes now
+        self.by_source = self._by_source()
+        self.sources[filling.view.spec.source].version += 1
+        return True
+
+    def _backfill(self, spec: ViewSpec, replaces: bool) -> View:
+        view = View(spec, self.sources[spec.source].spec.time_field, self.keep)
+        self.backfills[spec.name] = Backfill(view, replaces)
+        return view
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
@@ -249,21 +348,34 @@ class Registry:
 
     def reconfigure(self, views: dict[str, ViewSpec]) -> None:
         """Take ``views`` as the new definitions, in one step: a view no longer defined goes
-        with its state; a new one starts empty (no partition holds it yet); one whose SQL is the
-        same takes its new options (grace, retention, max_groups: read at each apply). The
-        sources and their schemas must not change (``views.plan.live_refusals`` checks that
-        first), nor any view's SQL under its name."""
+        with its state (and its backfill); a new one backfills when its source keeps history
+        (``history``), else starts empty; one whose SQL is the same takes its new options
+        (grace, retention, max_groups: read at each apply); one whose SQL changed backfills
+        beside its old definition, which answers until the new one is done. The sources and
+        their schemas must not change, nor the SQL of a view whose source keeps no history
+        (``views.plan.live_refusals`` checks that first)."""
         for name in list(self.views):
             if name not in views:
                 del self.views[name]
+                self.backfills.pop(name, None)
         for name, spec in views.items():
             view = self.views.get(name)
-            if view is None:
-                time_field = self.sources[spec.source].spec.time_field
-                self.views[name] = View(spec, time_field, self.keep)
-            else:
-                assert view.spec.fingerprint == spec.fingerprint, f"view {name} changed its SQL"
+            filling = self.backfills.get(name)
+            if filling is not None and filling.view.spec.fingerprint == spec.fingerprint:
+                filling.view.spec = spec  # options only: the backfill goes on
+            elif view is None or (filling is not None and not filling.replaces):
+                if spec.source in self.history:  # new, or a backfilling one changed again
+                    self.views[name] = self._backfill(spec, replaces=False)
+                else:
+                    self.views[name] = View(
+                        spec, self.sources[spec.source].spec.time_field, self.keep
+                    )
+            elif view.spec.fingerprint == spec.fingerprint:
                 view.spec = spec
+                self.backfills.pop(name, None)  # a change taken back before it was done
+            else:
+                assert spec.source in self.history, f"view {name} changed its SQL"
+                self._backfill(spec, replaces=True)
         self.by_source = self._by_source()
         for source in self.sources.values():
             source.version += 1  # answers cached before are not reused
@@ -279,27 +391,38 @@ class Registry:
         apart, one partition at a time (``part_state``). Arrays stay numpy arrays: the snapshot
         codec (``views.snapshot``) writes them as they are. No writer may run until it is
         encoded."""
+        filling = {id(b.view) for b in self.backfills.values()}
         return {
             **(extra or {}),
             "sources": {n: s.to_state(parts=n not in detached) for n, s in self.sources.items()},
             "views": {
                 name: v.to_state(parts=v.spec.source not in detached)
                 for name, v in self.views.items()
+                if id(v) not in filling
+            },
+            "backfills": {
+                name: b.to_state(parts=b.view.spec.source not in detached)
+                for name, b in self.backfills.items()
             },
         }
 
     def load_state(self, state: dict[str, Any]) -> list[str]:
-        """Load a snapshot state; returns notes on views that were added or removed.
+        """Load a snapshot state; returns notes on views that were added, changed or removed.
 
-        Raises ``StateMismatch`` when a view kept its name but changed its SQL: its old state
-        would be silently wrong under the new definition, and the events needed to rebuild it
-        are gone from the trimmed WAL.
+        A backfill the snapshot holds goes on from where it was. A view new since the snapshot,
+        or whose SQL changed, backfills from its source's retained history (``history``); where
+        there is none, a new view starts empty and a changed one raises ``StateMismatch``: its
+        old state would be silently wrong under the new definition, and the events needed to
+        rebuild it are gone from the trimmed WAL.
         """
+        saved: dict[str, Any] = state.get("backfills", {})
         changed = [
             name
             for name, view in self.views.items()
             if name in state["views"]
             and state["views"][name]["fingerprint"] != view.spec.fingerprint
+            and view.spec.source not in self.history
+            and saved.get(name, {}).get("fingerprint") != view.spec.fingerprint
         ]
         if changed:
             raise StateMismatch(
@@ -307,15 +430,27 @@ class Registry:
                 "restore the old definition, or give the new one a new name (it starts empty)"
             )
         notes = []
+        self.backfills.clear()
         for name, source in self.sources.items():
             source.version += 1
             if name in state["sources"]:
                 source.load_state(state["sources"][name])
-        for name, view in self.views.items():
-            if name in state["views"]:
-                view.load_state(state["views"][name])
+        for name, view in list(self.views.items()):
+            spec = view.spec
+            was = state["views"].get(name)
+            if saved.get(name, {}).get("fingerprint") == spec.fingerprint:
+                self.views[name] = self._backfill(spec, replaces=False)
+                self.backfills[name].load_state(saved[name])
+                notes.append(f"view {name} goes on filling from the retained history")
+            elif was is not None and was["fingerprint"] == spec.fingerprint:
+                view.load_state(was)
+            elif spec.source in self.history:
+                self.views[name] = self._backfill(spec, replaces=False)
+                why = "is new" if was is None else "changed its SQL since the snapshot"
+                notes.append(f"view {name} {why}: it fills from the retained history")
             else:
                 notes.append(f"view {name} is new: it counts events from now on")
+        self.by_source = self._by_source()
         notes += [
             f"view {n} is no longer defined: its state was dropped"
             for n in state["views"]
