@@ -64,6 +64,7 @@ class Engine:
         self._backfills: dict[str, asyncio.Task[None]] = {}  # view -> its reader
         self.backfill_chunk_bytes = settings.backfill_chunk_bytes  # log read per step
         self._backfill_began: dict[str, tuple[float, int]] = {}  # view -> (when, read then)
+        self._backfill_failed: dict[str, str] = {}  # view -> why its reader stopped
         self.http.max_receipts = settings.idempotency_max_keys
         self.sources: dict[str, Source] = {
             name: self._source(spec) for name, spec in config.sources.items()
@@ -194,6 +195,7 @@ class Engine:
             running = self._backfills.get(name)
             if running is not None and not running.done():
                 continue
+            self._backfill_failed.pop(name, None)
             filling = self.registry.backfills[name]
             self._backfill_began[name] = (time.monotonic(), _read(filling))
             reader = self.http.backfill(name, self.backfill_chunk_bytes)
@@ -205,7 +207,10 @@ class Engine:
         if self._backfills.get(name) is task:
             del self._backfills[name]
         if not task.cancelled() and task.exception() is not None:
-            log.error("event=backfill_failed view=%s error=%r", name, str(task.exception()))
+            error = str(task.exception())
+            self._backfill_failed[name] = error  # shown with its progress until it is re-applied
+            log.error("event=backfill_failed view=%s error=%r", name, error)
+            return
         # A view changed again while its reader ran: the new backfill needs a reader.
         if name in self.registry.backfills and not task.cancelled():
             self._start_backfills()
@@ -227,6 +232,7 @@ class Engine:
             "unit": "log records",
             "events": filling.events,
             "eta_seconds": eta,
+            "failed": self._backfill_failed.get(name),
         }
 
     async def reload(self) -> None:

@@ -184,8 +184,9 @@ def run_plan(cwd: Path) -> None:
 
 
 def run_apply(cwd: Path) -> None:
-    """A view added to a running server: applied, answering; a changed SQL: refused by name
-    (tests/api/test_apply_config.py has the rest: removal, restart, SIGHUP)."""
+    """A view added to a running server: applied, answering; its SQL changed: applied too (the
+    example keeps events: it backfills); a new source: refused by name
+    (tests/api/test_apply_config.py and test_backfill.py have the rest)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = write_config(cwd)
@@ -207,10 +208,15 @@ def run_apply(cwd: Path) -> None:
                 "AS n FROM orders GROUP", "AS n FROM orders WHERE amount > 1 GROUP"
             )
         )
-        refused = tallyd("apply", "--config", str(changed), "--url", base, cwd=cwd)
+        swapped = tallyd("apply", "--config", str(changed), "--url", base, cwd=cwd)
+        assert swapped.returncode == 0, swapped.stderr
+        assert "applied: view per_status: change" in swapped.stdout
+        sourced = cwd / "sourced.toml"
+        sourced.write_text(changed.read_text() + '\n[sources.clicks]\ntime = "ts"\n')
+        refused = tallyd("apply", "--config", str(sourced), "--url", base, cwd=cwd)
         assert refused.returncode == 1
         assert "answered 409" in refused.stderr
-        assert "view per_status: its SQL changed" in refused.stderr
+        assert "source clicks: sources change only at a restart" in refused.stderr
         stop(proc, cwd)
 
 

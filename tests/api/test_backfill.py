@@ -280,3 +280,27 @@ async def test_the_log_a_backfill_has_still_to_read_is_never_trimmed(tmp_path: P
         await asyncio.sleep(0.01)  # segments are aged by their modification time, in ms
         await asyncio.to_thread(engine.http.trim, 30)
         assert 1 < engine.http.wal.first() <= 21  # what it has read may go, and only that
+
+
+@pytest.mark.asyncio
+async def test_a_backfill_that_cannot_read_its_history_says_why(tmp_path: Path) -> None:
+    async with running(TWIN, tmp_path) as (client, engine):
+        writer = Writer(client, 6, 30)
+        await writer.run()
+        oldest = engine.http.wal.segments()[0][1]
+        oldest.unlink()  # damage: the history is gone from under a backfill that starts at 0
+        async with engine.committer.step() as step:
+            step.reconfigure(parse(tomllib.loads(ADDED), "test.toml").views)
+            engine.registry.backfills["added"].positions[""] = 0
+        engine._start_backfills()  # what apply_config does after its step
+
+        async def failed() -> bool:
+            r = await client.get("/v1/views/added")
+            return (await r.json())["freshness"]["backfill"]["failed"] is not None
+
+        await until(failed, 10)
+        r = await client.get("/v1/views")
+        (listed,) = [v for v in (await r.json())["views"] if v["name"] == "added"]
+        assert "record 1 is gone: the log begins at record" in listed["backfill"]["failed"]
+        r = await client.get("/v1/views/added")
+        assert (await r.json())["freshness"]["backfilling"] is True  # partial, and it says so
