@@ -617,3 +617,41 @@ def test_hop_panes_fold_the_same_when_their_codes_do_not_pack(
     assert calls["n"] >= fails  # the fallback was taken
     assert rows(fallback, "h") == rows(packed, "h")
     assert len(rows(packed, "h")) > 3 * 4  # several keys, each in many windows
+
+
+def test_tumbling_pairs_are_placed_the_same_when_their_codes_do_not_pack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_place`` packs (bucket, key slot) into one code to find each row's pair; a span too
+    wide to pack (no batch of real event times is) falls back to sorting both columns, which
+    must place every row in the same pair."""
+    config = parse(
+        {
+            "sources": SOURCES,
+            "views": {
+                "t": {
+                    "sql": "SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, sum(x) AS total "
+                    "FROM s GROUP BY k, m",
+                    "grace": "1h",
+                }
+            },
+        }
+    )
+    rng = random.Random(11)
+    events = [
+        {"ts": T0 + rng.randrange(30 * MINUTE), "k": rng.choice("abcd"), "x": rng.randrange(50)}
+        for _ in range(300)
+    ]
+    packed = Registry(config.sources, config.views)
+    packed.apply(Batch("s", [dict(e) for e in events], 1, part="p0"))
+    calls = {"n": 0}
+
+    def never_packs(columns: list[np.ndarray]) -> None:
+        calls["n"] += 1
+
+    monkeypatch.setattr(views.view, "pack", never_packs)
+    fallback = Registry(config.sources, config.views)
+    fallback.apply(Batch("s", [dict(e) for e in events], 1, part="p0"))
+    assert calls["n"] >= 1  # the fallback was taken
+    assert rows(fallback, "t") == rows(packed, "t")
+    assert len(rows(packed, "t")) > 4 * 20  # four keys, each in most of the 30 minutes
