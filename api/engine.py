@@ -60,7 +60,7 @@ class Engine:
         self.http.receipt_ttl_ms = settings.idempotency_ttl
         if settings.retain_events:  # the HTTP log is kept: new and changed views backfill
             self.http.retain = Retain(settings.retain_events, settings.retain_events_bytes)
-            self.registry.history = history(config)
+        self.registry.history = history(config)  # ... and always from Kafka topics
         self._backfills: dict[str, asyncio.Task[None]] = {}  # view -> its reader
         self.backfill_chunk_bytes = settings.backfill_chunk_bytes  # log read per step
         self._backfill_began: dict[str, tuple[float, int]] = {}  # view -> (when, read then)
@@ -197,8 +197,13 @@ class Engine:
                 continue
             self._backfill_failed.pop(name, None)
             filling = self.registry.backfills[name]
-            self._backfill_began[name] = (time.monotonic(), _read(filling))
-            reader = self.http.backfill(name, self.backfill_chunk_bytes)
+            self._backfill_began[name] = (time.monotonic(), self._progress(filling)[0])
+            source = self.sources[filling.view.spec.source]
+            reader = (
+                source.backfill(name, self.backfill_chunk_bytes)
+                if isinstance(source, KafkaSource)
+                else self.http.backfill(name, self.backfill_chunk_bytes)
+            )
             task = asyncio.create_task(reader, name=f"tallyd-backfill-{name}")
             task.add_done_callback(partial(self._backfill_ended, name))
             self._backfills[name] = task
@@ -215,13 +220,28 @@ class Engine:
         if name in self.registry.backfills and not task.cancelled():
             self._start_backfills()
 
+    def _progress(self, filling: Backfill) -> tuple[int, int]:
+        """(records read, records to read) over the parts whose history it reads: those of the
+        HTTP log (one part, up to the log's applied position) or of the topic's partitions (up
+        to each one's live position)."""
+        source = filling.view.spec.source
+        live = (
+            {"": self.http.position}
+            if self.config.sources[source].kind == "http"
+            else self.registry.sources[source].positions
+        )
+        read = total = 0
+        for part, began in filling.began.items():
+            done = filling.positions.get(part, began) - began
+            read += done
+            total += max(live.get(part, began) - began, done)
+        return read, total
+
     def backfill_progress(self, name: str) -> dict[str, Any]:
         """How far a view's backfill is: log records read of those to read, events applied, and
         when, at the pace since its reader started, it should be done."""
         filling = self.registry.backfills[name]
-        began = filling.began.get("", self.http.position)
-        read = _read(filling)
-        total = max(self.http.position - began, read)
+        read, total = self._progress(filling)
         started, read_then = self._backfill_began.get(name, (time.monotonic(), read))
         pace = (read - read_then) / max(time.monotonic() - started, 1e-9)
         eta = None if pace <= 0 else round((total - read) / pace, 1)
@@ -229,7 +249,7 @@ class Engine:
             "replaces": filling.replaces,
             "read": read,
             "total": total,
-            "unit": "log records",
+            "unit": "records",
             "events": filling.events,
             "eta_seconds": eta,
             "failed": self._backfill_failed.get(name),
@@ -327,11 +347,6 @@ class Engine:
         if self.peer_session is not None:
             await self.peer_session.close()
             self.peer_session = None
-
-
-def _read(filling: Backfill) -> int:
-    """Log records a backfill has read (or skipped: another source's)."""
-    return filling.positions.get("", 0) - filling.began.get("", 0)
 
 
 ENGINE = web.AppKey("engine", Engine)

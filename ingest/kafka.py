@@ -42,6 +42,7 @@ from aiokafka import (
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from ingest import faults
 from ingest.changes import ChangeDecoder
 from ingest.cluster import Membership
 from ingest.commit import Committer, Step
@@ -64,7 +65,7 @@ from ingest.snapshots import atomic_write
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
 from views.config import KAFKA_TIMESTAMP
-from views.registry import Batch, BuiltPart, StateMismatch
+from views.registry import Backfill, Batch, BuiltPart, StateMismatch
 from views.spec import SourceSpec
 from views.timefmt import format_optional
 
@@ -482,6 +483,142 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
             self.consumer = None
+
+    # -- backfills: a view added or changed on the running server reads the topic ---------------
+
+    async def backfill(self, name: str, chunk_bytes: int) -> None:
+        """Feed the view ``name`` the history of every partition this member owns, from the
+        log start up to where the live views are, with a consumer of its own (no group: the
+        parts are assigned to it directly) while the live consumer goes on. Each part joins the
+        live views in the step in which everything below their position has been read; the view
+        is live once every part has. Records are decoded as the live path decodes them, with
+        change-stream and request-key state of its own, from the log start. Broker trouble is
+        retried, as the live consumer's is."""
+        backoff = 0.5
+        while self.registry.backfills.get(name) is not None:
+            try:
+                await self._backfill_session(name, chunk_bytes)
+                return
+            except (KafkaError, OSError) as err:
+                log.warning("event=backfill_retry view=%s error=%r", name, str(err))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _backfill_session(self, name: str, chunk_bytes: int) -> None:
+        registry = self.registry
+        filling = registry.backfills.get(name)
+        if filling is None:
+            return
+        changes = ChangeDecoder(
+            self.changes.decoder, self.spec.format, self.spec.time_field == KAFKA_TIMESTAMP
+        )
+        keys = TopicKeys(self.spec.name, self.keys.limits)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.options["bootstrap"],
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a part whose log start moved on: from the new one
+            max_partition_fetch_bytes=chunk_bytes,
+            fetch_max_bytes=chunk_bytes,
+            retry_backoff_ms=200,
+        )
+        await consumer.start()
+        try:
+            reading: set[str] = set()
+            while registry.backfills.get(name) is filling:
+                wanted = {
+                    p
+                    for p in self.owned
+                    if p not in filling.joined and p not in self.partition_errors
+                }
+                # A part handed away and back meanwhile was forgotten (``Registry.drop_part``):
+                # it is read again from its start, with what was fetched of it dropped.
+                new = (wanted - reading) | {p for p in wanted & reading if p not in filling.began}
+                if wanted != reading or new:
+                    for part in (reading - wanted) | new:
+                        keys.drop(part)
+                    await self._backfill_assign(consumer, filling, new, wanted)
+                    reading = wanted
+                if not reading:
+                    async with self.committer.step():
+                        if registry.backfills.get(name) is not filling:
+                            return
+                        # Nothing left to read here: live once every part applied has joined
+                        # (not before this member owns one: it would then miss their history).
+                        if self.owned and registry.backfill_join(name, None):
+                            break
+                    await asyncio.sleep(0.1)  # until the group gives this member a partition
+                    continue
+                fetched = await consumer.getmany(timeout_ms=200)
+                ends = {part: await consumer.position(_partition(part)) for part in reading}
+                async with self.committer.step():
+                    if registry.backfills.get(name) is not filling:
+                        return
+                    done = self._backfill_step(name, filling, fetched, ends, changes, keys)
+                faults.reached("mid_backfill")
+                if done:
+                    break
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+        log.info("event=backfill_done view=%s events=%d", name, filling.events)
+        await self.save(force=True)  # the view's parts, now live, into the part files
+
+    async def _backfill_assign(
+        self, consumer: AIOKafkaConsumer, filling: Backfill, new: set[str], wanted: set[str]
+    ) -> None:
+        """Read ``wanted`` from now on; the ``new`` ones from where their backfill got to (a
+        part handed over and back starts over: ``Registry.drop_part`` forgot it) or the start."""
+        consumer.assign([_partition(p) for p in sorted(wanted)])
+        starting = [_partition(p) for p in sorted(new) if p not in filling.positions]
+        for part in sorted(new - {part_name(tp) for tp in starting}):
+            consumer.seek(_partition(part), filling.positions[part])
+        if starting:
+            begins = await consumer.beginning_offsets(starting)
+            for tp in starting:
+                consumer.seek(tp, begins[tp])
+                filling.began[part_name(tp)] = filling.positions[part_name(tp)] = begins[tp]
+
+    def _backfill_step(
+        self,
+        name: str,
+        filling: Backfill,
+        fetched: dict[TopicPartition, list[Any]],
+        ends: dict[str, int],
+        changes: ChangeDecoder,
+        keys: TopicKeys,
+    ) -> bool:
+        """In a step: apply what was fetched below each part's live position, and join the parts
+        whose every record below it has now been read. True when the view is live."""
+        live = self.registry.sources[self.name].positions
+        for part, end in ends.items():
+            if part not in self.owned or part in filling.joined or part not in filling.began:
+                continue  # moved away (and maybe back) meanwhile: Registry.drop_part forgot it
+            tp = _partition(part)
+            below = live.get(part)
+            messages = [
+                m
+                for m in fetched.get(tp, [])
+                if m.offset >= filling.positions.get(part, 0)
+                and (below is None or m.offset < below)
+            ]
+            if messages:
+                position = messages[-1].offset + 1
+                screened = keys.screen(part, messages)
+                if screened is not None:
+                    keys.commit(part, screened)
+                    messages = screened.kept
+                decoded = changes.decode(part, [(m.offset, m.timestamp, m.value) for m in messages])
+                weights = decoded.weights if self.spec.retracting else None
+                batch = Batch(self.name, decoded.events, position, decoded.poison, part, weights)
+                self.registry.backfill_apply(name, batch)
+            # Nothing applied live yet (then the live path brings everything), or the reader
+            # is at or past the live position: every record below it is read.
+            if below is None or end >= below:
+                filling.positions[part] = max(filling.positions.get(part, 0), below or 0)
+                if self.registry.backfill_join(name, part):
+                    return True
+        return False
 
     # -- writes through the topic ([cluster]) -----------------------------------------------------
 

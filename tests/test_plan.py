@@ -106,19 +106,30 @@ def test_with_retained_events_added_and_changed_views_backfill_live(
         "the server kept (retain_events) beside the old one, which answers until then" in out
     )
     assert "Plan: 1 to add, 1 to change, 0 to remove.\nApplies live: tallyd apply" in out
-    # a Kafka source keeps no history tallyd can read yet: its views start empty, SQL refused
-    kafka = kept.replace(
-        '[sources.orders]\ntime = "ts"',
-        '[sources.orders]\nfrom = "kafka"\nbootstrap = "127.0.0.1:9092"\ntopic = "o"\n'
-        'group = "g"\ntime = "ts"',
-    )
-    current.write_text(kafka)
-    proposed.write_text(kafka.replace("status = 'paid'", "status IN ('paid', 'shipped')"))
-    code = main(["plan", "--config", str(proposed), "--current", str(current)])
-    out = capsys.readouterr().out
+    where = "status IN ('paid', 'shipped')"
+    # a Kafka source: its views fill from the topic, retain_events or not
+    kafka = 'from = "kafka"\nbootstrap = "127.0.0.1:9092"\ntopic = "o"\ngroup = "g"\n'
+    code, out = plan_source(tmp_path, BASE, kafka, where, capsys)
     assert code == 2
-    assert "built for HTTP sources only; orders is not one" in out
+    assert "the new definition fills from the topic, from its log start" in out
+    assert "Applies live" in out
+    # a file source keeps no history tallyd reads yet: a changed SQL is refused
+    code, out = plan_source(tmp_path, kept, 'from = "file"\npath = "o.ndjson"\n', where, capsys)
+    assert code == 2
+    assert "built for Kafka and HTTP sources; orders reads files" in out
     assert "Not applicable live" in out
+
+
+def plan_source(
+    tmp_path: Path, base: str, source: str, where: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """The plan of the revenue view's WHERE changed, its source being ``source`` (TOML lines)."""
+    current, proposed = tmp_path / "current.toml", tmp_path / "new.toml"
+    text = base.replace('[sources.orders]\ntime = "ts"', f'[sources.orders]\n{source}time = "ts"')
+    current.write_text(text)
+    proposed.write_text(text.replace("status = 'paid'", where))
+    code = main(["plan", "--config", str(proposed), "--current", str(current)])
+    return code, capsys.readouterr().out
 
 
 def test_a_removed_view_and_changed_settings(

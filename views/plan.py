@@ -11,7 +11,8 @@ settings differ.
 Each entry also says what applying it does, and the plan whether it can be applied to the
 running server (``tallyd apply``, SIGHUP: ``live_refusals``) or only at a restart. Removed views'
 state goes, options change in place. A view added, or whose SQL changed under its name, fills
-from its source's retained history (``history``: the HTTP log kept under ``retain_events``) —
+from its source's history (``history``: a Kafka topic; the HTTP log kept under
+``retain_events``) —
 a changed one beside its old definition, which answers until the new one has caught up. Where
 no history is kept, an added view starts empty and a changed one is refused (its state was made
 for the old SQL).
@@ -117,15 +118,18 @@ class Plan:
 
 
 def history(config: Config) -> frozenset[str]:
-    """The sources whose views can fill from kept history: the HTTP ones, when the server keeps
-    its log (``retain_events``). Kafka and file sources do not backfill yet."""
+    """The sources whose views can fill from history: Kafka ones (their topic, as far as its
+    retention keeps it), and the HTTP ones when the server keeps its log (``retain_events``).
+    File sources do not backfill yet."""
     try:
         kept = parse_duration_or_off(str(config.server.get("retain_events", "off")))
     except ValueError:
         kept = 0  # a bad value: the server refuses to start with it, so nothing is kept
-    if not kept:
-        return frozenset()
-    return frozenset(name for name, spec in config.sources.items() if spec.kind == "http")
+    return frozenset(
+        name
+        for name, spec in config.sources.items()
+        if spec.kind == "kafka" or (spec.kind == "http" and kept)
+    )
 
 
 def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan:
@@ -148,8 +152,8 @@ def _views(current: Config, new: Config) -> list[Entry]:
         if old is None:
             if view.source in history(current):
                 effect = (
-                    "fills from the events the server kept (retain_events) when applied, then "
-                    "counts live ones; its answers say backfilling: true until it has caught up"
+                    f"fills from {_kept(current, view.source)} when applied, then counts live "
+                    "ones; its answers say backfilling: true until it has caught up"
                 )
             else:
                 effect = (
@@ -175,9 +179,9 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
         what = [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)]
         if new.source in history(current):
             effect = (
-                "the new definition fills from the events the server kept (retain_events) "
-                "beside the old one, which answers until then; then one step switches every "
-                "query, series and live stream to it"
+                f"the new definition fills from {_kept(current, new.source)} beside the old "
+                "one, which answers until then; then one step switches every query, series "
+                "and live stream to it"
             )
         else:
             effect = (
@@ -197,10 +201,17 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
     return Entry("view", name, "change", what, "takes effect when applied; its state is kept")
 
 
+def _kept(config: Config, source: str) -> str:
+    """Where a view of ``source`` fills from."""
+    if config.sources[source].kind == "kafka":
+        return "the topic, from its log start"
+    return "the events the server kept (retain_events)"
+
+
 def _no_history(config: Config, source: str) -> str:
     """Why a view of ``source`` cannot fill from history."""
-    if config.sources[source].kind != "http":
-        return f"filling from history is built for HTTP sources only; {source} is not one"
+    if config.sources[source].kind == "file":
+        return f"filling from history is built for Kafka and HTTP sources; {source} reads files"
     return "set retain_events in [server] to keep the events new views fill from"
 
 

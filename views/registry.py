@@ -117,15 +117,26 @@ class Backfill:
     began: dict[str, int] = field(default_factory=dict)  # part -> where its history began
     events: int = 0  # history events read
 
+    def drop(self, part: str) -> None:
+        """Forget ``part``: its state, where its history was read to (it moved away, or its
+        backfill starts over)."""
+        self.view.parts.pop(part, None)
+        for progress in (self.positions, self.watermarks, self.began):
+            progress.pop(part, None)
+        self.joined.discard(part)
+
     def to_state(self, parts: bool = True) -> dict[str, Any]:
+        """``parts``: whether its partitions ride along; without them (a source whose parts are
+        saved apart: Kafka's part files, which hold live views only), a restart reads the history
+        again from the start, so no progress is saved either."""
         return {
             "fingerprint": self.view.spec.fingerprint,
             "replaces": self.replaces,
-            "positions": self.positions,
-            "watermarks": self.watermarks,
-            "joined": sorted(self.joined),
-            "began": self.began,
-            "events": self.events,
+            "positions": self.positions if parts else {},
+            "watermarks": self.watermarks if parts else {},
+            "joined": sorted(self.joined) if parts else [],
+            "began": self.began if parts else {},
+            "events": self.events if parts else 0,
             "view": self.view.to_state(parts),
         }
 
@@ -151,8 +162,8 @@ class Registry:
         self.views = {
             name: View(spec, sources[spec.source].time_field, keep) for name, spec in views.items()
         }
-        # Sources whose history is kept (the HTTP WAL under retain_events): their new and
-        # changed views fill from it (``Backfill``) instead of starting empty.
+        # Sources whose history can be read again (Kafka topics; the HTTP WAL under
+        # retain_events): their new and changed views fill from it (``Backfill``).
         self.history: frozenset[str] = frozenset()
         self.backfills: dict[str, Backfill] = {}  # view name -> its backfill, while it runs
         self.by_source = self._by_source()
@@ -254,13 +265,15 @@ class Registry:
         filling.positions[part] = batch.position
         self.version += 1
 
-    def backfill_join(self, name: str, part: str) -> bool:
+    def backfill_join(self, name: str, part: str | None) -> bool:
         """The view has read ``part``'s history up to its live position (the caller checked, in
-        the same step): live batches of it go to the view from now on. True when that was the
-        last partition: the view is live, and answers from it alone."""
+        the same step): live batches of it go to the view from now on. True when every
+        partition the source has applied batches of has joined (``part`` None: only check):
+        the view is live, and answers from it alone."""
         filling = self.backfills[name]
-        filling.joined.add(part)
-        self.version += 1
+        if part is not None:
+            filling.joined.add(part)
+            self.version += 1
         if not set(self.sources[filling.view.spec.source].positions) <= filling.joined:
             return False
         del self.backfills[name]
@@ -341,6 +354,9 @@ class Registry:
         self.sources[source].version += 1
         for view in self.by_source[source]:
             view.parts.pop(part, None)
+        for filling in self.backfills.values():  # the part's next owner reads its history
+            if filling.view.spec.source == source:
+                filling.drop(part)
         self.sources[source].positions.pop(part, None)
         self.sources[source].watermarks.pop(part, None)
 
