@@ -25,7 +25,11 @@
   function fresh(f) {
     if (!f) return "";
     const at = f.watermark ? f.watermark.replace("T", " ").replace(/\.\d+Z$/, " UTC") : "\u2013";
-    return "data up to " + at + " · " + f.position;
+    const text = "data up to " + at + " · " + f.position;
+    if (!f.backfilling) return text;
+    const b = f.backfill;  // a view added or changed live, still reading its history
+    return text + " · filling from history: " + tallydNumber(b.read) + " of " +
+      tallydNumber(b.total) + " records" + (b.failed ? " (stopped: " + b.failed + ")" : "");
   }
 
   // ---- cells: one readable form per kind of value -------------------------------------------

@@ -12,13 +12,17 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.api.test_backfill import ADDED, TWIN
+from tests.api.test_backfill import body as backfill_body
 from tests.browser.test_charts import ARTIFACTS, T0, browser
 from tests.helpers import ndjson, running
+from views.config import parse
 
 playwright = pytest.importorskip("playwright.async_api")
 
@@ -240,4 +244,26 @@ async def test_views_past_the_stream_limit_are_read_once_and_say_so(tmp_path: Pa
             notes = await page.locator(".note").all_inner_texts()
             assert [n.endswith("· not live") for n in notes] == [False, False] + [True] * 8
             assert problems == []
+            await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_a_view_filling_from_history_says_so(tmp_path: Path) -> None:
+    """A view added live answers partial until its backfill is done; its box says so, with the
+    progress its answers carry (here a backfill whose reader never started: it stays put)."""
+    async with running(TWIN, tmp_path) as (client, engine):
+        data, _ = backfill_body(random.Random(2), 0, large=False)
+        assert (await client.post("/v1/sources/orders/events", data=data)).status == 200
+        async with engine.committer.step() as step:
+            step.reconfigure(parse(tomllib.loads(ADDED), "test.toml").views)
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+            await page.goto(str(client.make_url("/")))
+            box = page.locator(".view", has=page.locator("h2", has_text=re.compile("^added$")))
+            fresh = box.locator(".fresh")
+            await fresh.filter(has_text="filling from history").wait_for(timeout=20_000)
+            assert "filling from history: 0 of 0 records" in await fresh.inner_text()
+            other = page.locator(".view", has=page.locator("h2", has_text=re.compile("^twin$")))
+            assert "filling" not in await other.locator(".fresh").inner_text()
             await chromium.close()
