@@ -201,7 +201,7 @@ class Engine:
             source = self.sources[filling.view.spec.source]
             reader = (
                 source.backfill(name, self.backfill_chunk_bytes)
-                if isinstance(source, KafkaSource)
+                if isinstance(source, KafkaSource | FileSource)
                 else self.http.backfill(name, self.backfill_chunk_bytes)
             )
             task = asyncio.create_task(reader, name=f"tallyd-backfill-{name}")
@@ -225,7 +225,7 @@ class Engine:
         HTTP log (one part, up to the log's applied position) or of the topic's partitions (up
         to each one's live position)."""
         source = filling.view.spec.source
-        live = (
+        live = (  # HTTP: log records; Kafka: offsets; files: bytes
             {"": self.http.position}
             if self.config.sources[source].kind == "http"
             else self.registry.sources[source].positions
@@ -249,7 +249,9 @@ class Engine:
             "replaces": filling.replaces,
             "read": read,
             "total": total,
-            "unit": "records",
+            "unit": "bytes"
+            if self.config.sources[filling.view.spec.source].kind == "file"
+            else "records",
             "events": filling.events,
             "eta_seconds": eta,
             "failed": self._backfill_failed.get(name),

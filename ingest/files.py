@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from ingest import faults
 from ingest.commit import Committer
 from ingest.decode import Decoder, LineError, rejected_record
 from ingest.source import Background, oldest, partition_positions
@@ -127,6 +128,61 @@ class FileSource(Background):
             await self.committer.commit(Batch(self.name, events, end, rejected, path))
             await asyncio.sleep(0)
         return True
+
+    # -- backfills: a view added or changed on the running server reads the files again ---------
+
+    async def backfill(self, name: str, chunk_bytes: int) -> None:
+        """Feed the view ``name`` every file this source has read, from byte 0 up to where the
+        live views are, a chunk per step (read and decoded in a worker thread, as the live
+        reader decodes it); a file joins the live views in the step in which the chunk read
+        reaches their position, and the view is live once every file has."""
+        registry = self.registry
+        filling = registry.backfills.get(name)
+        while filling is not None:
+            async with self.committer.step():
+                if registry.backfills.get(name) is not filling:
+                    return
+                live = dict(registry.sources[self.name].positions)
+                todo = [path for path in sorted(live) if path not in filling.joined]
+                if not todo and registry.backfill_join(name, None):
+                    break
+            path = todo[0]
+            at = filling.positions.get(path, 0)
+            read = await asyncio.to_thread(self._history, path, at, chunk_bytes, live[path])
+            async with self.committer.step():
+                if registry.backfills.get(name) is not filling:
+                    return
+                filling.began.setdefault(path, 0)
+                for events, end in read:
+                    registry.backfill_apply(name, Batch(self.name, events, end, [], path))
+                caught = (
+                    filling.positions.get(path, 0) >= registry.sources[self.name].positions[path]
+                )
+                if caught and registry.backfill_join(name, path):
+                    break
+            faults.reached("mid_backfill")
+        log.info("event=backfill_done view=%s", name)
+
+    def _history(
+        self, path: str, at: int, size: int, live: int
+    ) -> list[tuple[list[dict[str, Any]], int]]:
+        """The complete lines of about ``size`` bytes at ``at`` (more when one line is longer),
+        never past ``live``, as batches of events and where each ends (blocking: a worker
+        thread). The live position is at a line's end: a last line without a newline was
+        applied only once the file was complete."""
+        if self.spec.format == "csv" and path not in self.headers:
+            self.headers[path] = _header(path)
+        while True:
+            size = min(size, live - at)
+            lines = complete_lines(_read_chunk(path, at, size), at, final=at + size >= live)
+            if lines or at + size >= live:
+                break
+            size *= 2
+        out = []
+        for start in range(0, len(lines), MAX_LINES):
+            part = lines[start : start + MAX_LINES]
+            out.append((self._decode(path, part)[0], part[-1][2]))
+        return out
 
     def _decode(
         self, path: str, lines: list[tuple[int, bytes, int]]

@@ -113,11 +113,11 @@ def test_with_retained_events_added_and_changed_views_backfill_live(
     assert code == 2
     assert "the new definition fills from the topic, from its log start" in out
     assert "Applies live" in out
-    # a file source keeps no history tallyd reads yet: a changed SQL is refused
-    code, out = plan_source(tmp_path, kept, 'from = "file"\npath = "o.ndjson"\n', where, capsys)
+    # a file source: the files, read again
+    code, out = plan_source(tmp_path, BASE, 'from = "file"\npath = "o.ndjson"\n', where, capsys)
     assert code == 2
-    assert "built for Kafka and HTTP sources; orders reads files" in out
-    assert "Not applicable live" in out
+    assert "the new definition fills from the files, from their first line" in out
+    assert "Applies live" in out
 
 
 def plan_source(

@@ -119,17 +119,13 @@ class Plan:
 
 def history(config: Config) -> frozenset[str]:
     """The sources whose views can fill from history: Kafka ones (their topic, as far as its
-    retention keeps it), and the HTTP ones when the server keeps its log (``retain_events``).
-    File sources do not backfill yet."""
+    retention keeps it), file ones (the files), and the HTTP ones when the server keeps its log
+    (``retain_events``)."""
     try:
         kept = parse_duration_or_off(str(config.server.get("retain_events", "off")))
     except ValueError:
         kept = 0  # a bad value: the server refuses to start with it, so nothing is kept
-    return frozenset(
-        name
-        for name, spec in config.sources.items()
-        if spec.kind == "kafka" or (spec.kind == "http" and kept)
-    )
+    return frozenset(name for name, spec in config.sources.items() if spec.kind != "http" or kept)
 
 
 def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan:
@@ -203,15 +199,16 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
 
 def _kept(config: Config, source: str) -> str:
     """Where a view of ``source`` fills from."""
-    if config.sources[source].kind == "kafka":
+    kind = config.sources[source].kind
+    if kind == "kafka":
         return "the topic, from its log start"
+    if kind == "file":
+        return "the files, from their first line"
     return "the events the server kept (retain_events)"
 
 
 def _no_history(config: Config, source: str) -> str:
-    """Why a view of ``source`` cannot fill from history."""
-    if config.sources[source].kind == "file":
-        return f"filling from history is built for Kafka and HTTP sources; {source} reads files"
+    """Why a view of ``source`` (an HTTP one) cannot fill from history."""
     return "set retain_events in [server] to keep the events new views fill from"
 
 

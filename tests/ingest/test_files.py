@@ -3,6 +3,8 @@ crashes so no line is skipped or counted twice."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import orjson
 import pytest
 
 from ingest.files import complete_lines
+from tests.api.test_backfill import to_ms
 from tests.helpers import BASE_TS, fetch_all, running, until
 
 
@@ -128,3 +131,85 @@ async def test_csv_and_a_truncated_file(tmp_path: Path) -> None:
         error = body["error"]["sources"]["logs"]["files"][str(data)]["error"]
         assert "shorter than its saved position" in error
         assert await fetch_all(client, "/v1/views/by_key") == expected(list(range(90)))
+
+
+@pytest.mark.asyncio
+async def test_a_view_added_live_fills_from_the_files_while_they_grow(tmp_path: Path) -> None:
+    """Issue 17: a view added by ``POST /v1/admin/config`` reads every file again from its first
+    line up to where the live views are — a chunk per step, while lines keep being appended —
+    and joins them file by file: then it equals the plain-Python reference over every line, and
+    a twin defined from the start."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    windowed = (
+        "SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, sum(x) AS total "
+        "FROM f WHERE x IS NULL OR x > 2 GROUP BY k, m"
+    )
+    twin = f"""
+[sources.f]
+from = "file"
+path = "{inputs / "*.ndjson"}"
+follow = true
+time = "ts"
+fields = {{ k = "string", x = "number" }}
+
+[views.twin]
+sql = "{windowed}"
+grace = "1h"
+"""
+    added = twin + f'\n[views.added]\nsql = "{windowed}"\ngrace = "1h"\n'
+    rng = random.Random(4)
+    written: list[dict[str, Any]] = []
+
+    def append(path: Path, n: int) -> None:
+        events = []
+        for _ in range(n):
+            event: dict[str, Any] = {"ts": BASE_TS + len(written) * 500, "k": rng.choice("ab")}
+            if rng.random() < 0.8:
+                event["x"] = rng.choice([None, rng.randint(0, 9)])
+            events.append(event)
+            written.append(event)
+        with path.open("ab") as f:
+            f.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+    def reference() -> dict[tuple[str, int], tuple[int, Any]]:
+        out: dict[tuple[str, int], list[Any]] = {}
+        for e in written:
+            x = e.get("x")
+            if x is not None and x <= 2:
+                continue
+            row = out.setdefault((e["k"], e["ts"] // 60_000 * 60_000), [0, None])
+            row[0] += 1
+            if x is not None:
+                row[1] = (row[1] or 0) + x
+        return {key: (n, total) for key, (n, total) in out.items()}
+
+    async def rows(view: str) -> dict[tuple[str, int], tuple[int, Any]]:
+        got = await fetch_all(client, f"/v1/views/{view}")
+        return {(r["k"], to_ms(r["m"])): (r["n"], r["total"]) for r in got}
+
+    for name in ("a.ndjson", "b.ndjson"):
+        append(inputs / name, 3000)
+    async with running(twin, tmp_path / "d", backfill_chunk_bytes=20_000) as (client, engine):
+        positions = engine.registry.sources["f"].positions
+
+        async def caught_up() -> bool:  # every line written is applied live
+            sizes = {str(p): p.stat().st_size for p in inputs.glob("*.ndjson")}
+            return positions == sizes
+
+        await until(caught_up, 30)
+        r = await client.post("/v1/admin/config", data=added)
+        assert r.status == 200, await r.text()
+        for _ in range(10):  # lines keep coming while it reads (~15 steps a file)
+            append(inputs / rng.choice(("a.ndjson", "b.ndjson")), 40)
+            await asyncio.sleep(0.01)
+
+        async def filled() -> bool:
+            r = await client.get("/v1/views/added")
+            return (await r.json())["freshness"]["backfilling"] is False
+
+        await until(filled, 30)
+        await until(caught_up, 30)
+        expected = reference()
+        assert await rows("added") == expected
+        assert await rows("twin") == expected
