@@ -182,9 +182,39 @@ class Engine:
         if plan.not_live:
             raise NotLive(plan, plan.not_live)
         if plan.changes:
+            old = self.config.sources
+            gone = [n for n in old if n not in new.sources or old[n] != new.sources[n]]
+            readers = [  # a backfill reads through its source: restarted with it
+                (view, task)
+                for view, task in self._backfills.items()
+                if view not in self.registry.backfills
+                or self.registry.backfills[view].view.spec.source in gone
+            ]
+            for view, task in readers:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                self._backfills.pop(view, None)
+            for name in gone:  # removed, or restarted: stopped first (Kafka saves its parts)
+                source = self.sources[name]
+                if source in self._started:
+                    await source.stop()
+                    self._started.remove(source)
+            fresh = {
+                name: self._source(spec)
+                for name, spec in new.sources.items()
+                if name not in old or name in gone
+            }
             async with self.committer.step() as step:
-                step.reconfigure(new.views)
+                step.reconfigure(new.views, new.sources if old != new.sources else None)
+                self.sources = {n: fresh.get(n) or self.sources[n] for n in new.sources}
+                self.committer.detached = frozenset(
+                    n for n, s in self.sources.items() if s.detached
+                )
+                self.registry.history = history(new)
                 self.config = dataclasses.replace(new, path=self.config.path)
+            for source in fresh.values():
+                await source.start()
+                self._started.append(source)
             self._start_backfills()
             await self.snapshot()
         return plan

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from ingest.snapshots import SnapshotStore
 from views import snapshot
 from views.registry import Applied, Batch, BuiltPart, Registry
-from views.spec import ViewSpec
+from views.spec import SourceSpec, ViewSpec
 
 log = logging.getLogger("tallyd.commit")
 
@@ -104,8 +104,10 @@ class Step:
     def drop_part(self, source: str, part: str) -> None:
         self.registry.drop_part(source, part)
 
-    def reconfigure(self, views: dict[str, ViewSpec]) -> None:
-        self.registry.reconfigure(views)
+    def reconfigure(
+        self, views: dict[str, ViewSpec], sources: dict[str, SourceSpec] | None = None
+    ) -> None:
+        self.registry.reconfigure(views, sources)
 
     def part_state(self, source: str, part: str) -> dict[str, Any]:
         return self.registry.part_state(source, part)

@@ -163,7 +163,10 @@ class HttpLog:
         replayed = 0
         for seq, payload in self.wal.open(after=self.position):
             batch, receipt = self._batch(seq, payload)
-            self._apply(step, batch, receipt)
+            if batch.source in self.registry.sources:
+                self._apply(step, batch, receipt)
+            else:  # a source removed from the config: its events go with it
+                self.position = max(self.position, seq)
             replayed += 1
         return replayed, self.wal.truncated_bytes
 
@@ -178,6 +181,8 @@ class HttpLog:
         header, body = payload[1:].split(b"\n", 1)
         head = orjson.loads(header)
         source = head["source"]
+        if source not in self.registry.sources:  # removed from the config: nothing to read
+            return Batch(source, [], seq), None
         decoder = Decoder(self.registry.sources[source].spec, max_line_bytes=len(body) + 1)
         columns = decoder.columns(body)
         if columns is not None:

@@ -185,7 +185,7 @@ def run_plan(cwd: Path) -> None:
 
 def run_apply(cwd: Path) -> None:
     """A view added to a running server: applied, answering; its SQL changed: applied too (the
-    example keeps events: it backfills); a new source: refused by name
+    example keeps events: it backfills); a source's declared field types changed: refused by name
     (tests/api/test_apply_config.py and test_backfill.py have the rest)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -211,12 +211,12 @@ def run_apply(cwd: Path) -> None:
         swapped = tallyd("apply", "--config", str(changed), "--url", base, cwd=cwd)
         assert swapped.returncode == 0, swapped.stderr
         assert "applied: view per_status: change" in swapped.stdout
-        sourced = cwd / "sourced.toml"
-        sourced.write_text(changed.read_text() + '\n[sources.clicks]\ntime = "ts"\n')
-        refused = tallyd("apply", "--config", str(sourced), "--url", base, cwd=cwd)
+        retimed = cwd / "retyped.toml"
+        retimed.write_text(changed.read_text().replace('user_id = "string"', 'user_id = "scalar"'))
+        refused = tallyd("apply", "--config", str(retimed), "--url", base, cwd=cwd)
         assert refused.returncode == 1
         assert "answered 409" in refused.stderr
-        assert "source clicks: sources change only at a restart" in refused.stderr
+        assert "source orders: its kind, format, time field" in refused.stderr
         stop(proc, cwd)
 
 

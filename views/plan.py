@@ -256,11 +256,16 @@ def _sources(current: Config, new: Config) -> list[Entry]:
     for name, source in new.sources.items():
         old = current.sources.get(name)
         if old is None:
-            out.append(Entry("source", name, "add", [f"from {source.kind}"], "starts at a restart"))
+            effect = "starts when applied, with no state"
+            out.append(Entry("source", name, "add", [f"from {source.kind}"], effect))
             continue
         what = _source_changes(old, source)
         if what:
-            effect = "takes effect at a restart"
+            effect = (
+                "restarted with these settings when applied; its state is kept"
+                if not any(w.startswith(READ_CHANGES) for w in what)
+                else "refused live (how its events are read changed): takes effect at a restart"
+            )
             if old.kind == "kafka" and source.kind == "kafka":
                 moved = {"bootstrap", "topics", "group"} & {
                     k for k in source.options if old.options.get(k) != source.options.get(k)
@@ -273,10 +278,18 @@ def _sources(current: Config, new: Config) -> list[Entry]:
             out.append(Entry("source", name, "change", what, effect))
     for name, source in current.sources.items():
         if name not in new.sources:
-            out.append(
-                Entry("source", name, "remove", [f"from {source.kind}"], "stops at a restart")
-            )
+            effect = "stops when applied; its state is dropped"
+            out.append(Entry("source", name, "remove", [f"from {source.kind}"], effect))
     return out
+
+
+# What a source change may touch and still apply live: how it connects (its options), not how
+# its events are read (``_source_changes`` names those first).
+READ_CHANGES = ("from:", "format:", "time:", "declared field types")
+
+
+def _restartable(entry: Entry) -> bool:
+    return not any(w.startswith(READ_CHANGES) for w in entry.what)
 
 
 def _source_changes(old: SourceSpec, new: SourceSpec) -> list[str]:
@@ -357,13 +370,16 @@ def live_refusals(entries: list[Entry], current: Config, new: Config) -> list[st
                 "give the new definition a new name (a new view, starting empty), then remove "
                 "the old one"
             )
-        elif entry.kind == "source":
-            out.append(f"source {entry.name}: sources change only at a restart")
+        elif entry.kind == "source" and entry.action == "change" and not _restartable(entry):
+            out.append(
+                f"source {entry.name}: its kind, format, time field or declared field types "
+                "change only at a restart (how it connects can change live: it is restarted)"
+            )
         elif entry.kind == "setting":
             out.append(f"{entry.name}: changes only at a restart")
     for name, source in new.sources.items():
         old = current.sources.get(name)
-        if old is None:
+        if old is None or _source_changes(old, source):  # new, or restarted with a new decoder
             continue
         added = sorted(f"{f}:{t}" for f, t in source.schema.items() if old.schema.get(f) != t)
         if added:

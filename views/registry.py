@@ -362,14 +362,29 @@ class Registry:
 
     # -- views changed on a running server (tallyd apply, SIGHUP) ---------------------------------
 
-    def reconfigure(self, views: dict[str, ViewSpec]) -> None:
+    def reconfigure(
+        self, views: dict[str, ViewSpec], sources: dict[str, SourceSpec] | None = None
+    ) -> None:
         """Take ``views`` as the new definitions, in one step: a view no longer defined goes
         with its state (and its backfill); a new one backfills when its source keeps history
         (``history``), else starts empty; one whose SQL is the same takes its new options
         (grace, retention, max_groups: read at each apply); one whose SQL changed backfills
         beside its old definition, which answers until the new one is done. The sources and
         their schemas must not change, nor the SQL of a view whose source keeps no history
-        (``views.plan.live_refusals`` checks that first)."""
+        (``views.plan.live_refusals`` checks that first). ``sources``: the new source
+        definitions, when they changed: a source added starts with no state, a removed one goes
+        with its state, a changed one keeps it (only how it connects changed: its caller
+        restarts it)."""
+        if sources is not None:
+            for name in list(self.sources):
+                if name not in sources:
+                    del self.sources[name], self.fields[name]
+            for name, source in sources.items():
+                if name in self.sources:
+                    self.sources[name].spec = source
+                else:
+                    self.sources[name] = SourceState(source, self.keep)
+                self.fields[name] = set(source.schema) | {source.time_field}
         for name in list(self.views):
             if name not in views:
                 del self.views[name]
@@ -393,8 +408,8 @@ class Registry:
                 assert spec.source in self.history, f"view {name} changed its SQL"
                 self._backfill(spec, replaces=True)
         self.by_source = self._by_source()
-        for source in self.sources.values():
-            source.version += 1  # answers cached before are not reused
+        for state in self.sources.values():
+            state.version += 1  # answers cached before are not reused
         self.version += 1
 
     # -- the whole process ----------------------------------------------------------------------

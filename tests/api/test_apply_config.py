@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from benchmarks.server import ServerProcess
-from tests.helpers import BASE_TS, ndjson, running
+from tests.helpers import BASE_TS, ndjson, running, until
 
 CONFIG = """
 [sources.orders]
@@ -92,14 +92,14 @@ async def test_a_change_that_cannot_be_made_live_is_refused_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
     changed_sql = CONFIG.replace("GROUP BY status", "WHERE amount > 3 GROUP BY status")
-    new_source = CONFIG + '\n[sources.clicks]\ntime = "ts"\n'
+    retimed = CONFIG.replace('time = "ts"', 'time = "at"')
     new_field = NEW.replace("country AS c", "device AS c")  # device: a field not checked now
     async with running(CONFIG, tmp_path / "data") as (client, _):
         r = await client.post("/v1/sources/orders/events", data=ndjson(orders(0, 10)))
         assert r.status == 200
         for text, reason in (
             (changed_sql, "view by_status: its SQL changed"),
-            (new_source, "source clicks: sources change only at a restart"),
+            (retimed, "source orders: its kind, format, time field or declared field types"),
             (new_field, "source orders: the new views read device:"),
             ("[views", "not valid TOML"),
             (CONFIG.replace("count(*) AS n FROM orders GROUP BY status", "nonsense"), "view"),
@@ -138,3 +138,51 @@ async def test_sighup_rereads_the_config_file(tmp_path: Path) -> None:
     finally:
         assert server.terminate() == 0
     assert "event=config_applied" in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.asyncio
+async def test_sources_added_removed_and_restarted_live(tmp_path: Path) -> None:
+    """A source added live takes events at once; one removed goes with its views (404); a file
+    source whose path changed is restarted on its own, its state kept, reading the new path."""
+    logs, more = tmp_path / "logs", tmp_path / "more"
+    logs.mkdir()
+    more.mkdir()
+    (logs / "a.ndjson").write_bytes(ndjson(orders(0, 6)))
+    (more / "b.ndjson").write_bytes(ndjson(orders(100, 4)))
+    files = (
+        f'\n[sources.files]\nfrom = "file"\npath = "{logs / "*.ndjson"}"\nfollow = true\n'
+        'time = "ts"\n\n[views.file_n]\nsql = "SELECT count(*) AS n FROM files"\n'
+    )
+    clicks = (
+        '\n[sources.clicks]\ntime = "ts"\n\n[views.click_n]\n'
+        'sql = "SELECT count(*) AS n FROM clicks"\n'
+    )
+    async with running(CONFIG + files, tmp_path / "data") as (client, _):
+
+        async def file_count(n: int) -> bool:
+            r = await client.get("/v1/views/file_n")
+            rows = (await r.json())["rows"]
+            return bool(rows) and rows[0]["n"] == n
+
+        await until(lambda: file_count(6), 20)
+        r = await client.post("/v1/sources/clicks/events", data=ndjson(orders(0, 3)))
+        assert r.status == 404
+        moved = (CONFIG + files).replace(str(logs / "*.ndjson"), str(more / "*.ndjson"))
+        r = await client.post("/v1/admin/config", data=moved + clicks)
+        answer = await r.json()
+        assert r.status == 200, answer
+        actions = {(c["kind"], c["name"], c["action"]) for c in answer["applied"]["changes"]}
+        assert ("source", "clicks", "add") in actions
+        assert ("source", "files", "change") in actions
+        r = await client.post("/v1/sources/clicks/events", data=ndjson(orders(0, 3)))
+        assert r.status == 200
+        r = await client.get("/v1/views/click_n")
+        assert (await r.json())["rows"] == [{"n": 3}]
+        await until(lambda: file_count(6 + 4), 20)  # kept 6, read the new path's 4
+        r = await client.post("/v1/admin/config", data=CONFIG + files)  # clicks removed
+        assert r.status == 200
+        r = await client.post("/v1/sources/clicks/events", data=ndjson(orders(0, 3)))
+        assert r.status == 404
+        assert (await client.get("/v1/views/click_n")).status == 404
+        r = await client.get("/v1/status")
+        assert sorted((await r.json())["sources"]) == ["files", "orders"]
