@@ -80,8 +80,10 @@ async def status(request: web.Request) -> web.Response:
 async def running_config(request: web.Request) -> web.Response:
     """The config this server runs, as it read it (``tallyd plan --url`` compares a new one)."""
     only(request, set())
-    config = engine_of(request).config
-    return json_response({"path": config.path, "config": config.raw})
+    engine = engine_of(request)
+    config = engine.config
+    history = await engine.history_sizes()
+    return json_response({"path": config.path, "config": config.raw, "history": history})
 
 
 async def apply_config(request: web.Request) -> web.Response:

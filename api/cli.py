@@ -131,10 +131,11 @@ def _plan(args: argparse.Namespace) -> int:
         running = _admin_config(args.url, args.token, None, timeout=10)
         current = parse(running["config"], f"{args.url} ({running['path']})")
         current_name = f"{args.url} (running {running['path']})"
+        sizes = running.get("history", {})
     else:
         current = load(args.current)
-        current_name = args.current
-    plan = diff(current, new, current_name, args.config)
+        current_name, sizes = args.current, {}
+    plan = diff(current, new, current_name, args.config, sizes)
     print(orjson.dumps(plan.to_json()).decode() if args.json else plan.render())
     return 2 if plan.changes else 0
 

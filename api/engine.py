@@ -36,6 +36,7 @@ from views.config import Config, ConfigError, load
 from views.plan import NotLive, Plan, diff, history
 from views.registry import Backfill, Registry
 from views.spec import SourceSpec
+from views.timefmt import format_time
 
 log = logging.getLogger("tallyd.engine")
 
@@ -249,6 +250,28 @@ class Engine:
         # A view changed again while its reader ran: the new backfill needs a reader.
         if name in self.registry.backfills and not task.cancelled():
             self._start_backfills()
+
+    async def history_sizes(self) -> dict[str, str]:
+        """Per source whose views can backfill, how much history a new view would read (what
+        ``tallyd plan --url`` shows beside each added or changed view)."""
+        out: dict[str, str] = {}
+        for name in sorted(self.registry.history):
+            source = self.sources[name]
+            positions = self.registry.sources[name].positions
+            if isinstance(source, KafkaSource):
+                out[name] = await source.history_size()
+            elif isinstance(source, FileSource):
+                out[name] = f"{sum(positions.values()):,} bytes in {len(positions)} file(s)"
+            else:
+                first, segments = self.http.wal.first(), self.http.wal.segments()
+                since = (
+                    ""
+                    if not segments
+                    else " since " + format_time(int(segments[0][1].stat().st_mtime * 1000))
+                )
+                records = max(self.http.position - first + 1, 0)
+                out[name] = f"up to {records:,} log records of the HTTP sources{since}"
+        return out
 
     def _progress(self, filling: Backfill) -> tuple[int, int]:
         """(records read, records to read) over the parts whose history it reads: those of the

@@ -486,6 +486,20 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
 
     # -- backfills: a view added or changed on the running server reads the topic ---------------
 
+    async def history_size(self) -> str:
+        """How many records a backfill would read here: from each owned partition's log start
+        up to the live position."""
+        owned = sorted(self.owned)
+        if self.consumer is None or not owned:
+            return "the partitions this member will own (none yet)"
+        positions = self.registry.sources[self.name].positions
+        try:
+            begins = await self.consumer.beginning_offsets([_partition(p) for p in owned])
+        except (KafkaError, OSError) as err:
+            return f"the partitions this member owns (their log start is unknown: {err})"
+        records = sum(max(positions.get(part, 0) - begins[_partition(part)], 0) for part in owned)
+        return f"{records:,} records in the {len(owned)} partition(s) this member owns"
+
     async def backfill(self, name: str, chunk_bytes: int) -> None:
         """Feed the view ``name`` the history of every partition this member owns, from the
         log start up to where the live views are, with a consumer of its own (no group: the
@@ -573,6 +587,13 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         starting = [_partition(p) for p in sorted(new) if p not in filling.positions]
         for part in sorted(new - {part_name(tp) for tp in starting}):
             consumer.seek(_partition(part), filling.positions[part])
+            log.info(  # from its part file: after a restart, or handed over mid-backfill
+                "event=backfill_resumed view=%s part=%s at=%d began=%d",
+                filling.view.spec.name,
+                part,
+                filling.positions[part],
+                filling.began.get(part, 0),
+            )
         if starting:
             begins = await consumer.beginning_offsets(starting)
             for tp in starting:

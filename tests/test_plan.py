@@ -180,3 +180,24 @@ async def test_plan_against_a_running_server_asks_for_its_config_with_an_admin_t
     assert f"against {url} (running test.toml)" in out
     assert "  + view per_day: added: from orders" in out
     assert "= 2 view(s) unchanged: revenue, by_status" in out
+
+
+@pytest.mark.asyncio
+async def test_plan_against_a_running_server_says_how_much_a_backfill_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = BASE.replace('snapshot_every = "10s"', 'snapshot_every = "10s"\nretain_events = "7d"')
+    new = tmp_path / "new.toml"
+    new.write_text(kept + '\n[views.per_day]\nsql = "SELECT count(*) AS n FROM orders"\n')
+    async with running(kept, tmp_path / "data") as (client, _):
+        for n in range(3):  # three bodies: three log records
+            body = orjson.dumps({"ts": 1_790_000_000_000 + n, "status": "paid", "amount": n})
+            assert (await client.post("/v1/sources/orders/events", data=body)).status == 200
+        url = str(client.make_url("")).rstrip("/")
+        code = await asyncio.to_thread(main, ["plan", "--config", str(new), "--url", url])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert (
+        "fills from the events the server kept (retain_events) (up to 3 log records of the "
+        "HTTP sources since 20" in out
+    )

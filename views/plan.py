@@ -128,8 +128,16 @@ def history(config: Config) -> frozenset[str]:
     return frozenset(name for name, spec in config.sources.items() if spec.kind != "http" or kept)
 
 
-def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan:
-    entries = _views(current, new) + _sources(current, new) + _settings(current, new)
+def diff(
+    current: Config,
+    new: Config,
+    current_name: str,
+    new_name: str,
+    sizes: dict[str, str] | None = None,
+) -> Plan:
+    """``sizes``: per source, how much history a backfill would read (a running server says,
+    ``GET /v1/admin/config``); named beside each added or changed view that fills from it."""
+    entries = _views(current, new, sizes or {}) + _sources(current, new) + _settings(current, new)
     unchanged = [
         name
         for name in new.views
@@ -141,15 +149,15 @@ def diff(current: Config, new: Config, current_name: str, new_name: str) -> Plan
 # -- views ----------------------------------------------------------------------------------------
 
 
-def _views(current: Config, new: Config) -> list[Entry]:
+def _views(current: Config, new: Config, sizes: dict[str, str]) -> list[Entry]:
     out = []
     for name, view in new.views.items():
         old = current.views.get(name)
         if old is None:
             if view.source in history(current):
                 effect = (
-                    f"fills from {_kept(current, view.source)} when applied, then counts live "
-                    "ones; its answers say backfilling: true until it has caught up"
+                    f"fills from {_kept(current, view.source, sizes)} when applied, then counts "
+                    "live ones; its answers say backfilling: true until it has caught up"
                 )
             else:
                 effect = (
@@ -159,7 +167,7 @@ def _views(current: Config, new: Config) -> list[Entry]:
                 )
             out.append(Entry("view", name, "add", [f"from {view.source}"], effect))
             continue
-        entry = _view_change(name, old, new, current)
+        entry = _view_change(name, old, new, current, sizes)
         if entry is not None:
             out.append(entry)
     for name, view in current.views.items():
@@ -169,13 +177,15 @@ def _views(current: Config, new: Config) -> list[Entry]:
     return out
 
 
-def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) -> Entry | None:
+def _view_change(
+    name: str, old: ViewSpec, new_config: Config, current: Config, sizes: dict[str, str]
+) -> Entry | None:
     new = new_config.views[name]
     if old.fingerprint != new.fingerprint:
         what = [f"SQL: {', '.join(_clauses(old.sql, new.sql))}", *_options(old, new)]
         if new.source in history(current):
             effect = (
-                f"the new definition fills from {_kept(current, new.source)} beside the old "
+                f"the new definition fills from {_kept(current, new.source, sizes)} beside the old "
                 "one, which answers until then; then one step switches every query, series "
                 "and live stream to it"
             )
@@ -197,14 +207,14 @@ def _view_change(name: str, old: ViewSpec, new_config: Config, current: Config) 
     return Entry("view", name, "change", what, "takes effect when applied; its state is kept")
 
 
-def _kept(config: Config, source: str) -> str:
-    """Where a view of ``source`` fills from."""
+def _kept(config: Config, source: str, sizes: dict[str, str]) -> str:
+    """Where a view of ``source`` fills from (and how much that is, when the server said)."""
     kind = config.sources[source].kind
-    if kind == "kafka":
-        return "the topic, from its log start"
-    if kind == "file":
-        return "the files, from their first line"
-    return "the events the server kept (retain_events)"
+    where = {
+        "kafka": "the topic, from its log start",
+        "file": "the files, from their first line",
+    }.get(kind, "the events the server kept (retain_events)")
+    return f"{where} ({sizes[source]})" if source in sizes else where
 
 
 def _no_history(config: Config, source: str) -> str:

@@ -96,6 +96,8 @@ class BuiltPart:
     views: dict[str, Part]  # view -> its state for the partition (views new to it: absent)
     position: int | None
     watermark: int | None
+    # backfills reading the partition when it was saved: (the backfill, its part, its progress)
+    backfills: dict[str, tuple[Backfill, Part, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -300,6 +302,20 @@ class Registry:
                 v.spec.name: {"fingerprint": v.spec.fingerprint, **v.part_state(part)}
                 for v in self.by_source[source]
             },
+            # Backfills reading this partition: their state and progress in it, saved with the
+            # live views' so that its next owner (or a restart) goes on from there.
+            "backfills": {
+                name: {
+                    "fingerprint": b.view.spec.fingerprint,
+                    "position": b.positions.get(part),
+                    "watermark": b.watermarks.get(part),
+                    "began": b.began[part],
+                    "joined": part in b.joined,
+                    **b.view.part_state(part),
+                }
+                for name, b in self.backfills.items()
+                if b.view.spec.source == source and part in b.began
+            },
         }
 
     def load_part(self, source: str, part: str, state: dict[str, Any]) -> list[str]:
@@ -328,7 +344,15 @@ class Registry:
             for view in self.by_source[source]
             if view.spec.name in state["views"]
         }
-        return BuiltPart(source, part, views, state.get("position"), state.get("watermark"))
+        backfills = {
+            name: (b, b.view.build_part(entry), entry)
+            for name, entry in state.get("backfills", {}).items()
+            if (b := self.backfills.get(name)) is not None
+            and b.view.spec.fingerprint == entry["fingerprint"]
+        }
+        return BuiltPart(
+            source, part, views, state.get("position"), state.get("watermark"), backfills
+        )
 
     def install_part(self, built: BuiltPart) -> list[str]:
         """Swap a built partition in, at once (no await, nothing slow): queries see the old
@@ -342,6 +366,21 @@ class Registry:
             else:
                 view.parts.pop(part, None)
                 notes.append(f"view {view.spec.name} is new for {part}: it counts from here on")
+        for name, filling in self.backfills.items():
+            if filling.view.spec.source != built.source:
+                continue
+            filling.drop(part)  # read from the start, unless the part file says how far it got
+            saved = built.backfills.get(name)
+            if saved is not None and saved[0] is filling:
+                _, loaded, entry = saved
+                filling.view.parts[part] = loaded
+                filling.began[part] = int(entry["began"])
+                if entry["position"] is not None:
+                    filling.positions[part] = int(entry["position"])
+                if entry["watermark"] is not None:
+                    filling.watermarks[part] = int(entry["watermark"])
+                if entry["joined"]:
+                    filling.joined.add(part)
         target = self.sources[built.source]
         target.version += 1
         if built.position is not None:

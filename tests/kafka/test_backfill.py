@@ -8,6 +8,7 @@ counted twice at the seam."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections import defaultdict
@@ -188,3 +189,49 @@ def test_a_backfill_step_reads_below_the_live_position_and_joins_at_it() -> None
     ((n, ids),) = all_rows(registry.views["v"]).values()
     assert n == 9 + 4  # t:0: 0..8 once each; t:1: 0..3
     assert ids == sum(range(9)) + sum(range(4))
+
+
+@pytest.mark.asyncio
+async def test_a_kafka_backfill_goes_on_from_its_part_files_after_a_restart(
+    kafka: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each partition's backfill progress is saved in its part file with the live views' state
+    (one file, one position each): stopped mid-backfill, the restarted server goes on from there
+    — it does not read the partitions from their start again — and ends exact."""
+    rng = random.Random(9)
+    topic = await create_topic(kafka, 3)
+    group = f"g{uuid.uuid4().hex[:8]}"
+    sent = records(rng, 0, 6000)
+    await produce(kafka, topic, sent)
+    slow = 2_000  # backfill_chunk_bytes: hundreds of steps
+    first = config(kafka, topic, group, False)
+    async with running(first, tmp_path, backfill_chunk_bytes=slow) as (client, engine):
+        await until(lambda: _counted_at_least(client, 6000), 60)
+        r = await client.post("/v1/admin/config", data=config(kafka, topic, group, True))
+        assert r.status == 200, await r.text()
+
+        async def partway() -> bool:
+            filling = engine.registry.backfills.get("added")
+            assert filling is not None, "done before the restart: make the backfill slower"
+            read = sum(filling.positions.get(p, b) - b for p, b in filling.began.items())
+            return read >= 1500
+
+        await until(partway, 60)
+    caplog.set_level(logging.INFO, logger="tallyd.kafka")
+    added = config(kafka, topic, group, True)
+    async with running(added, tmp_path, backfill_chunk_bytes=slow) as (client, engine):
+
+        async def filled() -> bool:
+            return (await answer(client, "added"))[0] is False
+
+        await until(filled, 90)
+        expected = reference([e for _, e in sent])
+        assert (await answer(client, "added"))[1] == expected
+        assert (await answer(client, "twin"))[1] == expected
+    resumed = [r.getMessage() for r in caplog.records if "backfill_resumed" in r.getMessage()]
+    assert resumed, "the restart read every partition from its start again"
+    assert all(" began=" in line and " at=0 " not in line for line in resumed)
+
+
+async def _counted_at_least(client: TestClient[Any, Any], n: int) -> bool:
+    return await counted(client) >= n
