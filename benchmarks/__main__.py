@@ -1,8 +1,10 @@
 """The load-test suite's command line (also ``tallyd bench``).
 
     python -m benchmarks run SCENARIO (--url URL | --config tallyd.toml) [--out DIR]
+        [--events FILE [--source S] [--rate N | --speedup X] [--retime]]  (your own events)
     python -m benchmarks targets [--quick] [--only ...]      (every target, peers included)
     python -m benchmarks list                                 (the bundled scenarios)
+    python -m benchmarks compare A.json B.json [--fail-over PCT]   (exit 1 on a regression)
 
 SCENARIO is a TOML file or the name of a bundled one (``shop-ingest``, ``query``, ...).
 """
@@ -11,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import re
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, report
+from benchmarks import load, replay, report
 
 
 def rss_mb(pid: int) -> float | None:
@@ -82,6 +86,32 @@ def summary(path: Path) -> str:
     return text[: end.end()] if end else text
 
 
+def own_events(scenario: load.Scenario, args: argparse.Namespace) -> load.Scenario:
+    """The scenario with its [ingest] stream replaying ``--events`` (benchmarks.replay)."""
+    if "ingest" not in scenario.raw:
+        raise SystemExit(f"--events: scenario {scenario.name!r} has no [ingest] stream to replay")
+    ingest = dict(scenario.raw["ingest"])
+    for key, value in (("source", args.source), ("rate", args.rate), ("batch", args.batch)):
+        if value is not None:
+            ingest[key] = value
+    ingest.pop("workload", None)
+    try:
+        built = replay.build(
+            args.events,
+            int(ingest.get("batch", 1000)),
+            args.time_field,
+            int(time.time() * 1000),
+            retime=args.retime,
+            speedup=args.speedup,
+        )
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--events: {err}") from None
+    name = f"{scenario.name}-{args.events.name.split('.')[0]}"
+    return dataclasses.replace(
+        scenario, name=name, raw={**scenario.raw, "ingest": ingest}, replay=built
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["targets"]:
@@ -89,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
 
         targets.main(argv[1:])
         return 0
+    if argv[:1] == ["compare"]:
+        from benchmarks import compare
+
+        return compare.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="tallyd bench",
         description=load.__doc__,
@@ -101,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--url", help="a running tallyd, e.g. http://127.0.0.1:8080")
     target.add_argument("--config", type=Path, help="start tallyd serve with this config")
     p_run.add_argument("--out", type=Path, default=Path("bench-reports"))
+    own = p_run.add_argument_group(
+        "your own events (the scenario's [ingest] stream replays them: e.g. 'run ingest')"
+    )
+    own.add_argument("--events", type=Path, help="an NDJSON file of events (.gz too)")
+    own.add_argument("--source", help="the source to post them to (default: the scenario's)")
+    pace = own.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="events per second (default: the scenario's)")
+    pace.add_argument("--speedup", type=float, help="N times the events' own pace")
+    own.add_argument("--retime", action="store_true", help="move the events' times to now")
+    own.add_argument("--batch", type=int, help="events per request (default: the scenario's)")
+    own.add_argument("--time-field", default="ts", help="the events' time field (default: ts)")
     commands.add_parser("list", help="list the bundled scenarios")
     commands.add_parser("targets", help="measure every target of the reference workload")
+    commands.add_parser("compare", help="two runs' reports side by side; exit 1 on a regression")
     args = parser.parse_args(argv)
     if args.command == "list":
         for path in sorted(SCENARIOS.glob("*.toml")):
@@ -116,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     scenario = load.Scenario.load(args.scenario)
+    if args.events is not None:
+        scenario = own_events(scenario, args)
     result = asyncio.run(run(scenario, args.url, args.config))
     print(report.markdown(result), end="")
     for path in report.write(result, args.out):

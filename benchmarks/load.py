@@ -46,11 +46,13 @@ import orjson
 from hdrh.histogram import HdrHistogram
 
 from api.shop import order
+from benchmarks.replay import Replay
 from benchmarks.shop import Bodies
 from benchmarks.shop import event as shop_event
 from views.durations import parse_duration
 
 MAX_LATENCY_US = 60_000_000
+GENERATOR_BUSY = 0.9  # of one core: above it, the generator may be what limited the run
 TIMELINE_POINTS = 2000
 
 
@@ -105,10 +107,12 @@ async def open_loop(
     cap: int,
     stream: Stream,
     send: Callable[[int], Awaitable[tuple[str, int]]],
+    due: list[float] | None = None,
 ) -> None:
-    """Fire ``send(i)`` at ``rate`` per second for ``duration`` seconds; record each result
-    against its intended time. At most ``cap`` requests are in flight; when the cap is reached
-    the schedule keeps its times, so the waiting shows up as latency."""
+    """Fire ``send(i)`` at ``rate`` per second for ``duration`` seconds (or, given ``due``, the
+    i-th at ``due[i]`` seconds after the start, for each); record each result against its
+    intended time. At most ``cap`` requests are in flight; when the cap is reached the schedule
+    keeps its times, so the waiting shows up as latency."""
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(cap)
     started = loop.time()
@@ -125,9 +129,14 @@ async def open_loop(
 
     i = 0
     while True:
-        intended = started + i / rate
-        if intended - started >= duration:
-            break
+        if due is not None:
+            if i >= len(due):
+                break
+            intended = started + due[i]
+        else:
+            intended = started + i / rate
+            if intended - started >= duration:
+                break
         delay = intended - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -146,6 +155,7 @@ class Scenario:
     duration: float
     connections: int
     raw: dict[str, Any]
+    replay: Replay | None = None  # the user's own events for [ingest] (benchmarks.replay)
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -182,7 +192,7 @@ async def run(
             jobs.append(_ingest(scenario, session, url, rng, streams))
         if "freshness" in scenario.raw:
             jobs.append(_freshness(scenario, session, url, rng, streams))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         ticker = (
             None if progress is None else asyncio.create_task(_tick(progress, streams, started))
         )
@@ -193,10 +203,19 @@ async def run(
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
         elapsed = time.perf_counter() - started
+        busy = (time.process_time() - cpu) / elapsed if elapsed else 0.0
     return {
         "scenario": scenario.name,
         "url": url,
         "duration_s": round(elapsed, 3),
+        # The generator's own CPU (its one process: a core at most). Near a whole core, it may
+        # have been the limit, not the server: then its figures say so.
+        "generator_cpu": round(busy, 3),
+        "generator_limited": (
+            f"its process was busy {busy:.0%} of the run, about a whole core"
+            if busy >= GENERATOR_BUSY
+            else None
+        ),
         "streams": {s.name: s.report(elapsed) for s in streams},
         "timelines": {s.name: s.timeline for s in streams},
     }
@@ -263,6 +282,8 @@ def _ingest(
     stream = Stream("ingest", float(spec["rate"]), unit="events")
     streams.append(stream)
     target = f"{url}/v1/sources/{spec.get('source', 'orders')}/events"
+    if scenario.replay is not None:
+        return _replay(scenario, scenario.replay, session, target, stream, batch)
     # "shop" (the reference workload) stamps pre-built bodies: fast enough for 1M events/s.
     # Built here, before any stream starts, so building them stalls no measured request.
     pool = Bodies(batch, seed=rng.randrange(1 << 30)) if spec.get("workload") == "shop" else None
@@ -284,6 +305,27 @@ def _ingest(
     if spec["via"] != "kafka":
         raise ValueError(f"[ingest] via = {spec['via']!r}: expected 'http' or 'kafka'")
     return _produce(spec, scenario, stream, rate, body)
+
+
+async def _replay(
+    scenario: Scenario,
+    replay: Replay,
+    session: aiohttp.ClientSession,
+    target: str,
+    stream: Stream,
+    batch: int,
+) -> None:
+    """The user's events, each body once, in file order (at the stream's rate, or when due)."""
+    counts = [body.count(b"\n") + 1 for body in replay.bodies]
+
+    async def send(i: int) -> tuple[str, int]:
+        async with session.post(target, data=replay.bodies[i]) as response:
+            await response.read()
+            return str(response.status), counts[i] if response.status == 200 else 0
+
+    rate = stream.asked_rate / batch  # bodies per second, when not at the events' own pace
+    due = replay.due or [i / rate for i in range(len(replay.bodies))]  # each body exactly once
+    await open_loop(rate, due[-1], scenario.connections, stream, send, due)
 
 
 async def _produce(

@@ -14,8 +14,22 @@ def markdown(report: dict[str, Any]) -> str:
         f"# {report['scenario']}",
         "",
         f"Target {report['url']}, {report['duration_s']} s"
-        + (f", server RSS {report['server_rss_mb']} MB" if "server_rss_mb" in report else ""),
+        + (f", server RSS {report['server_rss_mb']} MB" if "server_rss_mb" in report else "")
+        + (
+            f", load generator CPU {report['generator_cpu']:.0%} of a core"
+            if "generator_cpu" in report
+            else ""
+        ),
         "",
+        *(
+            [
+                f"**The load generator limited this run** ({report['generator_limited']}): its "
+                "figures do not measure the server.",
+                "",
+            ]
+            if report.get("generator_limited")
+            else []
+        ),
         "| stream | asked | achieved | p50 | p90 | p99 | p99.9 | max | statuses |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

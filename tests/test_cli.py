@@ -8,6 +8,7 @@ Every wait is bounded; every process started is stopped, even when an assertion 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -257,6 +258,35 @@ def run_bench_run(cwd: Path) -> None:
     assert report["streams"]["query"]["statuses"] == {"200": 10}
 
 
+def run_bench_run_ingest(cwd: Path) -> None:
+    """Your own events, gzipped, moved to now (tests/benchmarks/test_replay.py checks that the
+    server counts exactly them)."""
+    out = cwd / "reports"
+    args = ("--config", str(write_config(cwd)), "--out", str(out))
+    events = [{"ts": 1_700_000_000_000 + i, "status": "paid", "amount": 1} for i in range(30)]
+    mine = cwd / "mine.ndjson.gz"
+    mine.write_bytes(gzip.compress(b"".join(json.dumps(e).encode() + b"\n" for e in events)))
+    replayed = ("--events", str(mine), "--retime", "--rate", "300", "--batch", "10")
+    done = tallyd("bench", "run", "ingest", *args, *replayed, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "ingest-mine.json").read_text())
+    assert report["streams"]["ingest"]["statuses"] == {"200": 3}
+    assert report["streams"]["ingest"]["items"] == 30
+
+
+def run_bench_compare(cwd: Path) -> None:
+    """Two reports (as ``bench run`` writes them): one 30 % slower at p99 fails at 10 %.
+    tests/benchmarks/test_compare.py compares real runs."""
+    for name, p99 in (("base", 3.0), ("new", 3.9)):
+        latency = {"p50": 1.0, "p90": 2.0, "p99": p99, "p99.9": 4.0, "max": 5.0}
+        stream = {"achieved_rate": 100.0, "unit": "requests", "latency_ms": latency}
+        report = {"scenario": name, "duration_s": 1.0, "streams": {"query": stream}}
+        (cwd / f"{name}.json").write_text(json.dumps(report))
+    done = tallyd("bench", "compare", "base.json", "new.json", "--fail-over", "10", cwd=cwd)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 regression(s) over 10 %: query p99" in done.stdout
+
+
 def run_bench_targets(cwd: Path) -> None:
     # --quick alone runs every target (minutes: Kafka, peers, wrk); one in-process target shows
     # the command works. test_bench_targets_runs_without_the_repository runs the Kafka one.
@@ -325,6 +355,8 @@ RUNNERS: dict[str, Callable[[Path], None]] = {
     "repair": run_repair,
     "bench list": run_bench_list,
     "bench run": run_bench_run,
+    "bench run ingest": run_bench_run_ingest,
+    "bench compare": run_bench_compare,
     "bench targets": run_bench_targets,
     "token create": run_token_create,
     "token embed": run_token_embed,
