@@ -39,8 +39,12 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> dict[str, Any]:
+async def run(
+    scenario: load.Scenario, url: str | None, config: Path | None, auto: Path | bool = False
+) -> dict[str, Any]:
+    """``auto``: derive the [query] mix from the server's views first (a path: save it there)."""
     if url is not None:
+        scenario = await derived(scenario, url.rstrip("/"), auto)
         return await load.run(scenario, url.rstrip("/"), progress=_progress)
     assert config is not None
     from benchmarks.server import ServerProcess
@@ -49,6 +53,7 @@ async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> 
         server = ServerProcess(config, Path(tmp) / "data", Path(tmp) / "server.log")
         await server.start()
         try:
+            scenario = await derived(scenario, server.url, auto)
             result = await load.run(scenario, server.url, progress=_progress)
             assert server.proc is not None
             rss = rss_mb(server.proc.pid)
@@ -57,6 +62,34 @@ async def run(scenario: load.Scenario, url: str | None, config: Path | None) -> 
             return result
         finally:
             server.terminate()
+
+
+async def derived(scenario: load.Scenario, url: str, auto: Path | bool) -> load.Scenario:
+    """The scenario with its [query] mix derived from the server's views (benchmarks.auto),
+    shown first, and saved when ``auto`` is a path."""
+    if auto is False:
+        return scenario
+    import aiohttp
+
+    from benchmarks import auto as mix
+
+    async with aiohttp.ClientSession() as session:
+        query = await mix.derive(session, url)
+    rate = scenario.raw.get("query", {}).get("rate", 1000)
+    raw = {**scenario.raw, "query": {"rate": rate, **query}}
+    text = mix.toml(
+        {
+            "name": f"{scenario.name}-auto",
+            "duration": f"{round(scenario.duration * 1000)}ms",
+            "connections": scenario.connections,
+            "query": raw["query"],
+        }
+    )
+    print(text, file=sys.stderr)
+    if isinstance(auto, Path):
+        auto.write_text(text)
+        print(f"saved the derived scenario to {auto}", file=sys.stderr)
+    return dataclasses.replace(scenario, name=f"{scenario.name}-auto", raw=raw)
 
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -146,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--retime", action="store_true", help="move the events' times to now")
     own.add_argument("--batch", type=int, help="events per request (default: the scenario's)")
     own.add_argument("--time-field", default="ts", help="the events' time field (default: ts)")
+    mixed = p_run.add_argument_group("your own views (the scenario's [query] stream)")
+    mixed.add_argument(
+        "--auto", action="store_true", help="derive the query mix from the server's views"
+    )
+    mixed.add_argument("--save", type=Path, help="with --auto: write the derived scenario here")
     commands.add_parser("list", help="list the bundled scenarios")
     commands.add_parser("targets", help="measure every target of the reference workload")
     commands.add_parser("compare", help="two runs' reports side by side; exit 1 on a regression")
@@ -164,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load.Scenario.load(args.scenario)
     if args.events is not None:
         scenario = own_events(scenario, args)
-    result = asyncio.run(run(scenario, args.url, args.config))
+    if args.save is not None and not args.auto:
+        raise SystemExit("--save: give --auto too (it saves the derived scenario)")
+    auto: Path | bool = args.save if args.save is not None else bool(args.auto)
+    result = asyncio.run(run(scenario, args.url, args.config, auto))
     print(report.markdown(result), end="")
     for path in report.write(result, args.out):
         print(f"wrote {path}")

@@ -274,6 +274,19 @@ def run_bench_run_ingest(cwd: Path) -> None:
     assert report["streams"]["ingest"]["items"] == 30
 
 
+def run_bench_run_query(cwd: Path) -> None:
+    """A query mix derived from the server's views, shown, saved, run: every query answers
+    (tests/benchmarks/test_auto.py asks each derived query on its own)."""
+    out, saved = cwd / "reports", cwd / "mine.toml"
+    args = ("--config", str(write_config(cwd)), "--out", str(out), "--auto", "--save", str(saved))
+    done = tallyd("bench", "run", "query", *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert "[query]" in done.stderr  # shown before the run
+    assert "/v1/views/order_status" in saved.read_text()
+    report = json.loads((out / "query-auto.json").read_text())
+    assert set(report["streams"]["query"]["statuses"]) == {"200"}
+
+
 def run_bench_compare(cwd: Path) -> None:
     """Two reports (as ``bench run`` writes them): one 30 % slower at p99 fails at 10 %.
     tests/benchmarks/test_compare.py compares real runs."""
@@ -356,6 +369,7 @@ RUNNERS: dict[str, Callable[[Path], None]] = {
     "bench list": run_bench_list,
     "bench run": run_bench_run,
     "bench run ingest": run_bench_run_ingest,
+    "bench run query": run_bench_run_query,
     "bench compare": run_bench_compare,
     "bench targets": run_bench_targets,
     "token create": run_token_create,
