@@ -278,8 +278,10 @@ def run_bench_run_query(cwd: Path) -> None:
     """A query mix derived from the server's views, shown, saved, run: every query answers
     (tests/benchmarks/test_auto.py asks each derived query on its own)."""
     out, saved = cwd / "reports", cwd / "mine.toml"
+    query = cwd / "query.toml"  # the bundled "query" scenario, one second long
+    query.write_text('name = "query"\nduration = "1s"\n[query]\nrate = 20\ntemplates = []\n')
     args = ("--config", str(write_config(cwd)), "--out", str(out), "--auto", "--save", str(saved))
-    done = tallyd("bench", "run", "query", *args, cwd=cwd)
+    done = tallyd("bench", "run", str(query), *args, cwd=cwd)
     assert done.returncode == 0, done.stderr
     assert "[query]" in done.stderr  # shown before the run
     assert "/v1/views/order_status" in saved.read_text()
