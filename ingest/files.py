@@ -160,6 +160,8 @@ class FileSource(Background):
                 )
                 if caught and registry.backfill_join(name, path):
                     break
+            if not read and not caught:  # shortened under it: the source says so too
+                raise RuntimeError(f"{path} is shorter than the position its views reached")
             faults.reached("mid_backfill")
         log.info("event=backfill_done view=%s", name)
 

@@ -213,3 +213,25 @@ grace = "1h"
         expected = reference()
         assert await rows("added") == expected
         assert await rows("twin") == expected
+
+
+@pytest.mark.asyncio
+async def test_a_file_shortened_under_a_backfill_stops_it_and_says_so(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.ndjson").write_bytes(lines(0, 100))
+    text = config(inputs)
+    async with running(text, tmp_path / "d") as (client, engine):
+        await settle(engine, {str(inputs / "a.ndjson"): len(lines(0, 100))})
+        (inputs / "a.ndjson").write_bytes(lines(0, 10))  # shortened: its history is gone
+        added = text + '\n[views.n]\nsql = "SELECT count(*) AS n FROM logs"\n'
+        assert (await client.post("/v1/admin/config", data=added)).status == 200
+
+        async def failed() -> bool:
+            r = await client.get("/v1/views/n")
+            return bool((await r.json())["freshness"]["backfill"]["failed"])
+
+        await until(failed, 10)
+        r = await client.get("/v1/views/n")
+        why = (await r.json())["freshness"]["backfill"]["failed"]
+        assert "a.ndjson is shorter than the position its views reached" in why
