@@ -33,7 +33,7 @@ from ingest.kafka import KafkaSource
 from ingest.source import Source
 from ingest.wal import Retain, WalCorrupt
 from views.config import Config, ConfigError, load
-from views.plan import NotLive, Plan, diff, history
+from views.plan import NotLive, Plan, diff, history, source_changes
 from views.registry import Backfill, Registry
 from views.spec import SourceSpec
 from views.timefmt import format_time
@@ -184,7 +184,11 @@ class Engine:
             raise NotLive(plan, plan.not_live)
         if plan.changes:
             old = self.config.sources
-            gone = [n for n in old if n not in new.sources or old[n] != new.sources[n]]
+            # removed, or restarted: how it connects changed (not merely the fields its views
+            # read, which follow the views: a view removed must not restart its source)
+            gone = [
+                n for n in old if n not in new.sources or source_changes(old[n], new.sources[n])
+            ]
             readers = [  # a backfill reads through its source: restarted with it
                 (view, task)
                 for view, task in self._backfills.items()

@@ -269,7 +269,7 @@ def _sources(current: Config, new: Config) -> list[Entry]:
             effect = "starts when applied, with no state"
             out.append(Entry("source", name, "add", [f"from {source.kind}"], effect))
             continue
-        what = _source_changes(old, source)
+        what = source_changes(old, source)
         if what:
             effect = (
                 "restarted with these settings when applied; its state is kept"
@@ -294,7 +294,7 @@ def _sources(current: Config, new: Config) -> list[Entry]:
 
 
 # What a source change may touch and still apply live: how it connects (its options), not how
-# its events are read (``_source_changes`` names those first).
+# its events are read (``source_changes`` names those first).
 READ_CHANGES = ("from:", "format:", "time:", "declared field types")
 
 
@@ -302,7 +302,9 @@ def _restartable(entry: Entry) -> bool:
     return not any(w.startswith(READ_CHANGES) for w in entry.what)
 
 
-def _source_changes(old: SourceSpec, new: SourceSpec) -> list[str]:
+def source_changes(old: SourceSpec, new: SourceSpec) -> list[str]:
+    """What differs in how a source connects or reads (not which fields its views read: that
+    follows from the views)."""
     what = []
     if old.kind != new.kind:
         what.append(f"from: {old.kind} -> {new.kind}")
@@ -389,7 +391,7 @@ def live_refusals(entries: list[Entry], current: Config, new: Config) -> list[st
             out.append(f"{entry.name}: changes only at a restart")
     for name, source in new.sources.items():
         old = current.sources.get(name)
-        if old is None or _source_changes(old, source):  # new, or restarted with a new decoder
+        if old is None or source_changes(old, source):  # new, or restarted with a new decoder
             continue
         added = sorted(f"{f}:{t}" for f, t in source.schema.items() if old.schema.get(f) != t)
         if added:
