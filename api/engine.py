@@ -36,7 +36,6 @@ from views.config import Config, ConfigError, load
 from views.plan import NotLive, Plan, diff, history, source_changes
 from views.registry import Backfill, Registry
 from views.spec import SourceSpec
-from views.timefmt import format_time
 
 log = logging.getLogger("tallyd.engine")
 
@@ -171,12 +170,14 @@ class Engine:
         return self.sources[name].watermark(time.time())
 
     async def apply_config(self, new: Config) -> Plan:
-        """Apply ``new`` without a restart: views added (empty), removed, their options changed,
-        in one step; then a snapshot, so that a restart with the new file starts from here (the
-        new views' state included, the log after it replayed into them; a crash between the
-        step and the snapshot replays the log since the snapshot before into the new views too,
-        so they may count a few events from just before the apply). ``NotLive`` (and nothing
-        changed) when something in it changes only at a restart."""
+        """Apply ``new`` without a restart, in one step: views added or changed (backfilling
+        where their source has history, else an added one starts empty), removed, their options
+        changed; sources added, removed, or restarted when how they connect changed. Then the
+        backfills' readers start and a snapshot is taken, so that a restart with the new file
+        starts from here (a crash between the step and the snapshot: the views new since the
+        snapshot before backfill at the restart, or, with no history kept, start empty and take
+        the log replayed after it, so they may count a few events from just before the apply).
+        ``NotLive`` (and nothing changed) when something in it changes only at a restart."""
         # Token scopes must name views that exist (the server's secrets are its own: not reread)
         parse_auth(new.auth, new.path, list(new.views), list(new.sources), read_secrets=False)
         plan = diff(self.config, new, f"the running config ({self.config.path})", new.path)
@@ -211,7 +212,7 @@ class Engine:
             }
             async with self.committer.step() as step:
                 step.reconfigure(new.views, new.sources if old != new.sources else None)
-                self.sources = {n: fresh.get(n) or self.sources[n] for n in new.sources}
+                self.sources = {n: fresh[n] if n in fresh else self.sources[n] for n in new.sources}
                 self.committer.detached = frozenset(
                     n for n, s in self.sources.items() if s.detached
                 )
@@ -233,11 +234,8 @@ class Engine:
             self._backfill_failed.pop(name, None)
             filling = self.registry.backfills[name]
             self._backfill_began[name] = (time.monotonic(), self._progress(filling)[0])
-            source = self.sources[filling.view.spec.source]
-            reader = (
-                source.backfill(name, self.backfill_chunk_bytes)
-                if isinstance(source, KafkaSource | FileSource)
-                else self.http.backfill(name, self.backfill_chunk_bytes)
+            reader = self.sources[filling.view.spec.source].backfill(
+                name, self.backfill_chunk_bytes
             )
             task = asyncio.create_task(reader, name=f"tallyd-backfill-{name}")
             task.add_done_callback(partial(self._backfill_ended, name))
@@ -258,24 +256,9 @@ class Engine:
     async def history_sizes(self) -> dict[str, str]:
         """Per source whose views can backfill, how much history a new view would read (what
         ``tallyd plan --url`` shows beside each added or changed view)."""
-        out: dict[str, str] = {}
-        for name in sorted(self.registry.history):
-            source = self.sources[name]
-            positions = self.registry.sources[name].positions
-            if isinstance(source, KafkaSource):
-                out[name] = await source.history_size()
-            elif isinstance(source, FileSource):
-                out[name] = f"{sum(positions.values()):,} bytes in {len(positions)} file(s)"
-            else:
-                first, segments = self.http.wal.first(), self.http.wal.segments()
-                since = (
-                    ""
-                    if not segments
-                    else " since " + format_time(int(segments[0][1].stat().st_mtime * 1000))
-                )
-                records = max(self.http.position - first + 1, 0)
-                out[name] = f"up to {records:,} log records of the HTTP sources{since}"
-        return out
+        return {
+            name: await self.sources[name].history_size() for name in sorted(self.registry.history)
+        }
 
     def _progress(self, filling: Backfill) -> tuple[int, int]:
         """(records read, records to read) over the parts whose history it reads: those of the

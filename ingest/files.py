@@ -165,6 +165,10 @@ class FileSource(Background):
             faults.reached("mid_backfill")
         log.info("event=backfill_done view=%s", name)
 
+    async def history_size(self) -> str:
+        positions = self.registry.sources[self.name].positions
+        return f"{sum(positions.values()):,} bytes in {len(positions)} file(s)"
+
     def _history(
         self, path: str, at: int, size: int, live: int
     ) -> list[tuple[list[dict[str, Any]], int]]:

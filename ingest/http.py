@@ -240,6 +240,17 @@ class HttpLog:
                     return
             faults.reached("mid_backfill")
 
+    def history_size(self) -> str:
+        """The log records kept, and since when (blocking: it lists the segments)."""
+        first, segments = self.wal.first(), self.wal.segments()
+        since = (
+            ""
+            if not segments
+            else " since " + format_time(int(segments[0][1].stat().st_mtime * 1000))
+        )
+        records = max(self.position - first + 1, 0)
+        return f"up to {records:,} log records of the HTTP sources{since}"
+
     def _history(self, cursor: Cursor, upto: int, chunk_bytes: int) -> list[Batch]:
         """The next chunk of the log as batches (blocking: a worker thread)."""
         return [self._batch(seq, payload)[0] for seq, payload in cursor.read(upto, chunk_bytes)]
@@ -421,6 +432,13 @@ class HttpSource:
 
     async def save(self) -> None:
         """Saved by the main snapshot."""
+
+    async def backfill(self, name: str, chunk_bytes: int) -> None:
+        """Read from the log every HTTP source shares."""
+        await self.log.backfill(name, chunk_bytes)
+
+    async def history_size(self) -> str:
+        return await asyncio.to_thread(self.log.history_size)
 
     def status(self) -> dict[str, Any]:
         return {"kind": "http", "state": "running", "healthy": True}

@@ -43,6 +43,13 @@ class Source(Protocol):
     def position(self) -> str:
         """Where the source's state ends, opaque to clients (``wal:12``, ``t:0@41,t:1@7``)."""
 
+    async def backfill(self, name: str, chunk_bytes: int) -> None:
+        """Feed the backfilling view ``name`` this source's history up to the live views'
+        position, then join it to them (``views.registry.Backfill``)."""
+
+    async def history_size(self) -> str:
+        """How much history a view added now would fill from (``tallyd plan --url``)."""
+
 
 def oldest(watermarks: dict[str, int], parts: Iterable[str] | None = None) -> int | None:
     """The oldest partition watermark (the one every partition has passed), over ``parts``
