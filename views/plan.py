@@ -273,7 +273,7 @@ def _sources(current: Config, new: Config) -> list[Entry]:
         if what:
             effect = (
                 "restarted with these settings when applied; its state is kept"
-                if not any(w.startswith(READ_CHANGES) for w in what)
+                if _restartable(what)
                 else "refused live (how its events are read changed): takes effect at a restart"
             )
             if old.kind == "kafka" and source.kind == "kafka":
@@ -298,8 +298,9 @@ def _sources(current: Config, new: Config) -> list[Entry]:
 READ_CHANGES = ("from:", "format:", "time:", "declared field types")
 
 
-def _restartable(entry: Entry) -> bool:
-    return not any(w.startswith(READ_CHANGES) for w in entry.what)
+def _restartable(what: list[str]) -> bool:
+    """Whether a source change touches only how it connects (then it restarts live)."""
+    return not any(w.startswith(READ_CHANGES) for w in what)
 
 
 def source_changes(old: SourceSpec, new: SourceSpec) -> list[str]:
@@ -382,7 +383,7 @@ def live_refusals(entries: list[Entry], current: Config, new: Config) -> list[st
                 "give the new definition a new name (a new view, starting empty), then remove "
                 "the old one"
             )
-        elif entry.kind == "source" and entry.action == "change" and not _restartable(entry):
+        elif entry.kind == "source" and entry.action == "change" and not _restartable(entry.what):
             out.append(
                 f"source {entry.name}: its kind, format, time field or declared field types "
                 "change only at a restart (how it connects can change live: it is restarted)"
