@@ -43,7 +43,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from ingest import faults
-from ingest.changes import ChangeDecoder
+from ingest.changes import ChangeDecoder, Decoded
 from ingest.cluster import Membership
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
@@ -624,15 +624,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 and (below is None or m.offset < below)
             ]
             if messages:
-                position = messages[-1].offset + 1
-                screened = keys.screen(part, messages)
-                if screened is not None:
-                    keys.commit(part, screened)
-                    messages = screened.kept
-                decoded = changes.decode(part, [(m.offset, m.timestamp, m.value) for m in messages])
-                weights = decoded.weights if self.spec.retracting else None
-                batch = Batch(self.name, decoded.events, position, decoded.poison, part, weights)
-                self.registry.backfill_apply(name, batch)
+                self.registry.backfill_apply(name, self._decoded(part, messages, keys, changes)[0])
             # Nothing applied live yet (then the live path brings everything), or the reader
             # is at or past the live position: every record below it is read.
             if below is None or end >= below:
@@ -900,6 +892,21 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         )
         return position
 
+    def _decoded(
+        self, part: str, messages: list[Any], keys: TopicKeys, changes: ChangeDecoder
+    ) -> tuple[Batch, Decoded]:
+        """Records (in offset order) as the batch they apply: those of requests counted already
+        left out (``keys``), the rest decoded (``changes``), its position past them all. The live
+        path and a backfill's reader each bring their own keys and change decoder."""
+        position = messages[-1].offset + 1  # past records of retries left out, too
+        screened = keys.screen(part, messages)
+        if screened is not None:
+            keys.commit(part, screened)
+            messages = screened.kept
+        decoded = changes.decode(part, [(m.offset, m.timestamp, m.value) for m in messages])
+        weights = decoded.weights if self.spec.retracting else None
+        return Batch(self.name, decoded.events, position, decoded.poison, part, weights), decoded
+
     async def _apply(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
         part = part_name(tp)
         async with self.committer.step() as step:
@@ -910,21 +917,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 messages = [m for m in messages if m.offset >= position]
                 if not messages:
                     return
-            position = messages[-1].offset + 1  # past records of retries left out, too
-            screened = self.keys.screen(part, messages)
-            if screened is not None:
-                self.keys.commit(part, screened)
-                messages = screened.kept
-            records = [(m.offset, m.timestamp, m.value) for m in messages]
-            decoded = self.changes.decode(part, records)
-            batch = Batch(
-                self.spec.name,
-                decoded.events,
-                position,
-                decoded.poison,
-                part,
-                decoded.weights if self.spec.retracting else None,
-            )
+            batch, decoded = self._decoded(part, messages, self.keys, self.changes)
             step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
