@@ -139,13 +139,19 @@ class FileSource(Background):
         registry = self.registry
         filling = registry.backfills.get(name)
         while filling is not None:
-            async with self.committer.step():
-                if registry.backfills.get(name) is not filling:
-                    return
-                live = dict(registry.sources[self.name].positions)
-                todo = [path for path in sorted(live) if path not in filling.joined]
-                if not todo and registry.backfill_join(name, None):
-                    break
+            if registry.backfills.get(name) is not filling:
+                return
+            # Where the live views are: read without the step (positions only grow, and the
+            # step below checks again before joining).
+            live = dict(registry.sources[self.name].positions)
+            todo = [path for path in sorted(live) if path not in filling.joined]
+            if not todo:
+                async with self.committer.step():
+                    if registry.backfills.get(name) is not filling:
+                        return
+                    if registry.backfill_join(name, None):
+                        break
+                continue  # a file the live views reached meanwhile
             path = todo[0]
             at = filling.positions.get(path, 0)
             read = await asyncio.to_thread(self._history, path, at, chunk_bytes, live[path])
