@@ -162,7 +162,7 @@ def _views(current: Config, new: Config, sizes: dict[str, str]) -> list[Entry]:
             else:
                 effect = (
                     "starts empty when applied: counts the events that arrive after ("
-                    + _no_history(current, view.source)
+                    + NO_HISTORY
                     + ")"
                 )
             out.append(Entry("view", name, "add", [f"from {view.source}"], effect))
@@ -192,7 +192,7 @@ def _view_change(
         else:
             effect = (
                 "refused, live and at a restart: the state was made for the old SQL ("
-                + _no_history(current, new.source)
+                + NO_HISTORY
                 + "). Give the new definition a new name (it starts empty beside the old one), "
                 "or keep the old SQL"
             )
@@ -217,9 +217,8 @@ def _kept(config: Config, source: str, sizes: dict[str, str]) -> str:
     return f"{where} ({sizes[source]})" if source in sizes else where
 
 
-def _no_history(config: Config, source: str) -> str:
-    """Why a view of ``source`` (an HTTP one) cannot fill from history."""
-    return "set retain_events in [server] to keep the events new views fill from"
+# Why a view cannot fill from history: only an HTTP source without retain_events keeps none.
+NO_HISTORY = "set retain_events in [server] to keep the events new views fill from"
 
 
 def _clauses(old_sql: str, new_sql: str) -> list[str]:
