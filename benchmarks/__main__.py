@@ -1,7 +1,10 @@
 """The load-test suite's command line (also ``tallyd bench``).
 
     python -m benchmarks run SCENARIO (--url URL | --config tallyd.toml) [--out DIR]
-        [--events FILE [--source S] [--rate N | --speedup X] [--retime]]  (your own events)
+        [--workers N]                                          (load generator processes)
+        [--events FILE [--source S | --kafka HOST:PORT --topic T] [--rate N | --speedup X]
+         [--retime]]                                           (your own events)
+        [--auto [--save FILE]]                                 (your own views)
     python -m benchmarks targets [--quick] [--only ...]      (every target, peers included)
     python -m benchmarks list                                 (the bundled scenarios)
     python -m benchmarks compare A.json B.json [--fail-over PCT]   (exit 1 on a regression)
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, replay, report
+from benchmarks import load, replay, report, workers
 
 
 def rss_mb(pid: int) -> float | None:
@@ -40,12 +43,17 @@ def _progress(line: str) -> None:
 
 
 async def run(
-    scenario: load.Scenario, url: str | None, config: Path | None, auto: Path | bool = False
+    scenario: load.Scenario,
+    url: str | None,
+    config: Path | None,
+    auto: Path | bool = False,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """``auto``: derive the [query] mix from the server's views first (a path: save it there)."""
+    """``auto``: derive the [query] mix from the server's views first (a path: save it there);
+    ``processes``: the load generator's worker processes (benchmarks.workers)."""
     if url is not None:
         scenario = await derived(scenario, url.rstrip("/"), auto)
-        return await load.run(scenario, url.rstrip("/"), progress=_progress)
+        return await workers.run(scenario, url.rstrip("/"), processes, progress=_progress)
     assert config is not None
     from benchmarks.server import ServerProcess
 
@@ -54,7 +62,7 @@ async def run(
         await server.start()
         try:
             scenario = await derived(scenario, server.url, auto)
-            result = await load.run(scenario, server.url, progress=_progress)
+            result = await workers.run(scenario, server.url, processes, progress=_progress)
             assert server.proc is not None
             rss = rss_mb(server.proc.pid)
             if rss is not None:
@@ -128,6 +136,10 @@ def own_events(scenario: load.Scenario, args: argparse.Namespace) -> load.Scenar
         if value is not None:
             ingest[key] = value
     ingest.pop("workload", None)
+    if args.kafka is not None:  # to a topic instead: latency is the broker's acknowledgement
+        ingest.update(via="kafka", bootstrap=args.kafka, topic=args.topic or ingest["source"])
+    elif args.topic is not None:
+        raise SystemExit("--topic: give --kafka too (the broker to produce to)")
     try:
         built = replay.build(
             args.events,
@@ -168,11 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--url", help="a running tallyd, e.g. http://127.0.0.1:8080")
     target.add_argument("--config", type=Path, help="start tallyd serve with this config")
     p_run.add_argument("--out", type=Path, default=Path("bench-reports"))
+    p_run.add_argument(
+        "--workers",
+        type=int,
+        default=workers.default_workers(),
+        help="load generator processes (default: one per core, at most 4: %(default)s here)",
+    )
     own = p_run.add_argument_group(
         "your own events (the scenario's [ingest] stream replays them: e.g. 'run ingest')"
     )
     own.add_argument("--events", type=Path, help="an NDJSON file of events (.gz too)")
     own.add_argument("--source", help="the source to post them to (default: the scenario's)")
+    own.add_argument("--kafka", metavar="HOST:PORT", help="produce them to Kafka instead")
+    own.add_argument("--topic", help="with --kafka: the topic (default: the source's name)")
     pace = own.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="events per second (default: the scenario's)")
     pace.add_argument("--speedup", type=float, help="N times the events' own pace")
@@ -205,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.save is not None and not args.auto:
         raise SystemExit("--save: give --auto too (it saves the derived scenario)")
     auto: Path | bool = args.save if args.save is not None else bool(args.auto)
-    result = asyncio.run(run(scenario, args.url, args.config, auto))
+    if args.workers < 1:
+        raise SystemExit("--workers: give at least 1")
+    result = asyncio.run(run(scenario, args.url, args.config, auto, args.workers))
     print(report.markdown(result), end="")
     for path in report.write(result, args.out):
         print(f"wrote {path}")

@@ -31,6 +31,8 @@ def tiny(scenario: load.Scenario) -> load.Scenario:
             raw[name]["rate"] = rate
     if "ingest" in raw:
         raw["ingest"]["batch"] = 20
+    if "subscribers" in raw:
+        raw["subscribers"]["count"] = 8
     return dataclasses.replace(scenario, duration=0.5, raw=raw, connections=4)
 
 
@@ -54,8 +56,12 @@ async def test_scenario_runs_and_reports(path: Path, tmp_path: Path) -> None:
             acked = result["streams"]["ingest"]["items"]
             freshness_probes = result["streams"].get("freshness", {}).get("items", 0)
             assert answer["rows"][0]["orders"] == 1 + acked + freshness_probes
-    streams = result["streams"]
+    streams = dict(result["streams"])
     expected = {"query": 20, "ingest": 10, "freshness": 2}  # rate x 0.5 s, open loop: exact
+    fans = streams.pop("delivery", None)
+    if fans is not None:  # each of the 8 subscribers got each of the 10 acknowledged writes
+        assert fans["statuses"] == {"delivered": 80}
+        assert result["subscribers"]["connected"] == 8
     for name, stream in streams.items():
         assert stream["sent"] == expected[name], (name, stream)
         assert set(stream["statuses"]) == ({"visible"} if name == "freshness" else {"200"})
@@ -65,7 +71,11 @@ async def test_scenario_runs_and_reports(path: Path, tmp_path: Path) -> None:
     files = report.write(result, tmp_path / "out")
     assert [f.suffix for f in files] == [".json", ".md", ".html"]
     assert "| stream | asked | achieved |" in files[1].read_text()
-    assert "<svg" in files[2].read_text()
+    page = files[2].read_text()
+    for name in result["streams"]:
+        assert f"{name}: throughput over time" in page
+    assert "latency over time" in page
+    assert "latency distribution" in page
 
 
 @pytest.mark.asyncio

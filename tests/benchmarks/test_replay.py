@@ -83,6 +83,8 @@ async def test_the_server_counts_exactly_the_replayed_events(tmp_path: Path) -> 
         batch=40,
         retime=True,
         time_field="ts",
+        kafka=None,
+        topic=None,
     )
     scenario = own_events(load.Scenario.load(SCENARIOS / "ingest.toml"), args)
     assert scenario.name == "ingest-mine"
