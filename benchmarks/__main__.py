@@ -105,7 +105,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 
 def scenario_path(text: str) -> Path:
     path = Path(text)
-    if path.exists() or path.suffix == ".toml":
+    if path.is_file() or path.suffix == ".toml":  # not the repository's ingest/ directory
         return path
     bundled = SCENARIOS / f"{text}.toml"
     if not bundled.exists():
