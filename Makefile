@@ -22,7 +22,7 @@ test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 # Mutation testing of the engine, the write path and auth ([tool.mutmut] in pyproject.toml), one
 # worker: slow (see the README's Development section), so not part of `make test`. Results are

@@ -10,6 +10,12 @@ from tests.helpers import IngestPath
 CALL_FAILED = pytest.StashKey[bool]()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``long`` tests first (in their order), then the rest: under ``pytest -n 2`` the
+    workers start on them and share the rest, instead of one starting a two-minute test last."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def no_server_outlives_its_test() -> Iterator[None]:
     """A test that fails half-way leaves no tallyd process behind for later tests to trip on.

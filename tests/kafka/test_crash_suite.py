@@ -16,6 +16,7 @@ ARTIFACTS = Path(
 KILLS = 50
 
 
+@pytest.mark.long
 @pytest.mark.asyncio
 async def test_fifty_random_kills_lose_and_duplicate_nothing(kafka: str, tmp_path: Path) -> None:
     verdict = await run(KILLS, tmp_path, kafka, seed=11)

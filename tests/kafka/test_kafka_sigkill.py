@@ -92,6 +92,7 @@ async def wait_until(url: str, done: Any, timeout: float) -> dict[str, int]:
     return await asyncio.wait_for(poll(), timeout)
 
 
+@pytest.mark.long
 @pytest.mark.asyncio
 async def test_sigkill_while_consuming_counts_every_event_once(kafka: str, tmp_path: Path) -> None:
     topic = await create_topic(kafka, PARTITIONS)
