@@ -5,6 +5,7 @@
         [--events FILE [--source S | --kafka HOST:PORT --topic T] [--rate N | --speedup X]
          [--retime]]                                           (your own events)
         [--auto [--save FILE]]                                 (your own views)
+        [--subscribers N --view V]                             (live subscribers while it runs)
     python -m benchmarks targets [--quick] [--only ...]      (every target, peers included)
     python -m benchmarks list                                 (the bundled scenarios)
     python -m benchmarks compare A.json B.json [--fail-over PCT]   (exit 1 on a regression)
@@ -157,6 +158,27 @@ def own_events(scenario: load.Scenario, args: argparse.Namespace) -> load.Scenar
     )
 
 
+def subscribed(scenario: load.Scenario, count: int | None, view: str | None) -> load.Scenario:
+    """The scenario with ``count`` live subscribers to ``view`` (either may keep the
+    scenario's own [subscribers] value)."""
+    fans = dict(scenario.raw.get("subscribers", {}))
+    if count is not None:
+        fans["count"] = count
+    if view is not None:
+        fans["view"] = view
+        fans.pop("path", None)
+    if not isinstance(fans.get("count"), int) or fans["count"] < 1:
+        raise SystemExit("--subscribers: give how many (N >= 1)")
+    if "view" not in fans and "path" not in fans:
+        raise SystemExit("--subscribers: give --view, the view they follow")
+    if "ingest" not in scenario.raw or scenario.raw["ingest"].get("via", "http") != "http":
+        raise SystemExit(
+            "--subscribers: their delay runs from acknowledged writes: the scenario needs an "
+            "[ingest] stream over HTTP (e.g. 'run ingest')"
+        )
+    return dataclasses.replace(scenario, raw={**scenario.raw, "subscribers": fans})
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["targets"]:
@@ -204,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         "--auto", action="store_true", help="derive the query mix from the server's views"
     )
     mixed.add_argument("--save", type=Path, help="with --auto: write the derived scenario here")
+    live = p_run.add_argument_group(
+        "live subscribers (the delay from each acknowledged write to the message carrying it)"
+    )
+    live.add_argument("--subscribers", type=int, metavar="N", help="open N SSE subscribers")
+    live.add_argument("--view", help="the view they follow (one that every write changes)")
     commands.add_parser("list", help="list the bundled scenarios")
     commands.add_parser("targets", help="measure every target of the reference workload")
     commands.add_parser("compare", help="two runs' reports side by side; exit 1 on a regression")
@@ -222,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load.Scenario.load(args.scenario)
     if args.events is not None:
         scenario = own_events(scenario, args)
+    if args.subscribers is not None or args.view is not None:
+        scenario = subscribed(scenario, args.subscribers, args.view)
     if args.save is not None and not args.auto:
         raise SystemExit("--save: give --auto too (it saves the derived scenario)")
     auto: Path | bool = args.save if args.save is not None else bool(args.auto)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,44 @@ from typing import ClassVar
 import aiohttp
 
 
+def _ephemeral() -> range:
+    """The ports the kernel hands out to outgoing connections and ``bind(0)``."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive ports free now, below the ephemeral range: a port the
+    kernel may hand to any process's next outgoing connection (as ``bind(0)`` finds) can be
+    taken between this check and the server's own bind — which tests running in parallel
+    workers, each opening connections, did. Below that range only an explicit bind takes one."""
+    ephemeral = _ephemeral()
+    low, high = 20_000, min(ephemeral.start, 65_536)
+    if high - low < 1000:  # an unusual ephemeral range: above it, then
+        low, high = ephemeral.stop, 65_536
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no run of {count} free ports in {low}-{high}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)
 
 
 class ServerProcess:

@@ -132,7 +132,13 @@ def documented() -> list[str]:
     """The command lines of the README's ``## Commands`` code block."""
     section = (ROOT / "README.md").read_text().split("\n## Commands\n", 1)[1]
     block = section.split("```", 2)[1]
-    return [line.strip() for line in block.splitlines() if line.startswith("tallyd ")]
+    lines: list[str] = []
+    for line in block.splitlines():
+        if line.startswith("tallyd "):
+            lines.append(line.strip())
+        elif line.startswith(" ") and lines:  # a long command's next line: the same command
+            lines[-1] += " " + line.strip()
+    return lines
 
 
 def command(line: str) -> str:
@@ -267,11 +273,15 @@ def run_bench_run_ingest(cwd: Path) -> None:
     mine = cwd / "mine.ndjson.gz"
     mine.write_bytes(gzip.compress(b"".join(json.dumps(e).encode() + b"\n" for e in events)))
     replayed = ("--events", str(mine), "--retime", "--rate", "300", "--batch", "10")
-    done = tallyd("bench", "run", "ingest", *args, *replayed, cwd=cwd)
+    fans = ("--subscribers", "20", "--view", "order_status", "--workers", "2")
+    done = tallyd("bench", "run", "ingest", *args, *replayed, *fans, cwd=cwd)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "ingest-mine.json").read_text())
     assert report["streams"]["ingest"]["statuses"] == {"200": 3}
     assert report["streams"]["ingest"]["items"] == 30
+    # 20 subscribers in two workers, each told of its worker's writes (2 and 1 of the 3)
+    assert report["subscribers"]["connected"] == 20
+    assert report["streams"]["delivery"]["statuses"] == {"delivered": 10 * 2 + 10 * 1}
 
 
 def run_bench_run_query(cwd: Path) -> None:

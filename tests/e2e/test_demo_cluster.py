@@ -17,30 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.server import free_ports
+
 TALLYD = Path(sys.executable).with_name("tallyd")
-
-
-def free_run(count: int) -> int:
-    """A port such that it and the next ``count - 1`` are free now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65535:
-            continue
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no run of free ports")
 
 
 async def whole(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
@@ -56,7 +35,7 @@ async def whole(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | No
 
 @pytest.mark.asyncio
 async def test_demo_with_three_nodes_answers_as_one_and_stops_whole(tmp_path: Path) -> None:
-    base = free_run(3)
+    base = free_ports(3)
     urls = [f"http://127.0.0.1:{base + i}" for i in range(3)]
     demo = subprocess.Popen(
         [str(TALLYD), "demo", "--nodes", "3", "--listen", f"127.0.0.1:{base}", "--rate", "300"],
