@@ -47,7 +47,9 @@ def markdown(report: dict[str, Any]) -> str:
         ms = s["latency_ms"]
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(s["statuses"].items()))
         lines.append(
-            f"| {name} | {s['asked_rate']:,.0f} {s['unit']}/s | "
+            f"| {name} | "
+            + (f"{s['asked_rate']:,.0f} {s['unit']}/s" if s["asked_rate"] else "—")
+            + " | "
             f"{s['achieved_rate']:,.0f} {s['unit']}/s | {ms['p50']} ms | {ms['p90']} ms | "
             f"{ms['p99']} ms | {ms['p99.9']} ms | {ms['max']} ms | {statuses} |"
         )
