@@ -249,6 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load.Scenario.load(args.scenario)
     if args.events is not None:
         scenario = own_events(scenario, args)
+    else:
+        given = [
+            flag
+            for flag, value in (
+                ("--source", args.source),
+                ("--kafka", args.kafka),
+                ("--topic", args.topic),
+                ("--rate", args.rate),
+                ("--speedup", args.speedup),
+                ("--retime", args.retime or None),
+                ("--batch", args.batch),
+            )
+            if value is not None
+        ]
+        if given:  # they shape a replay: without one they would be silently ignored
+            raise SystemExit(f"{', '.join(given)}: give --events too (the file to replay)")
     if args.subscribers is not None or args.view is not None:
         scenario = subscribed(scenario, args.subscribers, args.view)
     if args.save is not None and not args.auto:

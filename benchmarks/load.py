@@ -38,12 +38,14 @@ every rate, so that the generator is not what limits the run.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import dataclasses
 import random
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,11 +164,14 @@ async def open_loop(
     stream: Stream,
     send: Callable[[int], Awaitable[tuple[str, int]]],
     due: list[float] | None = None,
+    phase: float = 0.0,
 ) -> None:
     """Fire ``send(i)`` at ``rate`` per second for ``duration`` seconds (or, given ``due``, the
     i-th at ``due[i]`` seconds after the start, for each); record each result against its
     intended time. At most ``cap`` requests are in flight; when the cap is reached the schedule
-    keeps its times, so the waiting shows up as latency."""
+    keeps its times, so the waiting shows up as latency. ``phase`` (in [0, 1), of one interval)
+    offsets the schedule: worker k of n sends at (i + k/n) / rate, so that n workers together
+    keep one even schedule instead of n requests at once."""
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(cap)
     started = loop.time()
@@ -175,7 +180,7 @@ async def open_loop(
     async def one(i: int, intended: float) -> None:
         try:
             status, items = await send(i)
-        except (aiohttp.ClientError, TimeoutError) as err:
+        except Exception as err:  # any client's failure (aiokafka's too) is a status, not a crash
             status, items = type(err).__name__, 0
         finally:
             slots.release()
@@ -188,7 +193,7 @@ async def open_loop(
                 break
             intended = started + due[i]
         else:
-            intended = started + i / rate
+            intended = started + (i + phase) / rate
             if intended - started >= duration:
                 break
         delay = intended - loop.time()
@@ -248,9 +253,10 @@ class Scenario:
         subscribers dealt out, the replayed bodies dealt out keeping each body's due time (so
         together the workers keep the whole schedule), the few freshness probes all worker 0's."""
         raw = dict(self.raw)
-        for section in ("query", "ingest"):
-            if section in raw:
-                raw[section] = {**raw[section], "rate": float(raw[section]["rate"]) / n}
+        for section in ("query", "ingest"):  # worker k sends at (i + k/n) / its rate: together
+            if section in raw:  # the workers keep the one-process schedule, request for request
+                rate = float(raw[section]["rate"]) / n
+                raw[section] = {**raw[section], "rate": rate, "phase": k / n}
         if "freshness" in raw and k:
             del raw["freshness"]
         if "subscribers" in raw:
@@ -268,6 +274,15 @@ class Scenario:
             replay = Replay(bodies, events, due[k::n])
         connections = max(1, -(-self.connections // n))
         return dataclasses.replace(self, raw=raw, connections=connections, replay=replay)
+
+    def parallel(self, n: int) -> int:
+        """How many of ``n`` workers would have something to do: one when the scenario is only
+        freshness probes (worker 0's), at most one per replayed body when it is only a replay."""
+        if not set(self.raw) & {"query", "ingest", "subscribers"}:
+            return 1
+        if self.replay is not None and "query" not in self.raw:
+            return max(1, min(n, len(self.replay.bodies)))
+        return max(1, n)
 
 
 @dataclass
@@ -319,18 +334,22 @@ async def measure(
     processes start together there); ``tick`` is given each stream's counts once a second."""
     rng = random.Random(seed)
     streams: list[Stream] = []
-    jobs: list[Awaitable[None]] = []
+    jobs: list[Coroutine[Any, Any, None]] = []
     fans: Fans | None = None
+    producer: Any = None
     connector = aiohttp.TCPConnector(limit=scenario.connections * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
-        if "subscribers" in scenario.raw:
-            fans = Fans(scenario.raw["subscribers"], streams)
-            await fans.open(url)
         try:
+            if "subscribers" in scenario.raw:
+                source = str(scenario.raw["ingest"].get("source", "orders"))
+                fans = Fans(scenario.raw["subscribers"], streams, source)
+                await fans.open(url)
             if "query" in scenario.raw:
                 jobs.append(_queries(scenario, session, url, rng, streams))
             if "ingest" in scenario.raw:
-                jobs.append(_ingest(scenario, session, url, rng, streams, fans))
+                if scenario.raw["ingest"].get("via", "http") == "kafka":
+                    producer = await started_producer(scenario.raw["ingest"])
+                jobs.append(_ingest(scenario, session, url, rng, streams, fans, producer))
             if "freshness" in scenario.raw:
                 jobs.append(_freshness(scenario, session, url, rng, streams))
             if ready is not None:
@@ -346,12 +365,16 @@ async def measure(
                     ticker.cancel()
                     await asyncio.gather(ticker, return_exceptions=True)
             elapsed = time.perf_counter() - started
+            busy = time.process_time() - cpu  # the run's, not the settling's below
             if fans is not None:
                 await fans.settle()
-            busy = time.process_time() - cpu
         finally:
+            for job in jobs:  # never started when preparing failed: no "never awaited" warning
+                job.close()
             if fans is not None:
                 await fans.close()
+            if producer is not None:
+                await producer.stop()
     return Measured(streams, elapsed, busy, None if fans is None else fans.figures())
 
 
@@ -444,7 +467,10 @@ async def _queries(
             await response.read()
             return str(response.status), 1
 
-    await open_loop(stream.asked_rate, scenario.duration, scenario.connections, stream, send)
+    phase = float(spec.get("phase", 0.0))
+    await open_loop(
+        stream.asked_rate, scenario.duration, scenario.connections, stream, send, phase=phase
+    )
 
 
 def _times(rng: random.Random) -> dict[str, int]:
@@ -466,7 +492,10 @@ def _ingest(
     rng: random.Random,
     streams: list[Stream],
     fans: Fans | None = None,
-) -> Awaitable[None]:
+    producer: Any = None,
+) -> Coroutine[Any, Any, None]:
+    """The ingest stream's job: posts over HTTP, or records to Kafka through ``producer`` (an
+    AIOKafkaProducer started before the run, so its connecting is not measured)."""
     spec = scenario.raw["ingest"]
     batch = int(spec.get("batch", 1000))
     stream = Stream("ingest", float(spec["rate"]), unit="events")
@@ -494,7 +523,7 @@ def _ingest(
         if via == "kafka":
             cap = scenario.connections
             last = due[-1] if due else 0.0
-            return _produce(spec, stream, cap, replay.bodies.__getitem__, rate, last, due)
+            return _produce(producer, spec, stream, cap, replay.bodies.__getitem__, rate, last, due)
         return open_loop(
             rate,
             due[-1] if due else 0.0,
@@ -514,14 +543,27 @@ def _ingest(
         return b"\n".join(orjson.dumps(order(rng, now)) for _ in range(batch))
 
     rate = stream.asked_rate / batch
+    phase = float(spec.get("phase", 0.0))
     if via == "kafka":
-        return _produce(spec, stream, scenario.connections, body, rate, scenario.duration)
-    return open_loop(
-        rate, scenario.duration, scenario.connections, stream, lambda i: post(body(i), batch)
+        cap, duration = scenario.connections, scenario.duration
+        return _produce(producer, spec, stream, cap, body, rate, duration, phase=phase)
+    send = lambda i: post(body(i), batch)  # noqa: E731
+    return open_loop(rate, scenario.duration, scenario.connections, stream, send, phase=phase)
+
+
+async def started_producer(spec: dict[str, Any]) -> Any:
+    """An AIOKafkaProducer for the [ingest] stream ``via = "kafka"``, connected."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=spec["bootstrap"], linger_ms=5, max_batch_size=1 << 20
     )
+    await producer.start()
+    return producer
 
 
 async def _produce(
+    producer: Any,
     spec: dict[str, Any],
     stream: Stream,
     cap: int,
@@ -529,15 +571,10 @@ async def _produce(
     rate: float,
     duration: float,
     due: list[float] | None = None,
+    phase: float = 0.0,
 ) -> None:
     """Kafka produce: each request is one body's lines as records, its latency the broker's
     ack; ``rate`` bodies a second for ``duration`` (or the ``i``-th at ``due[i]`` seconds)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=spec["bootstrap"], linger_ms=5, max_batch_size=1 << 20
-    )
-    await producer.start()
 
     async def send(i: int) -> tuple[str, int]:
         records = body(i).rstrip(b"\n").split(b"\n")
@@ -545,10 +582,7 @@ async def _produce(
         await asyncio.gather(*acks)
         return "acked", len(records)
 
-    try:
-        await open_loop(rate, duration, cap, stream, send, due)
-    finally:
-        await producer.stop()
+    await open_loop(rate, duration, cap, stream, send, due, phase)
 
 
 async def _freshness(
@@ -566,6 +600,7 @@ async def _freshness(
     view = spec.get("view", "order_status")
     make = shop_event if spec.get("workload") == "shop" else order
     loop = asyncio.get_running_loop()
+    started = loop.time()
 
     async def send(i: int) -> tuple[str, int]:
         body = orjson.dumps(make(rng, int(time.time() * 1000)))
@@ -579,46 +614,52 @@ async def _freshness(
             async with session.get(f"{url}/v1/views/{view}?limit=1") as response:
                 seen = (await response.json())["freshness"]["position"]
             if int(seen.split(":")[1]) >= wanted:
-                stream.histogram.record_value(max(1, int((loop.time() - acked) * 1e6)))
+                # the stream's latency is ack -> visible (with its timeline and per-second count)
+                stream.record(started, loop.time(), acked, "visible", 1)
                 return "visible", 1
         return "not visible in 10 s", 0
 
-    # The stream's own histogram above holds ack→visible; open_loop records request latency in
-    # a scratch stream so the two are not mixed.
+    # open_loop times the whole probe (post, then polls) in a scratch stream: not reported, but
+    # its failures are the stream's
     scratch = Stream("freshness-requests", stream.asked_rate)
     await open_loop(stream.asked_rate, scenario.duration, 4, scratch, send)
-    stream.sent, stream.statuses, stream.items = scratch.sent, scratch.statuses, scratch.items
+    stream.sent = scratch.sent
+    for status, n in scratch.statuses.items():
+        if status != "visible":
+            stream.statuses[status] += n
 
 
 @dataclass(eq=False)
 class Fan:
-    """One live subscriber: how far its messages have reached, and its worst delay."""
+    """One live subscriber: the newest position its messages carried, and its worst delay."""
 
-    next: int = 0  # the first acknowledged write not yet delivered to it (an index of acks)
-    seen: int = -1  # the newest position its messages have carried
+    seen: int = -1  # every acknowledged write at or below it has been delivered to it
     worst: float = 0.0  # seconds
+    answered: bool = False  # its first message came: it is connected
     dropped: bool = False  # its stream ended before the run did
 
 
 class Fans:
     """N subscribers to one live view (``[subscribers]``), and for each the delay from every
     acknowledged write to the first message whose freshness position includes it: measured from
-    the acknowledgement's arrival here (a message that came first counts as no delay) to the
-    message's. A write that reaches no message by the end counts as ``not delivered``; a
-    subscriber whose stream the server ends is ``dropped``. Acknowledgements are taken in the
-    order they arrive: a later write acknowledged first waits for the earlier one's message."""
+    the acknowledgement's arrival here to the message's (a message that came first counts as no
+    delay). Writes are kept in position order, whatever order their acknowledgements arrive in:
+    a message delivers the writes between the subscriber's last position and its own. A write
+    that reaches no message by the end counts as ``not delivered``; a subscriber whose stream
+    the server ends is ``dropped``. Only positions of the ingest stream's source count."""
 
-    def __init__(self, spec: dict[str, Any], streams: list[Stream]) -> None:
+    def __init__(self, spec: dict[str, Any], streams: list[Stream], source: str = "") -> None:
         self.count = int(spec["count"])
         self.path = str(
             spec.get("path")
             or f"/v1/views/{spec['view']}/subscribe?interval={spec.get('interval', '100ms')}"
         )
+        self.source = source  # the ingest stream's: a message about another source says nothing
         self.settle_s = parse_duration(str(spec.get("settle", "5s"))) / 1000
         self.stream = Stream("delivery", 0.0, unit="deliveries")
         streams.append(self.stream)
-        self.positions: list[int] = []  # acknowledged writes, in arrival order
-        self.times: list[float] = []
+        self.positions: list[int] = []  # acknowledged writes, in position order
+        self.times: list[float] = []  # ... and when each acknowledgement arrived
         self.fans: list[Fan] = []
         self.not_connected: Counter[str] = Counter()
         self.tasks: list[asyncio.Task[None]] = []
@@ -651,9 +692,9 @@ class Fans:
                     return
                 self.fans.append(fan)
                 self.tasks.append(asyncio.create_task(self._follow(fan, response, first)))
-                try:
+                with contextlib.suppress(TimeoutError):  # counted just below
                     await asyncio.wait_for(asyncio.shield(first), 30)
-                except TimeoutError:
+                if not fan.answered:
                     self.not_connected["no first answer in 30 s"] += 1
 
         await asyncio.gather(*(one() for _ in range(self.count)))
@@ -669,9 +710,13 @@ class Fans:
                 message = orjson.loads(line[6:])
                 if "s" in message and "data" in message:  # /v1/live wraps each message
                     message = message["data"]
-                position = _wal(message.get("freshness", {}).get("position"))
+                freshness = message.get("freshness") or {}
+                fan.answered = True
                 if not first.done():
                     first.set_result(None)
+                if self.source and freshness.get("source") not in (None, self.source):
+                    continue
+                position = _wal(freshness.get("position"))
                 if position is not None:
                     self.received(fan, position, loop.time())
         except aiohttp.ClientError:
@@ -686,26 +731,32 @@ class Fans:
         wal = _wal(position)
         if wal is None:
             return
-        self.positions.append(wal)
-        self.times.append(at)
-        i = len(self.positions) - 1
+        i = bisect.bisect_right(self.positions, wal)
+        self.positions.insert(i, wal)
+        self.times.insert(i, at)
         for fan in self.fans:  # a message that carried it came before the acknowledgement
-            if fan.next == i and fan.seen >= wal:
-                self._deliver(fan, at)
+            if fan.seen >= wal:
+                self._deliver(fan, at, at)
 
     def received(self, fan: Fan, position: int, at: float) -> None:
-        fan.seen = max(fan.seen, position)
-        while fan.next < len(self.positions) and self.positions[fan.next] <= position:
-            self._deliver(fan, at)
+        if position <= fan.seen:
+            return
+        low = bisect.bisect_right(self.positions, fan.seen)
+        high = bisect.bisect_right(self.positions, position)
+        for acked in self.times[low:high]:
+            self._deliver(fan, at, acked)
+        fan.seen = position
 
-    def _deliver(self, fan: Fan, at: float) -> None:
-        acked = self.times[fan.next]
-        fan.next += 1
+    def _deliver(self, fan: Fan, at: float, acked: float) -> None:
         fan.worst = max(fan.worst, at - acked)
-        self.stream.record(self.started, max(at, acked), acked, "delivered", 1)
+        self.stream.record(self.started, at, acked, "delivered", 1)
+
+    def waiting(self, fan: Fan) -> int:
+        """Acknowledged writes not yet delivered to ``fan``."""
+        return len(self.positions) - bisect.bisect_right(self.positions, fan.seen)
 
     def behind(self) -> int:
-        return sum(len(self.positions) - f.next for f in self.fans if not f.dropped)
+        return sum(self.waiting(f) for f in self.fans if f.answered and not f.dropped)
 
     async def settle(self) -> None:
         """After the streams end: wait (at most ``settle``) for the last writes' messages."""
@@ -721,18 +772,18 @@ class Fans:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
-        undelivered = sum(len(self.positions) - f.next for f in self.fans)
+        undelivered = sum(self.waiting(f) for f in self.fans if f.answered)
         if undelivered:
             self.stream.statuses["not delivered"] += undelivered
 
     def figures(self) -> dict[str, Any]:
         return {
             "asked": self.count,
-            "connected": len(self.fans),
+            "connected": sum(f.answered for f in self.fans),
             "not_connected": dict(self.not_connected),
-            "dropped": sum(f.dropped for f in self.fans),
+            "dropped": sum(f.dropped for f in self.fans if f.answered),
             "writes": len(self.positions),
-            "worst_ms": sorted(round(f.worst * 1000, 3) for f in self.fans),
+            "worst_ms": sorted(round(f.worst * 1000, 3) for f in self.fans if f.answered),
         }
 
     @staticmethod

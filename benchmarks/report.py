@@ -63,7 +63,11 @@ def markdown(report: dict[str, Any]) -> str:
             + f", {fans['dropped']:,} dropped by the server, {fans['writes']:,} acknowledged "
             f"writes followed. The `delivery` row is every (write, subscriber) delay from the "
             f"acknowledgement to the message that carried it; each subscriber's worst delay: "
-            f"p50 {worst['p50']} ms, p99 {worst['p99']} ms, max {worst['max']} ms.",
+            + (
+                f"p50 {worst['p50']} ms, p99 {worst['p99']} ms, max {worst['max']} ms."
+                if worst["p50"] is not None
+                else "none (no subscriber connected)."
+            ),
         ]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,7 @@
 One Python process sends, parses and times requests on one core: on this suite's mixed target it
 saturated before the server did. ``run`` deals the scenario out (``Scenario.share``: each worker
 a share of every rate, of the subscribers and of the replayed bodies), prepares every worker
-(bodies built, subscribers connected), starts them together at a barrier, and merges what they
+(bodies built, subscribers connected), starts them together when all are, and merges what they
 measured: histograms added, counts summed, timelines interleaved. The report shows each worker's
 CPU; a worker near a whole core marks the run as limited by the generator.
 """
@@ -11,11 +11,9 @@ CPU; a worker near a whole core marks the run as limited by the generator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,16 +34,18 @@ async def run(
     seed: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The scenario run by ``workers`` processes at once; the merged report."""
+    """The scenario run by ``workers`` processes at once (no more than have something to do:
+    ``Scenario.parallel``); the merged report."""
+    workers = scenario.parallel(workers)
     if workers <= 1:
         return await load.run(scenario, url, seed, progress)
     ctx = multiprocessing.get_context("spawn")  # no forked event loop, sockets or threads
-    barrier = ctx.Barrier(workers + 1)
+    go = ctx.Event()
     results: multiprocessing.Queue[tuple[str, int, Any]] = ctx.Queue()
     procs = [
         ctx.Process(
             target=_work,
-            args=(scenario.share(k, workers), url, seed + k, k, barrier, results),
+            args=(scenario.share(k, workers), url, seed + k, k, go, results),
             name=f"tallyd-bench-{k}",
             daemon=True,
         )
@@ -53,34 +53,47 @@ async def run(
     ]
     for proc in procs:
         proc.start()
+    ready: set[int] = set()
     dumps: dict[int, dict[str, Any]] = {}
     ticks: dict[int, tuple[float, dict[str, Any]]] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_S
+    dead_since: dict[int, float] = {}
     try:
-        # a worker that failed to prepare breaks the barrier: its error is on the queue (below)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            await asyncio.to_thread(barrier.wait, READY_S)
         while len(dumps) < workers:
             try:
-                kind, k, payload = await asyncio.to_thread(results.get, True, 1.0)
+                kind, k, payload = await asyncio.to_thread(results.get, True, 0.5)
             except queue.Empty:
-                dead = [p.name for p in procs if p.exitcode not in (None, 0)]
+                ended = {k for k, p in enumerate(procs) if p.exitcode is not None} - set(dumps)
+                # A worker puts its result, then exits: the result may still be in the pipe when
+                # its exit shows. Only one ended for a while with no result has died.
+                for k in ended:
+                    dead_since.setdefault(k, loop.time())
+                dead = [procs[k].name for k in ended if loop.time() - dead_since[k] > 3.0]
                 if dead:
-                    raise RuntimeError(f"load worker(s) {dead} died without a result") from None
+                    raise RuntimeError(f"load worker(s) {dead} ended without a result") from None
+                if len(ready) < workers and loop.time() > deadline:
+                    raise RuntimeError(f"load workers not ready in {READY_S:.0f} s") from None
                 continue
             if kind == "error":
                 raise RuntimeError(f"load worker {k}: {payload}")
-            if kind == "done":
+            if kind == "ready":
+                ready.add(k)
+                if len(ready) == workers:  # every worker prepared: all start together
+                    go.set()
+            elif kind == "done":
                 dumps[k] = payload
             elif kind == "tick":
                 ticks[k] = payload
                 if progress is not None and k == 0:
                     progress(_combined(ticks))
     finally:
+        go.set()  # a worker still waiting to start (the run failed) is not kept waiting
         for proc in procs:
-            proc.join(timeout=5)
+            await asyncio.to_thread(proc.join, 5)
             if proc.is_alive():
                 proc.kill()
-                proc.join()
+                await asyncio.to_thread(proc.join)
     measured, busy = load.Measured.merged([dumps[k] for k in range(workers)])
     return load.summary(scenario, url, measured, busy)
 
@@ -101,13 +114,15 @@ def _work(
     url: str,
     seed: int,
     k: int,
-    barrier: Any,
+    go: Any,
     results: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
-    """One worker process: prepare, wait for the others at the barrier, run, send the result."""
+    """One worker process: prepare, say so, wait for the word to go, run, send the result."""
 
     async def ready() -> None:
-        await asyncio.to_thread(barrier.wait, READY_S)
+        results.put(("ready", k, None))
+        if not await asyncio.to_thread(go.wait, READY_S):
+            raise RuntimeError(f"not told to start in {READY_S:.0f} s")
 
     def tick(elapsed: float, counts: dict[str, tuple[int, int, float, str]]) -> None:
         results.put(("tick", k, (elapsed, counts)))
@@ -115,7 +130,6 @@ def _work(
     try:
         measured = asyncio.run(load.measure(scenario, url, seed, tick, ready))
     except BaseException as err:  # told to the parent, which stops the run with it
-        barrier.abort()
         results.put(("error", k, f"{type(err).__name__}: {err}"))
         return
     results.put(("done", k, measured.dump()))

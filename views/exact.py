@@ -18,6 +18,8 @@ order of events, on how they were batched, on rollups or on restarts. Integers a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from views.grouping import group
@@ -268,10 +270,18 @@ def _widen(limbs: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+# Below this many rows, Python's own int arithmetic (correctly rounded too) is faster than the
+# vectorised path's fixed cost of ~40 array operations: ~2 us a row against ~200 us a call, and
+# a query's page is rows of that order (a point lookup: one). benchmarks/README.md, issue 15.
+PYTHON_ROWS = 128
+
+
 def to_floats(limbs: np.ndarray, scale: int) -> np.ndarray:
     """Correctly rounded float64 of ``sum(limbs[:, k] * 2**(32k)) * 2**scale`` per row, for
     normalized limbs (all but the last in ``[0, 2**32)``)."""
     rows, width = limbs.shape
+    if rows < PYTHON_ROWS:
+        return np.array([_python_float(row, scale) for row in limbs.tolist()], np.float64)
     negative = limbs[:, -1] < 0
     magnitude = np.where(negative[:, None], _negated(limbs), limbs).astype(np.uint64)
     nonzero = magnitude != 0
@@ -306,8 +316,13 @@ def to_floats(limbs: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _python_float(row: list[int], scale: int) -> float:
+    """One row's correctly rounded float: CPython rounds ``int / int`` and ``float(int)`` half
+    to even, as the vectorised path does; beyond float64's range, infinite as it reads."""
     total = sum(limb << (BITS * k) for k, limb in enumerate(row))
-    return total / (1 << -scale) if scale < 0 else float(total << scale)
+    try:
+        return total / (1 << -scale) if scale < 0 else float(total << scale)
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
 
 
 def _negated(limbs: np.ndarray) -> np.ndarray:

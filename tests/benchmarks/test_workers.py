@@ -5,6 +5,7 @@ of every write, and a replay dealt out to two workers that the server counts exa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import random
@@ -26,9 +27,18 @@ from tests.helpers import fetch_all, running
 
 def fans(count: int) -> tuple[load.Fans, list[load.Fan]]:
     streams: list[load.Stream] = []
-    f = load.Fans({"count": count, "view": "v"}, streams)
-    f.fans = [load.Fan() for _ in range(count)]
+    f = load.Fans({"count": count, "view": "v"}, streams, "orders")
+    f.fans = [load.Fan(answered=True) for _ in range(count)]
     return f, f.fans
+
+
+def delays(f: load.Fans) -> list[int]:
+    """Every recorded delay, in microseconds as the histogram holds them."""
+    h = f.stream.histogram
+    return [
+        int(h.get_value_at_percentile(100 * (i + 1) / h.get_total_count()))
+        for i in range(h.get_total_count())
+    ]
 
 
 def test_a_delay_runs_from_the_acknowledgement_to_the_first_message_that_carries_it() -> None:
@@ -38,24 +48,41 @@ def test_a_delay_runs_from_the_acknowledgement_to_the_first_message_that_carries
     f.received(a, 15, 1.25)  # carries the first write only: 0.25 s after its ack
     f.received(b, 20, 2.0)  # carries both: 1.0 s and 0.5 s
     f.received(a, 20, 2.5)  # the second: 1.0 s
-    assert (a.next, b.next) == (2, 2)
+    assert (f.waiting(a), f.waiting(b)) == (0, 0)
     assert (a.worst, b.worst) == (1.0, 1.0)
     # a message that arrives before its write's acknowledgement (the server told the
     # subscriber first) counts as no delay, when the acknowledgement arrives
     f.received(a, 30, 3.0)
     f.acked("wal:30", 3.2)
-    assert (a.next, b.next) == (3, 2)
+    assert (f.waiting(a), f.waiting(b)) == (0, 1)
     f.received(b, 31, 3.4)
-    assert b.next == 3
+    assert f.waiting(b) == 0
     h = f.stream.histogram
-    assert h.get_total_count() == 6
-    delays_us = sorted([250_000, 1_000_000, 500_000, 1_000_000, 1, 200_000])
-    assert [h.get_value_at_percentile(100 * (i + 1) / 6) for i in range(6)] == [
-        h.get_highest_equivalent_value(v) for v in delays_us
-    ]
+    want = sorted([250_000, 1_000_000, 500_000, 1_000_000, 1, 200_000])
+    assert delays(f) == [h.get_highest_equivalent_value(v) for v in want]
     # a position of another kind (a Kafka source's) is not an HTTP acknowledgement
     f.acked("orders:0@3", 4.0)
     assert len(f.positions) == 3
+
+
+def test_acknowledgements_out_of_position_order_are_each_timed_from_their_own() -> None:
+    """Writes posted at once are acknowledged in any order: a message delivers every write at
+    or below its position, however the acknowledgements arrived."""
+    f, (a,) = fans(1)
+    f.acked("wal:20", 1.00)
+    f.acked("wal:10", 1.01)  # the earlier write, acknowledged after the later one
+    f.received(a, 15, 1.10)  # carries write 10 only: 0.09 s after its acknowledgement
+    assert f.waiting(a) == 1
+    f.received(a, 20, 2.10)  # and now write 20: 1.1 s
+    f.acked("wal:18", 2.20)  # below what the subscriber has seen: delivered, no delay
+    f.acked("wal:25", 2.25)
+    f.acked("wal:40", 2.30)
+    f.received(a, 39, 2.40)  # delivers 25 (0.15 s), not 40
+    assert f.waiting(a) == 1
+    h = f.stream.histogram
+    want = sorted([90_000, 1_100_000, 1, 150_000])
+    assert delays(f) == [h.get_highest_equivalent_value(v) for v in want]
+    assert a.worst == pytest.approx(1.1)
 
 
 def test_merged_workers_equal_one_histogram_of_every_value() -> None:
@@ -63,6 +90,7 @@ def test_merged_workers_equal_one_histogram_of_every_value() -> None:
     parts = [load.Stream("query", 100.0) for _ in range(3)]
     everything = HdrHistogram(1, load.MAX_LATENCY_US, 3)
     for k, stream in enumerate(parts):
+        stream.sent = 500 + k * 100
         for i in range(500 + k * 100):
             latency = rng.expovariate(1 / 0.004)
             stream.record(0.0, i / 100 + latency, i / 100, "200" if i % 50 else "503", 1)
@@ -71,6 +99,7 @@ def test_merged_workers_equal_one_histogram_of_every_value() -> None:
     assert merged.asked_rate == 300.0
     assert merged.statuses == sum((s.statuses for s in parts), start=Counter())
     assert merged.items == sum(s.items for s in parts) == 1800
+    assert merged.sent == 1800
     for p in (50, 90, 99, 99.9, 100):
         assert merged.histogram.get_value_at_percentile(p) == everything.get_value_at_percentile(p)
     # per second: the three workers' completions added second by second
@@ -96,6 +125,30 @@ def test_a_share_keeps_the_whole_schedule(tmp_path: Path) -> None:
     due = sorted((d, b) for r in replays for d, b in zip(r.due or [], r.bodies, strict=True))
     assert due == [(i / 20, body) for i, body in enumerate(scenario.replay.bodies)]  # type: ignore[union-attr]
     assert sum(r.events for r in replays) == 50
+    # a replay of 13 bodies and nothing else keeps at most 13 workers busy; probes alone, one
+    assert scenario.parallel(8) == 8  # it has subscribers too
+    replay_only = dataclasses.replace(scenario, raw={"ingest": scenario.raw["ingest"]})
+    assert replay_only.parallel(20) == 13
+    probes = dataclasses.replace(scenario, raw={"freshness": {"rate": 5}}, replay=None)
+    assert probes.parallel(4) == 1
+    assert [s.raw["ingest"]["phase"] for s in shares] == [0, 1 / 3, 2 / 3]
+
+
+@pytest.mark.asyncio
+async def test_workers_phases_keep_the_one_process_schedule() -> None:
+    """Three workers, each at a third of the rate and its own phase, send exactly when one
+    process would have: 30 requests 10 ms apart, not 10 bursts of three."""
+    streams = [load.Stream("query", 100 / 3) for _ in range(3)]
+
+    async def send(i: int) -> tuple[str, int]:
+        return "200", 1
+
+    await asyncio.gather(
+        *(load.open_loop(100 / 3, 0.3, 4, s, send, phase=k / 3) for k, s in enumerate(streams))
+    )
+    intended = sorted(t for s in streams for t, _ in s.timeline)
+    assert sum(s.sent for s in streams) == 30
+    assert intended == pytest.approx([i / 100 for i in range(30)], abs=2e-4)
 
 
 def _order(i: int, ts: int) -> dict[str, Any]:

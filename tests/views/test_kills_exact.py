@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from views.exact import Sums, decompose, to_floats
+from views.exact import PYTHON_ROWS, Sums, decompose, to_floats
 
 
 def summed(rows: int, values: list[float], at: list[int] | None = None) -> Sums:
@@ -150,8 +150,13 @@ def test_to_floats_reads_limbs_as_documented() -> None:
             low[k] = (1 << 32) - 1 if negative else 0
         top = rng.choice([-1] if negative else [0, 1, rng.randrange(1 << 31)])
         rows.append([*low, top])
+    assert len(rows) >= PYTHON_ROWS  # all at once: the vectorised path; seven at a time: Python's
     for scale in (-1100, -64, -1, 0, 5, 700):
         got = to_floats(np.array(rows, np.int64), scale).tolist()
+        few = [
+            v for i in range(0, len(rows), 7) for v in to_floats(np.array(rows[i : i + 7]), scale)
+        ]
+        assert few == got
         for row, value in zip(rows, got, strict=True):
             exact = (
                 Fraction(sum(limb << (32 * k) for k, limb in enumerate(row))) * Fraction(2) ** scale
