@@ -4,7 +4,8 @@ From ``GET /v1/views`` and a sample of each view's rows, for every view the user
 
 * **point** lookups (weight 4): one group, by each key, on key values sampled from its rows;
 * **top-N** (weight 2): the ten largest groups by each numeric aggregate;
-* **rollup** (weight 1): every key folded away (``group_by=``), over all time for a windowed view;
+* **rollup** (weight 1): every key folded away (``group_by=``), over all time for a view of
+  tumbling windows (a hop view's overlapping windows are kept);
 * **series** (weight 2), windowed views: the last hour of the view's chart metric (or its first
   numeric one), split by its first key, top five;
 * **CSV** (weight 1): a page of rows as CSV.
@@ -52,7 +53,10 @@ async def derive(
         for column in numeric:
             templates.append(_t("top", name, 2, f"{base}?order_by=-{column}&limit=10"))
         if view["keys"]:
-            rollup = "bucket=all&group_by=" if view["window"] else "group_by="
+            # over all time where windows tile it; a hop view's windows overlap and cannot be
+            # re-bucketed (a 400), so its rollup keeps them
+            over_all = view["window"] is not None and view["window"]["kind"] != "hop"
+            rollup = "bucket=all&group_by=" if over_all else "group_by="
             templates.append(_t("rollup", name, 1, f"{base}?{rollup}"))
         metric = view.get("chart") or (numeric[0] if numeric else None)
         if view["window"] and metric is not None:

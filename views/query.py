@@ -219,6 +219,19 @@ def run(view: View, query: Query) -> Result:
     return Result(columns, rows, truncated, next_offset, len(chosen))
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An aggregate's stored pairs read in place, output row ``j`` being pair ``ids[j]``: what a
+    query reads when its groups are the stored pairs themselves (one part, no rollup), so that
+    nothing is copied or merged — a point lookup reads one pair, not a merge of it."""
+
+    aggregate: Aggregate
+    ids: np.ndarray
+
+    def results(self, rows: np.ndarray) -> list[Any]:
+        return self.aggregate.results(self.ids[rows])
+
+
 @dataclass
 class Grouped:
     """The output groups of a query: each one's time and key, and its merged aggregates."""
@@ -226,7 +239,7 @@ class Grouped:
     view: View
     times: list[int | None]
     keys: list[Key]
-    aggs: list[Aggregate]  # one instance per aggregate, a row per group
+    aggs: list[Aggregate | Stored]  # one per aggregate, a row per group
     key_names: list[str]  # the kept key columns
 
     def __len__(self) -> int:
@@ -248,8 +261,12 @@ class Grouped:
         return list(zip(*columns, strict=True)) if columns else []
 
 
-def group(view: View, chosen: Selection, keep: list[int], bucket: int | None) -> Grouped:
-    """Merge the selected pairs into output groups: (time re-bucketed, kept keys)."""
+def group(
+    view: View, chosen: Selection, keep: list[int], bucket: int | None, in_place: bool = True
+) -> Grouped:
+    """Merge the selected pairs into output groups: (time re-bucketed, kept keys). When each
+    group is one stored pair of one part, its aggregates are read in place (``Stored``; tests
+    turn that off with ``in_place=False`` to compare it with the merge)."""
     keys = view.keys.keys
     key_names = [c.name for c in view.spec.columns if c.role == "key"]
     if bucket == ALL:
@@ -280,7 +297,14 @@ def group(view: View, chosen: Selection, keep: list[int], bucket: int | None) ->
     out_times: list[int | None] = (
         [None] * distinct.shape[1] if bucket == ALL else distinct[0].tolist()
     )
-    aggs = []
+    aggs: list[Aggregate | Stored] = []
+    if in_place and len(chosen.parts) == 1 and distinct.shape[1] == len(chosen):
+        # Each output group is one stored pair of one part: read the pairs where they are.
+        part, ids = chosen.parts[0]
+        row_ids = np.empty(len(ids), np.int64)
+        row_ids[inverse] = ids
+        aggs = [Stored(aggregate, row_ids) for aggregate in part.aggs]
+        return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep])
     for index in range(len(view.spec.aggs)):
         merged = view.new_aggregate(index).empty(distinct.shape[1])
         at = 0
@@ -313,12 +337,12 @@ def _order_and_page(
     return page, len(order) > query.offset + query.limit
 
 
-def all_rows(view: View) -> dict[tuple[int, Key], list[Any]]:
+def all_rows(view: View, in_place: bool = True) -> dict[tuple[int, Key], list[Any]]:
     """Every stored (bucket start, key) with its aggregates' results, parts merged: the whole
     state as plain values (tests compare it with the oracle's)."""
     key_names = [c.name for c in view.spec.columns if c.role == "key"]
     chosen = select(view, Query(), key_names)
-    grouped = group(view, chosen, list(range(len(key_names))), None)
+    grouped = group(view, chosen, list(range(len(key_names))), None, in_place)
     rows = np.arange(len(grouped))
     results = [a.results(rows) for a in grouped.aggs]
     out = {}
