@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from views.aggregates import Aggregate
+from views.grouping import group as group_codes
 from views.sketches import sort_key
 from views.spec import Column
 from views.state import Key
@@ -231,6 +232,9 @@ class Stored:
     def results(self, rows: np.ndarray) -> list[Any]:
         return self.aggregate.results(self.ids[rows])
 
+    def sort_values(self, rows: np.ndarray) -> np.ndarray | None:
+        return self.aggregate.sort_values(self.ids[rows])
+
 
 @dataclass
 class Grouped:
@@ -241,6 +245,7 @@ class Grouped:
     keys: list[Key]
     aggs: list[Aggregate | Stored]  # one per aggregate, a row per group
     key_names: list[str]  # the kept key columns
+    order: _Order | None = None  # for the default order in numpy (None: sort the tuples)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -255,6 +260,14 @@ class Grouped:
             return [self.keys[i][at] for i in rows.tolist()]
         index = [c.name for c in spec.columns if c.role == "aggregate"].index(name)
         return self.aggs[index].results(rows)
+
+    def sortable(self, name: str, rows: np.ndarray) -> np.ndarray | None:
+        """An aggregate column's values for ``rows`` as float64 (NaN: null) when they order
+        exactly as its answers do (``Aggregate.sort_values``); None when they would not."""
+        names = [c.name for c in self.view.spec.columns if c.role == "aggregate"]
+        if name not in names:
+            return None
+        return self.aggs[names.index(name)].sort_values(rows)
 
     def rows(self, chosen: np.ndarray, names: list[str]) -> list[tuple[Any, ...]]:
         columns = [self.column(n, chosen) for n in names]
@@ -286,10 +299,8 @@ def group(
         np.int64,
     )
     key_ids = reduced_of_slot[slot_index.reshape(-1)] if len(chosen) else np.zeros(0, np.int64)
-    codes = np.stack([times, key_ids])
     if len(chosen):
-        distinct, inverse = np.unique(codes, axis=1, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        distinct, inverse = _distinct_pairs(times, key_ids, len(reduced))
     else:
         distinct, inverse = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
     by_id = list(reduced)
@@ -297,6 +308,7 @@ def group(
     out_times: list[int | None] = (
         [None] * distinct.shape[1] if bucket == ALL else distinct[0].tolist()
     )
+    order = _Order(None if bucket == ALL else distinct[0], distinct[1], by_id)
     aggs: list[Aggregate | Stored] = []
     if in_place and len(chosen.parts) == 1 and distinct.shape[1] == len(chosen):
         # Each output group is one stored pair of one part: read the pairs where they are.
@@ -304,7 +316,7 @@ def group(
         row_ids = np.empty(len(ids), np.int64)
         row_ids[inverse] = ids
         aggs = [Stored(aggregate, row_ids) for aggregate in part.aggs]
-        return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep])
+        return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep], order)
     for index in range(len(view.spec.aggs)):
         merged = view.new_aggregate(index).empty(distinct.shape[1])
         at = 0
@@ -312,7 +324,43 @@ def group(
             merged.absorb(part.aggs[index], ids, inverse[at : at + len(ids)])
             at += len(ids)
         aggs.append(merged)
-    return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep])
+    return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep], order)
+
+
+def _distinct_pairs(
+    times: np.ndarray, key_ids: np.ndarray, keys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique`` of the (time, key id) columns (sorted by time, then key id) and each row's
+    index into them: as one int64 code per row when the codes fit (a 1-D sort, not a sort of
+    row pairs), else as pairs."""
+    low, high = int(times.min()), int(times.max())
+    width = max(keys, 1)
+    if (high - low + 1) * width < 1 << 62:  # Python ints: no overflow in the check itself
+        codes, _, inverse = group_codes((times - low) * width + key_ids)
+        return np.stack([codes // width + low, codes % width]), inverse
+    distinct, inverse = np.unique(np.stack([times, key_ids]), axis=1, return_inverse=True)
+    return distinct, inverse.reshape(-1)
+
+
+@dataclass(frozen=True)
+class _Order:
+    """What the default order of a query's groups needs, as arrays: each group's time (None:
+    all one bucket) and key id, and the distinct key tuples by id."""
+
+    times: np.ndarray | None
+    key_ids: np.ndarray
+    keys: list[Key]
+
+    def default(self) -> np.ndarray:
+        """The groups by time, then keys (``sort_key`` per column: nulls last): the key tuples
+        are ranked once, in Python, and the groups sorted by (time, rank) in numpy."""
+        ranked = sorted(range(len(self.keys)), key=lambda k: tuple(map(sort_key, self.keys[k])))
+        rank = np.empty(len(self.keys), np.int64)
+        rank[ranked] = np.arange(len(ranked))
+        of_group = rank[self.key_ids] if len(self.keys) else np.zeros(0, np.int64)
+        if self.times is None:
+            return np.argsort(of_group, kind="stable")
+        return np.lexsort((of_group, self.times))
 
 
 def _order_and_page(
@@ -320,13 +368,19 @@ def _order_and_page(
 ) -> tuple[np.ndarray, bool]:
     """Sort (default: window then keys; ``order_by`` nulls last, ties in default order), page."""
     n = len(grouped)
-    default = sorted(
-        range(n),
-        key=lambda i: (sort_key(grouped.times[i]), *map(sort_key, grouped.keys[i])),
-    )
-    order = np.array(default, np.int64)
+    if grouped.order is not None:
+        order = grouped.order.default()
+    else:
+        default = sorted(
+            range(n),
+            key=lambda i: (sort_key(grouped.times[i]), *map(sort_key, grouped.keys[i])),
+        )
+        order = np.array(default, np.int64)
     wanted = query.offset + query.limit + 1
-    if query.order_by is not None:
+    sortable = None if query.order_by is None else grouped.sortable(query.order_by, order)
+    if sortable is not None:
+        order = _ranked(order, sortable, query.descending, wanted)
+    elif query.order_by is not None:
         values = grouped.column(query.order_by, order)
         present = [(v, i) for v, i in zip(values, order.tolist(), strict=True) if v is not None]
         nulls = [i for v, i in zip(values, order.tolist(), strict=True) if v is None]
@@ -335,6 +389,17 @@ def _order_and_page(
         order = np.array((ranked + nulls)[:wanted], np.int64)
     page = order[query.offset : query.offset + query.limit]
     return page, len(order) > query.offset + query.limit
+
+
+def _ranked(order: np.ndarray, values: np.ndarray, descending: bool, wanted: int) -> np.ndarray:
+    """The first ``wanted`` of ``order`` by ``values`` (NaN: null, last), in numpy: a stable
+    sort keeps ties in the default order, as the Python sort does."""
+    null = np.isnan(values)
+    present = np.flatnonzero(~null)
+    by = values[present]
+    ranked = present[np.argsort(-by if descending else by, kind="stable")]
+    out: np.ndarray = np.concatenate([order[ranked[:wanted]], order[np.flatnonzero(null)]])
+    return out[:wanted]
 
 
 def all_rows(view: View, in_place: bool = True) -> dict[tuple[int, Key], list[Any]]:

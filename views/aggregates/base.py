@@ -44,12 +44,13 @@ from views.batch import Vec
 from views.values import Values
 
 Buffers = dict[str, Any]  # numpy arrays and small JSON-able values
+EXACT = 2**53  # below it, every integer is a float64 exactly
 
 
 def whole(x: Any) -> Any:
     """JSON has one number type: a whole float below 2**53 is answered as an integer, so a sum,
     min or max does not depend on whether events wrote ``12`` or ``12.0``."""
-    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+    if isinstance(x, float) and x.is_integer() and abs(x) < EXACT:
         return int(x)
     return x
 
@@ -141,6 +142,12 @@ class Aggregate:
 
     def results(self, ids: np.ndarray) -> list[Any]:
         raise NotImplementedError
+
+    def sort_values(self, ids: np.ndarray) -> np.ndarray | None:
+        """The results of ``ids`` as float64 (NaN where a result is null), when they order
+        exactly as ``results`` do under ``sort_key``: what ``order_by`` sorts in numpy. None
+        (the default): the answers are sorted as Python values."""
+        return None
 
     def take(self, keep: np.ndarray) -> None:
         raise NotImplementedError

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from views.aggregates.base import Aggregate, Batch, Buffers, grow
+from views.aggregates.base import EXACT, Aggregate, Batch, Buffers, grow
 
 
 class Count(Aggregate):
@@ -40,6 +40,13 @@ class Count(Aggregate):
 
     def results(self, ids: np.ndarray) -> list[Any]:
         out: list[Any] = self.n[ids].tolist()
+        return out
+
+    def sort_values(self, ids: np.ndarray) -> np.ndarray | None:
+        counts = self.n[ids]
+        if len(counts) and int(np.abs(counts).max()) >= EXACT:
+            return None
+        out: np.ndarray = counts.astype(np.float64)
         return out
 
     def take(self, keep: np.ndarray) -> None:

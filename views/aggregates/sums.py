@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from views.aggregates.base import Aggregate, Batch, Buffers, grow, whole
+from views.aggregates.base import EXACT, Aggregate, Batch, Buffers, grow, whole
 from views.exact import Sums
 
 
@@ -91,6 +91,15 @@ class Sum(Aggregate):
     def results(self, ids: np.ndarray) -> list[Any]:
         return self.totals(ids)
 
+    def sort_values(self, ids: np.ndarray) -> np.ndarray | None:
+        """The correctly rounded sums order as the answers do, while every one is below 2**53
+        (above, an answer is the exact int, and two may round to one float)."""
+        state = self._state()
+        floats = state.sums.floats(ids)
+        if len(floats) and not (np.abs(floats) < EXACT).all():
+            return None
+        return np.where(state.n[ids] == 0, np.nan, floats)
+
     def take(self, keep: np.ndarray) -> None:
         if self.owner is not None:
             return
@@ -124,6 +133,16 @@ class Avg(Sum):
     sql_names = ("avg",)
     sql_usage = "avg"
     result_type = "float"
+
+    def sort_values(self, ids: np.ndarray) -> np.ndarray | None:
+        """Below 2**53 an answer's sum is that float (or the int equal to it), and one IEEE
+        division by n is Python's ``total / n`` exactly."""
+        sums = super().sort_values(ids)
+        if sums is None:
+            return None
+        n = self.counts(ids)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n == 0, np.nan, sums / np.maximum(n, 1))
 
     def results(self, ids: np.ndarray) -> list[Any]:
         out: list[Any] = []
