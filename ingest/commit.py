@@ -112,6 +112,9 @@ class Step:
     def part_state(self, source: str, part: str) -> dict[str, Any]:
         return self.registry.part_state(source, part)
 
+    def compact_part(self, source: str, part: str) -> None:
+        self.registry.compact_part(source, part)
+
 
 @dataclass
 class Recovery:

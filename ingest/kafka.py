@@ -245,7 +245,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     if position is None or (not force and self.saved.get(part) == position):
                         continue
                     # Built and encoded in a worker thread while the step keeps writers out;
-                    # queries only read, so they keep being answered on the loop meanwhile.
+                    # queries only read, so they keep being answered on the loop meanwhile —
+                    # once the part is compacted here, on the loop: the thread moves nothing.
+                    step.compact_part(self.spec.name, part)
                     data = await asyncio.to_thread(self._encode_part, step, part)
                 # Outside the committer's step (ingest goes on), inside the part's own: the next
                 # save of this part encodes only after this file is in place.

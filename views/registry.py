@@ -291,6 +291,17 @@ class Registry:
 
     # -- one partition at a time (Kafka hand-over) ----------------------------------------------
 
+    def compact_part(self, source: str, part: str) -> None:
+        """Renumber ``part``'s pairs densely in every view of ``source`` (and its backfills):
+        what ``part_state`` does first. Done here, on the event loop, before a part file is
+        encoded in a worker thread, the thread's own compaction finds nothing to move — it would
+        otherwise renumber pair ids under a query answered on the loop meanwhile."""
+        views = [*self.by_source[source]]
+        views += [b.view for b in self.backfills.values() if b.view.spec.source == source]
+        for view in views:
+            if part in view.parts:
+                view.parts[part].compact(force=True)
+
     def part_state(self, source: str, part: str) -> dict[str, Any]:
         state = self.sources[source]
         return {

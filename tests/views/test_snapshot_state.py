@@ -100,3 +100,30 @@ def test_a_part_without_pairs_restores_and_counts_on() -> None:
     fresh.apply(Batch("s", [dict(event)], 2))
     assert all_rows(again.views["v"]) == all_rows(fresh.views["v"])
     assert len(all_rows(again.views["v"])) == 1
+
+
+def test_a_part_compacted_on_the_loop_is_not_moved_by_its_encoding() -> None:
+    """A Kafka part file is encoded in a worker thread while queries are answered on the loop;
+    ``compact_part`` (on the loop, first) leaves the thread's compaction nothing to renumber."""
+    config = parse(
+        {
+            "sources": {"k": CONFIG["sources"]["k"]},
+            "views": {
+                "kv": {
+                    "sql": "SELECT c, tumble(ts, '1 minute') AS m, count(*) AS n FROM k "
+                    "GROUP BY c, m",
+                    "retention": "10m",
+                }
+            },
+        }
+    )
+    registry = Registry(config.sources, config.views)
+    for i, minute in enumerate(range(12), start=1):  # retention drops the first minutes' pairs
+        ts = 1_790_000_040_000 + minute * 60_000
+        registry.apply(Batch("k", [{"ts": ts, "c": c} for c in "abc"], i, part="t:0"))
+    part = registry.views["kv"].parts["t:0"]
+    assert len(part.pairs.code_of) > len(part.pairs.ids)  # dead pairs: a compaction would move
+    before = all_rows(registry.views["kv"])
+    registry.compact_part("k", "t:0")
+    assert part.pairs.compact(force=True) is None  # what part_state's own compaction finds
+    assert all_rows(registry.views["kv"]) == before

@@ -140,9 +140,9 @@ class Avg(Sum):
         sums = super().sort_values(ids)
         if sums is None:
             return None
-        n = self.counts(ids)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n == 0, np.nan, sums / np.maximum(n, 1))
+        n = self.counts(ids).astype(np.float64)  # negative after unmatched retractions
+        out: np.ndarray = np.divide(sums, n, out=np.full_like(sums, np.nan), where=n != 0)
+        return out
 
     def results(self, ids: np.ndarray) -> list[Any]:
         out: list[Any] = []
