@@ -312,6 +312,10 @@ def diff_series(old: Answer, new: Answer) -> Answer | None:
         change["points"] = points
     if removed:
         change["removed"] = removed
+    final = new.get("complete_until_ms")
+    if "complete_until_ms" in new and (change or old.get("complete_until_ms") != final):
+        change["complete_until"] = new["complete_until"]  # which buckets are final now
+        change["complete_until_ms"] = new["complete_until_ms"]
     return change or None
 
 

@@ -90,6 +90,11 @@ PARAMETERS: dict[tuple[str, str], list[Any]] = {
         _q("title", STRING, "Title."),
         _q("unit", STRING, "Unit on the axis and values."),
         _q("interval", STRING, "Most often the chart updates (e.g. 1s)."),
+        _q(
+            "in_progress",
+            {"type": "string", "enum": ["show", "hide"]},
+            "The buckets after complete_until (still filling): drawn dashed, or left out.",
+        ),
     ],
     ("GET", "/v1/views/{view}/subscribe"): [
         *QUERY[:-1],

@@ -56,8 +56,9 @@ SCRIPTS = {
 CHART = Template((STATIC / "chart.html").read_text())
 DASHBOARD = Template((STATIC / "dashboard.html").read_text())
 ROWS_SHOWN = 10  # a dashboard table shows this many rows, and asks for one more to know if more
-CHART_PARAMS = {"type", "theme", "title", "unit", "interval"}
+CHART_PARAMS = {"type", "theme", "title", "unit", "interval", "in_progress"}
 TYPES = ("line", "area", "bar")
+IN_PROGRESS = ("show", "hide")  # the buckets after complete_until: drawn dashed, or left out
 THEMES = ("light", "dark")
 
 
@@ -78,6 +79,7 @@ def chart_page(
         "type": extra.get("type", "line"),
         "theme": extra.get("theme", "light"),
         "unit": extra.get("unit", ""),
+        "in_progress": extra.get("in_progress", "show"),
         "series": f"/v1/views/{view}/series?{query}",
         "subscribe": f"/v1/views/{view}/subscribe?kind=series&{query}"
         + (f"&interval={extra['interval']}" if "interval" in extra else ""),
@@ -111,6 +113,8 @@ async def chart(request: web.Request) -> web.Response:
         raise bad("type", f"{extra['type']!r} is not one of {', '.join(TYPES)}")
     if extra.get("theme", "light") not in THEMES:
         raise bad("theme", f"{extra['theme']!r} is not one of {', '.join(THEMES)}")
+    if extra.get("in_progress", "show") not in IN_PROGRESS:
+        raise bad("in_progress", f"{extra['in_progress']!r} is not one of show, hide")
     if params.get("format", "json") != "json":
         raise bad("format", "a chart reads the JSON series")
     series_answer(engine, view, params)  # a bad series request is a 400 here, not a blank page

@@ -27,7 +27,7 @@ from views import query as q
 from views.durations import format_duration
 from views.series import Series, SeriesError, series
 from views.spec import ViewSpec
-from views.timefmt import format_time
+from views.timefmt import format_optional, format_time
 from views.view import View
 
 
@@ -149,8 +149,21 @@ def series_answer(
         raise bad(err.param, str(err)) from None
     if output == "csv":
         return SeriesAnswer(output, {}, series_csv(answer))
-    json = {"view": view.spec.name, "metric": query.metric, **answer.to_json()}
+    json = {
+        "view": view.spec.name,
+        "metric": query.metric,
+        **answer.to_json(),
+        **complete_until(newest, view.spec.grace),
+    }
     return SeriesAnswer(output, json, b"")
+
+
+def complete_until(watermark: int | None, grace: int) -> dict[str, Any]:
+    """Up to when the series' buckets are final: an event before ``watermark - grace`` is late
+    (not counted), so a bucket that ends at or before it can no longer change; the buckets after
+    it are still filling. None before the source has a watermark."""
+    until = None if watermark is None else watermark - grace
+    return {"complete_until": format_optional(until), "complete_until_ms": until}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
 /* tallyd's live chart of a series, drawn with uPlot: the chart page and the dashboard both use
  * it, so a series answer and its changes are applied one way (api/live.py says what they hold).
  *
- *   const chart = tallydChart(element, { metric, unit, type, height, observed, onDraw });
+ *   const chart = tallydChart(element, { metric, unit, type, height, observed, onDraw,
+ *                                        inProgress });
  *   chart.answer(fullSeriesAnswer); chart.change(seriesChange);
  *
- * `observed` (optional) is kept up to date for tests and embedding apps: updates applied, points
- * drawn, series names, the last bucket. tallydNumber formats a number the way tables show it.
+ * The buckets after the answer's `complete_until` are still filling: a line is drawn dashed
+ * there and bars and areas faded, so a filling bucket does not read as a drop; `inProgress:
+ * "hide"` leaves them out. `observed` (optional) is kept up to date for tests and embedding
+ * apps: updates applied, points drawn, series names, the last bucket, the buckets in progress.
+ * tallydNumber formats a number the way tables show it.
  */
 (function () {
   "use strict";
@@ -33,7 +37,8 @@
     const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
     const unit = options.unit ? " " + options.unit : "";
     const observed = options.observed || {};
-    const state = { x: [], series: [], freshness: null };
+    const state = { x: [], series: [], freshness: null, bucket: 0, completeUntil: null };
+    const hide = options.inProgress === "hide";
     let plot = null;
     Object.assign(observed, { updates: 0, points: 0, series: [] });
 
@@ -41,8 +46,21 @@
       return { width: Math.max(200, el.clientWidth), height: options.height() };
     }
 
+    // A bucket is final when it ends at or before complete_until (null: no watermark yet, so
+    // nothing is final). Each series is drawn twice: its final buckets solid, and — dashed or
+    // faded — the last final bucket (so the two lines join) and every bucket after it.
+    function filling(i) {
+      return state.completeUntil == null || state.x[i] + state.bucket > state.completeUntil;
+    }
+
     function data() {
-      return [state.x.map((ms) => ms / 1000), ...state.series.map((s) => s.values)];
+      const x = state.x.map((ms) => ms / 1000);
+      const first = state.x.findIndex((_, i) => filling(i));  // -1: every bucket final
+      const done = state.series.map((s) => s.values.map((v, i) => (filling(i) ? null : v)));
+      if (hide) return [x, ...done];
+      const open = state.series.map((s) => s.values.map((v, i) =>
+        (first >= 0 && i >= Math.max(0, first - (options.type === "bar" ? 0 : 1)) ? v : null)));
+      return [x, ...done, ...open];
     }
 
     function build() {
@@ -63,23 +81,42 @@
               : undefined,
             value: (u, v) => number(v) + (v == null ? "" : unit),
           };
-        })],
+        }), ...(hide ? [] : state.series.map((s, i) => {
+          const stroke = palette[i % palette.length];
+          return {  // the same series, its buckets still filling
+            label: s.name + " (filling)", stroke: stroke + "99", width: 2, dash: [6, 4],
+            paths: bars || undefined, spanGaps: false,
+            fill: options.type === "area" ? stroke + "14" : options.type === "bar" ? stroke + "40"
+              : undefined,
+            value: (u, v) => number(v) + (v == null ? "" : unit),
+          };
+        }))],
         legend: { live: true },
       }, data(), el);
+      // One legend entry per series: its filling part has the same colour and name.
+      const rows = plot.root.querySelectorAll(".u-legend .u-series");
+      rows.forEach((row, i) => { if (i > state.series.length) row.style.display = "none"; });
       observed.series = state.series.map((s) => s.name);
     }
 
     function draw(rebuild) {
       observed.points = state.series.reduce(
         (n, s) => n + s.values.filter((v) => v != null).length, 0);
-      if (rebuild || !plot) build(); else plot.setData(data());
+      const drawn = data();
+      const count = (part) => part.reduce((n, vs) => n + vs.filter((v) => v != null).length, 0);
+      observed.drawnFinal = count(drawn.slice(1, 1 + state.series.length));  // solid points
+      observed.drawnFilling = count(drawn.slice(1 + state.series.length));  // dashed / faded
+      if (rebuild || !plot) build(); else plot.setData(drawn);
       observed.updates += 1;
       observed.lastX = state.x[state.x.length - 1];
+      observed.completeUntil = state.completeUntil;
+      observed.filling = state.x.filter((_, i) => filling(i)).length;  // buckets in progress
       if (options.onDraw) options.onDraw(state.freshness);
     }
 
     function answer(a) {
-      state.x = a.x; state.series = a.series; state.freshness = a.freshness; draw(true);
+      state.x = a.x; state.series = a.series; state.freshness = a.freshness;
+      state.bucket = a.bucket_ms; state.completeUntil = a.complete_until_ms; draw(true);
     }
 
     function change(c) {
@@ -103,6 +140,7 @@
         state.series = state.series.filter((s) => !c.removed.includes(s.name)); rebuild = true;
       }
       if (c.freshness) state.freshness = c.freshness;
+      if ("complete_until_ms" in c) state.completeUntil = c.complete_until_ms;
       draw(rebuild);
     }
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HOUR_T0, MINUTE_CONFIG, minute_orders, ndjson, running
+from api.live import diff_series
+from tests.helpers import HOUR_T0, MINUTE_CONFIG, minute_events, minute_orders, ndjson, running
+from views.timefmt import format_time
 
 
 @pytest.mark.asyncio
@@ -121,3 +123,53 @@ async def test_the_default_range_stays_within_max_time_range(tmp_path: Path) -> 
             f"/v1/views/per_minute/series?metric=n&bucket=7d&from=0&to={HOUR_T0}"
         )
         assert explicit.status == 400  # an explicit range is the caller's to fix
+
+
+GRACE_CONFIG = MINUTE_CONFIG.replace('grace = "1h"', 'grace = "90s"')
+
+
+@pytest.mark.asyncio
+async def test_complete_until_is_the_late_edge_and_buckets_before_it_no_longer_change(
+    tmp_path: Path,
+) -> None:
+    """``complete_until`` = watermark - grace (the watermark: the newest event time an HTTP
+    source has applied). An event just before it is late and changes nothing; one at it is
+    counted, in a bucket that ends after it: the buckets ending at or before it are final."""
+    async with running(GRACE_CONFIG, tmp_path) as (client, _):
+        series = f"/v1/views/per_minute/series?metric=n&from={HOUR_T0}&to={HOUR_T0 + 10 * 60_000}"
+        empty = await (await client.get(series)).json()
+        assert (empty["complete_until"], empty["complete_until_ms"]) == (None, None)
+        events = minute_events([(0, "FR", 1.0), (3, "DE", 2.0), (6, "FR", 3.0), (5, "US", 1.0)])
+        await client.post("/v1/sources/orders/events", data=ndjson(events))
+        answer = await (await client.get(series)).json()
+        expected = max(e["ts"] for e in events) - 90_000  # the reference: watermark - grace
+        assert answer["complete_until_ms"] == expected
+        assert answer["complete_until"] == format_time(expected)
+        final = [i for i, x in enumerate(answer["x"]) if x + answer["bucket_ms"] <= expected]
+        assert final == [0, 1, 2, 3]  # minutes 0-3 end by 6:00.001 - 1:30
+        late = {"ts": expected - 1, "country": "FR", "amount": 1.0}
+        edge = {"ts": expected, "country": "FR", "amount": 1.0}
+        for event in (late, edge):
+            await client.post("/v1/sources/orders/events", data=ndjson([event]))
+        after = await (await client.get(series)).json()
+        status = await (await client.get("/v1/status")).json()
+        assert status["views"]["per_minute"]["late"] == 1  # the event before the edge
+        (before_n,), (after_n,) = ([s["values"] for s in a["series"]] for a in (answer, after))
+        assert [after_n[i] for i in final] == [before_n[i] for i in final]  # final: unchanged
+        changed = [i for i, (b, a) in enumerate(zip(before_n, after_n, strict=True)) if b != a]
+        assert [answer["x"][i] + answer["bucket_ms"] > expected for i in changed] == [True]
+
+
+def test_a_live_series_change_carries_complete_until() -> None:
+    old = {"x": [0, 60], "series": [{"name": "n", "values": [1, 2]}], "complete_until_ms": 30}
+    new = {**old, "series": [{"name": "n", "values": [1, 3]}], "complete_until_ms": 60}
+    new["complete_until"] = format_time(60)
+    change = diff_series(old, new)
+    assert change is not None
+    assert (change["points"], change["complete_until_ms"]) == ([["n", 60, 3]], 60)
+    moved_only = {**old, "complete_until_ms": 90, "complete_until": format_time(90)}
+    assert diff_series(old, moved_only) == {
+        "complete_until": format_time(90),
+        "complete_until_ms": 90,
+    }
+    assert diff_series(old, {**old, "complete_until": format_time(30)}) is None

@@ -82,3 +82,45 @@ async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path:
             await page.screenshot(path=ARTIFACTS / "chart-after.png")
             assert errors == []
             await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_the_buckets_still_filling_are_drawn_apart_and_can_be_left_out(
+    tmp_path: Path,
+) -> None:
+    """With a 30 s grace, the buckets after complete_until (watermark - grace) are drawn dashed
+    (their own series, the last final bucket joining them); in_progress=hide leaves them out;
+    new events move the edge, live."""
+    config = CONFIG.replace('grace = "1h"', 'grace = "30s"')
+    async with running(config, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=orders(range(10), ["FR"], 10))
+        base = f"/v1/views/per_minute/chart?metric=n&from={T0}&to={T0 + 15 * 60_000}&interval=200ms"
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page(viewport={"width": 900, "height": 420})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(str(client.make_url(base)))
+            await page.wait_for_function("window.tallyd && window.tallyd.points === 10")
+            seen = await page.evaluate("window.tallyd")
+            # watermark T0 + 9 min: minutes 0-7 end by 8:30 (final); 8 and 9 are filling
+            assert seen["completeUntil"] == T0 + 9 * 60_000 - 30_000
+            assert seen["filling"] == 7  # minutes 8-14 of the range
+            assert (seen["drawnFinal"], seen["drawnFilling"]) == (8, 3)  # 7, 8, 9: joined
+            legend = await page.locator(".u-legend .u-series:visible").count()
+            assert legend == 2  # time and n: the filling part has no entry of its own
+            await page.screenshot(path=ARTIFACTS / "chart-filling.png")
+            await client.post("/v1/sources/orders/events", data=orders(range(12, 13), ["FR"], 1))
+            await page.wait_for_function("window.tallyd.points === 11")
+            seen = await page.evaluate("window.tallyd")
+            assert seen["completeUntil"] == T0 + 12 * 60_000 - 30_000
+            assert (seen["drawnFinal"], seen["drawnFilling"]) == (10, 1)  # 12 (10, 11: no data)
+            await page.goto(str(client.make_url(base + "&in_progress=hide")))
+            await page.wait_for_function("window.tallyd && window.tallyd.points === 11")
+            seen = await page.evaluate("window.tallyd")
+            assert (seen["drawnFinal"], seen["drawnFilling"]) == (10, 0)
+            await chromium.close()
+            assert errors == []
+        bad = await client.get(base + "&in_progress=maybe")
+        assert bad.status == 400
+        assert (await bad.json())["error"]["param"] == "in_progress"
