@@ -40,12 +40,12 @@ async def run(
     if workers <= 1:
         return await load.run(scenario, url, seed, progress)
     ctx = multiprocessing.get_context("spawn")  # no forked event loop, sockets or threads
-    go = ctx.Event()
+    go, stop = ctx.Event(), ctx.Event()  # start together; or not at all (another failed)
     results: multiprocessing.Queue[tuple[str, int, Any]] = ctx.Queue()
     procs = [
         ctx.Process(
             target=_work,
-            args=(scenario.share(k, workers), url, seed + k, k, go, results),
+            args=(scenario.share(k, workers), url, seed + k, k, go, stop, results),
             name=f"tallyd-bench-{k}",
             daemon=True,
         )
@@ -88,7 +88,9 @@ async def run(
                 if progress is not None and k == 0:
                     progress(_combined(ticks))
     finally:
-        go.set()  # a worker still waiting to start (the run failed) is not kept waiting
+        if len(ready) < workers:  # the run failed before it started: none of them starts it
+            stop.set()
+        go.set()  # a worker still waiting is not kept waiting
         for proc in procs:
             await asyncio.to_thread(proc.join, 5)
             if proc.is_alive():
@@ -115,6 +117,7 @@ def _work(
     seed: int,
     k: int,
     go: Any,
+    stop: Any,
     results: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     """One worker process: prepare, say so, wait for the word to go, run, send the result."""
@@ -123,6 +126,8 @@ def _work(
         results.put(("ready", k, None))
         if not await asyncio.to_thread(go.wait, READY_S):
             raise RuntimeError(f"not told to start in {READY_S:.0f} s")
+        if stop.is_set():
+            raise RuntimeError("another worker failed before the start")
 
     def tick(elapsed: float, counts: dict[str, tuple[int, int, float, str]]) -> None:
         results.put(("tick", k, (elapsed, counts)))

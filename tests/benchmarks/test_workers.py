@@ -203,10 +203,16 @@ async def test_two_workers_replay_a_file_the_server_counts_exactly(tmp_path: Pat
 
 
 @pytest.mark.asyncio
-async def test_a_worker_that_fails_stops_the_run_with_its_reason(tmp_path: Path) -> None:
+async def test_a_worker_that_fails_stops_the_run_and_no_other_starts_it(tmp_path: Path) -> None:
+    """Worker 0 fails while preparing (its one subscriber's settle is not a duration); worker 1,
+    with no subscriber, is ready and waiting: the run stops with worker 0's reason, and worker 1
+    never posts (the server accepts nothing)."""
     scenario = load.Scenario.load(SCENARIOS / "subscribers.toml")
-    broken = dataclasses.replace(
-        scenario, raw={**scenario.raw, "subscribers": {"count": 2, "view": "v", "settle": "x"}}
-    )
-    with pytest.raises(RuntimeError, match=r"load worker \d: ValueError: .*'x'"):
-        await workers.run(broken, "http://127.0.0.1:9", 2)
+    fans = {"count": 1, "view": "order_status", "settle": "x"}
+    broken = dataclasses.replace(scenario, raw={**scenario.raw, "subscribers": fans})
+    async with running(EXAMPLE.read_text(), tmp_path / "data") as (client, _):
+        url = str(client.make_url("")).rstrip("/")
+        with pytest.raises(RuntimeError, match=r"load worker 0: ValueError: .*'x'"):
+            await workers.run(broken, url, 2)
+        status = await (await client.get("/v1/status")).json()
+    assert status["sources"]["orders"]["accepted"] == 0
