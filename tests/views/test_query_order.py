@@ -18,7 +18,8 @@ from views.sketches import sort_key
 
 SQL = (
     "SELECT k, j, tumble(ts, '1 minute') AS m, count(*) AS n, count(a) AS na, sum(a) AS total, "
-    "avg(a) AS mean, max(a) AS hi FROM s GROUP BY k, j, m"
+    "avg(a) AS mean, max(a) AS hi, p90(a) AS p90, count_distinct(a) AS da, "
+    "top_k(k, 2) AS top FROM s GROUP BY k, j, m"
 )
 BASE = 1_790_000_000_000
 
@@ -48,7 +49,7 @@ def registry(seed: int, values: list[float] = SMALL) -> Registry:
 
 def reference(reg: Registry, query: Query) -> list[tuple[Any, ...]]:
     """Every group's answers (all_rows), sorted and paged in plain Python."""
-    names = ["k", "j", "m", "n", "na", "total", "mean", "hi"]
+    names = ["k", "j", "m", "n", "na", "total", "mean", "hi", "p90", "da", "top"]
     rows = [(*key, start, *answers) for (start, key), answers in all_rows(reg.views["v"]).items()]
     rows.sort(key=lambda r: (sort_key(r[2]), sort_key(r[0]), sort_key(r[1])))
     if query.order_by is not None:
@@ -60,7 +61,7 @@ def reference(reg: Registry, query: Query) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("order_by", [None, "n", "na", "total", "mean", "hi"])
+@pytest.mark.parametrize("order_by", [None, "n", "na", "total", "mean", "hi", "p90", "da"])
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("values", [SMALL, HUGE], ids=["small", "huge"])
 def test_the_numpy_order_is_the_python_order(
