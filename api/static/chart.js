@@ -28,8 +28,11 @@
     return (v !== 0 && Math.abs(v) < 1 ? small : plain).format(v);
   }
 
-  function tick(v) {  // axis labels: short
-    return Math.abs(v) >= 1e4 ? compact.format(v) : number(v);
+  // Axis labels: one form for the whole axis — all compact ("8K", "36K") when its largest tick
+  // reaches 10,000, else all plain — never "8,000" beside "36K".
+  function ticks(values) {
+    const big = values.some((v) => v != null && Math.abs(v) >= 1e4);
+    return values.map((v) => (v == null ? "" : big ? compact.format(v) : number(v)));
   }
 
   function tallydChart(el, options) {
@@ -72,7 +75,7 @@
         ...size(),
         scales: { x: { time: true } },
         axes: [{ ...axis, space: 80 }, { ...axis, label: options.metric + (options.unit ? " (" + options.unit + ")" : ""),
-          values: (u, ticks) => ticks.map((v) => tick(v) + unit), size: 70 }],
+          values: (u, vs) => (observed.ticks = ticks(vs).map((t) => t + unit)), size: 70 }],
         series: [{ label: "time" }, ...state.series.map((s, i) => {
           const stroke = palette[i % palette.length];
           return {

@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/`` (override with TALLYD_ARTIFACTS) for a per
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,31 @@ async def test_the_buckets_still_filling_are_drawn_apart_and_can_be_left_out(
         bad = await client.get(base + "&in_progress=maybe")
         assert bad.status == 400
         assert (await bad.json())["error"]["param"] == "in_progress"
+
+
+@pytest.mark.asyncio
+async def test_an_axis_labels_every_tick_in_one_form(tmp_path: Path) -> None:
+    """Revenue of 8,000 and 36,000 a minute: every label of the axis is compact ("10K EUR"),
+    none "8,000 EUR" beside "36K EUR"; small values keep the plain form."""
+    async with running(CONFIG, tmp_path) as (client, _):
+        body = ndjson(
+            [
+                {"ts": T0 + 1, "country": "FR", "amount": 8_000},
+                {"ts": T0 + 60_000 + 1, "country": "FR", "amount": 36_000},
+            ]
+        )
+        await client.post("/v1/sources/orders/events", data=body)
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page(viewport={"width": 900, "height": 420})
+            for metric, form in (("revenue", r"^(0|\d+K) EUR$"), ("n", r"^\d+(\.\d+)? EUR$")):
+                url = client.make_url(
+                    f"/v1/views/per_minute/chart?metric={metric}&from={T0}"
+                    f"&to={T0 + 5 * 60_000}&unit=EUR"
+                )
+                await page.goto(str(url))
+                await page.wait_for_function("window.tallyd && window.tallyd.points === 2")
+                labels = await page.evaluate("window.tallyd.ticks")
+                assert len(labels) >= 3, labels
+                assert all(re.match(form, t) for t in labels), (metric, labels)
+            await chromium.close()
