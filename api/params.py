@@ -166,10 +166,12 @@ def parse_series(
     newest: int | None,
     max_points: int,
     max_range: int | None = None,
+    oldest: int | None = None,
 ) -> tuple[SeriesQuery, str]:
     """``newest``: the source's watermark (or now), for the default range: the last 60 buckets
     — fewer when 60 would span more than ``max_range`` (the default is ours to keep within the
-    server's own cap; only an explicit range is the caller's to fix)."""
+    server's own cap; only an explicit range is the caller's to fix) — starting no earlier than
+    ``oldest``'s bucket, the view's first data: a fresh chart is not mostly empty space."""
     filters = _filters(spec, params, SERIES_PARAMS)
     metric = _one(params, "metric")
     if metric is None:
@@ -187,6 +189,8 @@ def parse_series(
     if time_from is None:
         buckets = 60 if max_range is None else max(1, min(60, max_range // size))
         time_from = to - buckets * size
+        if oldest is not None and oldest < to:
+            time_from = max(time_from, oldest - oldest % size)
     top = _one(params, "top")
     if top is not None and (not top.isdigit() or int(top) < 1):
         raise bad("top", f"{top!r} is not a positive integer")

@@ -141,6 +141,7 @@ def series_answer(
         newest if newest is not None else int(time.time() * 1000),
         engine.settings.max_series_points,
         engine.settings.max_time_range,
+        view.first_start(),
     )
     check_range(query.time_from, query.time_to, engine.settings.max_time_range)
     try:

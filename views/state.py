@@ -110,6 +110,12 @@ class Pairs:
         out: np.ndarray = self.code_of[ids] & ((1 << self.slot_bits) - 1)
         return out
 
+    def first_start(self) -> int | None:
+        """The bucket start (ms) of the oldest alive pair; None without one."""
+        if not len(self.codes):
+            return None
+        return int(((int(self.codes[0]) >> self.slot_bits) + (self.origin or 0)) * self.step)
+
     def _fit(self, buckets: np.ndarray, slots: np.ndarray) -> None:
         """Choose ``origin`` and ``slot_bits`` so that every code fits an int64 and stays in
         (bucket, slot) order; re-encode the existing codes when they change (rare)."""

@@ -374,6 +374,12 @@ class View:
     def late_events(self) -> list[dict[str, Any]]:
         return [e for p in self.parts.values() for e in p.late_events]
 
+    def first_start(self) -> int | None:
+        """The start (ms) of the oldest bucket any part holds: where this view's data begins
+        (a series' default range starts there when that is within its 60 buckets)."""
+        starts = [s for part in self.parts.values() if (s := part.pairs.first_start()) is not None]
+        return min(starts, default=None)
+
     def stats(self) -> dict[str, int]:
         slots: set[int] = set()
         starts: set[int] = set()

@@ -113,6 +113,10 @@ async def test_the_default_range_stays_within_max_time_range(tmp_path: Path) -> 
     """A weekly series with no range asked, by default, for 60 weeks — past the server's own
     366-day max_time_range, a 400 for a request the caller never made wide."""
     async with running(MINUTE_CONFIG, tmp_path) as (client, _):
+        # data from 400 days back (posted first: not late), so the default range is clamped
+        # by max_time_range, not by where the data begins
+        old = {"ts": HOUR_T0 - 400 * 86_400_000, "country": "FR", "amount": 1.0}
+        await client.post("/v1/sources/orders/events", data=ndjson([old]))
         await client.post("/v1/sources/orders/events", data=minute_orders([(0, "FR", 1.0)]))
         answer = await client.get("/v1/views/per_minute/series?metric=n&bucket=7d")
         body = await answer.json()
@@ -173,3 +177,21 @@ def test_a_live_series_change_carries_complete_until() -> None:
         "complete_until_ms": 90,
     }
     assert diff_series(old, {**old, "complete_until": format_time(30)}) is None
+
+
+@pytest.mark.asyncio
+async def test_the_default_range_starts_at_the_first_data(tmp_path: Path) -> None:
+    """A fresh view's chart is not 60 buckets of mostly empty space: with no range asked, the
+    series starts at the view's oldest bucket, and grows to 60 buckets as data comes."""
+    async with running(MINUTE_CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=minute_orders([(3, "FR", 1.0)]))
+        await client.post("/v1/sources/orders/events", data=minute_orders([(7, "DE", 1.0)]))
+        body = await (await client.get("/v1/views/per_minute/series?metric=n")).json()
+        assert body["x"] == [HOUR_T0 + m * 60_000 for m in range(3, 8)]  # minutes 3 to 7
+        assert body["series"] == [{"name": "n", "values": [1, None, None, None, 1]}]
+        hourly = await (await client.get("/v1/views/per_minute/series?metric=n&bucket=1h")).json()
+        assert hourly["x"] == [HOUR_T0]  # the first bucket is the one holding the first data
+        far = minute_orders([(3 + 70, "FR", 1.0)])  # 70 minutes on: 60 buckets, the last 60
+        await client.post("/v1/sources/orders/events", data=far)
+        body = await (await client.get("/v1/views/per_minute/series?metric=n")).json()
+        assert body["x"] == [HOUR_T0 + m * 60_000 for m in range(14, 74)]
