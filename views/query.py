@@ -238,26 +238,37 @@ class Stored:
 
 @dataclass
 class Grouped:
-    """The output groups of a query: each one's time and key, and its merged aggregates."""
+    """The output groups of a query: each one's time and key, and its merged aggregates. Times
+    and keys are arrays (a key as an id into the distinct key tuples), read as Python values
+    only for the rows an answer shows."""
 
     view: View
-    times: list[int | None]
-    keys: list[Key]
+    times: np.ndarray | None  # each group's bucket start; None: all one bucket (bucket=all)
+    key_ids: np.ndarray  # each group's key, an index into ``keys``
+    keys: list[Key]  # the distinct key tuples (of the kept key columns), by id
     aggs: list[Aggregate | Stored]  # one per aggregate, a row per group
     key_names: list[str]  # the kept key columns
-    order: _Order | None = None  # for the default order in numpy (None: sort the tuples)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.key_ids)
+
+    def time_of(self, rows: np.ndarray) -> list[int | None]:
+        if self.times is None:
+            return [None] * len(rows)
+        out: list[int | None] = self.times[rows].tolist()
+        return out
+
+    def key_of(self, rows: np.ndarray) -> list[Key]:
+        return [self.keys[k] for k in self.key_ids[rows].tolist()]
 
     def column(self, name: str, rows: np.ndarray) -> list[Any]:
         """One output column's values for ``rows``."""
         spec = self.view.spec
         if spec.window is not None and name == spec.window.name:
-            return [self.times[i] for i in rows.tolist()]
+            return self.time_of(rows)
         if name in self.key_names:
             at = self.key_names.index(name)
-            return [self.keys[i][at] for i in rows.tolist()]
+            return [key[at] for key in self.key_of(rows)]
         index = [c.name for c in spec.columns if c.role == "aggregate"].index(name)
         return self.aggs[index].results(rows)
 
@@ -272,6 +283,17 @@ class Grouped:
     def rows(self, chosen: np.ndarray, names: list[str]) -> list[tuple[Any, ...]]:
         columns = [self.column(n, chosen) for n in names]
         return list(zip(*columns, strict=True)) if columns else []
+
+    def default_order(self) -> np.ndarray:
+        """The groups by time, then keys (``sort_key`` per column: nulls last): the key tuples
+        are ranked once, in Python, and the groups sorted by (time, rank) in numpy."""
+        ranked = sorted(range(len(self.keys)), key=lambda k: tuple(map(sort_key, self.keys[k])))
+        rank = np.empty(len(self.keys), np.int64)
+        rank[ranked] = np.arange(len(ranked))
+        of_group = rank[self.key_ids] if len(self.keys) else np.zeros(0, np.int64)
+        if self.times is None:
+            return np.argsort(of_group, kind="stable")
+        return np.lexsort((of_group, self.times))
 
 
 def group(
@@ -303,12 +325,8 @@ def group(
         distinct, inverse = _distinct_pairs(times, key_ids, len(reduced))
     else:
         distinct, inverse = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
-    by_id = list(reduced)
-    out_keys = [by_id[k] for k in distinct[1].tolist()]
-    out_times: list[int | None] = (
-        [None] * distinct.shape[1] if bucket == ALL else distinct[0].tolist()
-    )
-    order = _Order(None if bucket == ALL else distinct[0], distinct[1], by_id)
+    out_times = None if bucket == ALL else distinct[0]
+    kept = [key_names[i] for i in keep]
     aggs: list[Aggregate | Stored] = []
     if in_place and len(chosen.parts) == 1 and distinct.shape[1] == len(chosen):
         # Each output group is one stored pair of one part: read the pairs where they are.
@@ -316,7 +334,7 @@ def group(
         row_ids = np.empty(len(ids), np.int64)
         row_ids[inverse] = ids
         aggs = [Stored(aggregate, row_ids) for aggregate in part.aggs]
-        return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep], order)
+        return Grouped(view, out_times, distinct[1], list(reduced), aggs, kept)
     for index in range(len(view.spec.aggs)):
         merged = view.new_aggregate(index).empty(distinct.shape[1])
         at = 0
@@ -324,7 +342,7 @@ def group(
             merged.absorb(part.aggs[index], ids, inverse[at : at + len(ids)])
             at += len(ids)
         aggs.append(merged)
-    return Grouped(view, out_times, out_keys, aggs, [key_names[i] for i in keep], order)
+    return Grouped(view, out_times, distinct[1], list(reduced), aggs, kept)
 
 
 def _distinct_pairs(
@@ -342,40 +360,11 @@ def _distinct_pairs(
     return distinct, inverse.reshape(-1)
 
 
-@dataclass(frozen=True)
-class _Order:
-    """What the default order of a query's groups needs, as arrays: each group's time (None:
-    all one bucket) and key id, and the distinct key tuples by id."""
-
-    times: np.ndarray | None
-    key_ids: np.ndarray
-    keys: list[Key]
-
-    def default(self) -> np.ndarray:
-        """The groups by time, then keys (``sort_key`` per column: nulls last): the key tuples
-        are ranked once, in Python, and the groups sorted by (time, rank) in numpy."""
-        ranked = sorted(range(len(self.keys)), key=lambda k: tuple(map(sort_key, self.keys[k])))
-        rank = np.empty(len(self.keys), np.int64)
-        rank[ranked] = np.arange(len(ranked))
-        of_group = rank[self.key_ids] if len(self.keys) else np.zeros(0, np.int64)
-        if self.times is None:
-            return np.argsort(of_group, kind="stable")
-        return np.lexsort((of_group, self.times))
-
-
 def _order_and_page(
     grouped: Grouped, columns: list[Column], query: Query
 ) -> tuple[np.ndarray, bool]:
     """Sort (default: window then keys; ``order_by`` nulls last, ties in default order), page."""
-    n = len(grouped)
-    if grouped.order is not None:
-        order = grouped.order.default()
-    else:
-        default = sorted(
-            range(n),
-            key=lambda i: (sort_key(grouped.times[i]), *map(sort_key, grouped.keys[i])),
-        )
-        order = np.array(default, np.int64)
+    order = grouped.default_order()
     wanted = query.offset + query.limit + 1
     sortable = None if query.order_by is None else grouped.sortable(query.order_by, order)
     if sortable is not None:
@@ -411,7 +400,6 @@ def all_rows(view: View, in_place: bool = True) -> dict[tuple[int, Key], list[An
     rows = np.arange(len(grouped))
     results = [a.results(rows) for a in grouped.aggs]
     out = {}
-    for i in range(len(grouped)):
-        time = grouped.times[i]
-        out[(0 if time is None else time, grouped.keys[i])] = [r[i] for r in results]
+    for i, (time, key) in enumerate(zip(grouped.time_of(rows), grouped.key_of(rows), strict=True)):
+        out[(0 if time is None else time, key)] = [r[i] for r in results]
     return out

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.views.test_engine_oracle import SOURCES
 from views import query as q
 from views.config import parse
 from views.query import Query, all_rows, run
@@ -98,23 +99,16 @@ def test_sums_beyond_two_to_the_53_are_sorted_as_exact_integers() -> None:
     assert [(r[0], r[5]) for r in rows] == [("b", big + 1), ("a", big + 2)]
 
 
-def test_the_python_path_is_still_what_an_order_without_arrays_takes(
+def test_the_python_ranking_is_still_what_a_column_without_sort_values_takes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The Python sort stays the fallback (a column without sort_values, a Grouped without
-    arrays): with both turned off, the same answers."""
+    """The Python ranking stays the fallback of ``order_by`` (a column without sort_values):
+    with sort_values turned off for every column, the same answers."""
     reg = registry(1)
     queries = [Query(order_by=c, descending=d) for c in ("n", "total", "hi") for d in (False, True)]
     fast = [run(reg.views["v"], query).rows for query in queries]
-    grouped = q.group
-    monkeypatch.setattr(q, "group", lambda *a, **k: _without_arrays(grouped(*a, **k)))
     monkeypatch.setattr(q.Grouped, "sortable", lambda self, name, rows: None)
     assert [run(reg.views["v"], query).rows for query in queries] == fast
-
-
-def _without_arrays(grouped: q.Grouped) -> q.Grouped:
-    grouped.order = None
-    return grouped
 
 
 def test_an_avg_over_a_negative_count_is_ranked_as_its_answer() -> None:
@@ -122,16 +116,7 @@ def test_an_avg_over_a_negative_count_is_ranked_as_its_answer() -> None:
     it for a plain sum): the answer is total / n, and so is its rank."""
     config = parse(
         {
-            "sources": {
-                "cdc": {
-                    "from": "kafka",
-                    "format": "debezium",
-                    "bootstrap": "x:1",
-                    "topic": "t",
-                    "group": "g",
-                    "time": "ts",
-                }
-            },
+            "sources": {"cdc": SOURCES["cdc"]},  # the oracle tests' change stream
             "views": {
                 "v": {
                     "sql": "SELECT k, count(*) AS n, sum(a) AS total, avg(a) AS mean "
