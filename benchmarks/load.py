@@ -681,9 +681,9 @@ class Fans:
                 assert self.session is not None
                 fan = Fan()
                 first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                try:
-                    response = await self.session.get(url + self.path)
-                except (aiohttp.ClientError, OSError) as err:
+                try:  # the stream may idle for long (no sock_read), its headers may not
+                    response = await asyncio.wait_for(self.session.get(url + self.path), 30)
+                except (aiohttp.ClientError, OSError, TimeoutError) as err:
                     self.not_connected[type(err).__name__] += 1
                     return
                 if response.status != 200:

@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks import load
 
+DONE_S = 120.0  # after the scenario's duration, a worker's last requests and report take this
 READY_S = 120.0  # preparing a worker (building bodies, connecting subscribers) takes at most this
 
 
@@ -58,9 +59,15 @@ async def run(
     ticks: dict[int, tuple[float, dict[str, Any]]] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + READY_S
+    done_by: float | None = None  # set at the start: the run's end, and DONE_S to report
     dead_since: dict[int, float] = {}
     try:
         while len(dumps) < workers:
+            if done_by is not None and loop.time() > done_by:  # even one still ticking
+                late = [procs[k].name for k in range(workers) if k not in dumps]
+                raise RuntimeError(
+                    f"load worker(s) {late} still running {DONE_S:.0f} s after the run's end"
+                )
             try:
                 kind, k, payload = await asyncio.to_thread(results.get, True, 0.5)
             except queue.Empty:
@@ -81,6 +88,7 @@ async def run(
                 ready.add(k)
                 if len(ready) == workers:  # every worker prepared: all start together
                     go.set()
+                    done_by = loop.time() + scenario.duration + DONE_S
             elif kind == "done":
                 dumps[k] = payload
             elif kind == "tick":

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
+import threading
+import traceback
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -14,6 +19,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``long`` tests first (in their order), then the rest: under ``pytest -n 2`` the
     workers start on them and share the rest, instead of one starting a two-minute test last."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+@pytest.fixture(autouse=True)
+def hang_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test about to fail on pytest-timeout first prints what its event loop's tasks wait on
+    (the timeout's own stack shows only the loop's select): a hang names its await."""
+    timeout = float(request.config.getini("timeout") or 0)
+    if timeout <= 30:
+        yield
+        return
+    timer = threading.Timer(timeout - 20, _print_tasks, args=(request.node.nodeid,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def _print_tasks(test: str) -> None:
+    out = sys.__stderr__
+    assert out is not None
+    print(f"\n--- {test}: still running; its asyncio tasks ---", file=out)
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    for loop in loops:
+        if not loop.is_running():
+            continue
+        for task in list(asyncio.all_tasks(loop)):
+            print(f"{task!r}", file=out)
+            for frame in task.get_stack():
+                print("".join(traceback.format_stack(frame, limit=1)).rstrip(), file=out)
+    out.flush()
 
 
 @pytest.fixture(autouse=True)

@@ -66,7 +66,8 @@ async def test_your_own_events_replayed_to_a_topic_are_counted_exactly(
     argv = ["run", "ingest", "--url", "http://unused", "--out", str(tmp_path / "out")]
     argv += ["--events", str(path), "--retime", "--rate", "2000", "--batch", "30"]
     argv += ["--kafka", kafka, "--topic", topic, "--workers", "1"]
-    assert await asyncio.to_thread(bench, argv) == 0  # the command line, as a user runs it
+    # the command line, as a user runs it (in a thread: it runs its own event loop)
+    assert await asyncio.wait_for(asyncio.to_thread(bench, argv), 120) == 0
     result = orjson.loads((tmp_path / "out" / "ingest-orders.json").read_bytes())
     stream = result["streams"]["ingest"]
     assert stream["statuses"] == {"acked": 9}  # 250 events in records of 30: 8 and one of 10
