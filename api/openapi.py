@@ -39,7 +39,10 @@ def _q(name: str, schema: dict[str, Any], description: str, required: bool = Fal
 
 
 STRING = {"type": "string"}
-TIME = {"type": "string", "description": "RFC 3339 or epoch milliseconds"}
+TIME = {
+    "type": "string",
+    "description": "RFC 3339, epoch milliseconds, or -<duration> before the watermark (-1h)",
+}
 LIMIT = {"type": "integer", "minimum": 1}
 SUBSCRIPTION = {
     "type": "string",

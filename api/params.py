@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from typing import Any
 
 import orjson
@@ -36,14 +37,26 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _time(params: MultiMapping[str], name: str) -> int | None:
+def _time(params: MultiMapping[str], name: str, newest: int | None) -> int | None:
+    """Epoch ms, RFC 3339, or ``-<duration>`` (``-1h``): that long before ``newest``, the
+    source's watermark (or now, before its first event) — resolved at each answer, so a live
+    subscription's range follows the data."""
     text = _one(params, name)
     if text is None:
         return None
+    stripped = text.strip()
+    if stripped.startswith("-") and not stripped[1:].strip().isdigit():
+        try:
+            back = parse_duration(stripped[1:].strip())
+        except ValueError as err:
+            raise bad(name, f"{err}; a relative time is '-' and a duration, e.g. -1h") from None
+        return (newest if newest is not None else int(time.time() * 1000)) - back
     try:
-        return query_time(text)
+        return query_time(stripped)
     except ValueError as err:
-        raise bad(name, f"{err}; give epoch milliseconds or RFC 3339") from None
+        raise bad(
+            name, f"{err}; give epoch milliseconds, RFC 3339, or -<duration> (e.g. -1h)"
+        ) from None
 
 
 def _limit(params: MultiMapping[str], default: int, cap: int) -> int:
@@ -107,8 +120,13 @@ def check_range(time_from: int | None, time_to: int | None, max_range: int) -> N
 
 
 def parse_query(
-    spec: ViewSpec, params: MultiMapping[str], default_limit: int, max_limit: int
+    spec: ViewSpec,
+    params: MultiMapping[str],
+    default_limit: int,
+    max_limit: int,
+    newest: int | None = None,
 ) -> tuple[Query, str]:
+    """``newest``: the source's watermark, which a relative ``from``/``to`` counts back from."""
     filters = _filters(spec, params, RESERVED)
     group_by = _one(params, "group_by")
     order_by = _one(params, "order_by")
@@ -118,8 +136,8 @@ def parse_query(
         raise bad("format", f"{output!r} is not one of {', '.join(FORMATS)}")
     query = Query(
         filters=filters,
-        time_from=_time(params, "from"),
-        time_to=_time(params, "to"),
+        time_from=_time(params, "from", newest),
+        time_to=_time(params, "to", newest),
         group_by=None if group_by is None else _names(group_by),
         bucket=_bucket(params),
         order_by=order_by.lstrip("-") if order_by else None,
@@ -181,11 +199,11 @@ def parse_series(
     if bucket == ALL:
         raise bad("bucket", "a series needs time buckets, e.g. 1h")
     size = bucket or (series_step(spec.window) if spec.window is not None else 1)
-    to = _time(params, "to")
+    to = _time(params, "to", newest)
     if to is None:
         latest = newest if newest is not None else 0
         to = latest - latest % size + size
-    time_from = _time(params, "from")
+    time_from = _time(params, "from", newest)
     if time_from is None:
         buckets = 60 if max_range is None else max(1, min(60, max_range // size))
         time_from = to - buckets * size

@@ -106,10 +106,16 @@ async def list_views(request: web.Request) -> web.Response:
     return json_response({"views": views})
 
 
-def rows_answer(engine: Engine, view: View, params: MultiMapping[str]) -> Rows:
-    """A query's answer (without freshness)."""
+def rows_answer(
+    engine: Engine, view: View, params: MultiMapping[str], whole: Whole | None = None
+) -> Rows:
+    """A query's answer (without freshness); ``whole``: a cluster's, whose watermark a relative
+    ``from``/``to`` counts back from."""
     settings = engine.settings
-    query, output = parse_query(view.spec, params, settings.default_limit, settings.max_limit)
+    newest = engine.watermark(view.spec.source) if whole is None else whole.watermark
+    query, output = parse_query(
+        view.spec, params, settings.default_limit, settings.max_limit, newest
+    )
     check_range(query.time_from, query.time_to, settings.max_time_range)
     query = dataclasses.replace(query, max_scan=settings.max_groups_scanned)
     try:
@@ -216,7 +222,7 @@ async def query_view(request: web.Request) -> web.Response:
             body, encoded = cached.body, cached.meta
         else:
             scratch = await whole.view()
-            body, encoded = _encoded_rows(rows_answer(engine, scratch, params))
+            body, encoded = _encoded_rows(rows_answer(engine, scratch, params, whole))
             engine.answers.put(("cluster", *found.key), whole.version, body, encoded)
         fresh = whole.freshness
     else:

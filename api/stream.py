@@ -137,7 +137,7 @@ async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topi
         # one this stream was opened on, and its next answer is the new definition's.
         target: View = cluster.get("view") or engine.registry.views.get(view.spec.name, view)
         if kind == "rows":
-            answer = rows_answer(engine, target, params).answer
+            answer = rows_answer(engine, target, params, whole).answer
         else:
             answer = series_answer(engine, target, params, whole).answer
         fresh = (
