@@ -27,7 +27,13 @@ async def openapi_json(request: web.Request) -> web.Response:
 READ_ANY = ("read", None)
 ROUTES = (
     ("GET", "/", pages.dashboard, READ_ANY, "Dashboard: every view as a live chart and table."),
-    ("GET", "/assets/{name}", pages.asset, None, "Vendored chart library (uPlot)."),
+    (
+        "GET",
+        "/assets/{name}",
+        pages.asset,
+        None,
+        "Chart scripts: the web components, uPlot (vendored).",
+    ),
     ("GET", "/openapi.json", openapi_json, None, "This API, as an OpenAPI 3.1 document."),
     ("GET", "/healthz", admin.healthz, None, "Liveness: 200 while the process runs."),
     ("GET", "/readyz", admin.readyz, None, "Readiness: 200 once state is restored, else 503."),
@@ -36,7 +42,34 @@ ROUTES = (
     ("GET", "/v1/views/{view}/series", read.series_view, ("read", "view"), "Chart-ready series."),
     ("GET", "/v1/views/{view}/subscribe", stream.subscribe, ("read", "view"), "Live (SSE)."),
     ("GET", "/v1/live", stream.live, READ_ANY, "Several live subscriptions, one SSE stream."),
-    ("GET", "/v1/views/{view}/chart", pages.chart, ("read", "view"), "Embeddable chart (HTML)."),
+    (
+        "GET",
+        "/v1/views/{view}/chart",
+        pages.embed_handler("chart"),
+        ("read", "view"),
+        "Embeddable live chart of a series (HTML).",
+    ),
+    (
+        "GET",
+        "/v1/views/{view}/tile",
+        pages.embed_handler("tile"),
+        ("read", "view"),
+        "Embeddable KPI tile: a metric this period, its change, a sparkline (HTML).",
+    ),
+    (
+        "GET",
+        "/v1/views/{view}/top",
+        pages.embed_handler("top"),
+        ("read", "view"),
+        "Embeddable live ranking: horizontal bars (HTML).",
+    ),
+    (
+        "GET",
+        "/v1/views/{view}/table",
+        pages.embed_handler("table"),
+        ("read", "view"),
+        "Embeddable live table (HTML).",
+    ),
     ("GET", "/v1/views/{view}/late", read.late_events, ("read", "view"), "Late events kept."),
     ("GET", "/v1/sources", admin.list_sources, ("admin", None), "Every source: schema, counters."),
     ("POST", "/v1/sources/{source}/events", write.post_events, ("append", "source"), "Ingest."),
@@ -88,13 +121,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request = _subscriptions(request, token)
         _rate(request.app[ENGINE], token)
         request[TOKEN] = token
-    response = await handler(request)
-    if allowed_origin is not None:
-        response.headers.update(_cors(allowed_origin, preflight=False))
+    return await handler(request)
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """CORS for the allowed origins on every answer as it is sent: errors too (an app on another
+    origin reads why it was refused, not 'failed to fetch'), and streams, whose headers leave
+    before their handler returns."""
+    auth = request.app[AUTH]
+    origin = request.headers.get("Origin")
+    if origin is not None and origin in auth.cors_origins and request.method != "OPTIONS":
+        response.headers.update(_cors(origin, preflight=False))
     if auth.cors_origins and response.content_type == "text/html":
         ancestors = " ".join(("'self'", *auth.cors_origins))
         response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
-    return response
 
 
 def _refusal(request: web.Request, action: str, key: str | None, target: str | None) -> str:
@@ -223,6 +263,7 @@ def make_app(config: Config, settings: Settings, manage_gc: bool = False) -> web
         client_max_size=settings.max_body_bytes,
     )
     app[AUTH] = parse_auth(config.auth, config.path, list(config.views), list(config.sources))
+    app.on_response_prepare.append(cors_headers)
     app[ENGINE] = Engine(config, settings, manage_gc)
     app.cleanup_ctx.append(engine_context)
     for method, path, handler, _, _ in ROUTES:

@@ -189,6 +189,7 @@ class Hub:
         self.topics: dict[tuple[Any, ...], Topic] = {}
         self.dropped = 0
         self.linger = linger
+        self.streams = 0  # open connections: a /v1/live stream of many subscriptions is one
 
     def topic(
         self,
@@ -213,6 +214,7 @@ class Hub:
 
     def subscribe(self, feed: Feed, close: Callable[[], None] | None = None) -> Subscriber:
         subscriber = Subscriber(close)
+        self.streams += 1
         for topic in feed.distinct:
             topic.subscribers.add(subscriber)
             if topic.task is None or topic.task.done():  # it lingered out meanwhile
@@ -224,8 +226,8 @@ class Hub:
     def _start(topic: Topic) -> None:
         topic.task = asyncio.create_task(topic.run(), name="tallyd-live")
 
-    @staticmethod
-    def unsubscribe(feed: Feed, subscriber: Subscriber) -> None:
+    def unsubscribe(self, feed: Feed, subscriber: Subscriber) -> None:
+        self.streams -= 1
         for topic in feed.distinct:
             topic.subscribers.discard(subscriber)
 

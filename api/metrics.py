@@ -136,7 +136,14 @@ class _EngineCollector:
         )
         live = status["live"]
         yield GaugeMetricFamily(
-            "tallyd_live_subscribers", "Open SSE streams.", value=live["subscribers"]
+            "tallyd_live_subscribers",
+            "Live subscriptions: each question of each open SSE stream.",
+            value=live["subscribers"],
+        )
+        yield GaugeMetricFamily(
+            "tallyd_live_streams",
+            "Open SSE connections (a /v1/live stream of several questions counts once).",
+            value=live["streams"],
         )
         yield CounterMetricFamily(
             "tallyd_live_dropped", "SSE subscribers dropped for not reading.", value=live["dropped"]
@@ -190,6 +197,7 @@ def engine_status(engine: Any) -> dict[str, Any]:
         "live": {
             "topics": len(engine.hub.topics),
             "subscribers": sum(len(t.subscribers) for t in engine.hub.topics.values()),
+            "streams": engine.hub.streams,
             "dropped": engine.hub.dropped,
         },
     }

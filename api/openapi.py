@@ -83,21 +83,48 @@ SERIES = [
         "(topic:partition@offset, comma-separated, as a post answered) is applied.",
     ),
 ]
+EMBED = [  # every embed page's options
+    _q("theme", {"type": "string", "enum": ["light", "dark"]}, "Colours (default: the reader's)."),
+    _q("title", STRING, "Title."),
+    _q("unit", STRING, "Unit shown with values."),
+    _q("interval", STRING, "Most often it updates (e.g. 1s)."),
+]
+TABLE = ("from", "to", "group_by", "bucket", "order_by", "limit", "columns")
 PARAMETERS: dict[tuple[str, str], list[Any]] = {
     ("GET", "/v1/views/{view}"): QUERY,
     ("GET", "/v1/views/{view}/series"): SERIES,
     ("GET", "/v1/views/{view}/chart"): [
-        *SERIES[:-1],
+        *SERIES[:-2],
         _q("type", {"type": "string", "enum": ["line", "area", "bar"]}, "Chart type."),
-        _q("theme", {"type": "string", "enum": ["light", "dark"]}, "Colours."),
-        _q("title", STRING, "Title."),
-        _q("unit", STRING, "Unit on the axis and values."),
-        _q("interval", STRING, "Most often the chart updates (e.g. 1s)."),
+        _q("stack", {"type": "string", "enum": ["true", "false"]}, "Stack areas and bars."),
         _q(
             "in_progress",
             {"type": "string", "enum": ["show", "hide"]},
             "The buckets after complete_until (still filling): drawn dashed, or left out.",
         ),
+        *EMBED,
+    ],
+    ("GET", "/v1/views/{view}/tile"): [
+        *(q for q in SERIES if q["name"] in ("metric", "bucket", "tz", "fill")),
+        _q(
+            "period",
+            {"type": "string", "enum": ["current", "last"]},
+            "The newest bucket (so far) or the newest final one.",
+        ),
+        *EMBED,
+    ],
+    ("GET", "/v1/views/{view}/top"): [
+        _q("metric", STRING, "Rank the values of `by` by this aggregate."),
+        _q("by", STRING, "A group key."),
+        _q("column", STRING, "Or: a top_k column, its items ranked by count."),
+        _q("limit", LIMIT, "Bars shown (default 10)."),
+        _q("from", TIME, "Range start (e.g. -1h)."),
+        _q("to", TIME, "Range end."),
+        *EMBED,
+    ],
+    ("GET", "/v1/views/{view}/table"): [
+        *(q for q in QUERY if q["name"] in TABLE),
+        *EMBED,
     ],
     ("GET", "/v1/views/{view}/subscribe"): [
         *QUERY[:-1],
@@ -148,6 +175,9 @@ CONTENT = {
     "GET /metrics": "text/plain",
     "GET /": "text/html",
     "GET /v1/views/{view}/chart": "text/html",
+    "GET /v1/views/{view}/tile": "text/html",
+    "GET /v1/views/{view}/top": "text/html",
+    "GET /v1/views/{view}/table": "text/html",
     "GET /v1/views/{view}/subscribe": "text/event-stream",
     "GET /v1/live": "text/event-stream",
     "GET /assets/{name}": ASSETS["uPlot.iife.min.js"],

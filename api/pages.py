@@ -1,21 +1,23 @@
-"""HTML pages: an embeddable live chart of a series, and the dashboard of every view.
+"""HTML pages: embeddable live charts, KPI tiles, rankings and tables, and the dashboard.
 
-Both are self-contained apart from uPlot, which tallyd serves itself from ``/assets/`` (vendored
-from npm, see api/static/VENDORED.md): they work offline, with no CDN. Their markup and scripts
-are files in ``api/static/``: ``chart.js`` draws a series and applies its changes for both pages.
+Everything is served by tallyd itself from ``/assets/`` (uPlot vendored from npm, see
+api/static/VENDORED.md): the pages work offline, with no CDN. ``tallyd.js`` defines the web
+components ``<tallyd-chart>``, ``<tallyd-tile>``, ``<tallyd-top>`` and ``<tallyd-table>``; an
+embed page (``/v1/views/{view}/chart``, ``/tile``, ``/top``, ``/table``) is one of them, its
+parameters checked here first (a bad one is a 400, not a blank frame). ``chart.js`` draws a
+series and formats numbers and rows for the components and the dashboard alike.
 
-The chart page reads its series once, then follows its live stream (``subscribe?kind=series``).
-The dashboard follows every table and chart it shows over one ``/v1/live`` stream: a browser
-opens at most six connections per host, so a stream each would leave its other requests queued.
-Both expose ``window.tallyd`` (updates applied, points drawn) so tests and embedding apps can
-observe them.
+Live, a page's embeds share one ``/v1/live`` stream (a browser opens at most six connections per
+host), and tallyd's own pages share one across frames through a SharedWorker. Pages expose
+``window.tallyd`` (updates applied, values shown) so tests and embedding apps can observe them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -29,8 +31,9 @@ from api.auth import TOKEN, URL_SECRET, Token
 from api.context import engine_of, only, readable, view_of
 from api.engine import Engine
 from api.errors import ApiError
-from api.params import bad
-from api.read import series_answer
+from api.params import SERIES_PARAMS, bad
+from api.read import rows_answer, series_answer
+from views.view import View
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {
@@ -38,28 +41,55 @@ ASSETS = {
     "uPlot.min.css": "text/css",
     "chart.js": "application/javascript",
     "dashboard.js": "application/javascript",
+    "tallyd.js": "application/javascript",
 }
-
-
-def _versioned(name: str) -> str:
-    """An asset's URL with its content hash: cached for a day, yet never stale after an upgrade
-    (the asset handler ignores the query)."""
-    return f"/assets/{name}?v={hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]}"
-
-
+# One version for every asset, from all their contents: tallyd.js loads the others with its own
+# ?v=, so they are cached for a day, yet never stale after an upgrade (the handler ignores it).
+VERSION = hashlib.sha256(b"".join((STATIC / name).read_bytes() for name in ASSETS)).hexdigest()
 SCRIPTS = {
-    "uplot_js": _versioned("uPlot.iife.min.js"),
-    "uplot_css": _versioned("uPlot.min.css"),
-    "chart_js": _versioned("chart.js"),
-    "dashboard_js": _versioned("dashboard.js"),
+    "uplot_js": f"/assets/uPlot.iife.min.js?v={VERSION[:12]}",
+    "uplot_css": f"/assets/uPlot.min.css?v={VERSION[:12]}",
+    "chart_js": f"/assets/chart.js?v={VERSION[:12]}",
+    "dashboard_js": f"/assets/dashboard.js?v={VERSION[:12]}",
+    "tallyd_js": f"/assets/tallyd.js?v={VERSION[:12]}",
 }
-CHART = Template((STATIC / "chart.html").read_text())
+EMBED = Template((STATIC / "embed.html").read_text())
 DASHBOARD = Template((STATIC / "dashboard.html").read_text())
 ROWS_SHOWN = 10  # a dashboard table shows this many rows, and asks for one more to know if more
-CHART_PARAMS = {"type", "theme", "title", "unit", "interval", "in_progress"}
 TYPES = ("line", "area", "bar")
 IN_PROGRESS = ("show", "hide")  # the buckets after complete_until: drawn dashed, or left out
 THEMES = ("light", "dark")
+PERIODS = ("current", "last")  # a tile's: the newest bucket (so far), or the newest final one
+BOOLEANS = ("true", "false")
+COMMON = {"theme", "title", "unit", "interval"}  # every embed page's
+
+
+@dataclass(frozen=True)
+class Embed:
+    """An embed page: its element, the query parameters it passes on as attributes, and which of
+    them take one of a few values."""
+
+    element: str
+    params: frozenset[str]
+    choices: dict[str, tuple[str, ...]]
+
+
+EMBEDS = {
+    "chart": Embed(
+        "tallyd-chart",
+        frozenset({*SERIES_PARAMS, "type", "stack", "in_progress"} - {"format"}),
+        {"type": TYPES, "in_progress": IN_PROGRESS, "stack": BOOLEANS},
+    ),
+    "tile": Embed(
+        "tallyd-tile", frozenset({"metric", "bucket", "tz", "fill", "period"}), {"period": PERIODS}
+    ),
+    "top": Embed("tallyd-top", frozenset({"metric", "by", "column", "limit", "from", "to"}), {}),
+    "table": Embed(
+        "tallyd-table",
+        frozenset({"limit", "order_by", "columns", "from", "to", "group_by", "bucket"}),
+        {},
+    ),
+}
 
 
 def embed_json(data: Any) -> str:
@@ -67,25 +97,15 @@ def embed_json(data: Any) -> str:
     return orjson.dumps(data).decode().replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def chart_page(
-    view: str, params: dict[str, str], extra: dict[str, str], token: str | None = None
-) -> str:
-    """``params``: the series query; ``extra``: chart options (type, theme, title, unit);
-    ``token``: the secret the page itself was loaded with, passed on to what it loads."""
-    query = urlencode(params if token is None else {**params, "token": token})
-    config = {
-        "view": view,
-        "metric": params.get("metric", ""),
-        "type": extra.get("type", "line"),
-        "theme": extra.get("theme", "light"),
-        "unit": extra.get("unit", ""),
-        "in_progress": extra.get("in_progress", "show"),
-        "series": f"/v1/views/{view}/series?{query}",
-        "subscribe": f"/v1/views/{view}/subscribe?kind=series&{query}"
-        + (f"&interval={extra['interval']}" if "interval" in extra else ""),
-    }
-    title = extra.get("title") or f"{view} · {params.get('metric', '')}"
-    return CHART.substitute(SCRIPTS, title=html.escape(title), config=embed_json(config))
+def embed_page(kind: str, view: str, attributes: dict[str, str], title: str) -> str:
+    """The page of one embed: its element with ``attributes`` (parameter names as attribute
+    names: ``split_by`` as ``split-by``, ``title`` as ``label``)."""
+    shown = " ".join(
+        f'{name.replace("_", "-")}="{html.escape(value)}"'
+        for name, value in {"view": view, **attributes}.items()
+    )
+    element = f'<{EMBEDS[kind].element} id="embed" {shown}></{EMBEDS[kind].element}>'
+    return EMBED.substitute(SCRIPTS, title=html.escape(title), element=element)
 
 
 def dashboard_page(views: list[dict[str, Any]], live: str | None) -> str:
@@ -103,23 +123,81 @@ async def asset(request: web.Request) -> web.Response:
     )
 
 
-async def chart(request: web.Request) -> web.Response:
-    """An embeddable live chart of ``series`` (same parameters, plus type/theme/title/unit)."""
-    engine = engine_of(request)
-    view = view_of(engine, request)
-    extra = {k: v for k, v in request.query.items() if k in CHART_PARAMS}
-    params = MultiDict((k, v) for k, v in request.query.items() if k not in CHART_PARAMS)
-    if extra.get("type", "line") not in TYPES:
-        raise bad("type", f"{extra['type']!r} is not one of {', '.join(TYPES)}")
-    if extra.get("theme", "light") not in THEMES:
-        raise bad("theme", f"{extra['theme']!r} is not one of {', '.join(THEMES)}")
-    if extra.get("in_progress", "show") not in IN_PROGRESS:
-        raise bad("in_progress", f"{extra['in_progress']!r} is not one of show, hide")
-    if params.get("format", "json") != "json":
-        raise bad("format", "a chart reads the JSON series")
-    series_answer(engine, view, params)  # a bad series request is a 400 here, not a blank page
-    body = chart_page(view.spec.name, dict(params.items()), extra, request.get(URL_SECRET))
-    return web.Response(text=body, content_type="text/html")
+def embed_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``/v1/views/{view}/<kind>``: the page of one embed. Its parameters are checked as the
+    component will use them — a bad one is a 400 naming it, not a blank frame."""
+    embed = EMBEDS[kind]
+
+    async def page(request: web.Request) -> web.Response:
+        engine = engine_of(request)
+        view = view_of(engine, request)
+        spec = view.spec
+        keys = {c.name for c in spec.columns if c.role == "key"}
+        attributes: dict[str, str] = {}
+        filters: list[tuple[str, str]] = []
+        for name, value in request.query.items():
+            if name in keys:
+                filters.append((name, value))
+            elif name in embed.params or name in COMMON:
+                if name in attributes:
+                    raise bad(name, "given twice")
+                attributes[name] = value
+            else:
+                known = sorted(embed.params | COMMON)
+                hint = f"; group keys you can filter on: {', '.join(sorted(keys))}" if keys else ""
+                raise bad(name, f"unknown parameter of a {kind}; known: {', '.join(known)}{hint}")
+        for name, allowed in {**embed.choices, "theme": THEMES}.items():
+            if name in attributes and attributes[name] not in allowed:
+                raise bad(name, f"{attributes[name]!r} is not one of {', '.join(allowed)}")
+        _check(kind, engine, view, attributes, filters)
+        if filters:
+            attributes["filter"] = urlencode(filters)
+        secret = request.get(URL_SECRET)
+        if secret is not None:  # what the page loads is authorized as the page was
+            attributes["token"] = secret
+        if "title" in attributes:
+            attributes["label"] = attributes.pop("title")
+        if kind == "chart":
+            attributes["height"] = "fill"
+        title = attributes.get("label") or f"{spec.name} · {attributes.get('metric', kind)}"
+        body = embed_page(kind, spec.name, attributes, title)
+        return web.Response(text=body, content_type="text/html")
+
+    return page
+
+
+def _check(
+    kind: str,
+    engine: Engine,
+    view: View,
+    attributes: dict[str, str],
+    filters: list[tuple[str, str]],
+) -> None:
+    """Ask the question the component will ask, once: a bad one fails here, with its reason."""
+    asked = MultiDict(filters)
+    window = view.spec.window.name if view.spec.window is not None else None
+    if kind in ("chart", "tile"):
+        for name in EMBEDS[kind].params & SERIES_PARAMS:
+            if name in attributes:
+                asked[name] = attributes[name]
+        series_answer(engine, view, asked)
+        return
+    for name in ("from", "to", "limit", "order_by", "columns", "group_by", "bucket"):
+        if name in attributes:
+            asked[name] = attributes[name]
+    if kind == "top":
+        column, metric, by = (attributes.get(n) for n in ("column", "metric", "by"))
+        if column is not None:
+            found = view.spec.column(column)
+            if found is None or found.type != "array":
+                raise bad("column", f"{column!r} is not a top_k column of {view.spec.name}")
+        elif metric is None or by is None:
+            raise bad("metric", "give metric= and by= (a group key), or column= (a top_k column)")
+        else:
+            asked.update({"group_by": by, "order_by": f"-{metric}"})
+            if window is not None:
+                asked["bucket"] = "all"
+    rows_answer(engine, view, asked)
 
 
 async def dashboard(request: web.Request) -> web.Response:

@@ -32,53 +32,12 @@
       tallydNumber(b.total) + " records" + (b.failed ? " (stopped: " + b.failed + ")" : "");
   }
 
-  // ---- cells: one readable form per kind of value -------------------------------------------
-  function topList(items) {  // top_k: [{value, count}] -> "p1 (120), p7 (98), …"
-    const text = (i) => String(i.value) + " (" + tallydNumber(i.count) + ")";
-    const shown = items.slice(0, 5).map(text).join(", ");
-    return { text: items.length > 5 ? shown + ", …" : shown, title: items.map(text).join(", "),
-             cls: "list" };
-  }
-
-  function cell(value, column) {
-    if (value == null) return { text: "\u2013", cls: "none" };
-    if (column.role === "window") {  // RFC 3339 UTC: the minute is what a reader scans for
-      return { text: value.slice(0, 16).replace("T", " "), title: value };
-    }
-    if (Array.isArray(value)) return topList(value);
-    if (typeof value === "number" && column.role === "aggregate") {
-      return { text: tallydNumber(value), cls: "number" };
-    }
-    return { text: typeof value === "object" ? JSON.stringify(value) : String(value) };
-  }
-
-  // ---- row order: the server's (views/query.py: window, then keys; nulls last) --------------
-  function rank(v) {  // views.sketches.sort_key
-    if (v == null) return [3, 0];
-    if (typeof v === "boolean") return [0, Number(v)];
-    if (typeof v === "number") return [1, v];
-    return [2, String(v)];
-  }
-
-  function compare(a, b) {
-    const [ra, va] = rank(a), [rb, vb] = rank(b);
-    if (ra !== rb) return ra - rb;
-    return va < vb ? -1 : va > vb ? 1 : 0;
-  }
+  const { cell } = tallydFormat;  // chart.js: one cell format, one row order for every page
 
   function rowsTable(box, v) {
-    const state = { columns: [], keys: [], rows: [] };
+    const state = tallydFormat.rowsState(v.newest_first);
     const holder = box.appendChild(el("div", null, "rows"));
     const note = box.appendChild(el("div", "", "note"));
-    const id = (row) => JSON.stringify(state.keys.map((k) => row[k]));
-
-    function order(a, b) {
-      for (const [i, k] of state.keys.entries()) {
-        const c = compare(a[k], b[k]);
-        if (c) return i === 0 && v.newest_first ? -c : c;
-      }
-      return 0;
-    }
 
     function render(freshness) {
       const t = el("table");
@@ -106,18 +65,12 @@
 
     function answer(a) {
       if (a.error) { note.textContent = a.error.message; return; }
-      state.columns = a.columns;
-      state.keys = [...a.columns.filter((c) => c.role === "window"),
-                    ...a.columns.filter((c) => c.role === "key")].map((c) => c.name);
-      state.rows = a.rows.slice();
+      state.answer(a);
       render(a.freshness);
     }
 
     function change(c) {
-      const rows = new Map(state.rows.map((r) => [id(r), r]));
-      c.delete.forEach((gone) => rows.delete(id(gone)));
-      c.upsert.forEach((r) => rows.set(id(r), r));
-      state.rows = [...rows.values()].sort(order);
+      state.change(c);
       render(c.freshness);
     }
 

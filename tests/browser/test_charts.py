@@ -66,7 +66,7 @@ async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path:
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(str(url))
             await page.wait_for_function("window.tallyd && window.tallyd.points === 20")
-            box = await page.locator("#chart canvas").bounding_box()
+            box = await page.locator("#embed canvas").bounding_box()
             assert box is not None
             assert box["width"] > 400
             assert box["height"] > 150
