@@ -9,7 +9,8 @@
  * there and bars and areas faded, so a filling bucket does not read as a drop; `inProgress:
  * "hide"` leaves them out. `stack: true` stacks areas and bars (each series drawn on top of the
  * ones before it; hover values stay each series' own). `colors` ({fg, grid}) overrides the page's
- * --fg/--grid CSS variables (a web component passes its own). `observed` (optional) is kept up to date for tests and embedding
+ * --fg/--grid CSS variables (a web component passes a function of its own); `tz`, an IANA zone for
+ * the time axis (default: the reader's). `observed` (optional) is kept up to date for tests and embedding
  * apps: updates applied, points drawn, series names, the last bucket, the buckets in progress.
  * tallydNumber formats a number the way tables show it.
  */
@@ -141,9 +142,10 @@
 
   function tallydChart(el, options) {
     const css = getComputedStyle(document.documentElement);
-    const colors = options.colors || {};
-    const color = (name, fallback) =>
-      colors[name.slice(2)] || css.getPropertyValue(name).trim() || fallback;
+    const color = (name, fallback) => {
+      const colors = typeof options.colors === "function" ? options.colors() : options.colors || {};
+      return colors[name.slice(2)] || css.getPropertyValue(name).trim() || fallback;
+    };
     const stack = Boolean(options.stack) && options.type !== "line";
     const unit = options.unit ? " " + options.unit : "";
     const observed = options.observed || {};
@@ -182,6 +184,14 @@
       return [x, ...done, ...open];
     }
 
+    // Areas and bars stand on zero: a bar from 6 to 30 would read as five times its neighbour.
+    function zeroBased(u, min, max) {
+      if (min == null || max == null) return [0, 1];
+      const lo = Math.min(0, min), hi = Math.max(0, max);
+      const pad = (hi - lo || 1) * 0.08;
+      return [lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : 0];
+    }
+
     // A hover value is the series' own, not its stacked height.
     function own(i, idx, v) {
       const raw = stack && idx != null ? state.series[i].values[idx] : v;
@@ -203,10 +213,13 @@
       const bars = options.type === "bar" && uPlot.paths.bars
         ? uPlot.paths.bars({ size: [0.8] }) : null;
       const axis = { stroke: color("--fg", "#1f2328"), grid: { stroke: color("--grid", "#d0d7de") } };
+      observed.axis = axis.stroke;
       plot = new uPlot({
         ...size(),
-        scales: { x: { time: true } },
-        axes: [{ ...axis, space: 80 }, { ...axis, label: options.metric + (options.unit ? " (" + options.unit + ")" : ""),
+        scales: { x: { time: true }, y: options.type === "line" ? {} : { range: zeroBased } },
+        // the time axis in the zone asked for (tz=), else the reader's
+        tzDate: options.tz ? (ts) => uPlot.tzDate(new Date(ts * 1e3), options.tz) : undefined,
+        axes: [{ ...axis, space: 60 }, { ...axis, label: options.metric + (options.unit ? " (" + options.unit + ")" : ""),
           values: (u, vs) => (observed.ticks = ticks(vs).map((t) => t + unit)), size: 70 }],
         series: [{ label: "time" }, ...state.series.map((s, i) => {
           const stroke = palette[i % palette.length];
@@ -268,7 +281,8 @@
     const resize = () => plot && plot.setSize(size());
     new ResizeObserver(resize).observe(el);  // its frame or column changed width
     window.addEventListener("resize", resize);  // the height may follow the window's
-    return { answer, change, drawn: () => plot !== null };
+    // restyle: the colours changed (the reader's colour scheme): draw again with the new ones
+    return { answer, change, drawn: () => plot !== null, restyle: () => plot && draw(true) };
   }
 
   window.tallydChart = tallydChart;

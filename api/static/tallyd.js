@@ -377,12 +377,16 @@
         metric: this.attr("metric", ""), unit: this.attr("unit", ""),
         type: this.attr("type", "line"), inProgress: this.attr("in-progress", "show"),
         stack: this.hasAttribute("stack") && this.getAttribute("stack") !== "false",
-        observed: this.observed,
-        colors: { fg: style.getPropertyValue("--_fg").trim(),
-                  grid: style.getPropertyValue("--_grid").trim() },
+        observed: this.observed, tz: this.attr("tz"),
+        colors: () => ({ fg: style.getPropertyValue("--_fg").trim(),
+                         grid: style.getPropertyValue("--_grid").trim() }),
         height: () => Math.max(120, height()),
         onDraw: (f) => { this.fresh = f; },
       });
+      if (!this.schemeWatch) {  // the reader's scheme changed: the axes take its colours
+        this.schemeWatch = matchMedia("(prefers-color-scheme: dark)");
+        this.schemeWatch.addEventListener("change", () => this.chart && this.chart.restyle());
+      }
       const params = this.params(SERIES);
       const first = await this.read("/series", params);
       if (!this.chart.drawn()) { this.chart.answer(first); this.drawn(); }

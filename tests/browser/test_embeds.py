@@ -240,6 +240,9 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
                 "t => getComputedStyle(t).backgroundColor"
             )
             assert background == "rgb(13, 17, 23)"  # follows prefers-color-scheme
+            await page.wait_for_function(  # the chart's axes too, redrawn
+                "document.getElementById('chart').observed.axis === '#e6edf3'"
+            )
             await page.screenshot(path=ARTIFACTS / "components-dark.png")
 
             await client.post("/v1/sources/orders/events", data=ndjson(LATER))
