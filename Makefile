@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test mutate
+.PHONY: run test install install-test mutate gallery
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,10 @@ test: install-test
 mutate: install-test
 	$(BIN)/mutmut run --max-children 1 $(if $(ONLY),'$(ONLY)')
 	$(BIN)/python -m tests.mutation
+
+# The README's pictures of the embeds: the browser tests' own screenshots, taken again.
+gallery: install-test
+	$(BIN)/pytest -q tests/browser/test_embeds.py -k "iframes or components"
+	for name in chart tile top table products; do \
+		cp test-artifacts/embed-$$name.png docs/gallery/$$name.png; done
+	cp test-artifacts/components-dark.png docs/gallery/components-dark.png
