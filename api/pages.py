@@ -254,6 +254,9 @@ def _dashboard_view(
         "metric": engine.config.charts.get(name),
         "chart": None,
         "series": None,
+        "tile": None,
+        "table": f"/v1/views/{name}/table?{urlencode({'limit': ROWS_SHOWN})}{carry}",
+        "split_by": None,
     }
     if entry["metric"] is not None:
         keys = [c.name for c in spec.columns if c.role == "key"]
@@ -261,5 +264,7 @@ def _dashboard_view(
         series = urlencode({"metric": entry["metric"], **split})
         entry["chart"] = f"/v1/views/{name}/chart?{series}{carry}"
         entry["series"] = f"/v1/views/{name}/series?{series}{carry}"
+        entry["tile"] = f"/v1/views/{name}/tile?{urlencode({'metric': entry['metric']})}{carry}"
+        entry["split_by"] = split.get("split_by")
         entry["live"]["chart"] = follow(f"/v1/views/{name}/subscribe?kind=series&{series}")
     return entry

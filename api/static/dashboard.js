@@ -85,11 +85,26 @@
     });
   }
 
+  // Copy-paste embeds of the view: iframes (chart, tile, table), the same as web components
+  // (README "Charts in your app"), and its query URL.
   function embed(box, v) {
     const links = box.appendChild(el("details"));
     links.appendChild(el("summary", "embed and query"));
-    if (v.chart) links.appendChild(el("pre", '<iframe src="' + location.origin + v.chart +
-      '" width="100%" height="320" style="border:0"></iframe>'));
+    const frame = (url, height) => '<iframe src="' + location.origin + url + '" width="100%" ' +
+      'height="' + height + '" style="border:0"></iframe>';
+    if (v.chart) links.appendChild(el("pre", frame(v.chart, 320)));
+    if (v.tile) links.appendChild(el("pre", frame(v.tile, 170)));
+    links.appendChild(el("pre", frame(v.table, 320)));
+    const attrs = (o) => Object.entries(o).filter(([, x]) => x != null)
+      .map(([k, x]) => " " + k + '="' + x + '"').join("");
+    const parts = ['<script src="' + location.origin + '/assets/tallyd.js"></script>'];
+    if (v.metric) {
+      parts.push("<tallyd-chart" + attrs({ view: v.name, metric: v.metric, "split-by": v.split_by,
+        top: v.split_by ? 5 : null }) + "></tallyd-chart>");
+      parts.push("<tallyd-tile" + attrs({ view: v.name, metric: v.metric }) + "></tallyd-tile>");
+    }
+    parts.push("<tallyd-table" + attrs({ view: v.name, limit: v.limit }) + "></tallyd-table>");
+    links.appendChild(el("pre", parts.join("\n")));
     links.appendChild(el("pre", location.origin + v.query));
   }
 

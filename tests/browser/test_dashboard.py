@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.api.test_backfill import ADDED, TWIN
@@ -220,6 +221,12 @@ async def readable(page: Any) -> None:
     snippet = await page.locator("#view-per_minute pre").first.text_content() or ""
     assert snippet.startswith('<iframe src="http://127.0.0.1:')
     assert "/chart?metric=revenue&split_by=country" in snippet
+    snippets = await page.locator("#view-per_minute pre").all_text_contents()
+    component = next(s for s in snippets if "tallyd.js" in s)
+    assert '<tallyd-chart view="per_minute" metric="revenue" split-by="country"' in component
+    for url in [s.split('src="')[1].split('"')[0] for s in snippets if s.startswith("<iframe")]:
+        async with aiohttp.ClientSession() as session, session.get(url) as embedded:
+            assert embedded.status == 200, url  # every snippet's page answers
 
 
 @pytest.mark.asyncio

@@ -231,6 +231,12 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
             bad = await seen("bad")  # its own error, shown in place; the others unharmed
             assert "metric" in bad["error"]
             assert (await seen("tile"))["value"] == 3
+            box = await page.locator("#chart canvas").bounding_box()  # drawn, in its shadow root
+            assert box is not None
+            assert box["width"] > 300
+            chart = await seen("chart")
+            assert chart["series"] == ["DE", "FR"]
+            assert chart["drawnFilling"] > 0  # the minutes still filling, drawn apart
             top_bar = page.locator("#top .bar").first
             color = await top_bar.evaluate("b => getComputedStyle(b).backgroundColor")
             assert color == "rgb(255, 0, 0)"  # themed by the page's CSS variable
