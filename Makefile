@@ -31,9 +31,11 @@ mutate: install-test
 	$(BIN)/mutmut run --max-children 1 $(if $(ONLY),'$(ONLY)')
 	$(BIN)/python -m tests.mutation
 
-# The README's pictures of the embeds: the browser tests' own screenshots, taken again.
+# The README's pictures of the embeds and the dashboard: the browser tests' own screenshots.
 gallery: install-test
-	$(BIN)/pytest -q tests/browser/test_embeds.py -k "iframes or components"
+	$(BIN)/pytest -q tests/browser/test_embeds.py tests/browser/test_dashboard.py \
+		-k "iframes or components or every_table"
 	for name in chart tile top table products; do \
 		cp test-artifacts/embed-$$name.png docs/gallery/$$name.png; done
 	cp test-artifacts/components-dark.png docs/gallery/components-dark.png
+	cp test-artifacts/dashboard-top.png docs/dashboard.png

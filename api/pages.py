@@ -108,8 +108,8 @@ def embed_page(kind: str, view: str, attributes: dict[str, str], title: str) -> 
     return EMBED.substitute(SCRIPTS, title=html.escape(title), element=element)
 
 
-def dashboard_page(views: list[dict[str, Any]], live: str | None) -> str:
-    return DASHBOARD.substitute(SCRIPTS, config=embed_json(views), live=embed_json(live))
+def dashboard_page(views: list[dict[str, Any]]) -> str:
+    return DASHBOARD.substitute(SCRIPTS, config=embed_json(views))
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -201,33 +201,18 @@ def _check(
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    """Every view: a live table, and a live chart for windowed views, with embed snippets; all
-    of them followed over one ``/v1/live`` stream."""
+    """Every view: a live table, and a live chart for windowed views, with embed snippets. They
+    are tallyd.js's components, which share one live stream for the page."""
     engine = engine_of(request)
     only(request, set())
     secret = request.get(URL_SECRET)
-    carry = "" if secret is None else "&" + urlencode({"token": secret})
     token: Token | None = request.get(TOKEN)
-    subscriptions: list[str] = []
-
-    def follow(question: str) -> int | None:
-        """Its index in the page's stream; None past max_live_subscriptions (read once)."""
-        if len(subscriptions) >= engine.settings.max_live_subscriptions:
-            return None
-        subscriptions.append(question)
-        return len(subscriptions) - 1
-
     views = [
-        _dashboard_view(engine, name, carry, follow)
+        _dashboard_view(engine, name, secret)
         for name in readable(request, engine)
         if token is None or _filters_apply(engine, token, name)
     ]
-    live = None
-    if subscriptions:
-        # Unescaped / ? , keep the URL short (aiohttp reads request lines up to 8 KiB).
-        asked = urlencode([("s", q) for q in subscriptions], safe="/?,")
-        live = f"/v1/live?{asked}{carry}"
-    return web.Response(text=dashboard_page(views, live), content_type="text/html")
+    return web.Response(text=dashboard_page(views), content_type="text/html")
 
 
 def _filters_apply(engine: Engine, token: Token, name: str) -> bool:
@@ -237,23 +222,18 @@ def _filters_apply(engine: Engine, token: Token, name: str) -> bool:
     return all(spec.column(key) is not None for key, _ in token.filters)
 
 
-def _dashboard_view(
-    engine: Engine, name: str, carry: str, follow: Callable[[str], int | None]
-) -> dict[str, Any]:
+def _dashboard_view(engine: Engine, name: str, secret: str | None) -> dict[str, Any]:
     spec = engine.registry.views[name].spec
+    carry = "" if secret is None else "&" + urlencode({"token": secret})
     order = {} if spec.window is None else {"order_by": f"-{spec.window.name}"}
-    rows = urlencode({"limit": ROWS_SHOWN + 1, **order})
     entry: dict[str, Any] = {
         "name": name,
         "description": engine.config.descriptions.get(name, ""),
         "query": f"/v1/views/{name}?{urlencode({'limit': ROWS_SHOWN, **order})}{carry}",
-        "rows": f"/v1/views/{name}?{rows}{carry}",
         "limit": ROWS_SHOWN,
-        "newest_first": bool(order),
-        "live": {"table": follow(f"/v1/views/{name}/subscribe?{rows}"), "chart": None},
+        "token": secret,  # the page's own, for what its components load
         "metric": engine.config.charts.get(name),
         "chart": None,
-        "series": None,
         "tile": None,
         "table": f"/v1/views/{name}/table?{urlencode({'limit': ROWS_SHOWN})}{carry}",
         "split_by": None,
@@ -263,8 +243,6 @@ def _dashboard_view(
         split = {"split_by": keys[0], "top": "5"} if keys else {}
         series = urlencode({"metric": entry["metric"], **split})
         entry["chart"] = f"/v1/views/{name}/chart?{series}{carry}"
-        entry["series"] = f"/v1/views/{name}/series?{series}{carry}"
         entry["tile"] = f"/v1/views/{name}/tile?{urlencode({'metric': entry['metric']})}{carry}"
         entry["split_by"] = split.get("split_by")
-        entry["live"]["chart"] = follow(f"/v1/views/{name}/subscribe?kind=series&{series}")
     return entry

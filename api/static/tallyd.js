@@ -9,7 +9,8 @@
  *
  * Each takes its endpoint's parameters as attributes (split_by as split-by, order_by as
  * order-by; group-key filters as filter="country=FR&country=DE"), `token` (an embed token) and
- * `host` (default: where this script came from). No dependency but tallyd's own /assets/; no
+ * `host` (default: where this script came from); `bare` leaves out the title and status line (a
+ * page that shows its own). No dependency but tallyd's own /assets/; no
  * CDN. Themable with CSS variables (--tallyd-bg, --tallyd-fg, --tallyd-muted, --tallyd-grid,
  * --tallyd-accent, --tallyd-up, --tallyd-down, --tallyd-font), light or dark after the reader's
  * prefers-color-scheme unless theme="light|dark". Each keeps an aria-label with its latest
@@ -22,14 +23,16 @@
  */
 (function () {
   "use strict";
-  const PER_STREAM = 32;  // subscriptions per stream: the server's default max_live_subscriptions
+  // Subscriptions per stream: the server's default max_live_subscriptions; a server that allows
+  // fewer says so when it refuses a stream, and the hub splits its subscriptions accordingly.
+  const PER_STREAM = 32;
 
   // ---- the live hub: subscriptions in, one /v1/live stream (per host and token) out ---------
   // target: { answer(full), change(diff), status(state, why) }. Adding or leaving reopens the
   // stream (debounced) with every current subscription; each gets a full answer again.
   function Hub(base, token) {
     const subs = new Map();
-    let next = 0, streams = [], timer = null;
+    let next = 0, streams = [], timer = null, perStream = PER_STREAM;
     const stats = { opened: 0 };
 
     function add(question, target) {
@@ -48,7 +51,7 @@
       streams.forEach((s) => s.close());
       const all = [...subs.values()];
       streams = [];
-      for (let i = 0; i < all.length; i += PER_STREAM) streams.push(open(all.slice(i, i + PER_STREAM)));
+      for (let i = 0; i < all.length; i += perStream) streams.push(open(all.slice(i, i + perStream)));
     }
 
     function open(group) {
@@ -70,10 +73,18 @@
           group.forEach((s) => s.target.status("reconnecting"));
           return;
         }
-        // Refused (not a 200): the answer says why; each embed shows it.
-        fetch(url).then((r) => r.json()).then((a) => a.error && a.error.message)
-          .catch(() => null)
-          .then((why) => group.forEach((s) => s.target.status("error", why || "not live")));
+        // Refused (not a 200): the answer says why; each embed shows it — unless the server
+        // takes fewer subscriptions a stream, when they are split and opened again.
+        fetch(url).then((r) => r.json()).catch(() => ({})).then((a) => {
+          const error = a.error || {};
+          const fewer = error.param === "s" && /give 1 to (\d+) subscriptions/.exec(error.message);
+          if (fewer && Number(fewer[1]) < perStream && Number(fewer[1]) > 0) {
+            perStream = Number(fewer[1]);
+            schedule();
+            return;
+          }
+          group.forEach((s) => s.target.status("error", error.message || "not live"));
+        });
       };
       return stream;
     }
@@ -209,6 +220,7 @@
     :host([theme=dark]) { --_bg: var(--tallyd-bg, #0d1117); --_fg: var(--tallyd-fg, #e6edf3);
       --_muted: var(--tallyd-muted, #8d96a0); --_grid: var(--tallyd-grid, #30363d);
       --_up: var(--tallyd-up, #3fb950); --_down: var(--tallyd-down, #f85149); }
+    :host([bare]) { padding: 0; } :host([bare]) .title, :host([bare]) .status { display: none; }
     .title { font-weight: 600; font-size: 14px; }
     .status { color: var(--_muted); font-size: 11px; margin-bottom: 4px; }
     .status.error { color: var(--_down); }
@@ -226,6 +238,8 @@
     th button { font: inherit; font-weight: 600; color: inherit; background: none; border: 0;
       padding: 0; cursor: pointer; }
     td.number, th.number { text-align: right; } td.none { color: var(--_muted); }
+    td.list { white-space: normal; min-width: 16em; }
+    .note { color: var(--_muted); font-size: 12px; margin-top: 4px; }
     .u-legend { color: var(--_fg); }`;
 
   const DURATIONS = [[604800000, "week"], [86400000, "day"], [3600000, "hour"],
@@ -329,8 +343,9 @@
     }
 
     drawn() {
-      this.observed.updates += 1;
+      if (!this.chart) this.observed.updates += 1;  // a chart's own drawing counts its updates
       const f = this.freshness();
+      this.observed.freshness = f;
       if (this.observed.status !== "error") {
         this.$status.textContent = (this.observed.status === "live" ? "live" : "\u2026") +
           (f && f.watermark ? " \u00b7 data up to " +
@@ -589,8 +604,10 @@
       this.sortBy = null;  // a column the reader clicked: [name, +1 | -1]
       const { window: win } = await columnsOf(this);
       const order = this.attr("order-by") || (win ? "-" + win : null);
+      this.$note = this.part("div", "note");
+      this.newest = win && !this.attr("order-by") ? ", newest first" : "";
       const params = this.params(["from", "to", "columns", "group-by", "bucket"], {
-        limit: this.limit, order_by: order });
+        limit: this.limit + 1, order_by: order });  // one more than shown: are there more?
       this.rows = await liveRows(this, params, Boolean(win), (state) => this.render(state),
                                  order);
     }
@@ -632,6 +649,9 @@
         });
       });
       this.$table.replaceChildren(t);
+      const n = state.rows.length;
+      this.$note.textContent = n > this.limit ? this.limit + " of more rows" + this.newest
+        : n === 0 ? "no rows yet" : n + (n === 1 ? " row" : " rows");
       this.observed.rows = rows.map((r) => state.columns.map((c) => tallydFormat.cell(r[c.name], c).text));
     }
 
