@@ -240,6 +240,7 @@
           };
         }))],
         bands: stack ? bands() : undefined,
+        hooks: { draw: [(u) => { observed.yMax = u.scales.y.max; }] },  // stacked: the sums
         legend: { live: true },
       }, data(), el);
       // One legend entry per series: its filling part has the same colour and name.

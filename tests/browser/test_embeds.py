@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from benchmarks.server import free_port
+from tests.api.test_live_many import AUTH_CONFIG, WRITER, embed_token
 from tests.browser.test_charts import ARTIFACTS, browser
 from tests.helpers import BASE_TS, MINUTE_CONFIG, ndjson, running, until
 from views.timefmt import format_time
@@ -237,6 +238,9 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
             chart = await seen("chart")
             assert chart["series"] == ["DE", "FR"]
             assert chart["drawnFilling"] > 0  # the minutes still filling, drawn apart
+            # stacked: the axis reaches the minutes' sums (45 EUR), not the largest series (30)
+            await page.wait_for_function("document.getElementById('chart').observed.yMax >= 45")
+            assert minute_total(FIRST, 5, "amount") == 45
             top_bar = page.locator("#top .bar").first
             color = await top_bar.evaluate("b => getComputedStyle(b).backgroundColor")
             assert color == "rgb(255, 0, 0)"  # themed by the page's CSS variable
@@ -319,3 +323,40 @@ async def test_an_embed_page_passes_filters_and_options_as_attributes(tmp_path: 
         assert 'filter="country=FR&amp;country=DE"' in page
         assert 'label="&lt;b&gt;Orders&lt;/b&gt;"' in page  # escaped, never markup
         assert "<b>Orders" not in page
+
+
+@pytest.mark.asyncio
+async def test_a_tenants_embed_token_shows_only_its_rows_live_and_loads_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embed token (per_minute, country FR only) on the iframe pages: the tile and the
+    ranking show FR's figures only, follow a new FR event, and the page asks nothing of any host
+    but tallyd (no CDN: it works offline)."""
+    token = embed_token(monkeypatch, ["per_minute"])
+    writer = {"Authorization": f"Bearer {WRITER}"}
+    async with running(AUTH_CONFIG, tmp_path) as (client, _):
+        sent = orders([(0, "FR", 10.0, "p1"), (0, "DE", 500.0, "p2"), (1, "FR", 7.0, "p1")])
+        assert (
+            await client.post("/v1/sources/orders/events", data=ndjson(sent), headers=writer)
+        ).ok
+        tallyd = str(client.make_url("")).rstrip("/")
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+            errors = watch_errors(page)
+            hosts: set[str] = set()
+            page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+            for kind, query in (("tile", "metric=revenue"), ("top", "metric=revenue&by=country")):
+                await page.goto(f"{tallyd}/v1/views/per_minute/{kind}?{query}&token={token}")
+                await page.wait_for_function("window.tallyd && window.tallyd.status === 'live'")
+                seen = await page.evaluate("window.tallyd")
+                if kind == "tile":
+                    assert seen["value"] == 7.0  # FR's minute 1; DE is not this tenant's
+                else:
+                    assert seen["items"] == [["FR", 17.0]]
+            later = orders([(1, "FR", 5.0, "p1"), (1, "DE", 900.0, "p2")])
+            await client.post("/v1/sources/orders/events", data=ndjson(later), headers=writer)
+            await page.wait_for_function("window.tallyd.items[0][1] === 22")
+            await chromium.close()
+        assert hosts == {tallyd.split("/")[2]}
+        assert errors == []
