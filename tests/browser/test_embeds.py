@@ -271,6 +271,9 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
             label = await page.locator("#top").get_attribute("aria-label")
             assert label is not None
             assert label.startswith("revenue by country: US 10,000 EUR")
+            # an app changes an attribute: the tile asks its new question (revenue, not orders)
+            await page.evaluate("document.getElementById('tile').setAttribute('metric', 'revenue')")
+            await page.wait_for_function("document.getElementById('tile').observed.value === 10000")
             # the reader sorts by a column: a number largest first, then, clicked again, smallest
             header = page.locator("#table").get_by_role("button", name="n", exact=True)
             await header.click()
