@@ -184,6 +184,13 @@
       return [x, ...done, ...open];
     }
 
+    // The time axis spans the buckets asked for, from the first's start to the last's end: one
+    // bucket (a fresh chart's first minute) is a minute wide, not uPlot's guess of years.
+    function span(u, min, max) {
+      if (!state.x.length) return [min, max];
+      return [state.x[0] / 1000, (state.x[state.x.length - 1] + state.bucket) / 1000];
+    }
+
     // Areas and bars stand on zero: a bar from 6 to 30 would read as five times its neighbour.
     function zeroBased(u, min, max) {
       if (min == null || max == null) return [0, 1];
@@ -216,7 +223,8 @@
       observed.axis = axis.stroke;
       plot = new uPlot({
         ...size(),
-        scales: { x: { time: true }, y: options.type === "line" ? {} : { range: zeroBased } },
+        scales: { x: { time: true, range: span },
+                  y: options.type === "line" ? {} : { range: zeroBased } },
         // the time axis in the zone asked for (tz=), else the reader's
         tzDate: options.tz ? (ts) => uPlot.tzDate(new Date(ts * 1e3), options.tz) : undefined,
         axes: [{ ...axis, space: 60 }, { ...axis, label: options.metric + (options.unit ? " (" + options.unit + ")" : ""),
@@ -240,7 +248,10 @@
           };
         }))],
         bands: stack ? bands() : undefined,
-        hooks: { draw: [(u) => { observed.yMax = u.scales.y.max; }] },  // stacked: the sums
+        hooks: { draw: [(u) => {  // what the axes show: tests and apps read them here
+          observed.yMax = u.scales.y.max;
+          observed.xRange = [u.scales.x.min * 1000, u.scales.x.max * 1000];
+        }] },
         legend: { live: true },
       }, data(), el);
       // One legend entry per series: its filling part has the same colour and name.

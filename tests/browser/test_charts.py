@@ -153,3 +153,21 @@ async def test_an_axis_labels_every_tick_in_one_form(tmp_path: Path) -> None:
                 assert len(labels) >= 3, labels
                 assert all(re.match(form, t) for t in labels), (metric, labels)
             await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_charts_one_bucket_spans_one_bucket_not_years(tmp_path: Path) -> None:
+    """The demo's first minute: one bucket of data, the default range starting at it. The time
+    axis spans that minute (uPlot alone guessed years around a single point)."""
+    async with running(CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=orders(range(1), ["FR", "DE"], 10))
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page(viewport={"width": 900, "height": 420})
+            url = "/v1/views/per_minute/chart?metric=revenue&split_by=country"
+            for kind in ("line", "bar"):
+                await page.goto(str(client.make_url(f"{url}&type={kind}")))
+                await page.wait_for_function("window.tallyd && window.tallyd.xRange")
+                low, high = await page.evaluate("window.tallyd.xRange")
+                assert (low, high) == (T0, T0 + 60_000), kind
+            await chromium.close()
