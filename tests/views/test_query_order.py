@@ -162,3 +162,15 @@ def test_groups_read_in_place_under_group_by_keep_their_own_pairs() -> None:
         ("a", t1, 3),
         ("b", t1, 1),
     ]
+
+
+@pytest.mark.parametrize("order_by", ["n", "na", "total", "mean", "hi", "p90", "da"])
+def test_ordering_no_groups_at_all_answers_no_rows(order_by: str) -> None:
+    """A filter that matches nothing, then order_by on any aggregate: no rows, no error (the
+    numpy ranking of an empty selection takes no maximum of nothing)."""
+    reg = registry(2)
+    query = Query(order_by=order_by, descending=True, filters={"j": frozenset({"none"})})
+    assert run(reg.views["v"], query).rows == []
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": SQL}}})
+    empty = Registry(config.sources, config.views)  # no event yet
+    assert run(empty.views["v"], Query(order_by=order_by)).rows == []
