@@ -193,7 +193,15 @@ def _check(
                 raise bad("column", f"{column!r} is not a top_k column of {view.spec.name}")
         elif metric is None or by is None:
             raise bad("metric", "give metric= and by= (a group key), or column= (a top_k column)")
-        else:
+        else:  # named as the page's parameters, not as the query's group_by / order_by
+            keys = [c.name for c in view.spec.columns if c.role == "key"]
+            numbers = [
+                c.name for c in view.spec.columns if c.role == "aggregate" and c.type != "array"
+            ]
+            if by not in keys:
+                raise bad("by", f"{by!r} is not a group key of {view.spec.name}; keys: {keys}")
+            if metric not in numbers:
+                raise bad("metric", f"{metric!r} is not a numeric aggregate; one of {numbers}")
             asked.update({"group_by": by, "order_by": f"-{metric}"})
             if window is not None:
                 asked["bucket"] = "all"

@@ -528,7 +528,10 @@
   // What the view's columns are (a first answer of one row): its window column, its keys.
   async function columnsOf(embed) {
     const a = await embed.read("", { limit: 1 });
-    return { window: (a.columns.find((c) => c.role === "window") || {}).name, all: a.columns };
+    const names = (test) => a.columns.filter(test).map((c) => c.name);
+    return { window: (a.columns.find((c) => c.role === "window") || {}).name,
+             keys: names((c) => c.role === "key"),
+             numbers: names((c) => c.role === "aggregate" && c.type !== "array") };
   }
 
   // ---- <tallyd-top>: horizontal bars, re-ranked live ----------------------------------------
@@ -544,7 +547,7 @@
       this.$bars = this.part("div", "bars");
       this.$bars.setAttribute("role", "list");
       const limit = Number(this.attr("limit", 10));
-      const { window: win } = await columnsOf(this);
+      const { window: win, keys, numbers } = await columnsOf(this);
       const column = this.attr("column");
       let params;
       if (column) {
@@ -555,6 +558,14 @@
       } else {
         const metric = this.attr("metric"), by = this.attr("by");
         if (!metric || !by) throw new Error("give metric= and by=, or column= (a top_k column)");
+        if (!keys.includes(by)) {  // named as this element's attributes, not the query's
+          throw new Error("by: '" + by + "' is not a group key of " + this.view + "; keys: " +
+                          keys.join(", "));
+        }
+        if (!numbers.includes(metric)) {
+          throw new Error("metric: '" + metric + "' is not a numeric aggregate; one of " +
+                          numbers.join(", "));
+        }
         params = this.params(["from", "to"], {
           group_by: by, order_by: "-" + metric, limit, bucket: win ? "all" : null });
         this.items = (rows) => rows.map((r) => [r[by] == null ? "null" : String(r[by]), r[metric]]);

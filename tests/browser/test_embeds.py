@@ -213,6 +213,7 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
 <tallyd-table id="table" view="per_minute" limit="4"></tallyd-table>
 <tallyd-top id="products" view="products" column="products"></tallyd-top>
 <tallyd-tile id="bad" view="per_minute" metric="nope"></tallyd-tile>
+<tallyd-top id="badby" view="per_minute" metric="revenue" by="minute"></tallyd-top>
 </body></html>"""
         async with customer_page(html, port), playwright.async_playwright() as p:
             chromium = await browser(p)
@@ -231,6 +232,8 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
             await until(lambda: _is(live_streams(client), 1), timeout=10)
             bad = await seen("bad")  # its own error, shown in place; the others unharmed
             assert "metric" in bad["error"]
+            badby = await seen("badby")  # named by its attribute, not the query's group_by
+            assert badby["error"].startswith("by: 'minute' is not a group key of per_minute")
             assert (await seen("tile"))["value"] == 3
             box = await page.locator("#chart canvas").bounding_box()  # drawn, in its shadow root
             assert box is not None
@@ -299,6 +302,8 @@ async def test_the_web_components_on_another_origin_share_one_stream(tmp_path: P
         ("tile?metric=n&period=soon", "period"),
         ("tile?metric=nope", "metric"),
         ("top?metric=revenue", "metric"),
+        ("top?metric=revenue&by=minute", "by"),  # the page's own names, not group_by
+        ("top?metric=revenu&by=country", "metric"),  # not order_by
         ("top?column=n", "column"),
         ("table?order_by=nope", "order_by"),
         ("chart?metric=n&stack=maybe", "stack"),
