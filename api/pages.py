@@ -33,6 +33,7 @@ from api.engine import Engine
 from api.errors import ApiError
 from api.params import SERIES_PARAMS, bad
 from api.read import rows_answer, series_answer
+from api.stream import live_interval
 from views.view import View
 
 STATIC = Path(__file__).parent / "static"
@@ -173,8 +174,13 @@ def _check(
     attributes: dict[str, str],
     filters: list[tuple[str, str]],
 ) -> None:
-    """Ask the question the component will ask, once: a bad one fails here, with its reason."""
+    """Ask the question the component will ask (api/static/tallyd.js), once: a bad one fails
+    here, with its reason, instead of in the page — or, worse, in the live stream its page
+    shares with others."""
+    if "interval" in attributes:
+        live_interval(attributes["interval"])
     asked = MultiDict(filters)
+    keys = [c.name for c in view.spec.columns if c.role == "key"]
     window = view.spec.window.name if view.spec.window is not None else None
     if kind in ("chart", "tile"):
         for name in EMBEDS[kind].params & SERIES_PARAMS:
@@ -182,29 +188,42 @@ def _check(
                 asked[name] = attributes[name]
         series_answer(engine, view, asked)
         return
-    for name in ("from", "to", "limit", "order_by", "columns", "group_by", "bucket"):
+    for name in ("from", "to", "group_by", "bucket"):
         if name in attributes:
             asked[name] = attributes[name]
-    if kind == "top":
-        column, metric, by = (attributes.get(n) for n in ("column", "metric", "by"))
-        if column is not None:
-            found = view.spec.column(column)
-            if found is None or found.type != "array":
-                raise bad("column", f"{column!r} is not a top_k column of {view.spec.name}")
-        elif metric is None or by is None:
-            raise bad("metric", "give metric= and by= (a group key), or column= (a top_k column)")
-        else:  # named as the page's parameters, not as the query's group_by / order_by
-            keys = [c.name for c in view.spec.columns if c.role == "key"]
-            numbers = [
-                c.name for c in view.spec.columns if c.role == "aggregate" and c.type != "array"
-            ]
-            if by not in keys:
-                raise bad("by", f"{by!r} is not a group key of {view.spec.name}; keys: {keys}")
-            if metric not in numbers:
-                raise bad("metric", f"{metric!r} is not a numeric aggregate; one of {numbers}")
-            asked.update({"group_by": by, "order_by": f"-{metric}"})
-            if window is not None:
-                asked["bucket"] = "all"
+    if kind == "table":
+        if attributes.get("bucket") == "all":
+            window = None
+        grouped = keys if "group_by" not in attributes else attributes["group_by"].split(",")
+        limit = attributes.get("limit", "10")
+        asked["limit"] = str(int(limit) + 1) if limit.isdigit() else limit  # one more: any more?
+        order = attributes.get("order_by") or (f"-{window}" if window else None)
+        if order:
+            asked["order_by"] = order
+        if "columns" in attributes:  # the rows' window and keys come too, to tell rows apart
+            shown = [c.strip() for c in attributes["columns"].split(",") if c.strip()]
+            asked["columns"] = ",".join(dict.fromkeys(c for c in [window, *grouped, *shown] if c))
+        rows_answer(engine, view, asked)
+        return
+    column, metric, by = (attributes.get(n) for n in ("column", "metric", "by"))
+    if "limit" in attributes:
+        asked["limit"] = attributes["limit"]
+    if column is not None:
+        found = view.spec.column(column)
+        if found is None or found.type != "array":
+            raise bad("column", f"{column!r} is not a top_k column of {view.spec.name}")
+        asked.update({"group_by": "", "limit": "1"})  # every key's items, merged
+    elif metric is None or by is None:
+        raise bad("metric", "give metric= and by= (a group key), or column= (a top_k column)")
+    else:  # named as the page's parameters, not as the query's group_by / order_by
+        numbers = [c.name for c in view.spec.columns if c.role == "aggregate" and c.type != "array"]
+        if by not in keys:
+            raise bad("by", f"{by!r} is not a group key of {view.spec.name}; keys: {keys}")
+        if metric not in numbers:
+            raise bad("metric", f"{metric!r} is not a numeric aggregate; one of {numbers}")
+        asked.update({"group_by": by, "order_by": f"-{metric}"})
+        if window is not None:
+            asked["bucket"] = "all"
     rows_answer(engine, view, asked)
 
 

@@ -101,6 +101,17 @@ def _error(index: int, text: str, why: str, status: int = 400) -> ApiError:
     return ApiError(status, f"parameter 's' [{index}] ({shown}): {why}", param="s", index=index)
 
 
+def live_interval(text: str) -> float:
+    """How often a live answer may change, in seconds: a duration from 100ms to 1h."""
+    try:
+        interval = parse_duration(text) / 1000
+    except ValueError as err:
+        raise bad("interval", str(err)) from None
+    if not 0.1 <= interval <= 3600:
+        raise bad("interval", "must be between 100ms and 1h")
+    return interval
+
+
 async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topic:
     """The topic of a live question, answered once already: a bad one is a 400 here."""
     params = MultiDict((k, v) for k, v in query.items() if k not in LIVE_PARAMS)
@@ -110,12 +121,7 @@ async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topi
     kind = query.get("kind", "rows")
     if kind not in ("rows", "series"):
         raise bad("kind", f"{kind!r} is not one of rows, series")
-    try:
-        interval = parse_duration(query.get("interval", "1s")) / 1000
-    except ValueError as err:
-        raise bad("interval", str(err)) from None
-    if not 0.1 <= interval <= 3600:
-        raise bad("interval", "must be between 100ms and 1h")
+    interval = live_interval(query.get("interval", "1s"))
     if params.get("format", "json") != "json":
         raise bad("format", "live answers are JSON")
     source = engine.registry.sources[view.spec.source]

@@ -291,10 +291,19 @@
     }
 
     const resize = () => plot && plot.setSize(size());
-    new ResizeObserver(resize).observe(el);  // its frame or column changed width
+    const watch = new ResizeObserver(resize);
+    watch.observe(el);  // its frame or column changed width
     window.addEventListener("resize", resize);  // the height may follow the window's
-    // restyle: the colours changed (the reader's colour scheme): draw again with the new ones
-    return { answer, change, drawn: () => plot !== null, restyle: () => plot && draw(true) };
+    // restyle: the colours changed (the reader's colour scheme): draw again with the new ones;
+    // destroy: the chart is gone (its element removed): nothing of it stays alive
+    const destroy = () => {
+      watch.disconnect();
+      window.removeEventListener("resize", resize);
+      if (plot) plot.destroy();
+      plot = null;
+    };
+    return { answer, change, drawn: () => plot !== null, restyle: () => plot && draw(true),
+             destroy };
   }
 
   window.tallydChart = tallydChart;

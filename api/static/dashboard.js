@@ -80,7 +80,11 @@
     table.addEventListener("tallyd-update", (e) => {
       counts.table += 1;
       freshness.textContent = fresh(e.detail.freshness);
-      status.textContent = "live";
+    });
+    table.addEventListener("tallyd-status", (e) => {  // the page's one stream, as it goes
+      const { state, why } = e.detail;
+      status.textContent = state === "live" ? "live" : state === "error" ? why : "reconnecting…";
+      status.className = state === "live" ? "" : "down";
     });
     embed(box, v);
     return box;

@@ -28,68 +28,114 @@
   const PER_STREAM = 32;
 
   // ---- the live hub: subscriptions in, one /v1/live stream (per host and token) out ---------
-  // target: { answer(full), change(diff), status(state, why) }. Adding or leaving reopens the
-  // stream (debounced) with every current subscription; each gets a full answer again.
+  // target: { answer(full), change(diff), status(state, why) }. Subscriptions are kept in groups
+  // of at most perStream, a stream each; adding or leaving reopens only the group it changed
+  // (debounced: a page's embeds connect together, over one stream), and each of its
+  // subscriptions gets a full answer again. A refused stream is diagnosed: a server that allows
+  // fewer subscriptions a stream has the groups split; one refused subscription is failed alone
+  // (the rest reopened without it); a server restarting, overloaded or unreachable is retried,
+  // backing off to 30 s.
   function Hub(base, token) {
-    const subs = new Map();
-    let next = 0, streams = [], timer = null, perStream = PER_STREAM;
+    const groups = [];  // { subs: [{ question, target }], stream, dirty, retry }
+    let timer = null, perStream = PER_STREAM;
     const stats = { opened: 0 };
 
     function add(question, target) {
-      const id = next++;
-      subs.set(id, { question, target });
-      schedule();
-      return () => { subs.delete(id); schedule(); };
+      const sub = { question, target };
+      let group = groups.find((g) => g.subs.length < perStream);
+      if (!group) groups.push(group = { subs: [], stream: null, dirty: false, retry: 0 });
+      group.subs.push(sub);
+      touch(group);
+      return () => {
+        const at = group.subs.indexOf(sub);
+        if (at >= 0) { group.subs.splice(at, 1); touch(group); }
+      };
     }
 
-    function schedule() {
+    function touch(group) {
+      group.dirty = true;
       clearTimeout(timer);
-      timer = setTimeout(reopen, 25);  // a page's embeds connect together: one stream
+      timer = setTimeout(flush, 25);
     }
 
-    function reopen() {
-      streams.forEach((s) => s.close());
-      const all = [...subs.values()];
-      streams = [];
-      for (let i = 0; i < all.length; i += perStream) streams.push(open(all.slice(i, i + perStream)));
+    function flush() {
+      groups.filter((g) => g.dirty).forEach((g) => { g.dirty = false; reopen(g); });
     }
 
-    function open(group) {
-      const query = group.map((s) => "s=" + encodeURIComponent(s.question));
+    function reopen(group) {
+      if (group.stream) group.stream.close();
+      group.stream = null;
+      clearTimeout(group.timer);
+      if (!group.subs.length) { groups.splice(groups.indexOf(group), 1); return; }
+      group.stream = open(group, group.subs.slice());
+    }
+
+    function regroup() {  // the server takes fewer a stream: split every group
+      const all = groups.flatMap((g) => { if (g.stream) g.stream.close(); return g.subs; });
+      groups.length = 0;
+      for (let i = 0; i < all.length; i += perStream) {
+        groups.push({ subs: all.slice(i, i + perStream), stream: null, dirty: true, retry: 0 });
+      }
+      flush();
+    }
+
+    function open(group, subs) {
+      const query = subs.map((s) => "s=" + encodeURIComponent(s.question));
       if (token) query.push("token=" + encodeURIComponent(token));
       const url = base + "/v1/live?" + query.join("&");
       const stream = new EventSource(url);
       stats.opened += 1;
       const route = (kind) => (e) => {
         const message = JSON.parse(e.data);
-        const sub = group[message.s];
+        const sub = subs[message.s];
         if (sub) sub.target[kind](message.data);
       };
       stream.addEventListener("answer", route("answer"));
       stream.addEventListener("change", route("change"));
-      stream.onopen = () => group.forEach((s) => s.target.status("live"));
+      stream.onopen = () => { group.retry = 0; subs.forEach((s) => s.target.status("live")); };
       stream.onerror = () => {
-        if (stream.readyState !== EventSource.CLOSED) {
-          group.forEach((s) => s.target.status("reconnecting"));
+        if (stream.readyState !== EventSource.CLOSED) {  // the browser reconnects by itself
+          subs.forEach((s) => s.target.status("reconnecting"));
           return;
         }
-        // Refused (not a 200): the answer says why; each embed shows it — unless the server
-        // takes fewer subscriptions a stream, when they are split and opened again.
-        fetch(url).then((r) => r.json()).catch(() => ({})).then((a) => {
-          const error = a.error || {};
+        diagnose(url).then((d) => {
+          if (group.stream !== stream) return;  // reopened meanwhile: not this one's to say
+          const error = d.error || {};
           const fewer = error.param === "s" && /give 1 to (\d+) subscriptions/.exec(error.message);
-          if (fewer && Number(fewer[1]) < perStream && Number(fewer[1]) > 0) {
+          if (fewer && Number(fewer[1]) > 0 && Number(fewer[1]) < perStream) {
             perStream = Number(fewer[1]);
-            schedule();
-            return;
+            regroup();
+          } else if (error.param === "s" && subs[error.index] && d.status < 500) {
+            const bad = subs[error.index];  // one refused subscription fails alone
+            bad.target.status("error", error.message);
+            group.subs.splice(group.subs.indexOf(bad), 1);
+            reopen(group);
+          } else if (d.retry || d.status >= 500 || d.status === 429) {
+            subs.forEach((s) => s.target.status("reconnecting"));
+            const wait = Math.max(Number(d.retryAfter) * 1000 || 0,
+                                  Math.min(30000, 1000 * 2 ** group.retry++));
+            group.timer = setTimeout(() => { if (group.stream === stream) reopen(group); }, wait);
+          } else {
+            subs.forEach((s) => s.target.status("error", error.message || "not live"));
           }
-          group.forEach((s) => s.target.status("error", error.message || "not live"));
         });
       };
       return stream;
     }
 
     return { add, stats };
+  }
+
+  // Why a stream was refused: its status and error, read without keeping a stream that now
+  // answers (it is aborted at its headers: then, and on a network error, try again).
+  function diagnose(url) {
+    const ctl = new AbortController();
+    return fetch(url, { signal: ctl.signal }).then((r) => {
+      if (r.ok) { ctl.abort(); return { retry: true }; }
+      const retryAfter = r.headers.get("Retry-After");
+      return r.json().catch(() => ({})).then((a) => ({ status: r.status, error: a.error,
+                                                         retryAfter }));
+    }).catch(() => ({ retry: true }));
   }
 
   if (typeof window === "undefined") {  // this file as the SharedWorker of tallyd's own pages
@@ -131,6 +177,7 @@
   function fallBack() {
     if (local) return;
     local = true;
+    if (worker) worker.port.postMessage({ bye: true });  // its copies of these go
     routes.forEach((r) => { r.leave = localHub(r.base, r.token).add(r.question, r.target); });
   }
 
@@ -150,7 +197,9 @@
         };
         worker.port.start();
         setTimeout(() => { if (!heard) fallBack(); }, 5000);
-        window.addEventListener("pagehide", () => worker.port.postMessage({ bye: true }));
+        window.addEventListener("pagehide", (e) => {  // kept in the back/forward cache: stay
+          if (!e.persisted) worker.port.postMessage({ bye: true });
+        });
       }
     }
     return {
@@ -257,6 +306,7 @@
     constructor() {
       super();
       this.observed = { updates: 0, error: null, status: "loading" };
+      this.cleanups = [];
       this.attachShadow({ mode: "open" });
     }
 
@@ -269,17 +319,29 @@
       this.$status = this.part("div", "status");
       this.$status.textContent = "loading\u2026";
       if (!this.hasAttribute("role")) this.setAttribute("role", "figure");
-      this.begin().catch((err) => this.status("error", err.message));
+      // A generation per start: an earlier start still loading (its attributes changed, or the
+      // element left) stops at its next step instead of subscribing or drawing.
+      const gen = this.gen = (this.gen || 0) + 1;
+      this.begin().catch((err) => { if (gen === this.gen) this.status("error", err.message); });
     }
 
     disconnectedCallback() {
+      this.gen = (this.gen || 0) + 1;
       if (this.leave) this.leave();
       this.leave = null;
+      (this.cleanups || []).forEach((undo) => undo());  // listeners, charts: nothing kept alive
+      this.cleanups = [];
+    }
+
+    // After an await in begin(): go on only if this start is still the element's.
+    check(gen) {
+      if (gen !== this.gen) throw new Error("superseded");
     }
 
     static get observedAttributes() {
       return ["view", "metric", "by", "column", "bucket", "split-by", "top", "filter", "from",
-              "to", "limit", "order-by", "period", "type", "stack", "unit", "token", "host"];
+              "to", "limit", "order-by", "period", "type", "stack", "unit", "token", "host", "tz",
+              "fill", "columns", "group-by", "interval", "label", "height", "in-progress"];
     }
 
     attributeChangedCallback(name, before, after) {  // asked another question: start again
@@ -323,9 +385,17 @@
 
     async read(path, params) {
       if (!this.view) throw new Error("the view attribute is required");
+      const gen = this.gen;
       const answer = await (await fetch(this.url(path, params))).json();
+      this.check(gen);
       if (answer.error) throw new Error(answer.error.message);
       return answer;
+    }
+
+    async ready(need) {  // the scripts this element draws with, then: still this start?
+      const gen = this.gen;
+      await need();
+      this.check(gen);
     }
 
     // The live question (as /v1/live takes it) and where its messages go.
@@ -359,6 +429,7 @@
 
     status(state, why) {
       this.observed.status = state;
+      this.dispatchEvent(new CustomEvent("tallyd-status", { detail: { state, why } }));
       if (state === "error") {
         this.observed.error = why;
         this.$status.textContent = why;
@@ -380,7 +451,7 @@
     defaultLabel() { return this.view + " \u00b7 " + this.attr("metric", ""); }
 
     async begin() {
-      await needs.chart();
+      await this.ready(needs.chart);
       const css = this.shadowRoot.appendChild(document.createElement("link"));
       css.rel = "stylesheet";
       css.href = origin + "/assets/uPlot.min.css" + version;
@@ -398,10 +469,11 @@
         height: () => Math.max(120, height()),
         onDraw: (f) => { this.fresh = f; },
       });
-      if (!this.schemeWatch) {  // the reader's scheme changed: the axes take its colours
-        this.schemeWatch = matchMedia("(prefers-color-scheme: dark)");
-        this.schemeWatch.addEventListener("change", () => this.chart && this.chart.restyle());
-      }
+      const chart = this.chart;
+      const scheme = matchMedia("(prefers-color-scheme: dark)");
+      const restyle = () => chart.restyle();  // the reader's scheme changed: the axes follow
+      scheme.addEventListener("change", restyle);
+      this.cleanups.push(() => scheme.removeEventListener("change", restyle), chart.destroy);
       const params = this.params(SERIES);
       const first = await this.read("/series", params);
       if (!this.chart.drawn()) { this.chart.answer(first); this.drawn(); }
@@ -424,7 +496,7 @@
     defaultLabel() { return this.attr("metric", "") || this.view; }
 
     async begin() {
-      await needs.format();
+      await this.ready(needs.format);
       this.$value = this.part("div", "value");
       this.$delta = this.part("div", "delta");
       this.$spark = this.part("div", "sparkline");
@@ -466,7 +538,9 @@
       }
       this.$title.textContent = (this.getAttribute("label") || this.defaultLabel()) + " \u00b7 " + word;
       let delta = "", cls = "delta";
-      if (f.value != null && f.before != null && f.before !== 0) {
+      if (f.filling && f.before != null) {  // a part of a period against a whole one: no %
+        delta = "previous " + name + ": " + tallydFormat.si(f.before) + this.unit();
+      } else if (f.value != null && f.before != null && f.before !== 0) {
         const pct = (100 * (f.value - f.before)) / Math.abs(f.before);
         delta = (pct >= 0 ? "\u25b2 +" : "\u25bc ") + pct.toFixed(1) + " % vs previous " + name;
         cls += pct >= 0 ? " up" : " down";
@@ -543,7 +617,7 @@
     }
 
     async begin() {
-      await needs.format();
+      await this.ready(needs.format);
       this.$bars = this.part("div", "bars");
       this.$bars.setAttribute("role", "list");
       const limit = Number(this.attr("limit", 10));
@@ -551,8 +625,8 @@
       const column = this.attr("column");
       let params;
       if (column) {
-        params = this.params(["from", "to"], {
-          columns: [win, column].filter(Boolean).join(","), limit: 1,
+        params = this.params(["from", "to"], {  // every key's items merged: group_by=""
+          columns: [win, column].filter(Boolean).join(","), limit: 1, group_by: "",
           order_by: win ? "-" + win : null });
         this.items = (rows) => ((rows[0] || {})[column] || []).map((i) => [String(i.value), i.count]);
       } else {
@@ -609,23 +683,32 @@
     defaultLabel() { return this.view; }
 
     async begin() {
-      await needs.format();
+      await this.ready(needs.format);
       this.$table = this.part("div", "rows");
       this.limit = Number(this.attr("limit", 10));
       this.sortBy = null;  // a column the reader clicked: [name, +1 | -1]
-      const { window: win } = await columnsOf(this);
+      const { window: found, keys } = await columnsOf(this);
+      const win = this.attr("bucket") === "all" ? null : found;  // all time: no window column
       const order = this.attr("order-by") || (win ? "-" + win : null);
       this.$note = this.part("div", "note");
       this.newest = win && !this.attr("order-by") ? ", newest first" : "";
-      const params = this.params(["from", "to", "columns", "group-by", "bucket"], {
-        limit: this.limit + 1, order_by: order });  // one more than shown: are there more?
-      this.rows = await liveRows(this, params, Boolean(win), (state) => this.render(state),
-                                 order);
+      // The rows are told apart by their window and keys: asked for always, shown if asked.
+      const asked = this.attr("columns");
+      const grouped = this.attr("group-by") == null ? keys : this.attr("group-by").split(",");
+      this.shown = asked ? asked.split(",").map((c) => c.trim()) : null;
+      const params = this.params(["from", "to", "group-by", "bucket"], {
+        limit: this.limit + 1, order_by: order,  // one more than shown: are there more?
+        columns: asked ? [...new Set([win, ...grouped, ...this.shown].filter(Boolean))].join(",")
+          : null });
+      this.rows = await liveRows(this, params, Boolean(win && !this.attr("order-by")),
+                                 (state) => this.render(state), order);
     }
 
     freshness() { return this.rows && this.rows.freshness; }
 
     render(state) {
+      const columns = this.shown ? state.columns.filter((c) => this.shown.includes(c.name))
+        : state.columns;
       let rows = state.rows.slice(0, this.limit);
       if (this.sortBy) {
         const [name, dir] = this.sortBy;
@@ -633,7 +716,7 @@
       }
       const t = document.createElement("table");
       const head = t.createTHead().insertRow();
-      state.columns.forEach((c) => {
+      columns.forEach((c) => {
         const th = document.createElement("th");
         const numeric = c.role === "aggregate" && c.type !== "array";
         if (numeric) th.className = "number";
@@ -652,7 +735,7 @@
       const body = t.createTBody();
       rows.forEach((r) => {
         const row = body.insertRow();
-        state.columns.forEach((c) => {
+        columns.forEach((c) => {
           const shown = tallydFormat.cell(r[c.name], c), td = row.insertCell();
           td.textContent = shown.text;
           if (shown.cls) td.className = shown.cls;
@@ -663,7 +746,7 @@
       const n = state.rows.length;
       this.$note.textContent = n > this.limit ? this.limit + " of more rows" + this.newest
         : n === 0 ? "no rows yet" : n + (n === 1 ? " row" : " rows");
-      this.observed.rows = rows.map((r) => state.columns.map((c) => tallydFormat.cell(r[c.name], c).text));
+      this.observed.rows = rows.map((r) => columns.map((c) => tallydFormat.cell(r[c.name], c).text));
     }
 
     summary() {

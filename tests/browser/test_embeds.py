@@ -7,6 +7,7 @@ newest minute), says its values in its aria-label, and raises no console error. 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -368,3 +369,87 @@ async def test_a_tenants_embed_token_shows_only_its_rows_live_and_loads_nothing_
             await chromium.close()
         assert hosts == {tallyd.split("/")[2]}
         assert errors == []
+
+
+@pytest.mark.asyncio
+async def test_a_refused_stream_is_retried_and_one_bad_subscription_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """The page's first /v1/live answers 503 (a server restarting): the hub retries, and the
+    embeds go live. One component asks a live interval the server refuses: it alone shows why;
+    the others, on the same stream, stay live. A table of a column without its keys still
+    tells its rows apart; a top_k of a keyed view merges every key's items."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    config = (
+        CONFIG
+        + """
+[views.products_by_country]
+sql = "SELECT country, top_k(product, 5) AS products FROM orders GROUP BY country"
+"""
+        + f'\n[auth]\ncors_origins = ["{origin}"]\n'
+    )
+    async with running(config, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=ndjson(FIRST))
+        host = str(client.make_url("")).rstrip("/")
+        html = f"""<!doctype html><html><head><link rel="icon" href="data:,">
+<script src="{host}/assets/tallyd.js"></script></head><body>
+<tallyd-tile id="tile" view="per_minute" metric="n"></tallyd-tile>
+<tallyd-table id="table" view="per_minute" columns="revenue" limit="20"></tallyd-table>
+<tallyd-top id="merged" view="products_by_country" column="products"></tallyd-top>
+</body></html>"""
+        async with customer_page(html, port), playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+            refused: list[str] = []
+
+            restarting_until = time.monotonic() + 2.0  # every embed has asked by then
+
+            async def first_refused(route: Any) -> None:
+                if time.monotonic() < restarting_until:  # streams and the hub's look at why
+                    refused.append(route.request.url)
+                    await route.fulfill(
+                        status=503,
+                        content_type="application/json",
+                        body='{"error": {"status": 503, "message": "restoring state"}}',
+                    )
+                else:
+                    await route.continue_()
+
+            await page.route("**/v1/live?*", first_refused)
+            await page.goto(origin + "/")
+
+            async def seen(name: str) -> dict[str, Any]:
+                return dict(await page.evaluate(f"document.getElementById('{name}').observed"))
+
+            async def live() -> bool:
+                states = [(await seen(n))["status"] for n in ("tile", "table", "merged")]
+                return states == ["live", "live", "live"]
+
+            await until(live, timeout=20)  # retried, backing off
+            assert len(refused) >= 2
+            # An app adds a component whose live interval the server refuses: it fails alone.
+            await page.evaluate(
+                """() => { const t = document.createElement("tallyd-tile");
+                  Object.entries({ id: "fast", view: "per_minute", metric: "n", interval: "5ms" })
+                    .forEach(([k, v]) => t.setAttribute(k, v));
+                  document.body.append(t); }"""
+            )
+            await page.wait_for_function(
+                "document.getElementById('fast').observed.status === 'error'"
+            )
+            assert "interval" in (await seen("fast"))["error"]
+            await until(live, timeout=10)  # the others: reopened without it, live
+            rows = len((await seen("table"))["rows"])
+            assert rows == 12  # 6 minutes x 2 countries, told apart by keys it does not show
+            merged = await seen("merged")
+            assert merged["items"] == [["p1", 12], ["p2", 6]]  # FR's and DE's, merged
+            await client.post("/v1/sources/orders/events", data=ndjson(LATER))
+
+            async def followed() -> bool:
+                table = await seen("table")
+                return (await seen("tile"))["value"] == 20 and len(table["rows"]) == 13
+
+            await until(followed, timeout=15)
+            assert (await seen("merged"))["items"][0] == ["p9", 20]
+            await chromium.close()
