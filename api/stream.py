@@ -101,6 +101,28 @@ def _error(index: int, text: str, why: str, status: int = 400) -> ApiError:
     return ApiError(status, f"parameter 's' [{index}] ({shown}): {why}", param="s", index=index)
 
 
+def _keeps_row_keys(view: View, params: MultiMapping[str]) -> None:
+    """A live answer's changes name rows by their window and group keys (``diff_rows``): a
+    ``columns=`` that leaves one out would merge rows in every change. Say so instead."""
+    spec = view.spec
+    grouped = params.get("group_by")
+    keys = (
+        [c.name for c in spec.columns if c.role == "key"]
+        if grouped is None
+        else [k.strip() for k in grouped.split(",") if k.strip()]
+    )
+    if spec.window is not None and params.get("bucket") != "all":
+        keys.insert(0, spec.window.name)
+    shown = {c.strip() for c in params.get("columns", "").split(",")}
+    missing = [k for k in keys if k not in shown]
+    if missing:
+        raise bad(
+            "columns",
+            f"a live answer's rows are told apart by {', '.join(keys)}: keep "
+            f"{', '.join(missing)} in columns",
+        )
+
+
 def live_interval(text: str) -> float:
     """How often a live answer may change, in seconds: a duration from 100ms to 1h."""
     try:
@@ -124,6 +146,8 @@ async def question(engine: Engine, view: View, query: MultiMapping[str]) -> Topi
     interval = live_interval(query.get("interval", "1s"))
     if params.get("format", "json") != "json":
         raise bad("format", "live answers are JSON")
+    if kind == "rows" and "columns" in params:
+        _keeps_row_keys(view, params)
     source = engine.registry.sources[view.spec.source]
     # A cluster member's topic follows the whole topic: before each refresh it asks its peers
     # (a 304 while their state is unchanged) and rebuilds the view when any part changed.

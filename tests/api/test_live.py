@@ -177,3 +177,33 @@ def test_offer_to_a_full_queue_drops_and_closes() -> None:
     assert closed == [True]
     assert subscriber not in topic.subscribers
     assert subscriber.queue.qsize() == QUEUE  # the last slot holds the end marker
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("query", "missing"),
+    [
+        ("columns=revenue", "minute, country"),
+        ("columns=country,revenue", "minute"),
+        ("columns=revenue&bucket=all", "country"),
+        ("columns=revenue&group_by=", "minute"),  # one row per minute: the window tells
+        ("columns=minute,revenue&group_by=", None),
+        ("columns=country,n&bucket=all", None),
+        ("columns=minute,country,n", None),
+    ],
+)
+async def test_a_live_projection_keeps_what_tells_its_rows_apart(
+    tmp_path: Path, query: str, missing: str | None
+) -> None:
+    """Changes name rows by window and keys: a columns= leaving one out is a 400 saying which,
+    not a stream whose changes merge rows."""
+    async with running(MINUTE_CONFIG, tmp_path) as (client, _):
+        response = await client.get(f"/v1/views/per_minute/subscribe?{query}")
+        if missing is None:
+            assert response.status == 200
+            response.close()
+            return
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["param"] == "columns"
+        assert error["message"].endswith(f"keep {missing} in columns")
