@@ -174,3 +174,20 @@ def test_ordering_no_groups_at_all_answers_no_rows(order_by: str) -> None:
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": SQL}}})
     empty = Registry(config.sources, config.views)  # no event yet
     assert run(empty.views["v"], Query(order_by=order_by)).rows == []
+
+
+def test_sums_whose_floats_are_two_to_the_53_are_ranked_by_their_exact_values() -> None:
+    """2**53 + 1 rounds to the float 2**53: two such sums tie as floats, not as answers. The
+    float ranking takes only sums strictly below 2**53; these are ranked as the exact ints."""
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": SQL}}})
+    reg = Registry(config.sources, config.views)
+    big = 2**53
+    events = [
+        {"ts": BASE, "k": "a", "j": "p", "a": big + 1},  # the float 2**53, the int one more
+        {"ts": BASE, "k": "b", "j": "p", "a": big},
+    ]
+    reg.apply(Batch("s", events, 1))
+    view = reg.views["v"]
+    assert view.parts[""].aggs[2].sort_values(view.parts[""].pairs.alive_ids()) is None
+    rows = run(view, Query(order_by="total")).rows
+    assert [(r[0], r[5]) for r in rows] == [("b", big), ("a", big + 1)]
