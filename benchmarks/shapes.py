@@ -294,7 +294,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        http_cells = "Kafka only | n/a"
+        # not measured over HTTP: a Kafka-only shape, or a run with --no-http
+        http_cells = "not run | n/a" if fastest_http is None else "Kafka only | n/a"
         if "http_per_s" in r and fastest_http:
             http_cells = f"{r['http_per_s'] / 1000:,.0f}k | {r['http_per_s'] / fastest_http:.2f}"
         lines.append(
