@@ -251,6 +251,7 @@
         hooks: { draw: [(u) => {  // what the axes show: tests and apps read them here
           observed.yMax = u.scales.y.max;
           observed.xRange = [u.scales.x.min * 1000, u.scales.x.max * 1000];
+          observed.xTicks = (u.axes[0]._values || []).filter((t) => t != null);
         }] },
         legend: { live: true },
       }, data(), el);

@@ -171,3 +171,27 @@ async def test_a_fresh_charts_one_bucket_spans_one_bucket_not_years(tmp_path: Pa
                 low, high = await page.evaluate("window.tallyd.xRange")
                 assert (low, high) == (T0, T0 + 60_000), kind
             await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_the_time_axis_is_in_the_zone_asked_for(tmp_path: Path) -> None:
+    """tz= (the series' own parameter) sets the axis's zone: the same minutes read 9 hours
+    later in Tokyo than in UTC (the browser's own zone here)."""
+    async with running(CONFIG, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=orders(range(3), ["FR"], 10))
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            context = await chromium.new_context(timezone_id="UTC")
+            page = await context.new_page()
+            hours = {}
+            for tz in ("UTC", "Asia/Tokyo"):
+                await page.goto(
+                    str(client.make_url(f"/v1/views/per_minute/chart?metric=n&tz={tz}"))
+                )
+                await page.wait_for_function("window.tallyd && window.tallyd.xTicks")
+                ticks = await page.evaluate("window.tallyd.xTicks")
+                found = [re.search(r"(\d{1,2}):\d\d\s*([ap]m)", t) for t in ticks]
+                hour, half = next((m.group(1), m.group(2)) for m in found if m is not None)
+                hours[tz] = int(hour) % 12 + (12 if half == "pm" else 0)
+            assert (hours["Asia/Tokyo"] - hours["UTC"]) % 24 == 9, hours
+            await chromium.close()
