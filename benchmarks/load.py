@@ -655,7 +655,8 @@ class Fans:
             or f"/v1/views/{spec['view']}/subscribe?interval={spec.get('interval', '100ms')}"
         )
         self.source = source  # the ingest stream's: a message about another source says nothing
-        self.settle_s = parse_duration(str(spec.get("settle", "5s"))) / 1000
+        # ends as soon as every write is delivered: long enough for a loaded machine
+        self.settle_s = parse_duration(str(spec.get("settle", "15s"))) / 1000
         self.stream = Stream("delivery", 0.0, unit="deliveries")
         streams.append(self.stream)
         self.positions: list[int] = []  # acknowledged writes, in position order
