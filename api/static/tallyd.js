@@ -327,9 +327,7 @@
 
     disconnectedCallback() {
       this.gen = (this.gen || 0) + 1;
-      if (this.leave) this.leave();
-      this.leave = null;
-      (this.cleanups || []).forEach((undo) => undo());  // listeners, charts: nothing kept alive
+      (this.cleanups || []).forEach((undo) => undo());  // its subscriptions too  // listeners, charts: nothing kept alive
       this.cleanups = [];
     }
 
@@ -404,12 +402,11 @@
       if (kind === "series") q.set("kind", "series");
       if (this.getAttribute("interval")) q.set("interval", this.getAttribute("interval"));
       const question = "/v1/views/" + encodeURIComponent(this.view) + "/subscribe?" + q;
-      if (this.leave) this.leave();
-      this.leave = hubFor(this.base, this.getAttribute("token")).add(question, {
+      this.cleanups.push(hubFor(this.base, this.getAttribute("token")).add(question, {
         answer: (a) => { target.answer(a); this.drawn(); },
         change: (c) => { target.change(c); this.drawn(); },
         status: (state, why) => this.status(state, why),
-      });
+      }));
     }
 
     drawn() {
@@ -510,6 +507,41 @@
       target.answer(await this.read("/series", params));
       this.drawn();
       this.follow("series", params, target);
+      if (this.attr("period", "current") !== "last") await this.likeForLike();
+    }
+
+    // A count or a sum of a period still filling is compared with the same part of the period
+    // before ("vs the same point of the previous hour"), read from the view's own finer windows
+    // over the last two periods: a part of an hour against a whole one would fall every hour.
+    async likeForLike() {
+      const columns = (await this.read("", { limit: 1 })).columns;
+      const column = columns.find((c) => c.name === this.attr("metric"));
+      if (!column || !["count", "sum"].includes(column.aggregate)) return;
+      const finest = await this.read("/series", this.params(["metric", "tz"]));
+      const fine = finest.bucket_ms, coarse = this.state.bucket_ms;
+      if (!(coarse > fine)) return;
+      const params = this.params(["metric", "tz"], { bucket: fine + "ms",
+                                                     from: "-" + 2 * coarse + "ms" });
+      const target = {
+        answer: (a) => { this.fine = { ...a, series: a.series.map((s) => ({ ...s })) };
+                         this.render(); },
+        change: (c) => { tallydFormat.applySeries(this.fine, c); this.render(); },
+      };
+      target.answer(await this.read("/series", params));
+      this.follow("series", params, target);
+    }
+
+    // The previous period up to the point the newest has reached (the newest event's time):
+    // its finer windows that start by then. None without them, or before the first event.
+    previousSoFar() {
+      const s = this.state, f = this.fine, i = s.x.length - 1;
+      const newest = s.freshness && s.freshness.watermark_ms;
+      if (!f || !f.series.length || i < 1 || newest == null) return null;
+      const start = s.x[i - 1], elapsed = newest - s.x[i];
+      if (elapsed < 0 || elapsed >= s.bucket_ms) return null;
+      const values = f.series[0].values;
+      return f.x.reduce((n, x, j) => (x >= start && x <= start + elapsed ? n + (values[j] || 0)
+        : n), 0);
     }
 
     freshness() { return this.state && this.state.freshness; }
@@ -538,7 +570,14 @@
       }
       this.$title.textContent = (this.getAttribute("label") || this.defaultLabel()) + " \u00b7 " + word;
       let delta = "", cls = "delta";
-      if (f.filling && f.before != null) {  // a part of a period against a whole one: no %
+      const like = f.filling ? this.previousSoFar() : null;
+      this.observed.like = like;
+      if (like != null && like !== 0 && f.value != null) {  // like for like: the same part
+        const pct = (100 * (f.value - like)) / Math.abs(like);
+        delta = (pct >= 0 ? "\u25b2 +" : "\u25bc ") + pct.toFixed(1) +
+          " % vs the same point of the previous " + name;
+        cls += pct >= 0 ? " up" : " down";
+      } else if (f.filling && f.before != null) {  // a part of a period against a whole one: no %
         delta = "previous " + name + ": " + tallydFormat.si(f.before) + this.unit();
       } else if (f.value != null && f.before != null && f.before !== 0) {
         const pct = (100 * (f.value - f.before)) / Math.abs(f.before);

@@ -453,3 +453,51 @@ sql = "SELECT country, top_k(product, 5) AS products FROM orders GROUP BY countr
             await until(followed, timeout=15)
             assert (await seen("merged"))["items"][0] == ["p9", 20]
             await chromium.close()
+
+
+@pytest.mark.asyncio
+async def test_a_tile_compares_a_filling_period_with_the_same_point_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """Orders per 5 minutes, 1 minute 10 s into the current five: against the previous five's
+    first 1 min 10 s (its minutes 0 and 1, from the view's minute windows), not its whole; a sum
+    the same. A mean is not additive: it gets the previous value beside it, no %."""
+    t5 = BASE_TS - BASE_TS % 300_000
+    counts = [3, 2, 7, 1, 4, 5]  # orders in minutes 0-4 (the previous five) and 5 (this one)
+    sent = [
+        {"ts": t5 + m * 60_000 + i, "country": "FR", "amount": 10.0}
+        for m, n in enumerate(counts)
+        for i in range(n)
+    ]
+    sent.append({"ts": t5 + 6 * 60_000 + 10_000, "country": "FR", "amount": 10.0})  # newest
+    means = """
+[views.means]
+sql = "SELECT tumble(ts, '1 minute') AS minute, avg(amount) AS mean FROM orders GROUP BY minute"
+grace = "30s"
+"""
+    async with running(CONFIG + means, tmp_path) as (client, _):
+        await client.post("/v1/sources/orders/events", data=ndjson(sent))
+        async with playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+            errors = watch_errors(page)
+            url = client.make_url("/v1/views/per_minute/tile?metric=n&bucket=5m&title=Orders")
+            await page.goto(str(url))
+            await page.wait_for_function("window.tallyd && window.tallyd.like != null")
+            seen = await page.evaluate("window.tallyd")
+            assert (seen["value"], seen["like"], seen["before"]) == (6, 3 + 2, sum(counts[:5]))
+            text = await page.locator("tallyd-tile .delta").inner_text()
+            assert text == "\u25b2 +20.0 % vs the same point of the previous 5 minutes"
+            await page.goto(
+                str(client.make_url("/v1/views/per_minute/tile?metric=revenue&bucket=5m"))
+            )
+            await page.wait_for_function("window.tallyd && window.tallyd.like != null")
+            assert (await page.evaluate("window.tallyd.like")) == 50.0  # a sum: 5 orders of 10
+            await page.goto(str(client.make_url("/v1/views/means/tile?metric=mean&bucket=5m")))
+            await page.wait_for_function("window.tallyd && window.tallyd.updates > 0")
+            await page.wait_for_function("window.tallyd.status === 'live'")
+            assert await page.evaluate("window.tallyd.like") is None  # an avg: not additive
+            text = await page.locator("tallyd-tile .delta").inner_text()
+            assert text == "previous 5 minutes: 10"  # its value beside, no %
+            await chromium.close()
+        assert errors == []
