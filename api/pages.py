@@ -177,6 +177,7 @@ def _check(
     """Ask the question the component will ask (api/static/tallyd.js), once: a bad one fails
     here, with its reason, instead of in the page — or, worse, in the live stream its page
     shares with others."""
+    attributes = {k: v for k, v in attributes.items() if v != ""}  # as the component: unset
     if "interval" in attributes:
         live_interval(attributes["interval"])
     asked = MultiDict(filters)

@@ -36,19 +36,31 @@
   // (the rest reopened without it); a server restarting, overloaded or unreachable is retried,
   // backing off to 30 s.
   function Hub(base, token) {
-    const groups = [];  // { subs: [{ question, target }], stream, dirty, retry }
+    const groups = [];  // { subs: [{ question, target, group, left }], stream, dirty, retry }
     let timer = null, perStream = PER_STREAM;
     const stats = { opened: 0 };
+    const URL_ROOM = 6000;  // a stream's request line stays well under aiohttp's 8 KiB
+
+    function newGroup(subs) {
+      const group = { subs, stream: null, dirty: true, retry: 0, dead: false, timer: null };
+      subs.forEach((sub) => { sub.group = group; });
+      groups.push(group);
+      return group;
+    }
+
+    const length = (subs) => subs.reduce((n, s) => n + s.question.length * 1.3 + 3, 0);
 
     function add(question, target) {
-      const sub = { question, target };
-      let group = groups.find((g) => g.subs.length < perStream);
-      if (!group) groups.push(group = { subs: [], stream: null, dirty: false, retry: 0 });
+      const sub = { question, target, group: null, left: false };
+      const group = groups.find((g) => g.subs.length < perStream &&
+                                       length(g.subs) + length([sub]) < URL_ROOM) || newGroup([]);
       group.subs.push(sub);
+      sub.group = group;
       touch(group);
-      return () => {
-        const at = group.subs.indexOf(sub);
-        if (at >= 0) { group.subs.splice(at, 1); touch(group); }
+      return () => {  // its group is where it is now (a regroup moves it)
+        sub.left = true;
+        const at = sub.group.subs.indexOf(sub);
+        if (at >= 0) { sub.group.subs.splice(at, 1); touch(sub.group); }
       };
     }
 
@@ -62,20 +74,28 @@
       groups.filter((g) => g.dirty).forEach((g) => { g.dirty = false; reopen(g); });
     }
 
-    function reopen(group) {
+    function close(group) {
       if (group.stream) group.stream.close();
       group.stream = null;
       clearTimeout(group.timer);
-      if (!group.subs.length) { groups.splice(groups.indexOf(group), 1); return; }
+    }
+
+    function reopen(group) {
+      close(group);
+      if (group.dead) return;
+      if (!group.subs.length) {
+        group.dead = true;
+        const at = groups.indexOf(group);
+        if (at >= 0) groups.splice(at, 1);
+        return;
+      }
       group.stream = open(group, group.subs.slice());
     }
 
-    function regroup() {  // the server takes fewer a stream: split every group
-      const all = groups.flatMap((g) => { if (g.stream) g.stream.close(); return g.subs; });
+    function regroup() {  // the server takes fewer a stream: split every group anew
+      const all = groups.flatMap((g) => { close(g); g.dead = true; return g.subs; });
       groups.length = 0;
-      for (let i = 0; i < all.length; i += perStream) {
-        groups.push({ subs: all.slice(i, i + perStream), stream: null, dirty: true, retry: 0 });
-      }
+      for (let i = 0; i < all.length; i += perStream) newGroup(all.slice(i, i + perStream));
       flush();
     }
 
@@ -85,38 +105,40 @@
       const url = base + "/v1/live?" + query.join("&");
       const stream = new EventSource(url);
       stats.opened += 1;
+      const live = () => subs.filter((s) => !s.left);  // one that left hears nothing more
       const route = (kind) => (e) => {
         const message = JSON.parse(e.data);
         const sub = subs[message.s];
-        if (sub) sub.target[kind](message.data);
+        if (sub && !sub.left) sub.target[kind](message.data);
       };
       stream.addEventListener("answer", route("answer"));
       stream.addEventListener("change", route("change"));
-      stream.onopen = () => { group.retry = 0; subs.forEach((s) => s.target.status("live")); };
+      stream.onopen = () => { group.retry = 0; live().forEach((s) => s.target.status("live")); };
       stream.onerror = () => {
         if (stream.readyState !== EventSource.CLOSED) {  // the browser reconnects by itself
-          subs.forEach((s) => s.target.status("reconnecting"));
+          live().forEach((s) => s.target.status("reconnecting"));
           return;
         }
         diagnose(url).then((d) => {
           if (group.stream !== stream) return;  // reopened meanwhile: not this one's to say
           const error = d.error || {};
           const fewer = error.param === "s" && /give 1 to (\d+) subscriptions/.exec(error.message);
+          const bad = error.param === "s" ? subs[error.index] : undefined;
           if (fewer && Number(fewer[1]) > 0 && Number(fewer[1]) < perStream) {
             perStream = Number(fewer[1]);
             regroup();
-          } else if (error.param === "s" && subs[error.index] && d.status < 500) {
-            const bad = subs[error.index];  // one refused subscription fails alone
-            bad.target.status("error", error.message);
-            group.subs.splice(group.subs.indexOf(bad), 1);
+          } else if (bad && d.status < 500) {  // one refused subscription fails alone
+            if (!bad.left) bad.target.status("error", error.message);
+            const at = group.subs.indexOf(bad);
+            if (at >= 0) group.subs.splice(at, 1);
             reopen(group);
           } else if (d.retry || d.status >= 500 || d.status === 429) {
-            subs.forEach((s) => s.target.status("reconnecting"));
+            live().forEach((s) => s.target.status("reconnecting"));
             const wait = Math.max(Number(d.retryAfter) * 1000 || 0,
                                   Math.min(30000, 1000 * 2 ** group.retry++));
             group.timer = setTimeout(() => { if (group.stream === stream) reopen(group); }, wait);
           } else {
-            subs.forEach((s) => s.target.status("error", error.message || "not live"));
+            live().forEach((s) => s.target.status("error", error.message || "not live"));
           }
         });
       };
@@ -130,7 +152,9 @@
   // answers (it is aborted at its headers: then, and on a network error, try again).
   function diagnose(url) {
     const ctl = new AbortController();
+    const slow = setTimeout(() => ctl.abort(), 10000);  // no answer in 10 s: try again later
     return fetch(url, { signal: ctl.signal }).then((r) => {
+      clearTimeout(slow);
       if (r.ok) { ctl.abort(); return { retry: true }; }
       const retryAfter = r.headers.get("Retry-After");
       return r.json().catch(() => ({})).then((a) => ({ status: r.status, error: a.error,
@@ -143,6 +167,7 @@
     self.onconnect = (event) => {
       const port = event.ports[0];
       const mine = new Map();
+      port.postMessage({ hello: true });  // the page knows its worker runs
       port.onmessage = ({ data: m }) => {
         if (m.add != null) {
           const key = m.base + "|" + (m.token || "");
@@ -192,6 +217,7 @@
         worker.onerror = fallBack;
         worker.port.onmessage = ({ data: m }) => {
           heard = true;
+          if (m.hello) return;
           const route = routes.get(m.id);
           if (route && !local) route.target[m.kind](...m.data);
         };
@@ -397,15 +423,16 @@
     }
 
     // The live question (as /v1/live takes it) and where its messages go.
-    follow(kind, params, target) {
+    follow(kind, params, target) {  // messages of an earlier start are dropped
       const q = new URLSearchParams(params);
       if (kind === "series") q.set("kind", "series");
       if (this.getAttribute("interval")) q.set("interval", this.getAttribute("interval"));
       const question = "/v1/views/" + encodeURIComponent(this.view) + "/subscribe?" + q;
+      const gen = this.gen, mine = () => gen === this.gen;
       this.cleanups.push(hubFor(this.base, this.getAttribute("token")).add(question, {
-        answer: (a) => { target.answer(a); this.drawn(); },
-        change: (c) => { target.change(c); this.drawn(); },
-        status: (state, why) => this.status(state, why),
+        answer: (a) => { if (mine()) { target.answer(a); this.drawn(); } },
+        change: (c) => { if (mine()) { target.change(c); this.drawn(); } },
+        status: (state, why) => { if (mine()) this.status(state, why); },
       }));
     }
 
@@ -499,6 +526,7 @@
       this.$spark = this.part("div", "sparkline");
       const params = this.params(["metric", "bucket", "tz", "fill"]);
       this.state = null;
+      this.fine = null;
       const target = {
         answer: (a) => { this.state = { ...a, series: a.series.map((s) => ({ ...s })),
                                         completeUntil: a.complete_until_ms }; this.render(); },
@@ -507,7 +535,13 @@
       target.answer(await this.read("/series", params));
       this.drawn();
       this.follow("series", params, target);
-      if (this.attr("period", "current") !== "last") await this.likeForLike();
+      if (this.attr("period", "current") === "last") return;
+      try {
+        await this.likeForLike();
+      } catch (err) {  // the tile stands without it: the previous value beside, no %
+        if (err.message === "superseded") throw err;
+        this.fine = null;
+      }
     }
 
     // A count or a sum of a period still filling is compared with the same part of the period
@@ -518,8 +552,11 @@
       const column = columns.find((c) => c.name === this.attr("metric"));
       if (!column || !["count", "sum"].includes(column.aggregate)) return;
       const finest = await this.read("/series", this.params(["metric", "tz"]));
-      const fine = finest.bucket_ms, coarse = this.state.bucket_ms;
-      if (!(coarse > fine)) return;
+      const window = finest.bucket_ms, coarse = this.state.bucket_ms;
+      if (!(coarse > window)) return;
+      // a multiple of the view's window, at most ~4,000 points over the two periods
+      const fine = window * Math.ceil((2 * coarse) / window / 4000);
+      this.fineStep = fine;
       const params = this.params(["metric", "tz"], { bucket: fine + "ms",
                                                      from: "-" + 2 * coarse + "ms" });
       const target = {
@@ -539,9 +576,13 @@
       if (!f || !f.series.length || i < 1 || newest == null) return null;
       const start = s.x[i - 1], elapsed = newest - s.x[i];
       if (elapsed < 0 || elapsed >= s.bucket_ms) return null;
-      const values = f.series[0].values;
-      return f.x.reduce((n, x, j) => (x >= start && x <= start + elapsed ? n + (values[j] || 0)
-        : n), 0);
+      // Whole finer windows before the point, and the part of the one holding it (as if its
+      // events were spread evenly): the same span as the newest period's, no window more.
+      const values = f.series[0].values, step = this.fineStep, point = start + elapsed;
+      return f.x.reduce((n, x, j) => {
+        if (x < start || x >= point) return n;
+        return n + (values[j] || 0) * Math.min(1, (point - x) / step);
+      }, 0);
     }
 
     freshness() { return this.state && this.state.freshness; }

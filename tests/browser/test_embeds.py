@@ -460,8 +460,8 @@ async def test_a_tile_compares_a_filling_period_with_the_same_point_of_the_one_b
     tmp_path: Path,
 ) -> None:
     """Orders per 5 minutes, 1 minute 10 s into the current five: against the previous five's
-    first 1 min 10 s (its minutes 0 and 1, from the view's minute windows), not its whole; a sum
-    the same. A mean is not additive: it gets the previous value beside it, no %."""
+    first 1 min 10 s (from the view's minute windows: its minute 0, and a sixth of minute 1),
+    not its whole; a sum the same. A mean is not additive: the previous value beside, no %."""
     t5 = BASE_TS - BASE_TS % 300_000
     counts = [3, 2, 7, 1, 4, 5]  # orders in minutes 0-4 (the previous five) and 5 (this one)
     sent = [
@@ -485,14 +485,17 @@ grace = "30s"
             await page.goto(str(url))
             await page.wait_for_function("window.tallyd && window.tallyd.like != null")
             seen = await page.evaluate("window.tallyd")
-            assert (seen["value"], seen["like"], seen["before"]) == (6, 3 + 2, sum(counts[:5]))
+            # minute 0 whole, and 10 s of minute 1's 60 (as if spread evenly): 3 + 2 / 6
+            assert (seen["value"], seen["before"]) == (6, sum(counts[:5]))
+            assert seen["like"] == pytest.approx(3 + 2 / 6)
             text = await page.locator("tallyd-tile .delta").inner_text()
-            assert text == "\u25b2 +20.0 % vs the same point of the previous 5 minutes"
+            assert text == "\u25b2 +80.0 % vs the same point of the previous 5 minutes"
             await page.goto(
                 str(client.make_url("/v1/views/per_minute/tile?metric=revenue&bucket=5m"))
             )
             await page.wait_for_function("window.tallyd && window.tallyd.like != null")
-            assert (await page.evaluate("window.tallyd.like")) == 50.0  # a sum: 5 orders of 10
+            like = await page.evaluate("window.tallyd.like")
+            assert like == pytest.approx(10 * (3 + 2 / 6))  # a sum: orders of 10
             await page.goto(str(client.make_url("/v1/views/means/tile?metric=mean&bucket=5m")))
             await page.wait_for_function("window.tallyd && window.tallyd.updates > 0")
             await page.wait_for_function("window.tallyd.status === 'live'")
@@ -501,3 +504,53 @@ grace = "30s"
             assert text == "previous 5 minutes: 10"  # its value beside, no %
             await chromium.close()
         assert errors == []
+
+
+@pytest.mark.asyncio
+async def test_after_a_split_a_changed_component_leaves_its_old_question(tmp_path: Path) -> None:
+    """Three subscriptions a stream: five tiles are split into two streams; one tile then asks
+    another metric. Its old question leaves (the server holds five subscriptions on two
+    streams, none twice), and the tile shows only the new metric's figures."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    config = CONFIG + f'\n[auth]\ncors_origins = ["{origin}"]\n'
+    async with running(config, tmp_path, max_live_subscriptions=3) as (client, _):
+        await client.post("/v1/sources/orders/events", data=ndjson(FIRST))
+        host = str(client.make_url("")).rstrip("/")
+        tiles = "".join(
+            f'<tallyd-tile id="t{i}" view="per_minute" metric="n" filter="country=FR" '
+            f'bucket="{i + 1}m" period="last"></tallyd-tile>'  # five questions, five topics
+            for i in range(5)
+        )
+        html = f"""<!doctype html><html><head><link rel="icon" href="data:,">
+<script src="{host}/assets/tallyd.js"></script></head><body>{tiles}</body></html>"""
+        async with customer_page(html, port), playwright.async_playwright() as p:
+            chromium = await browser(p)
+            page = await chromium.new_page()
+
+            async def held() -> tuple[int, int]:
+                live = (await (await client.get("/v1/status")).json())["live"]
+                return int(live["streams"]), int(live["subscribers"])
+
+            async def settled(want: tuple[int, int]) -> bool:
+                states = await page.evaluate(
+                    "[...document.querySelectorAll('tallyd-tile')].map((t) => t.observed.status)"
+                )
+                return states == ["live"] * 5 and await held() == want
+
+            await page.goto(origin + "/")
+            await until(lambda: settled((2, 5)), timeout=20)
+            await page.evaluate("document.getElementById('t0').setAttribute('metric', 'revenue')")
+            fr = [e for e in FIRST if e["country"] == "FR"]
+            final = minute_total(fr, 3, "amount")  # minute 3: the newest final (grace 30 s)
+            await page.wait_for_function(
+                f"document.getElementById('t0').observed.value === {final}"
+            )
+            await until(lambda: settled((2, 5)), timeout=20)
+            await client.post("/v1/sources/orders/events", data=ndjson(LATER))  # US only
+            # minute 7's events make minute 5 the newest final one: FR's revenue of it, 30
+            await page.wait_for_function(
+                f"document.getElementById('t0').observed.value === {minute_total(fr, 5, 'amount')}"
+            )
+            assert await held() == (2, 5)  # still five questions on two streams, none twice
+            await chromium.close()
