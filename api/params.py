@@ -88,24 +88,40 @@ def fingerprint(params: MultiMapping[str]) -> str:
     return hashlib.sha256(orjson.dumps(items)).hexdigest()[:12]
 
 
-def encode_cursor(offset: int, params: MultiMapping[str]) -> str:
-    raw = orjson.dumps({"o": offset, "q": fingerprint(params)})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(offset: int, params: MultiMapping[str], newest: int | None = None) -> str:
+    """``newest``: the watermark a relative ``from``/``to`` was counted back from, kept so that
+    the next pages read the same range (not one moved by events arrived meanwhile)."""
+    data: dict[str, Any] = {"o": offset, "q": fingerprint(params)}
+    if newest is not None and any(_relative(params, name) for name in ("from", "to")):
+        data["w"] = newest
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
 
 
-def _cursor(params: MultiMapping[str]) -> int:
+def _relative(params: MultiMapping[str], name: str) -> bool:
+    text = (_one(params, name) or "").strip()
+    return text.startswith("-") and not text[1:].strip().isdigit()
+
+
+def _cursor(params: MultiMapping[str]) -> tuple[int, int | None]:
+    """(offset, the watermark the first page's relative range was counted from, if any)."""
     text = _one(params, "cursor")
     if text is None:
-        return 0
+        return 0, None
     try:
         data: Any = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         offset = int(data["o"])
         bound = str(data["q"])
-    except (ValueError, KeyError, TypeError):
+        pinned = None if data.get("w") is None else int(data["w"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise bad("cursor", "not a cursor this server issued") from None
     if bound != fingerprint(params) or offset < 0:
         raise bad("cursor", "this cursor belongs to a different query")
-    return offset
+    return offset, pinned
+
+
+def pinned_watermark(params: MultiMapping[str]) -> int | None:
+    """The watermark a cursor keeps for its query's relative range (None: none kept)."""
+    return _cursor(params)[1]
 
 
 def check_range(time_from: int | None, time_to: int | None, max_range: int) -> None:
@@ -126,7 +142,10 @@ def parse_query(
     max_limit: int,
     newest: int | None = None,
 ) -> tuple[Query, str]:
-    """``newest``: the source's watermark, which a relative ``from``/``to`` counts back from."""
+    """``newest``: the source's watermark, which a relative ``from``/``to`` counts back from —
+    on a later page, the first page's (its cursor keeps it)."""
+    offset, pinned = _cursor(params)
+    newest = pinned if pinned is not None else newest
     filters = _filters(spec, params, RESERVED)
     group_by = _one(params, "group_by")
     order_by = _one(params, "order_by")
@@ -143,7 +162,7 @@ def parse_query(
         order_by=order_by.lstrip("-") if order_by else None,
         descending=bool(order_by and order_by.startswith("-")),
         limit=_limit(params, default_limit, max_limit),
-        offset=_cursor(params),
+        offset=offset,
         columns=_names(columns) if columns is not None else None,
     )
     if (

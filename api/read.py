@@ -22,7 +22,14 @@ from api.cluster import Whole, whole_at, whole_view
 from api.context import engine_of, freshness, json_response, keep_limit, only, readable, view_of
 from api.encode import row_dicts, to_csv, to_ndjson
 from api.engine import Engine
-from api.params import bad, check_range, encode_cursor, parse_query, parse_series
+from api.params import (
+    bad,
+    check_range,
+    encode_cursor,
+    parse_query,
+    parse_series,
+    pinned_watermark,
+)
 from views import query as q
 from views.durations import format_duration
 from views.series import Series, SeriesError, series
@@ -122,7 +129,11 @@ def rows_answer(
         result = q.run(view, query)
     except q.QueryError as err:
         raise bad(err.param, str(err)) from None
-    cursor = None if result.next_offset is None else encode_cursor(result.next_offset, params)
+    cursor = (
+        None
+        if result.next_offset is None
+        else encode_cursor(result.next_offset, params, _pinned(params, newest))
+    )
     answer: dict[str, Any] = {}
     if output == "json":
         answer = {
@@ -133,6 +144,11 @@ def rows_answer(
             "next_cursor": cursor,
         }
     return Rows(output, answer, result, cursor, result.truncated)
+
+
+def _pinned(params: MultiMapping[str], newest: int | None) -> int | None:
+    """The watermark this page's relative range was counted from: its cursor's, or now's."""
+    return pinned_watermark(params) if params.get("cursor") else newest
 
 
 def series_answer(
