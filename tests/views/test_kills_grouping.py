@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from views.grouping import combos
+from views.grouping import combos, pack
 
 
 def reference(a: list[int], b: list[int]) -> list[int]:
@@ -34,3 +34,29 @@ def test_combos_match_plain_python(seed: int, spread: int) -> None:
     b = [rng.choice([rng.randrange(-spread, spread), 7]) for _ in range(300)]
     out = combos(np.array(a, np.int64), np.array(b, np.int64))
     assert out.tolist() == reference(a, b)
+
+
+def test_pack_of_no_rows_is_no_codes() -> None:
+    out = pack([np.zeros(0, np.int64), np.zeros(0, np.int64)])
+    assert out is not None
+    assert out.tolist() == []
+
+
+def test_pack_refuses_columns_whose_ranges_do_not_fit_one_int64() -> None:
+    """Two columns of 2**40 values each: 2**80 codes. Packed anyway, they would wrap around
+    and two rows could share a code; refused, the caller sorts instead."""
+    wide = np.array([0, 2**40 - 1], np.int64)
+    assert pack([wide, wide]) is None
+    assert pack([wide, np.array([0, 3], np.int64)]) is not None  # 2**42 codes: they fit
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pack_keeps_the_rows_lexicographic_order(seed: int) -> None:
+    rng = random.Random(seed)
+    columns = [[rng.randrange(0, w) for _ in range(200)] for w in (5, 1000, 3)]
+    out = pack([np.array(c, np.int64) for c in columns])
+    assert out is not None
+    rows = list(zip(*columns, strict=True))
+    by_code = sorted(range(200), key=lambda i: (int(out[i]), i))
+    assert [rows[i] for i in by_code] == sorted(rows)  # codes order as the rows do
+    assert len(set(out.tolist())) == len(set(rows))  # one code per distinct row
