@@ -118,8 +118,7 @@ PARAMETERS: dict[tuple[str, str], list[Any]] = {
         _q("by", STRING, "A group key."),
         _q("column", STRING, "Or: a top_k column, its items ranked by count."),
         _q("limit", LIMIT, "Bars shown (default 10)."),
-        _q("from", TIME, "Range start (e.g. -1h)."),
-        _q("to", TIME, "Range end."),
+        *(q for q in QUERY if q["name"] in ("from", "to")),
         *EMBED,
     ],
     ("GET", "/v1/views/{view}/table"): [

@@ -31,7 +31,7 @@ from api.auth import TOKEN, URL_SECRET, Token
 from api.context import engine_of, only, readable, view_of
 from api.engine import Engine
 from api.errors import ApiError
-from api.params import SERIES_PARAMS, bad
+from api.params import SERIES_PARAMS, bad, row_keys
 from api.read import rows_answer, series_answer
 from api.stream import live_interval
 from views.view import View
@@ -195,7 +195,6 @@ def _check(
     if kind == "table":
         if attributes.get("bucket") == "all":
             window = None
-        grouped = keys if "group_by" not in attributes else attributes["group_by"].split(",")
         limit = attributes.get("limit", "10")
         asked["limit"] = str(int(limit) + 1) if limit.isdigit() else limit  # one more: any more?
         order = attributes.get("order_by") or (f"-{window}" if window else None)
@@ -203,7 +202,7 @@ def _check(
             asked["order_by"] = order
         if "columns" in attributes:  # the rows' window and keys come too, to tell rows apart
             shown = [c.strip() for c in attributes["columns"].split(",") if c.strip()]
-            asked["columns"] = ",".join(dict.fromkeys(c for c in [window, *grouped, *shown] if c))
+            asked["columns"] = ",".join(dict.fromkeys([*row_keys(view.spec, asked), *shown]))
         rows_answer(engine, view, asked)
         return
     column, metric, by = (attributes.get(n) for n in ("column", "metric", "by"))

@@ -119,6 +119,20 @@ def _cursor(params: MultiMapping[str]) -> tuple[int, int | None]:
     return offset, pinned
 
 
+def row_keys(spec: ViewSpec, params: MultiMapping[str]) -> list[str]:
+    """What tells a query's rows apart: its window (none with ``bucket=all``), then its group
+    keys (``group_by``'s, else the view's)."""
+    grouped = params.get("group_by")
+    keys = (
+        [c.name for c in spec.columns if c.role == "key"]
+        if grouped is None
+        else [k.strip() for k in grouped.split(",") if k.strip()]
+    )
+    if spec.window is not None and params.get("bucket") != "all":
+        keys.insert(0, spec.window.name)
+    return keys
+
+
 def pinned_watermark(params: MultiMapping[str]) -> int | None:
     """The watermark a cursor keeps for its query's relative range (None: none kept)."""
     return _cursor(params)[1]

@@ -23,7 +23,7 @@ from api.context import engine_of, freshness, only, view_of
 from api.engine import Engine
 from api.errors import ApiError
 from api.live import Feed, Topic
-from api.params import bad
+from api.params import bad, row_keys
 from api.read import rows_answer, series_answer
 from views.durations import parse_duration
 from views.view import View
@@ -104,15 +104,7 @@ def _error(index: int, text: str, why: str, status: int = 400) -> ApiError:
 def _keeps_row_keys(view: View, params: MultiMapping[str]) -> None:
     """A live answer's changes name rows by their window and group keys (``diff_rows``): a
     ``columns=`` that leaves one out would merge rows in every change. Say so instead."""
-    spec = view.spec
-    grouped = params.get("group_by")
-    keys = (
-        [c.name for c in spec.columns if c.role == "key"]
-        if grouped is None
-        else [k.strip() for k in grouped.split(",") if k.strip()]
-    )
-    if spec.window is not None and params.get("bucket") != "all":
-        keys.insert(0, spec.window.name)
+    keys = row_keys(view.spec, params)
     shown = {c.strip() for c in params.get("columns", "").split(",")}
     missing = [k for k in keys if k not in shown]
     if missing:

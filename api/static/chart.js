@@ -39,6 +39,11 @@
     return typeof v === "number" && Math.abs(v) >= 1e4 ? headline.format(v) : number(v);
   }
 
+  // An answer's RFC 3339 UTC time as a reader scans it: "2026-09-21 14:18:00 UTC".
+  function when(text) {
+    return text.replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
   // ---- rows: one readable form per kind of value, and the server's order ------------------
   function cell(value, column) {  // -> { text, title?, cls? }
     if (value == null) return { text: "\u2013", cls: "none" };
@@ -309,5 +314,5 @@
 
   window.tallydChart = tallydChart;
   window.tallydNumber = number;
-  window.tallydFormat = { number, si, cell, compare, rowsState, applySeries };
+  window.tallydFormat = { number, si, when, cell, compare, rowsState, applySeries };
 })();

@@ -23,7 +23,7 @@
 
   function fresh(f) {
     if (!f) return "";
-    const at = f.watermark ? f.watermark.replace("T", " ").replace(/\.\d+Z$/, " UTC") : "\u2013";
+    const at = f.watermark ? tallydFormat.when(f.watermark) : "\u2013";
     const text = "data up to " + at + " · " + f.position;
     if (!f.backfilling) return text;
     const b = f.backfill;  // a view added or changed live, still reading its history

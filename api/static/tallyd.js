@@ -162,6 +162,8 @@
     }).catch(() => ({ retry: true }));
   }
 
+  const hubKey = (base, token) => base + "|" + (token || "");  // one hub per host and token
+
   if (typeof window === "undefined") {  // this file as the SharedWorker of tallyd's own pages
     const hubs = new Map();
     self.onconnect = (event) => {
@@ -170,7 +172,7 @@
       port.postMessage({ hello: true });  // the page knows its worker runs
       port.onmessage = ({ data: m }) => {
         if (m.add != null) {
-          const key = m.base + "|" + (m.token || "");
+          const key = hubKey(m.base, m.token);
           if (!hubs.has(key)) hubs.set(key, Hub(m.base, m.token));
           const send = (kind) => (...data) => port.postMessage({ id: m.add, kind, data });
           mine.set(m.add, hubs.get(key).add(m.question, {
@@ -246,7 +248,7 @@
 
   const locals = new Map(), shared = new Map();
   function localHub(base, token) {  // one stream (per 32 subscriptions) for the whole page
-    const key = base + "|" + (token || "");
+    const key = hubKey(base, token);
     if (!locals.has(key)) locals.set(key, Hub(base, token));
     return locals.get(key);
   }
@@ -255,7 +257,7 @@
     if (!(here && base === location.origin && typeof SharedWorker === "function")) {
       return localHub(base, token);
     }
-    const key = base + "|" + (token || "");
+    const key = hubKey(base, token);
     if (!shared.has(key)) shared.set(key, sharedHub(base, token));
     return shared.get(key);
   }
@@ -442,8 +444,7 @@
       this.observed.freshness = f;
       if (this.observed.status !== "error") {
         this.$status.textContent = (this.observed.status === "live" ? "live" : "\u2026") +
-          (f && f.watermark ? " \u00b7 data up to " +
-            f.watermark.replace("T", " ").replace(/\.\d+Z$/, " UTC") : "");
+          (f && f.watermark ? " \u00b7 data up to " + tallydFormat.when(f.watermark) : "");
       }
       const summary = this.summary();
       this.observed.summary = summary;
@@ -515,6 +516,9 @@
     }
   }
 
+  // A series answer the tile may change in place (applySeries) without touching the message's.
+  const ownSeries = (a) => ({ ...a, series: a.series.map((s) => ({ ...s })) });
+
   // ---- <tallyd-tile>: one number, this period or the last, its change, a sparkline -----------
   class TallydTile extends Embed {
     defaultLabel() { return this.attr("metric", "") || this.view; }
@@ -528,8 +532,8 @@
       this.state = null;
       this.fine = null;
       const target = {
-        answer: (a) => { this.state = { ...a, series: a.series.map((s) => ({ ...s })),
-                                        completeUntil: a.complete_until_ms }; this.render(); },
+        answer: (a) => { this.state = { ...ownSeries(a), completeUntil: a.complete_until_ms };
+                         this.render(); },
         change: (c) => { tallydFormat.applySeries(this.state, c); this.render(); },
       };
       target.answer(await this.read("/series", params));
@@ -560,8 +564,7 @@
       const params = this.params(["metric", "tz"], { bucket: fine + "ms",
                                                      from: "-" + 2 * coarse + "ms" });
       const target = {
-        answer: (a) => { this.fine = { ...a, series: a.series.map((s) => ({ ...s })) };
-                         this.render(); },
+        answer: (a) => { this.fine = ownSeries(a); this.render(); },
         change: (c) => { tallydFormat.applySeries(this.fine, c); this.render(); },
       };
       target.answer(await this.read("/series", params));

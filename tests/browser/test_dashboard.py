@@ -23,6 +23,7 @@ import pytest
 from tests.api.test_backfill import ADDED, TWIN
 from tests.api.test_backfill import body as backfill_body
 from tests.browser.test_charts import ARTIFACTS, T0, browser
+from tests.browser.test_embeds import live_streams
 from tests.helpers import ndjson, running
 from views.config import parse
 
@@ -111,11 +112,6 @@ def orders(minute: int, rng: random.Random) -> bytes:
             for i, country in enumerate(["FR", "DE", "US", "JP"] * 3)
         ]
     )
-
-
-async def live_streams(client: Any) -> int:
-    status = await (await client.get("/v1/status")).json()
-    return int(status["live"]["streams"])
 
 
 async def counters(page: Any) -> dict[str, dict[str, int]]:
