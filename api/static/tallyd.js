@@ -552,7 +552,7 @@
     // before ("vs the same point of the previous hour"), read from the view's own finer windows
     // over the last two periods: a part of an hour against a whole one would fall every hour.
     async likeForLike() {
-      const columns = (await this.read("", { limit: 1 })).columns;
+      const columns = (await columnsOf(this)).all;
       const column = columns.find((c) => c.name === this.attr("metric"));
       if (!column || !["count", "sum"].includes(column.aggregate)) return;
       const finest = await this.read("/series", this.params(["metric", "tz"]));
@@ -686,7 +686,7 @@
   async function columnsOf(embed) {
     const a = await embed.read("", { limit: 1 });
     const names = (test) => a.columns.filter(test).map((c) => c.name);
-    return { window: (a.columns.find((c) => c.role === "window") || {}).name,
+    return { window: (a.columns.find((c) => c.role === "window") || {}).name, all: a.columns,
              keys: names((c) => c.role === "key"),
              numbers: names((c) => c.role === "aggregate" && c.type !== "array") };
   }
