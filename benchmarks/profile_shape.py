@@ -1,0 +1,90 @@
+"""Where one input shape's engine time goes: decode and apply rates, a cProfile of its apply,
+and Arrow's JSON reader alone on its bodies against a flat shape's (``benchmarks/shapes.py``'s
+bodies: four of 50,000 events).
+
+    python -m benchmarks.profile_shape debezium [--top 25]
+
+In process, one core, nothing else running; best of three for the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from benchmarks import shapes
+from ingest.changes import ChangeDecoder
+from ingest.decode import Decoder
+from views.config import parse
+from views.registry import Batch, Registry
+
+
+def best(run: Callable[[], Any], passes: int = 3) -> float:
+    fastest = float("inf")
+    for _ in range(passes):
+        began = time.perf_counter()
+        run()
+        fastest = min(fastest, time.perf_counter() - began)
+    return fastest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shape", choices=[s.name for s in shapes.SHAPES])
+    parser.add_argument("--top", type=int, default=25, help="profile lines shown")
+    args = parser.parse_args(argv)
+    shape = next(s for s in shapes.SHAPES if s.name == args.shape)
+    now = int(time.time() * 1000)
+    lines = shapes.bodies(shape, now)
+    events = sum(len(body) for body in lines)
+    config = parse(shape.config(), shape.name)
+    spec = config.sources["s"]
+    decoder = Decoder(spec, 1 << 20)
+    changes = ChangeDecoder(decoder, spec.format, False)
+
+    def decode() -> list[Any]:
+        if shape.http:
+            return [(decoder.columns(b"\n".join(b) + b"\n"), None) for b in lines]
+        return [changes.columns(list[bytes | None](b)) for b in lines]
+
+    read = decode()
+
+    def apply() -> None:
+        registry = Registry(config.sources, config.views)
+        for position, (columns, weights) in enumerate(read, start=1):
+            registry.apply(Batch("s", [], position, columns=columns, weights=weights))
+
+    print(f"{shape.name}: {events:,} events, {len(lines[0][0])} bytes the first")
+    print(f"decode {events / best(decode):,.0f} events/s, apply {events / best(apply):,.0f}/s")
+    profile = cProfile.Profile()
+    profile.runcall(apply)
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+
+    # Arrow's reader alone: these bodies against the flat epoch-ms shape's, same orders
+    row = pa.struct(list(decoder.reader._schema()))
+    flat_shape = next(s for s in shapes.SHAPES if s.name == "epoch_ms")
+    flat = b"\n".join(shapes.bodies(flat_shape, now, count=1)[0])
+    body = b"\n".join(lines[0])
+    nested = pa.schema([("op", pa.string()), ("before", row), ("after", row)])
+    for name, data, schema in (
+        (shape.name, body, nested if not shape.http else pa.schema(list(row))),
+        ("epoch_ms (flat)", flat, pa.schema(list(row))),
+    ):
+        rate = data.count(b"\n") / best(reader(data, schema), 5)
+        print(f"Arrow read_json, {name}: {rate:,.0f} lines/s, {len(data) / 50_000:.0f} B a line")
+
+
+def reader(data: bytes, schema: pa.Schema) -> Callable[[], Any]:
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    return lambda: pa_json.read_json(pa.BufferReader(data), parse_options=options)
+
+
+if __name__ == "__main__":
+    main()
