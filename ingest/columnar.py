@@ -72,17 +72,21 @@ class Reader:
         if lines < MIN_LINES:
             return None
         for _ in range(3):  # at most two fields' types relearned per body
+            tried = self._schema()
             try:
                 table = pa_json.read_json(
                     pa.BufferReader(body),
                     parse_options=pa_json.ParseOptions(
-                        explicit_schema=self._schema(), unexpected_field_behavior="ignore"
+                        explicit_schema=tried, unexpected_field_behavior="ignore"
                     ),
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                if not self._learn(str(err)):
-                    return None
-                continue
+                # Bodies are read in several threads at once: another may have learned this
+                # type since this read began (then there is nothing left to learn, but the read
+                # is worth trying again with what it learned).
+                if not self._schema().equals(tried) or self._learn(str(err)):
+                    continue
+                return None
             return self._columns(table)
         return None
 
@@ -108,7 +112,7 @@ class Reader:
         if field in self.types and wanted is not None and wanted in _KIND_TYPES[self.kinds[field]]:
             if self.types[field] == wanted:
                 return False
-            self.types[field] = wanted
+            self.types = {**self.types, field: wanted}  # never changed while another thread reads
             return True
         return False
 

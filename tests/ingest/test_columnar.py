@@ -178,3 +178,52 @@ def test_line_count_and_longest_line_as_python_splits_them(body: bytes) -> None:
     if body.endswith(b"\n"):
         lines.pop()  # a final newline ends the last line, it does not start one
     assert _lines(body) == (len(lines), max((len(line) for line in lines), default=0))
+
+
+def test_bodies_read_at_once_in_two_threads_learn_a_type_once_and_both_stay_column_wise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP reads large bodies in worker threads, several at once. Two first bodies of RFC 3339
+    times both fail as epoch numbers; whichever learns second finds the type learned already and
+    must read again with it, not hand its body to the row decoder (20x slower: seen as a
+    second lost in every flights benchmark run). Arrow reads for real; a barrier only makes both
+    first reads fail before either learns."""
+    import threading
+
+    import pyarrow.json as pa_json
+
+    real = pa_json.read_json
+    barrier = threading.Barrier(2, timeout=30)
+    first_failures: set[int] = set()
+
+    def read_json(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(*args, **kwargs)
+        except Exception:
+            if threading.get_ident() not in first_failures:
+                first_failures.add(threading.get_ident())
+                barrier.wait()  # both have failed with the old type; now both learn
+            raise
+
+    monkeypatch.setattr(pa_json, "read_json", read_json)
+    decoder = Decoder(spec(), 1 << 20)
+    events = [
+        {"ts": f"2026-12-01T10:00:{i % 60:02d}Z", "amount": i, "status": "paid", "country": "FR"}
+        for i in range(MIN_LINES)
+    ]
+    body = b"\n".join(orjson.dumps(e) for e in events) + b"\n"
+    results: list[Columns | None] = [None, None]
+
+    def read(i: int) -> None:
+        results[i] = decoder.columns(body)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(first_failures) == 2  # the race happened: both failed before either learned
+    expected = decoder.decode(body).events
+    for columns in results:
+        assert columns is not None, "a body went to the row decoder"
+        assert as_rows(columns) == expected
