@@ -146,6 +146,8 @@ class View:
             from views.retract import apply_changes  # change streams only: kept apart
 
             apply_changes(self, cols, rows, weights[rows], part)
+        for aggregate in part.aggs:
+            aggregate.settle()
 
     def _applicable(
         self, cols: Columns, watermark: int | None, part_name: str, part: Part

@@ -39,3 +39,26 @@ def test_have_counts_what_was_added_and_not_taken_off(
     held = sorted((p, k, c) for (p, k), c in reference.items() if c)
     arrays = (multiset.pair, multiset.key, multiset.count)
     assert list(zip(*(a.tolist() for a in arrays), strict=True)) == held
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(BATCH, st.booleans()), max_size=8))
+def test_adds_queued_between_reads_leave_what_adding_them_in_turn_leaves(
+    steps: list[tuple[list[tuple[tuple[int, int], int]], bool]],
+) -> None:
+    """Adds wait for the next read (a change stream's adds and retractions merge in one sort):
+    whenever a read comes — after one add or several, an entry reaching 0 in between or not —
+    it sees exactly the entries held."""
+    multiset, reference = Multiset(), Counter[tuple[int, int]]()
+    for batch, read in steps:
+        if batch:
+            pairs = np.array([p for (p, _), _ in batch], np.int64)
+            keys = np.array([k for (_, k), _ in batch], np.int64)
+            multiset.add(pairs, keys, np.array([c for _, c in batch], np.int64))
+        for entry, count in batch:
+            reference[entry] += count
+        if read:
+            held = sorted((p, k, c) for (p, k), c in reference.items() if c)
+            arrays = (multiset.pair, multiset.key, multiset.count)
+            assert list(zip(*(a.tolist() for a in arrays), strict=True)) == held
+            assert len(multiset) == len(held)

@@ -137,6 +137,10 @@ class Aggregate:
     def missing(self, batch: Batch) -> np.ndarray:
         return np.zeros(len(batch.group), bool)
 
+    def settle(self) -> None:
+        """Finish the batch's folds: the end of a view's apply (an exact multiset merges the
+        adds it queued, so a query after the batch does not)."""
+
     def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
         raise NotImplementedError
 

@@ -34,17 +34,53 @@ def key_floats(keys: np.ndarray) -> np.ndarray:
 
 
 class Multiset:
+    """Adds are queued and merged in at the next read (``settle``): a batch that adds and then
+    takes off — a change stream's — sorts the touched pairs' entries once, not per call. Every
+    read of ``pair``, ``key``, ``count`` sees the merged entries."""
+
     def __init__(self) -> None:
-        self.pair = np.zeros(0, np.int64)
-        self.key = np.zeros(0, np.int64)
-        self.count = np.zeros(0, np.int64)
+        self._pair = np.zeros(0, np.int64)
+        self._key = np.zeros(0, np.int64)
+        self._count = np.zeros(0, np.int64)
+        self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    @property
+    def pair(self) -> np.ndarray:
+        self.settle()
+        return self._pair
+
+    @pair.setter
+    def pair(self, value: np.ndarray) -> None:
+        assert not self._queued, "read (settle) before replacing entries"
+        self._pair = value
+
+    @property
+    def key(self) -> np.ndarray:
+        self.settle()
+        return self._key
+
+    @key.setter
+    def key(self, value: np.ndarray) -> None:
+        assert not self._queued, "read (settle) before replacing entries"
+        self._key = value
+
+    @property
+    def count(self) -> np.ndarray:
+        self.settle()
+        return self._count
+
+    @count.setter
+    def count(self, value: np.ndarray) -> None:
+        assert not self._queued, "read (settle) before replacing entries"
+        self._count = value
 
     def __len__(self) -> int:
         return len(self.pair)
 
     def runs(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(start, end) of each pair's run of entries."""
-        return np.searchsorted(self.pair, ids, "left"), np.searchsorted(self.pair, ids, "right")
+        pair = self.pair
+        return np.searchsorted(pair, ids, "left"), np.searchsorted(pair, ids, "right")
 
     def have(self, pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """How many of each (pair, key) there are now (0 if none). The entries of the pairs
@@ -75,24 +111,35 @@ class Multiset:
 
     def add(self, pairs: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> None:
         """Add ``counts`` (negative: take off) of each (pair, key); entries that reach 0 go.
-        Only the touched pairs' entries are sorted with the batch; the merged runs then go back
-        where their pairs belong (no other entry moves but by the copy)."""
-        if not len(pairs):
+        Queued until the next read: the sum of the adds is what adding them in turn leaves."""
+        if len(pairs):
+            self._queued.append((pairs, keys, counts))
+
+    def settle(self) -> None:
+        """Merge the queued adds in. Only the touched pairs' entries are sorted with them; the
+        merged runs then go back where their pairs belong (no other entry moves but by the
+        copy)."""
+        if not self._queued:
             return
+        queued, self._queued = self._queued, []
+        if len(queued) == 1:
+            pairs, keys, counts = queued[0]
+        else:
+            pairs, keys, counts = (np.concatenate(c) for c in zip(*queued, strict=True))
         start, end = self.runs(distinct(pairs))
-        inside = ranges_mask(start, end, len(self.pair))
-        pair = np.concatenate([self.pair[inside], pairs])
-        key = np.concatenate([self.key[inside], keys])
-        count = np.concatenate([self.count[inside], counts])
+        inside = ranges_mask(start, end, len(self._pair))
+        pair = np.concatenate([self._pair[inside], pairs])
+        key = np.concatenate([self._key[inside], keys])
+        count = np.concatenate([self._count[inside], counts])
         pair, key, count = _summed(pair, key, count)
         keep = count != 0
         pair, key, count = pair[keep], key[keep], count[keep]
         rest = ~inside
-        self.pair, self.key, self.count = self.pair[rest], self.key[rest], self.count[rest]
-        at = np.searchsorted(self.pair, pair)  # the touched pairs are not in the rest
-        self.pair = np.insert(self.pair, at, pair)
-        self.key = np.insert(self.key, at, key)
-        self.count = np.insert(self.count, at, count)
+        self._pair, self._key, self._count = self._pair[rest], self._key[rest], self._count[rest]
+        at = np.searchsorted(self._pair, pair)  # the touched pairs are not in the rest
+        self._pair = np.insert(self._pair, at, pair)
+        self._key = np.insert(self._key, at, key)
+        self._count = np.insert(self._count, at, count)
 
     def take(self, keep: np.ndarray, size: int) -> None:
         """Keep the entries of pairs ``keep``, renumbered to their index in ``keep``."""
@@ -187,6 +234,9 @@ class Exact(Aggregate):
     def fold(self, batch: Batch) -> None:
         pairs, keys = self._entries(batch)
         self.set.add(pairs, keys, np.full(len(pairs), -1 if batch.negate else 1, np.int64))
+
+    def settle(self) -> None:
+        self.set.settle()
 
     def held(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """(rows with a value, how many of that value their pair holds now)."""
