@@ -16,6 +16,24 @@ ENTRY = st.tuples(st.integers(0, 5), st.integers(-(2**63), 2**63 - 1) | st.integ
 BATCH = st.lists(st.tuples(ENTRY, st.integers(-2, 3)), max_size=25)
 
 
+def add(
+    multiset: Multiset,
+    reference: Counter[tuple[int, int]],
+    batch: list[tuple[tuple[int, int], int]],
+) -> None:
+    if batch:
+        pairs = np.array([p for (p, _), _ in batch], np.int64)
+        keys = np.array([k for (_, k), _ in batch], np.int64)
+        multiset.add(pairs, keys, np.array([c for _, c in batch], np.int64))
+    for entry, count in batch:
+        reference[entry] += count
+
+
+def entries(multiset: Multiset) -> list[tuple[int, int, int]]:
+    arrays = (multiset.pair, multiset.key, multiset.count)
+    return list(zip(*(a.tolist() for a in arrays), strict=True))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(BATCH, max_size=6), st.lists(ENTRY, max_size=25))
 def test_have_counts_what_was_added_and_not_taken_off(
@@ -23,12 +41,7 @@ def test_have_counts_what_was_added_and_not_taken_off(
 ) -> None:
     multiset, reference = Multiset(), Counter[tuple[int, int]]()
     for batch in batches:
-        if batch:
-            pairs = np.array([p for (p, _), _ in batch], np.int64)
-            keys = np.array([k for (_, k), _ in batch], np.int64)
-            multiset.add(pairs, keys, np.array([c for _, c in batch], np.int64))
-        for entry, count in batch:
-            reference[entry] += count
+        add(multiset, reference, batch)
     known = list(reference)  # ask about what is there too, not only random entries
     questions = asked + known
     pairs = np.array([p for p, _ in questions], np.int64)
@@ -36,9 +49,7 @@ def test_have_counts_what_was_added_and_not_taken_off(
     assert multiset.have(pairs, keys).tolist() == [reference[q] for q in questions]
     # the arrays themselves: one entry per (pair, key) held, sorted by pair then key, none at 0
     # (small keys take the packed merge, 64-bit ones the two-key sort)
-    held = sorted((p, k, c) for (p, k), c in reference.items() if c)
-    arrays = (multiset.pair, multiset.key, multiset.count)
-    assert list(zip(*(a.tolist() for a in arrays), strict=True)) == held
+    assert entries(multiset) == sorted((p, k, c) for (p, k), c in reference.items() if c)
 
 
 @settings(max_examples=200, deadline=None)
@@ -51,14 +62,8 @@ def test_adds_queued_between_reads_leave_what_adding_them_in_turn_leaves(
     it sees exactly the entries held."""
     multiset, reference = Multiset(), Counter[tuple[int, int]]()
     for batch, read in steps:
-        if batch:
-            pairs = np.array([p for (p, _), _ in batch], np.int64)
-            keys = np.array([k for (_, k), _ in batch], np.int64)
-            multiset.add(pairs, keys, np.array([c for _, c in batch], np.int64))
-        for entry, count in batch:
-            reference[entry] += count
+        add(multiset, reference, batch)
         if read:
             held = sorted((p, k, c) for (p, k), c in reference.items() if c)
-            arrays = (multiset.pair, multiset.key, multiset.count)
-            assert list(zip(*(a.tolist() for a in arrays), strict=True)) == held
+            assert entries(multiset) == held
             assert len(multiset) == len(held)
