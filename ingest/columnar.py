@@ -127,6 +127,8 @@ class Reader:
                 present = column.data[column.valid]
                 if len(present) and float(np.abs(present).max()) >= _EXACT:
                     return None  # maybe an integer beyond 2**53: the row decoder keeps it exact
+            if column.kind == "string":
+                column.encoded()  # here, in the reading thread, not on the loop that applies
             fields[name] = column
         fields[self.time_field] = Vec("number", time, np.ones(len(time), bool))
         return Columns(time, fields)
