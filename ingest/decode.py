@@ -110,10 +110,11 @@ class Decoder:
             f"server's clock ({format_time(now)}); check the sender's clock (max_future)"
         )
 
-    def columns(self, body: bytes) -> Columns | None:
+    def columns(self, body: bytes, threads: bool = True) -> Columns | None:
         """The body as columns, read by Arrow (``ingest.columnar``); None when it is small, not
-        NDJSON, or anything in it needs the row decoder (``decode``), which names the bad line."""
-        return self.reader.read(body)
+        NDJSON, or anything in it needs the row decoder (``decode``), which names the bad line.
+        ``threads``: False when other bodies are in progress (``Reader.read_json``)."""
+        return self.reader.read(body, threads)
 
     def event(self, line: int, item: Any, text: bytes) -> dict[str, Any] | LineError:
         def fail(field: str | None, reason: str) -> LineError:

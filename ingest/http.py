@@ -500,7 +500,9 @@ class HttpSource:
     async def _ingest(self, on_error: str, body: bytes, receipt: Receipt | None) -> Ack:
         decoder = self.decoder
         offload = len(body) > OFFLOAD_BYTES  # large bodies are read in a worker thread
-        read = decoder.columns
+        # Alone in the server, a body is read with Arrow's threads (the shortest wait); beside
+        # others, in one thread (less CPU: the cores are shared). Measured in benchmarks/README.
+        read = partial(decoder.columns, threads=self.log.backlog <= len(body))
         columns = await asyncio.to_thread(read, body) if offload else read(body)
         if columns is not None:  # a clean NDJSON body, read column-wise by Arrow
             return await self._submit(Batch(self.name, [], 0, columns=columns), body, receipt)

@@ -4,6 +4,7 @@ read differently."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
@@ -42,10 +43,11 @@ def as_rows(columns: Columns) -> list[dict[str, Any]]:
         (b'{"ts": 1790000000000, "country": {"a": 1}}', "an object as a key"),
     ],
 )
-def test_what_must_be_named_goes_to_the_row_decoder(line: bytes, why: str) -> None:
+@pytest.mark.parametrize("threads", [True, False])
+def test_what_must_be_named_goes_to_the_row_decoder(line: bytes, why: str, threads: bool) -> None:
     decoder = Decoder(spec(), 1 << 20)
     body = b"\n".join([GOOD] * MIN_LINES + [line, GOOD]) + b"\n"
-    assert decoder.columns(body) is None, why
+    assert decoder.columns(body, threads) is None, why
     (error,) = decoder.decode(body).errors
     assert error.line == MIN_LINES + 1, why
 
@@ -58,10 +60,13 @@ def test_what_must_be_named_goes_to_the_row_decoder(line: bytes, why: str) -> No
         (b'{"ts": 1790000000000, "amount": 9007199254740993}', "beyond 2**53: exact as an int"),
     ],
 )
-def test_what_only_rows_read_exactly_goes_to_the_row_decoder(line: bytes, why: str) -> None:
+@pytest.mark.parametrize("threads", [True, False])
+def test_what_only_rows_read_exactly_goes_to_the_row_decoder(
+    line: bytes, why: str, threads: bool
+) -> None:
     decoder = Decoder(spec(), 1 << 20)
     body = b"\n".join([GOOD] * MIN_LINES + [line, GOOD]) + b"\n"
-    assert decoder.columns(body) is None, why
+    assert decoder.columns(body, threads) is None, why
     assert not decoder.decode(body).errors, why
 
 
@@ -227,3 +232,34 @@ def test_bodies_read_at_once_in_two_threads_learn_a_type_once_and_both_stay_colu
     for columns in results:
         assert columns is not None, "a body went to the row decoder"
         assert as_rows(columns) == expected
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_body_of_several_blocks_reads_the_same_in_arrows_threads_or_one(threads: bool) -> None:
+    """HTTP reads a body alone with Arrow's threads (1 MB blocks), beside others in one thread
+    and one block: the same columns either way, and a bad line past the first megabyte still
+    sends the body to the row decoder, which names it."""
+    rng = random.Random(7)
+    lines = [
+        orjson.dumps(
+            {
+                "ts": f"2026-11-22T10:{i % 60:02d}:00{rng.choice(['Z', '+02:00', '.5-05:00'])}",
+                "amount": rng.choice([None, i, i / 4]),
+                "status": rng.choice(["paid", "refunded", None]),
+                **({"country": rng.choice(["FR", "DE", None])} if i % 3 else {}),
+            }
+        )
+        for i in range(40_000)
+    ]
+    body = b"\n".join(lines) + b"\n"
+    assert len(body) > 2 << 20  # several of Arrow's 1 MB blocks
+    decoder = Decoder(spec(), 1 << 20)
+    columns = decoder.columns(body, threads)  # learning that the times are strings
+    assert columns is not None
+    expected = from_rows(decoder.decode(body).events, "ts", ["ts", "status", "amount", "country"])
+    assert columns.time.tolist() == expected.time.tolist()
+    assert as_rows(columns) == as_rows(expected)
+    bad = body + b'{"ts": 1790000000000, "status": 5}\n'
+    assert decoder.columns(bad, threads) is None
+    (error,) = decoder.decode(bad).errors
+    assert (error.line, error.field) == (len(lines) + 1, "status")
