@@ -77,6 +77,12 @@ def rss_mb(pid: int) -> float:
     return math.nan
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (``/proc/<pid>/stat``), every thread of it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def started(config_text: str, tmp: Path, name: str = "tallyd") -> ServerProcess:
     path = tmp / f"{name}.toml"
     path.write_text(config_text)
@@ -116,9 +122,11 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
                 return pool.next(int(time.time() * 1000))
 
             url = f"{server.url}/v1/sources/orders/events"
+            assert server.proc is not None
+            cpu = cpu_seconds(server.proc.pid)
             accepted, elapsed, latencies = await post_bodies(session, url, next_body)
+            cpu = cpu_seconds(server.proc.pid) - cpu
             counted = await total_orders(session, server.url)
-        assert server.proc is not None
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()
@@ -128,6 +136,8 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
         "counted": counted,
         "batch": batch,
         "mean_request_ms": 1000 * sum(latencies) / len(latencies),
+        "server_cpu_us_per_event": 1e6 * cpu / accepted,
+        "server_cores": cpu / elapsed,
         "rss_mb": rss,
     }
 
@@ -189,7 +199,10 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             url = f"{server.url}/v1/sources/flights/events"
             next_body = lambda: queue.pop() if queue else None  # noqa: E731
+            assert server.proc is not None
+            cpu = cpu_seconds(server.proc.pid)
             accepted, elapsed, _ = await post_bodies(session, url, next_body)
+            cpu = cpu_seconds(server.proc.pid) - cpu
             async with session.get(f"{server.url}/v1/views/daily?bucket=all&group_by=") as r:
                 daily = (await r.json())["rows"][0]
             async with session.get(f"{server.url}/v1/status") as r:
@@ -209,6 +222,8 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         "accepted": accepted,
         "orjson_per_s": parse_rate,
         "vs_orjson": rate / parse_rate,
+        "server_cpu_us_per_event": 1e6 * cpu / accepted,
+        "server_cores": cpu / elapsed,
         "tail_hours_pairs": views["tail_hours"]["pairs"],
         "rss_mb": rss,
     }
