@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from ingest.timeparse import parse_times
@@ -32,7 +33,9 @@ MIN_LINES = 64  # below this, Arrow's fixed cost outweighs reading row by row
 _EXACT = 2.0**53  # a float column holding a larger magnitude may have been a larger integer
 _CHANGED = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
 _NESTED = re.compile(r"Column\(/(?:payload/)?(?:before|after)/")
-_OPS = ("c", "r", "u", "d")
+_OPS = pa.array(["c", "r", "u", "d"])  # Debezium's operations: create, read, update, delete
+_RETRACT = pa.array(["u", "d"])  # the before row is taken off
+_ADD = pa.array(["c", "r", "u"])  # the after row is added
 _KIND_TYPES: dict[str, list[pa.DataType]] = {
     "number": [pa.float64()],
     "string": [pa.string()],
@@ -216,13 +219,12 @@ class ChangeReader:
 
     def _rows(self, envelope: pa.Table | pa.StructArray) -> tuple[Columns, np.ndarray] | None:
         get = envelope.field if isinstance(envelope, pa.StructArray) else envelope.column
-        op = np.asarray(get("op").fill_null("?").to_pylist(), dtype=object)
+        op = get("op")
         before, after = _flat(get("before")), _flat(get("after"))
         has_before = np.asarray(before.is_valid())
         has_after = np.asarray(after.is_valid())
-        retract = (op == "u") | (op == "d")
-        add = (op == "c") | (op == "r") | (op == "u")
-        if not np.isin(op, _OPS).all() or (retract & ~has_before).any() or (add & ~has_after).any():
+        retract, add, known = (_among(op, ops) for ops in (_RETRACT, _ADD, _OPS))
+        if not known.all() or (retract & ~has_before).any() or (add & ~has_after).any():
             return None  # the row decoder keeps the bad events as poison, with their reasons
         n = len(op)
         # Each event's rows in order: its before row (-1), then its after row (+1).
@@ -233,6 +235,16 @@ class ChangeReader:
         rows = both.take(pa.array(take[keep]))
         columns = self.reader._columns(rows)
         return None if columns is None else (columns, weights[keep])
+
+
+def _among(column: pa.ChunkedArray | pa.Array, values: pa.Array) -> np.ndarray:
+    """Per row, whether it is one of ``values`` (NULL is none of them), read by Arrow: no
+    Python string per row."""
+    found = pc.is_in(column, value_set=values).fill_null(False)
+    if isinstance(found, pa.ChunkedArray):
+        found = found.combine_chunks()
+    out: np.ndarray = found.to_numpy(zero_copy_only=False)
+    return out
 
 
 def _flat(column: pa.ChunkedArray | pa.StructArray) -> pa.StructArray:
