@@ -85,9 +85,11 @@ class Reader:
         that teaches a field's type is tried again (at most twice); None when it teaches
         nothing (a bad line: the row decoder names it).
 
-        ``threads``: Arrow's own threads, 1 MB blocks — the shortest wait for a body read alone.
-        False: one thread, one block — a third less CPU (shop's 6 MB bodies: 37 ms against 56),
-        for a body read while others are in progress and the cores are what they share."""
+        ``threads``: Arrow's own threads, 1 MB blocks — the shortest wait for a body read alone
+        (a 6 MB body: ~20 ms against ~36). False: one thread, one block — no more CPU (36 ms
+        against 37-56 across runs, ``benchmarks.profile_shape``) and no thread pool taking both
+        cores from the event loop and the other requests, for a body read while others are in
+        progress (benchmarks/README.md: two clients gained, one lost nothing)."""
         options = (
             pa_json.ReadOptions()
             if threads
