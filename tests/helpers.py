@@ -226,8 +226,8 @@ class IngestPath:
             current[0] = "columns" if read else "rows"
             return apply(registry, batch)
 
-        def reading(decoder: Decoder, body: bytes) -> Any:
-            result = columns(decoder, body)
+        def reading(decoder: Decoder, body: bytes, threads: bool = True) -> Any:
+            result = columns(decoder, body, threads)
             self.read.append(result is not None)
             return result
 
