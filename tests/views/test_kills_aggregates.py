@@ -760,3 +760,36 @@ def test_the_percentile_sketch_bins_edges_as_the_scalar_ddsketch() -> None:
     (pair,) = part.pairs.alive_ids().tolist()
     assert aggregate.sketch(pair).to_state() == expected.to_state()
     assert answer(reg, "v") == [{"med": expected.quantile(0.5)}]
+
+
+def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_the_scalar() -> None:
+    """Two groups each pass MAX_BINS bins in one batch: the second group's lowest bins are found
+    after the first's were folded (its entries moved by it), and each group's sketch is the
+    scalar DDSketch of its values, bin for bin (found by a review: the runs were computed once,
+    before the first fold). The store holds nothing queued after the apply."""
+    gamma, extra = DDSketch.GAMMA, 300
+    xs = {
+        k: [gamma ** (i + 0.5) * (1 + n) for i in range(DDSketch.MAX_BINS + extra)]
+        for n, k in enumerate("ab")
+    }
+    events = [{"ts": T0 + i, "k": k, "x": x} for k in "ab" for i, x in enumerate(xs[k])]
+    random.Random(3).shuffle(events)
+    reg = registry({"v": "SELECT k, p50(x) AS med, p99(x) AS p99 FROM s GROUP BY k"})
+    reg.apply(Batch("s", events, 1))
+    part = reg.views["v"].parts[""]
+    for aggregate in part.aggs:  # before any read: the apply merged what it queued
+        assert isinstance(aggregate, ApproxPercentile)
+        assert not aggregate.positive._queued
+        assert not aggregate.negative._queued
+    rows = {r["k"]: r for r in answer(reg, "v")}
+    for k in "ab":
+        expected = DDSketch()
+        for x in xs[k]:
+            expected.add(x)
+        assert len(expected.positive) == DDSketch.MAX_BINS  # the scalar folded as well
+        (slot,) = [s for s, key in enumerate(reg.views["v"].keys.keys) if key == (k,)]
+        (pair,) = part.pairs.find(np.array([0]), np.array([slot])).tolist()
+        for aggregate in part.aggs:
+            assert isinstance(aggregate, ApproxPercentile)
+            assert aggregate.sketch(pair).to_state() == expected.to_state(), k
+        assert (rows[k]["med"], rows[k]["p99"]) == (expected.quantile(0.5), expected.quantile(0.99))

@@ -117,6 +117,9 @@ class ApproxCountDistinct(Aggregate):
             return
         self._insert(batch.pairs[batch.group[rows]], hashes(values))
 
+    def settle(self) -> None:
+        self.sparse.settle()
+
     def _insert(self, pairs: np.ndarray, h: np.ndarray) -> None:
         dense = self.dense[pairs] >= 0
         if dense.any():

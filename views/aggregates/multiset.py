@@ -36,7 +36,9 @@ def key_floats(keys: np.ndarray) -> np.ndarray:
 class Multiset:
     """Adds are queued and merged in at the next read (``settle``): a batch that adds and then
     takes off — a change stream's — sorts the touched pairs' entries once, not per call. Every
-    read of ``pair``, ``key``, ``count`` sees the merged entries."""
+    read of ``pair``, ``key``, ``count`` sees the merged entries. Whatever holds a multiset
+    settles it at the end of a view's apply (``Aggregate.settle``), so a read outside an apply
+    — a query on the loop, a snapshot's encoding in a worker thread — never merges, only reads."""
 
     def __init__(self) -> None:
         self._pair = np.zeros(0, np.int64)
@@ -135,11 +137,14 @@ class Multiset:
         keep = count != 0
         pair, key, count = pair[keep], key[keep], count[keep]
         rest = ~inside
-        self._pair, self._key, self._count = self._pair[rest], self._key[rest], self._count[rest]
-        at = np.searchsorted(self._pair, pair)  # the touched pairs are not in the rest
-        self._pair = np.insert(self._pair, at, pair)
-        self._key = np.insert(self._key, at, key)
-        self._count = np.insert(self._count, at, count)
+        kept = self._pair[rest]
+        at = np.searchsorted(kept, pair)  # the touched pairs are not in the rest
+        merged = (
+            np.insert(kept, at, pair),
+            np.insert(self._key[rest], at, key),
+            np.insert(self._count[rest], at, count),
+        )
+        self._pair, self._key, self._count = merged  # replaced together, never half merged
 
     def take(self, keep: np.ndarray, size: int) -> None:
         """Keep the entries of pairs ``keep``, renumbered to their index in ``keep``."""

@@ -104,18 +104,23 @@ class ApproxPercentile(Aggregate):
         store.add(pairs[g[first]], keys[first], counts)
 
     def _collapse(self, ids: np.ndarray) -> None:
-        """Fold the lowest bins of a pair with more than MAX_BINS into one (rare)."""
+        """Fold the lowest bins of a pair with more than MAX_BINS into the lowest bin kept
+        (rare). Each pair's run is found afresh: folding one pair's bins moves the entries of
+        the pairs after it."""
         for store in (self.positive, self.negative):
             start, end = store.runs(ids)
-            for lo, hi in zip(start.tolist(), end.tolist(), strict=True):
-                excess = hi - lo - DDSketch.MAX_BINS
-                if excess > 0:
-                    pair = int(store.pair[lo])
-                    moved = int(store.count[lo : lo + excess].sum())
-                    keys = store.key[lo : lo + excess].copy()
-                    store.add(np.full(excess, pair), keys, -store.count[lo : lo + excess].copy())
-                    target = np.array([store.key[store.runs(np.array([pair]))[0][0]]])
-                    store.add(np.array([pair]), target, np.array([moved]))
+            for pair in ids[end - start > DDSketch.MAX_BINS].tolist():
+                (lo,), (hi,) = store.runs(np.array([pair]))
+                excess = int(hi - lo) - DDSketch.MAX_BINS
+                if excess <= 0:
+                    continue  # a pair named twice, folded already
+                keys, counts = store.key[lo : lo + excess + 1], store.count[lo : lo + excess]
+                moved = np.append(-counts, counts.sum())  # off the lowest bins, onto the next
+                store.add(np.full(excess + 1, pair), keys.copy(), moved)
+
+    def settle(self) -> None:
+        self.positive.settle()
+        self.negative.settle()
 
     def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
         assert isinstance(other, ApproxPercentile)
