@@ -1,8 +1,10 @@
 """NDJSON straight to columns: the fast reader every source uses for all but tiny bodies.
 
-Arrow's JSON reader (C++, both cores) reads only the fields the source's views use, with the
-types the views require (``explicit_schema``; other fields are skipped unparsed). It is strict
-where it matters: a string field given a number, a key given twice, a line that is not an object
+Arrow's JSON reader (C++; with its threads for a body read alone, in one thread beside others)
+reads only the fields the source's views use, with the types the views require
+(``explicit_schema``; other fields are skipped unparsed); string columns get their dictionary
+codes here too, in the reading thread, not on the loop that applies. It is strict where it
+matters: a string field given a number, a key given twice, a line that is not an object
 fail the read. Then the checks run on whole columns: the time field (epoch s / ms numbers, or
 RFC 3339 strings parsed vectorised by ``ingest.timeparse``; any row in another form is read by
 the one-value parser), ``max_future``, integers too large for a float. Whenever anything is not
@@ -10,8 +12,9 @@ right, ``read`` returns None and the caller's row decoder reads the body instead
 bad line and field, with the messages every source has always given.
 
 Types are learned per field: a time field that arrives as strings, a key that holds numbers, are
-read that way from the next body on (one failed read, then the right schema), so a steady stream
-of any consistent shape takes this path.
+read that way from then on (one failed read, then the right schema — the same body read again),
+so a steady stream of any consistent shape takes this path; a read that fails while another
+thread learns the type tries again with what that thread learned.
 """
 
 from __future__ import annotations
