@@ -682,3 +682,19 @@ def test_an_avg_beside_the_sum_of_the_same_field_keeps_no_state_of_its_own() -> 
         xs = [int(e["x"]) for e in events if e["k"] == k]
         expected.append((k, sum(xs), pytest.approx(sum(xs) / len(xs), rel=1e-15)))
     assert [tuple(r) for r in rows] == expected
+
+
+def test_a_partitions_first_batch_of_nothing_but_rejected_lines_expires_nothing() -> None:
+    """A batch whose every line was rejected (``on_error=skip``) is applied as no events: the
+    partition has no watermark yet, so a windowed view with a retention has nothing to expire —
+    the batch is counted, the position moves, and the next batch applies as usual."""
+    sql = "SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n FROM s GROUP BY k, m"
+    config = parse(
+        {"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql, "retention": "1h"}}}
+    )
+    registry = Registry(config.sources, config.views)
+    bad = {"line": 1, "field": "ts", "reason": "missing", "text": "{}"}
+    registry.apply(Batch("s", [], 1, rejected=[bad], part="p"))
+    assert registry.sources["s"].positions["p"] == 1
+    registry.apply(Batch("s", [{"ts": T0, "k": "a"}, {"ts": T0 + 1, "k": "a"}], 2, part="p"))
+    assert run(registry.views["v"], Query()).rows == [("a", T0, 2)]
