@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -698,3 +698,33 @@ def test_a_partitions_first_batch_of_nothing_but_rejected_lines_expires_nothing(
     assert registry.sources["s"].positions["p"] == 1
     registry.apply(Batch("s", [{"ts": T0, "k": "a"}, {"ts": T0 + 1, "k": "a"}], 2, part="p"))
     assert run(registry.views["v"], Query()).rows == [("a", T0, 2)]
+
+
+def test_the_partitions_of_a_view_share_one_dictionary_of_values() -> None:
+    """Exact distinct counts and top-k keep values by code in a dictionary the view's parts
+    share: two partitions of the same 40 products hold them once (not once per partition), and
+    the answers merged over both partitions are plain Python's."""
+    sql = "SELECT count_distinct(p) AS products, top_k(p, 3) AS top FROM s"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    products = [f"p{j}" for j in range(40)]
+    events: dict[str, list[dict[str, Any]]] = {}
+    for n, part in enumerate(["t:0", "t:1"]):
+        rng = random.Random(n)  # every product once, then a skewed 360 more
+        names = products + rng.choices(products, weights=range(1, 41), k=360)
+        rng.shuffle(names)
+        events[part] = [{"ts": T0 + i, "p": name} for i, name in enumerate(names)]
+    for position, (part, batch) in enumerate(events.items(), start=1):
+        registry.apply(Batch("s", [dict(e) for e in batch], position, part=part))
+    view = registry.views["v"]
+    for index in range(2):
+        held = {id(part.aggs[index].values) for part in view.parts.values()}
+        assert held == {id(view.dictionaries[index])}
+        assert len(view.dictionaries[index] or []) == 40
+    every = [e["p"] for batch in events.values() for e in batch]
+    ((products, top),) = run(view, Query()).rows
+    assert products == len(set(every))
+    counts = Counter(every)
+    assert [(item["value"], item["count"]) for item in top] == sorted(
+        counts.items(), key=lambda kv: (-kv[1], kv[0])
+    )[:3]
