@@ -728,3 +728,42 @@ def test_the_partitions_of_a_view_share_one_dictionary_of_values() -> None:
     assert [(item["value"], item["count"]) for item in top] == sorted(
         counts.items(), key=lambda kv: (-kv[1], kv[0])
     )[:3]
+
+
+def test_sums_and_avgs_over_different_arguments_each_keep_their_own_state() -> None:
+    """Only a sum or avg of the very same argument shares a state: ``sum(x)`` and ``avg(y)``,
+    and ``sum(x * (y))`` and ``avg(z * (y))`` (the same text after their last parenthesis), are
+    four states, each answered as plain Python computes it."""
+    sql = (
+        "SELECT k, sum(x) AS sx, avg(y) AS ay, sum(x * (y)) AS sxy, avg(z * (y)) AS azy "
+        "FROM s GROUP BY k"
+    )
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    rng = random.Random(5)
+    events: list[dict[str, Any]] = [
+        {
+            "ts": T0 + i,
+            "k": rng.choice("ab"),
+            "x": rng.randint(1, 9),
+            "y": rng.randint(10, 99),
+            "z": rng.randint(100, 999),
+        }
+        for i in range(300)
+    ]
+    registry.apply(Batch("s", [dict(e) for e in events], 1))
+    rows = run(registry.views["v"], Query(order_by="k")).rows
+    expected: list[tuple[Any, ...]] = []
+    for k in "ab":
+        mine = [e for e in events if e["k"] == k]
+        n = len(mine)
+        expected.append(
+            (
+                k,
+                sum(e["x"] for e in mine),
+                pytest.approx(sum(e["y"] for e in mine) / n, rel=1e-15),
+                sum(e["x"] * e["y"] for e in mine),
+                pytest.approx(sum(e["z"] * e["y"] for e in mine) / n, rel=1e-15),
+            )
+        )
+    assert [tuple(r) for r in rows] == expected
