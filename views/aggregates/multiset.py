@@ -33,6 +33,23 @@ def key_floats(keys: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Entries:
+    """One of a ``Multiset``'s entry arrays (``pair``, ``key``, ``count``): read, it is merged
+    with the queued adds first; replaced, nothing may be queued (read it, then replace it)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = "_" + name
+
+    def __get__(self, multiset: Multiset, owner: type | None = None) -> np.ndarray:
+        multiset.settle()
+        out: np.ndarray = getattr(multiset, self.name)
+        return out
+
+    def __set__(self, multiset: Multiset, value: np.ndarray) -> None:
+        assert not multiset._queued, "read (settle) before replacing entries"
+        setattr(multiset, self.name, value)
+
+
 class Multiset:
     """Adds are queued and merged in at the next read (``settle``): a batch that adds and then
     takes off — a change stream's — sorts the touched pairs' entries once, not per call. Every
@@ -40,41 +57,15 @@ class Multiset:
     settles it at the end of a view's apply (``Aggregate.settle``), so a read outside an apply
     — a query on the loop, a snapshot's encoding in a worker thread — never merges, only reads."""
 
+    pair = _Entries()
+    key = _Entries()
+    count = _Entries()
+
     def __init__(self) -> None:
         self._pair = np.zeros(0, np.int64)
         self._key = np.zeros(0, np.int64)
         self._count = np.zeros(0, np.int64)
         self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-    @property
-    def pair(self) -> np.ndarray:
-        self.settle()
-        return self._pair
-
-    @pair.setter
-    def pair(self, value: np.ndarray) -> None:
-        assert not self._queued, "read (settle) before replacing entries"
-        self._pair = value
-
-    @property
-    def key(self) -> np.ndarray:
-        self.settle()
-        return self._key
-
-    @key.setter
-    def key(self, value: np.ndarray) -> None:
-        assert not self._queued, "read (settle) before replacing entries"
-        self._key = value
-
-    @property
-    def count(self) -> np.ndarray:
-        self.settle()
-        return self._count
-
-    @count.setter
-    def count(self, value: np.ndarray) -> None:
-        assert not self._queued, "read (settle) before replacing entries"
-        self._count = value
 
     def __len__(self) -> int:
         return len(self.pair)
