@@ -1,6 +1,6 @@
 """Where one input shape's engine time goes: decode and apply rates, a cProfile of its apply,
-and Arrow's JSON reader alone on its bodies against a flat shape's (``benchmarks/shapes.py``'s
-bodies: four of 50,000 events).
+and Arrow's JSON reader alone on its bodies against a flat shape's, with its threads and in one
+(``benchmarks/shapes.py``'s bodies: four of 50,000 events).
 
     python -m benchmarks.profile_shape debezium [--top 25]
 
@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pa_json
 
 from benchmarks import shapes
 from ingest.changes import ChangeDecoder
@@ -27,12 +26,13 @@ from views.config import parse
 from views.registry import Batch, Registry
 
 
-def best(run: Callable[[], Any], passes: int = 3) -> float:
-    fastest = float("inf")
+def best(run: Callable[[], Any], passes: int = 3) -> tuple[float, float]:
+    """The fastest pass's (wall seconds, CPU seconds of the whole process, every thread)."""
+    fastest = (float("inf"), float("inf"))
     for _ in range(passes):
-        began = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        fastest = min(fastest, time.perf_counter() - began)
+        fastest = min(fastest, (time.perf_counter() - wall, time.process_time() - cpu))
     return fastest
 
 
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             registry.apply(Batch("s", [], position, columns=columns, weights=weights))
 
     print(f"{shape.name}: {events:,} events, {len(lines[0][0])} bytes the first")
-    print(f"decode {events / best(decode):,.0f} events/s, apply {events / best(apply):,.0f}/s")
+    decoding, applying = best(decode)[0], best(apply)[0]
+    print(f"decode {events / decoding:,.0f} events/s, apply {events / applying:,.0f}/s")
     profile = cProfile.Profile()
     profile.runcall(apply)
     pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
@@ -78,28 +79,16 @@ def main(argv: list[str] | None = None) -> None:
         (shape.name, body, nested if not shape.http else pa.schema(list(row))),
         ("epoch_ms (flat)", flat, pa.schema(list(row))),
     ):
-        rate = data.count(b"\n") / best(reader(data, schema), 5)
-        print(f"Arrow read_json, {name}: {rate:,.0f} lines/s, {len(data) / 50_000:.0f} B a line")
+        lines_in = data.count(b"\n")
+        print(f"Arrow read_json, {name}: {len(data) / 50_000:.0f} B a line")
         # what ingest.columnar chooses between: Arrow's threads (a body alone) or one thread
         for threads in (True, False):
             reading = partial(decoder.reader.read_json, data, partial(pa.schema, schema), threads)
-            wall, cpu = best_cpu(reading, 5)
-            print(f"  threads={threads}: {wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU a body")
-
-
-def reader(data: bytes, schema: pa.Schema) -> Callable[[], Any]:
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    return lambda: pa_json.read_json(pa.BufferReader(data), parse_options=options)
-
-
-def best_cpu(run: Callable[[], Any], passes: int) -> tuple[float, float]:
-    """The fastest pass's (wall seconds, CPU seconds of the whole process, every thread)."""
-    fastest = (float("inf"), float("inf"))
-    for _ in range(passes):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        fastest = min(fastest, (time.perf_counter() - wall, time.process_time() - cpu))
-    return fastest
+            wall, cpu = best(reading, 5)
+            print(
+                f"  threads={threads}: {lines_in / wall:,.0f} lines/s, "
+                f"{wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU a body"
+            )
 
 
 if __name__ == "__main__":

@@ -89,10 +89,11 @@ class Reader:
         nothing (a bad line: the row decoder names it).
 
         ``threads``: Arrow's own threads, 1 MB blocks — the shortest wait for a body read alone
-        (a 6 MB body: ~20 ms against ~36). False: one thread, one block — no more CPU (36 ms
-        against 37-56 across runs, ``benchmarks.profile_shape``) and no thread pool taking both
-        cores from the event loop and the other requests, for a body read while others are in
-        progress (benchmarks/README.md: two clients gained, one lost nothing)."""
+        (a 6 MB body: ~20 ms against ~36). False: one thread, one block — about the same CPU for
+        flat NDJSON (36-53 ms against 37-56 across runs, ``benchmarks.profile_shape``; nested
+        Debezium envelopes cost more so, and are read with threads) and no thread pool taking
+        both cores from the event loop and the other requests, for an HTTP body read while
+        others are in progress (benchmarks/README.md: two clients gained, one lost nothing)."""
         options = (
             pa_json.ReadOptions()
             if threads
