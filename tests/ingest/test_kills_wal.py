@@ -126,7 +126,8 @@ def test_reopening_appends_to_the_newest_segment_until_it_is_full(tmp_path: Path
     wal.append([b"x" * 10, b"x" * 10])  # fills the segment exactly
     wal.close()
     assert len(wal.segments()) == 1
-    wal, _ = opened(tmp_path, segment_bytes=3 * one)  # full: the next record starts a new one
+    wal, _ = opened(tmp_path, segment_bytes=3 * one)  # full: not reopened, a new one started
+    assert [first for first, _ in wal.segments()] == [1, 4]
     wal.append([b"x" * 10])
     wal.close()
     assert [first for first, _ in wal.segments()] == [1, 4]
