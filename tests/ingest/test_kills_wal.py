@@ -190,6 +190,8 @@ def test_a_log_that_starts_after_the_snapshot_is_refused(tmp_path: Path) -> None
         f"wal-{5:020d}.log: the log starts at record 5, but the snapshot covers only up to 2: "
         "records 3..4 are missing"
     )
+    with pytest.raises(WalCorrupt, match=r"records 4\.\.4 are missing$"):  # one is one too many
+        opened(tmp_path, after=3)
 
 
 def test_a_snapshot_ahead_of_the_log_continues_after_the_snapshot(tmp_path: Path) -> None:
@@ -436,3 +438,17 @@ def test_a_rotation_that_fails_leaves_the_log_closed_not_broken(
     monkeypatch.undo()
     with pytest.raises(RuntimeError, match=r"^WAL is not open$"):  # refused, not a TypeError
         wal.append([b"y"])
+
+
+def test_a_log_whose_newest_segment_is_empty_continues_after_its_first(tmp_path: Path) -> None:
+    """A rotation (at a snapshot) and then a restart before the next append: the new, empty
+    segment is named by the next record, and the log goes on from it — also when no snapshot
+    says where (``after=0``)."""
+    wal, _ = opened(tmp_path)
+    wal.append([b"1", b"2", b"3"])
+    wal.rotate()
+    wal.close()
+    wal, replayed = opened(tmp_path, after=0)
+    assert replayed == [1, 2, 3]
+    assert wal.append([b"4"]) == [4]
+    wal.close()

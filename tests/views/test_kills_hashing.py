@@ -136,3 +136,11 @@ def test_only_json_scalars_hash() -> None:
 def test_the_float_column_hash_takes_integers_as_the_floats_they_are() -> None:
     ints = np.array([1, -3, 0, 2**40], np.int64)
     assert hash_floats(ints).tolist() == [spec_hash(float(v)) for v in ints.tolist()]
+
+
+def test_floats_of_any_width_hash_as_the_float64_values_they_are() -> None:
+    values = [0.5, 3.0, -2.25, 1e10, -7.0]  # exact in float32 too
+    want = [hash_value(v) for v in values]
+    for dtype in (np.float64, np.float32, np.float16):
+        column = np.array(values[:3] if dtype == np.float16 else values, dtype)
+        assert hash_floats(column).tolist() == want[: len(column)], dtype
