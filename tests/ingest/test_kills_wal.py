@@ -452,3 +452,16 @@ def test_a_log_whose_newest_segment_is_empty_continues_after_its_first(tmp_path:
     assert replayed == [1, 2, 3]
     assert wal.append([b"4"]) == [4]
     wal.close()
+
+
+def test_a_segment_started_by_a_rotation_fills_to_its_size_like_any_other(
+    tmp_path: Path,
+) -> None:
+    one = len(frame(1, b"x" * 10))
+    wal, _ = opened(tmp_path, segment_bytes=2 * one + 1)  # room for three records, not two
+    wal.append([b"x" * 10])
+    wal.rotate()  # segment 2, started empty
+    for _ in range(3):
+        wal.append([b"x" * 10])
+    wal.close()
+    assert [first for first, _ in wal.segments()] == [1, 2]
