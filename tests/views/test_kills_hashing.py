@@ -144,3 +144,15 @@ def test_floats_of_any_width_hash_as_the_float64_values_they_are() -> None:
     for dtype in (np.float64, np.float32, np.float16):
         column = np.array(values[:3] if dtype == np.float16 else values, dtype)
         assert hash_floats(column).tolist() == want[: len(column)], dtype
+
+
+def test_a_slice_of_a_string_column_hashes_its_own_strings_only() -> None:
+    texts = ["alpha", "", "béta", "a longer string than a word", "z", "end"]
+    for whole in (pa.array(texts), pa.array(texts, pa.large_string())):  # cast, or as it is
+        _slices_hash_alone(whole)
+
+
+def _slices_hash_alone(whole: pa.Array) -> None:
+    for start, length in ((0, 6), (2, 3), (1, 1), (5, 1), (3, 0)):
+        part = whole.slice(start, length)
+        assert hash_strings(part).tolist() == [hash_value(s) for s in part.to_pylist()]
