@@ -74,6 +74,7 @@ def _retract_one(view: View, cols: Columns, row: np.ndarray, part: Part) -> None
         slot = other if other >= 0 and part.alive(np.array([other]))[0] else -1
     index, starts = view._windows(cols, row)
     ids = part.pairs.find(starts, np.full(len(starts), slot, np.int64))
+    taken = []
     for i, pair in enumerate(ids.tolist()):
         if pair < 0:
             part.counters["unmatched"] += 1
@@ -84,7 +85,10 @@ def _retract_one(view: View, cols: Columns, row: np.ndarray, part: Part) -> None
             continue
         for aggregate, batch in zip(part.aggs, batches, strict=True):
             aggregate.fold(batch)
-        _release(part, np.array([pair], np.int64))
+        taken.append(pair)
+    # Released together, after every window: a release may compact the pairs, which renumbers
+    # them, and ``ids`` of the windows still to come would then name other pairs (hop windows).
+    _release(part, np.array(taken, np.int64))
 
 
 def _tuples(view: View, cols: Columns, rows: np.ndarray) -> list[tuple[Any, ...]]:

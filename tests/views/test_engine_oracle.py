@@ -71,6 +71,12 @@ VIEWS = {
         "GROUP BY k, m",
         "grace": "1m",
     },
+    "changes_rolling": {  # retractions over hop windows, and into __other__ past max_groups
+        "sql": "SELECT k, hop(ts, '2 minutes', '1 minute') AS w, count(*) AS n, "
+        "max(a) AS hi, min(a) AS lo FROM cdc GROUP BY k, w",
+        "grace": "1h",
+        "max_groups": 3,
+    },
 }
 
 
