@@ -77,6 +77,11 @@ VIEWS = {
         "grace": "1h",
         "max_groups": 3,
     },
+    "changes_keyless": {  # retractions in a view grouped by its window alone
+        "sql": "SELECT tumble(ts, '1 minute') AS m, count(*) AS n, max(a) AS hi FROM cdc "
+        "GROUP BY m",
+        "grace": "1h",
+    },
 }
 
 
