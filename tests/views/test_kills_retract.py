@@ -1,0 +1,48 @@
+"""views/retract.py's check that a change batch is clean (every retraction finds its row and its
+values, so adds-then-retractions equals the order given): what it must not wave through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.views.test_retract_hop import SOURCES
+from views.config import parse
+from views.query import all_rows
+from views.registry import Batch, Registry
+
+BASE = 1_790_000_040_000  # a minute's start
+SQL = (
+    "SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n, min(a) AS lo, max(b) AS hb "
+    "FROM cdc GROUP BY k, m"
+)
+
+
+def applied(batches: list[tuple[list[dict[str, Any]], list[int]]]) -> tuple[Any, dict[str, int]]:
+    config = parse({"sources": SOURCES, "views": {"v": {"sql": SQL, "grace": "1h"}}})
+    registry = Registry(config.sources, config.views)
+    for i, (rows, weights) in enumerate(batches, start=1):
+        registry.apply(Batch("cdc", [dict(r) for r in rows], i, part="t:0", weights=weights))
+    view = registry.views["v"]
+    return all_rows(view), view.stats()
+
+
+def test_a_value_held_by_another_group_is_not_this_group_s() -> None:
+    """The first pair a part holds (id 0) is looked up as itself, not as its neighbour."""
+    first = {"ts": BASE + 1, "k": "k0", "a": 5, "b": 50}
+    second = {"ts": BASE + 2, "k": "k1", "a": 7, "b": 70}
+    wrong = {"ts": BASE + 3, "k": "k0", "a": 7, "b": 70}  # k1's values, said of k0
+    rows, stats = applied([([first, second], [1, 1]), ([wrong], [-1])])
+    assert rows == {
+        (BASE, ("k0",)): [1, 5, 50, 1],
+        (BASE, ("k1",)): [1, 7, 70, 1],
+    }
+    assert stats["unmatched"] == 1
+
+
+def test_a_multiset_all_null_in_the_batch_does_not_end_the_check() -> None:
+    """``min(a)`` has nothing to take off (every ``a`` NULL); ``max(b)`` must still be checked."""
+    added = {"ts": BASE + 1, "k": "k0", "a": 1, "b": 10}
+    unknown = {"ts": BASE + 2, "k": "k0", "a": None, "b": 99}  # never added
+    rows, stats = applied([([added], [1]), ([unknown], [-1])])
+    assert rows == {(BASE, ("k0",)): [1, 1, 10, 1]}
+    assert stats["unmatched"] == 1
