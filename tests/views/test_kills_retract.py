@@ -46,3 +46,25 @@ def test_a_multiset_all_null_in_the_batch_does_not_end_the_check() -> None:
     rows, stats = applied([([added], [1]), ([unknown], [-1])])
     assert rows == {(BASE, ("k0",)): [1, 1, 10, 1]}
     assert stats["unmatched"] == 1
+
+
+def test_a_row_retracted_twice_is_taken_off_once_in_every_group() -> None:
+    """Per group, in order: the second retraction of a row held once finds nothing — in the
+    batch's first group and in the ones after it."""
+    rows = [{"ts": BASE + i, "k": f"k{i}", "a": i, "b": 10 * i} for i in range(3)]
+    twice = [r for r in rows for _ in range(2)]
+    got, stats = applied([(rows, [1, 1, 1]), (twice, [-1] * 6)])
+    assert got == {}
+    assert stats["unmatched"] == 3
+
+
+def test_a_key_new_to_the_batch_is_not_taken_for_one_held() -> None:
+    """A key the part has never seen has nothing to retract, whatever slots the held keys have."""
+    held: list[dict[str, Any]] = [{"ts": BASE + i, "k": f"k{i}", "a": 5, "b": 50} for i in range(3)]
+    for new in ("a", "z"):  # sorting before and after the held keys
+        stranger: dict[str, Any] = {"ts": BASE + 9, "k": new, "a": 5, "b": 50}
+        for order in ([stranger, *held], [*held, stranger]):
+            weights = [-1 if r is stranger else 1 for r in order]
+            got, stats = applied([(held, [1, 1, 1]), (order, weights)])
+            assert got == {(BASE, (r["k"],)): [2, 5, 50, 2] for r in held}, (new, order)
+            assert stats["unmatched"] == 1
