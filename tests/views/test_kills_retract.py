@@ -68,3 +68,14 @@ def test_a_key_new_to_the_batch_is_not_taken_for_one_held() -> None:
             got, stats = applied([(held, [1, 1, 1]), (order, weights)])
             assert got == {(BASE, (r["k"],)): [2, 5, 50, 2] for r in held}, (new, order)
             assert stats["unmatched"] == 1
+
+
+def test_one_group_over_retracts_beside_one_that_does_not() -> None:
+    """One group retracts its row twice, the other once — the first group of the batch or the
+    next: only the extra retraction is unmatched."""
+    rows = [{"ts": BASE + i, "k": f"k{i}", "a": i, "b": 10 * i} for i in range(2)]
+    for twice in (rows[0], rows[1]):
+        once = rows[1] if twice is rows[0] else rows[0]
+        got, stats = applied([(rows, [1, 1]), ([once, twice, twice], [-1, -1, -1])])
+        assert got == {}
+        assert stats["unmatched"] == 1
