@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.views.test_retract_hop import SOURCES
-from views.config import parse
+from tests.views.test_retract_hop import changed
 from views.query import all_rows
-from views.registry import Batch, Registry
 
 BASE = 1_790_000_040_000  # a minute's start
 SQL = (
@@ -18,11 +16,7 @@ SQL = (
 
 
 def applied(batches: list[tuple[list[dict[str, Any]], list[int]]]) -> tuple[Any, dict[str, int]]:
-    config = parse({"sources": SOURCES, "views": {"v": {"sql": SQL, "grace": "1h"}}})
-    registry = Registry(config.sources, config.views)
-    for i, (rows, weights) in enumerate(batches, start=1):
-        registry.apply(Batch("cdc", [dict(r) for r in rows], i, part="t:0", weights=weights))
-    view = registry.views["v"]
+    view = changed(SQL, batches)
     return all_rows(view), view.stats()
 
 

@@ -6,37 +6,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.views.test_engine_oracle import BASE, SOURCES
 from views.config import parse
 from views.query import all_rows
 from views.registry import Batch, Registry
+from views.view import View
 
-BASE = 1_790_000_000_000  # minutes start at BASE - 20 s, BASE + 40 s, ...
-SOURCES = {
-    "cdc": {
-        "from": "kafka",
-        "format": "debezium",
-        "bootstrap": "x:1",
-        "topic": "t",
-        "group": "g",
-        "time": "ts",
-        "fields": {"k": "string"},
-    }
-}
-VIEWS = {
-    "v": {
-        "sql": "SELECT k, hop(ts, '2 minutes', '1 minute') AS w, count(*) AS n, max(a) AS hi "
-        "FROM cdc GROUP BY k, w",
-        "grace": "1h",
-    }
-}
+# BASE: minutes start at BASE - 20 s, BASE + 40 s, ...
+HOP = (
+    "SELECT k, hop(ts, '2 minutes', '1 minute') AS w, count(*) AS n, max(a) AS hi "
+    "FROM cdc GROUP BY k, w"
+)
 
 
-def applied(batches: list[tuple[list[dict[str, Any]], list[int]]]) -> dict[Any, Any]:
-    config = parse({"sources": SOURCES, "views": VIEWS})
+def changed(sql: str, batches: list[tuple[list[dict[str, Any]], list[int]]]) -> View:
+    """A view of ``sql`` over the oracle test's change stream, after ``batches`` (rows, weights)."""
+    views = {"v": {"sql": sql, "grace": "1h"}}
+    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": views})
     registry = Registry(config.sources, config.views)
     for i, (rows, weights) in enumerate(batches, start=1):
         registry.apply(Batch("cdc", [dict(r) for r in rows], i, part="t:0", weights=weights))
-    return all_rows(registry.views["v"])
+    return registry.views["v"]
+
+
+def applied(batches: list[tuple[list[dict[str, Any]], list[int]]]) -> dict[Any, Any]:
+    return all_rows(changed(HOP, batches))
 
 
 def test_rows_retracted_over_overlapping_hop_windows_leave_nothing() -> None:
