@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.views.test_engine_oracle import SOURCES
 from tests.views.test_retract_hop import changed
+from views import snapshot
+from views.config import parse
 from views.query import all_rows
+from views.registry import Batch, Registry
+from views.view import OTHER
 
 BASE = 1_790_000_040_000  # a minute's start
 SQL = (
@@ -73,3 +78,58 @@ def test_one_group_over_retracts_beside_one_that_does_not() -> None:
         got, stats = applied([(rows, [1, 1]), ([once, twice, twice], [-1, -1, -1])])
         assert got == {}
         assert stats["unmatched"] == 1
+
+
+def test_a_retraction_into_other_when_other_holds_slot_0() -> None:
+    """``__other__`` holds slot 0 in a process that restored a part where every earlier key had
+    expired: a retraction of a folded key still finds its row there (slot 0 is a slot)."""
+    minute = 60_000
+    views = {"v": {"sql": SQL, "grace": "1m", "retention": "2m", "max_groups": 1}}
+    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": views})
+    registry = Registry(config.sources, config.views)
+    k0 = {"ts": BASE + 1, "k": "k0", "a": 1, "b": 10}  # slot 0: the only group admitted
+    k1 = {"ts": BASE + 3 * minute + 1, "k": "k1", "a": 2, "b": 20}  # folded: k0 is alive
+    k2 = {"ts": BASE + 4 * minute + 1, "k": "k2", "a": 3, "b": 30}  # moves k0's minute out
+    for i, (row, weight) in enumerate([(k0, 1), (k1, 1), (k2, 1)], start=1):
+        registry.apply(Batch("cdc", [dict(row)], i, part="t:0", weights=[weight]))
+    saved = snapshot.decode(snapshot.encode(registry.part_state("cdc", "t:0")))
+    assert saved["views"]["v"]["keys"][0] == [OTHER]  # the premise: k0 expired, other comes first
+    again = Registry(config.sources, config.views)
+    again.load_part("cdc", "t:0", saved)
+    view = again.views["v"]
+    assert view.keys.slot_of[view.other_key] == 0
+    again.apply(Batch("cdc", [dict(k1)], 4, part="t:0", weights=[-1]))
+    rows = all_rows(view)
+    assert (BASE + 3 * minute, (OTHER,)) not in rows  # k1's row taken off __other__
+    assert view.stats()["unmatched"] == 0
+
+
+def test_a_key_whose_slot_0_expired_counts_as_new_against_max_groups() -> None:
+    """max_groups 2: k0 took slot 0 and expired, k1 (slot 1) lives. A batch that adds k0 back,
+    retracts it and adds a new key holds two keys new to the part, so it is applied in order: k0
+    comes and goes, and the new key is admitted as a group of its own — exactly as the same rows
+    in batches of one. (Read as held, k0 would leave room for one key only, and the new key would
+    be folded into ``__other__``.)"""
+    minute = 60_000
+    views = {"v": {"sql": SQL, "grace": "1m", "retention": "2m", "max_groups": 2}}
+    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": views})
+    history = [
+        {"ts": BASE + 1, "k": "k0", "a": 1, "b": 10},
+        {"ts": BASE + 3 * minute + 1, "k": "k1", "a": 2, "b": 20},
+        {"ts": BASE + 4 * minute + 1, "k": "k1", "a": 3, "b": 30},  # moves k0's minute out
+    ]
+    back = {"ts": BASE + 4 * minute + 2, "k": "k0", "a": 4, "b": 40}
+    new = {"ts": BASE + 4 * minute + 3, "k": "kx", "a": 5, "b": 50}
+    batch, weights = [back, back, new], [1, -1, 1]
+    one, two = Registry(config.sources, config.views), Registry(config.sources, config.views)
+    for registry in (one, two):
+        for i, row in enumerate(history, start=1):
+            registry.apply(Batch("cdc", [dict(row)], i, part="t:0", weights=[1]))
+    assert one.views["v"].keys.slot_of[("k0",)] == 0  # the premise: slot 0 is k0's, now dead
+    one.apply(Batch("cdc", [dict(r) for r in batch], 4, part="t:0", weights=weights))
+    for i, (row, weight) in enumerate(zip(batch, weights, strict=True), start=4):
+        two.apply(Batch("cdc", [dict(row)], i, part="t:0", weights=[weight]))
+    rows = all_rows(one.views["v"])
+    assert rows == all_rows(two.views["v"])
+    assert (BASE + 4 * minute, ("kx",)) in rows
+    assert one.views["v"].stats()["unmatched"] == 0
