@@ -1,7 +1,9 @@
 """The mutation score per module, from mutmut's results (``make mutate`` prints it).
 
 Reads ``mutmut results --all true`` (one ``name: status`` line per mutant, the results of the
-last ``mutmut run``) and the mutants that ``docs/mutants.md`` explains as equivalent, and prints
+last ``mutmut run``) and the mutants that ``docs/mutants.md`` explains as equivalent — and, under
+its heading ``## Killed, checked by hand``, those only a test mutmut does not run kills (seen to
+fail with the mutant applied by hand: they count as killed) — and prints
 per source file: mutants, killed, survived, equivalent (listed), unexplained (neither killed nor
 listed), not run (a run stopped before them) and the score killed / mutants run. A timeout counts
 as killed: the tests did not pass (the mutant loops). A mutant no selected test runs ("no tests")
@@ -27,6 +29,7 @@ from pathlib import Path
 KILLED = {"killed", "timeout", "caught by type check"}
 # A mutant name: module path, then x_function or xǁClassǁmethod, then __mutmut_N.
 NAME = re.compile(r"[A-Za-z_][\w.]*\.xǁ?[\wǁ]*__mutmut_\d+")
+BY_HAND = "## Killed, checked by hand"
 
 
 @dataclass
@@ -68,12 +71,20 @@ def module_of(name: str) -> str:
     return module.replace(".", "/") + ".py"
 
 
-def scores(results: dict[str, str], equivalent: set[str]) -> dict[str, Score]:
+def listed(text: str) -> tuple[set[str], set[str]]:
+    """docs/mutants.md's text -> (the mutants listed as equivalent, those killed by hand)."""
+    equivalent, _, by_hand = text.partition(BY_HAND)
+    return set(NAME.findall(equivalent)), set(NAME.findall(by_hand))
+
+
+def scores(
+    results: dict[str, str], equivalent: set[str], by_hand: frozenset[str] = frozenset()
+) -> dict[str, Score]:
     out: dict[str, Score] = {}
     for name, status in results.items():
         score = out.setdefault(module_of(name), Score())
         score.total += 1
-        if status in KILLED:
+        if status in KILLED or (name in by_hand and status != "not checked"):
             score.killed += 1
             continue
         score.survived += status == "survived"
@@ -138,18 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no mutmut results: run `mutmut run` (make mutate) first", file=sys.stderr)
         return 1
-    listed = Path(args.equivalent)
-    equivalent = set(NAME.findall(listed.read_text())) if listed.exists() else set()
-    print(table(scores(results, equivalent), args.group))
+    doc = Path(args.equivalent)
+    equivalent, by_hand = listed(doc.read_text()) if doc.exists() else (set(), set())
+    print(table(scores(results, equivalent, frozenset(by_hand)), args.group))
     statuses = Counter(results.values())
     print("statuses: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())))
     unexplained = sorted(
         n
         for n, s in results.items()
-        if s not in KILLED and s != "not checked" and n not in equivalent
+        if s not in KILLED and s != "not checked" and n not in equivalent | by_hand
     )
     if unexplained:
-        print(f"\n{len(unexplained)} mutants run, neither killed nor in {listed}:")
+        print(f"\n{len(unexplained)} mutants run, neither killed nor in {doc}:")
         print("\n".join(f"  {n} ({results[n]})" for n in unexplained))
     return 0
 

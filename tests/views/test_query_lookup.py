@@ -57,3 +57,12 @@ def test_lookup_answers_equal_the_scan_and_a_plain_reference(filters: dict[str, 
     assert {(r[2], (r[0], r[1])): r[3] for r in fast} == {
         (s, k): n for (s, k), n in expected.items()
     }
+
+
+def test_a_lookup_on_a_view_before_its_first_event_answers_no_rows() -> None:
+    """No key interned yet: a filter on every key finds no slots (and does not fail)."""
+    source: dict[str, Any] = {"time": "ts", "fields": {"a": "string", "b": "string"}}
+    config = parse({"sources": {"s": source}, "views": {"v": {"sql": SQL}}})
+    view = Registry(config.sources, config.views).views["v"]
+    query = Query(filters={"a": frozenset({"x"}), "b": frozenset({"1"})})
+    assert run(view, query).rows == []
