@@ -1,11 +1,14 @@
 """views/state.py's pair index, through a view: where its data begins (``View.first_start``, a
-series' default range starts there) after buckets expired, for any slot, and at the epoch."""
+series' default range starts there) after buckets expired, for any slot, and at the epoch; the
+pairs a query's time range selects."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from views.config import parse
+from views.query import Query, all_rows, run
 from views.registry import Batch, Registry
 from views.view import View
 
@@ -39,3 +42,26 @@ def test_the_first_start_at_the_epoch_is_zero() -> None:
     assert view_after([{"ts": 1_000, "k": "a"}]).first_start() == 0
     assert view_after([{"ts": MINUTE + 1, "k": "a"}]).first_start() == MINUTE
     assert view_after([]).first_start() is None
+
+
+def test_a_time_range_selects_exactly_the_buckets_that_start_inside_it() -> None:
+    """``from <= start < to``, both ends aligned or not, against all rows filtered in Python."""
+    rng = random.Random(7)
+    events = [{"ts": BASE + rng.randrange(8 * MINUTE), "k": rng.choice("abc")} for _ in range(300)]
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": SQL}}})
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", events, 1))
+    view = registry.views["v"]
+    every = all_rows(view)
+    edges = [None, BASE - 1, BASE, BASE + 1, BASE + 3 * MINUTE, BASE + 3 * MINUTE + 7]
+    edges += [BASE + 5 * MINUTE - 1, BASE + 8 * MINUTE, BASE + 9 * MINUTE]
+    for time_from in edges:
+        for time_to in edges:
+            got = run(view, Query(time_from=time_from, time_to=time_to, limit=10_000)).rows
+            expected = {
+                (start, key): n
+                for (start, key), (n,) in every.items()
+                if (time_from is None or start >= time_from)
+                and (time_to is None or start < time_to)
+            }
+            assert {(row[1], (row[0],)): row[2] for row in got} == expected, (time_from, time_to)
