@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
+import io
 import pstats
 import time
 from collections.abc import Callable
@@ -73,22 +75,45 @@ def main(argv: list[str] | None = None) -> None:
     row = pa.struct(list(decoder.reader._schema()))
     flat_shape = next(s for s in shapes.SHAPES if s.name == "epoch_ms")
     flat = b"\n".join(shapes.bodies(flat_shape, now, count=1)[0])
+    flat_spec = parse(flat_shape.config(), flat_shape.name).sources["s"]
+    flat_schema = Decoder(flat_spec, 1 << 20).reader._schema()  # its own: epoch ms, not text
     body = b"\n".join(lines[0])
     nested = pa.schema([("op", pa.string()), ("before", row), ("after", row)])
     for name, data, schema in (
         (shape.name, body, nested if not shape.http else pa.schema(list(row))),
-        ("epoch_ms (flat)", flat, pa.schema(list(row))),
+        ("epoch_ms (flat)", flat, flat_schema),
     ):
-        lines_in = data.count(b"\n")
+        lines_in = data.count(b"\n") + (not data.endswith(b"\n"))
         print(f"Arrow read_json, {name}: {len(data) / 50_000:.0f} B a line")
         # what ingest.columnar chooses between: Arrow's threads (a body alone) or one thread
         for threads in (True, False):
             reading = partial(decoder.reader.read_json, data, partial(pa.schema, schema), threads)
+            table = reading()  # a failed read answers None at once: never time that
+            assert table is not None, f"{name}: Arrow could not read it"
+            assert table.num_rows == lines_in, f"{name}: {table.num_rows} rows of {lines_in}"
             wall, cpu = best(reading, 5)
             print(
                 f"  threads={threads}: {lines_in / wall:,.0f} lines/s, "
                 f"{wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU a body"
             )
+        compare_polars(data, schema)
+
+
+def compare_polars(data: bytes, schema: pa.Schema) -> None:
+    """The same body through polars' NDJSON reader, same schema, when polars is installed (it is
+    not a dependency: the comparison is what decided against it)."""
+    try:
+        polars: Any = importlib.import_module("polars")
+    except ImportError:
+        print("  polars: not installed (`pip install polars` to compare its reader)")
+        return
+    wanted = polars.from_arrow(schema.empty_table()).schema
+    wall, cpu = best(lambda: polars.read_ndjson(io.BytesIO(data), schema=wanted), 5)
+    lines_in = data.count(b"\n") + (not data.endswith(b"\n"))
+    print(
+        f"  polars {polars.__version__} read_ndjson: {lines_in / wall:,.0f} lines/s, "
+        f"{wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU a body"
+    )
 
 
 if __name__ == "__main__":
