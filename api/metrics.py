@@ -117,6 +117,16 @@ class _EngineCollector:
         yield GaugeMetricFamily(
             "tallyd_wal_bytes", "Write-ahead log on disk.", value=ingest["wal_bytes"]
         )
+        for name, text, field in (
+            ("tallyd_wal_commits", "Group commits (one write and fsync each).", "wal_commits"),
+            ("tallyd_wal_committed_bytes", "Bytes those commits wrote.", "wal_committed_bytes"),
+            (
+                "tallyd_wal_commit_seconds",
+                "Time those commits spent writing and fsyncing: the disk's share of an ack.",
+                "wal_commit_seconds",
+            ),
+        ):
+            yield CounterMetricFamily(name, text, value=ingest[field])
         yield GaugeMetricFamily(
             "tallyd_ingest_backlog_bytes",
             "Request bodies being decoded, logged and applied.",
@@ -175,6 +185,7 @@ def engine_status(engine: Any) -> dict[str, Any]:
         views[name] = {**view.stats(), "state_bytes": view.nbytes()}
     last = engine.committer.last_snapshot or {}
     taken = engine.committer.last_snapshot_at
+    wal = engine.http.wal
     wal_dir = Path(engine.settings.data_dir) / "wal"
     wal_bytes = sum(p.stat().st_size for p in wal_dir.glob("wal-*.log")) if wal_dir.exists() else 0
     return {
@@ -190,6 +201,9 @@ def engine_status(engine: Any) -> dict[str, Any]:
         },
         "ingest": {
             "wal_bytes": wal_bytes,
+            "wal_commits": wal.commits,
+            "wal_committed_bytes": wal.committed_bytes,
+            "wal_commit_seconds": round(wal.commit_seconds, 6),
             "backlog_bytes": engine.http.backlog,
             "shed": engine.http.shed,
         },

@@ -122,6 +122,8 @@ class Wal:
         # An append (the committer's thread) and a rotation (a snapshot's) never interleave.
         self.lock = threading.Lock()
         self.commits = 0  # fsyncs of appended records: fewer than records under group commit
+        self.committed_bytes = 0  # written by those commits, headers included
+        self.commit_seconds = 0.0  # spent writing and fsyncing them (the wait before an ack)
 
     def segments(self) -> list[tuple[int, Path]]:
         found = []
@@ -209,10 +211,13 @@ class Wal:
         for seq, payload in zip(seqs, payloads, strict=True):
             pieces += [memoryview(header(seq, payload)), *(memoryview(p) for p in _pieces(payload))]
         size = sum(len(p) for p in pieces)
+        began = time.perf_counter()
         _write_all(self._fd, pieces)
         faults.reached("after_write_before_fsync")
         os.fsync(self._fd)
+        self.commit_seconds += time.perf_counter() - began
         self.commits += 1
+        self.committed_bytes += size
         self._size += size
         self.next_seq += len(payloads)
         return seqs

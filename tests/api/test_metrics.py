@@ -47,6 +47,10 @@ async def test_metrics_parse_and_move_with_events(tmp_path: Path) -> None:
         assert after[("tallyd_snapshot_bytes", ())] > 0
         assert after[("tallyd_snapshot_age_seconds", ())] >= 0
         assert after[("tallyd_wal_bytes", ())] >= 0
+        assert before[("tallyd_wal_commits_total", ())] == 0
+        assert after[("tallyd_wal_commits_total", ())] == 1  # one body, one group commit
+        assert after[("tallyd_wal_committed_bytes_total", ())] > len(body)  # with its header
+        assert after[("tallyd_wal_commit_seconds_total", ())] > 0
         assert after[("tallyd_answer_cache_misses_total", ())] >= 1
         status = await (await client.get("/v1/status")).json()
         assert status["sources"]["orders"]["accepted"] == 6
