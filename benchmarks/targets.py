@@ -83,6 +83,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_times() -> tuple[int, int, int]:
+    """(idle, steal, all) clock ticks of every core so far, from ``/proc/stat``'s first line."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], ticks[7], sum(ticks[:8])  # idle + iowait; steal; the rest too
+
+
+def machine_shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """The machine's idle and stolen shares between two ``machine_times``: a run whose server
+    waited while the cores were idle waited on something (the disk, the clients); one whose
+    cores were stolen by the host was slowed by the host."""
+    idle, steal, total = (a - b for a, b in zip(after, before, strict=True))
+    return {"machine_idle_share": idle / total, "machine_steal_share": steal / total}
+
+
 async def started(config_text: str, tmp: Path, name: str = "tallyd") -> ServerProcess:
     path = tmp / f"{name}.toml"
     path.write_text(config_text)
@@ -109,6 +123,26 @@ async def total_orders(session: aiohttp.ClientSession, url: str) -> int:
 # -- HTTP ingest ---------------------------------------------------------------------------------
 
 
+async def wal_commits(session: aiohttp.ClientSession, url: str) -> tuple[int, float]:
+    """(group commits, seconds they spent writing and fsyncing) so far, from ``/v1/status``."""
+    async with session.get(f"{url}/v1/status") as response:
+        ingest = (await response.json())["ingest"]
+    return int(ingest["wal_commits"]), float(ingest["wal_commit_seconds"])
+
+
+def wal_figures(
+    before: tuple[int, float], after: tuple[int, float], elapsed: float
+) -> dict[str, Any]:
+    """How long a group commit took on this disk, and the share of the run one was under way
+    (commits run one at a time, so at most 1)."""
+    commits, seconds = after[0] - before[0], after[1] - before[1]
+    return {
+        "wal_commits": commits,
+        "wal_commit_ms_mean": 1000 * seconds / commits if commits else math.nan,
+        "wal_commit_share": seconds / elapsed,
+    }
+
+
 async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[str, Any]:
     server = await started(CONFIG.read_text(), tmp, "http")
     pool = Bodies(batch, count=4)
@@ -123,9 +157,12 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
 
             url = f"{server.url}/v1/sources/orders/events"
             assert server.proc is not None
-            cpu = cpu_seconds(server.proc.pid)
+            wal = await wal_commits(session, server.url)
+            cpu, machine = cpu_seconds(server.proc.pid), machine_times()
             accepted, elapsed, latencies = await post_bodies(session, url, next_body)
             cpu = cpu_seconds(server.proc.pid) - cpu
+            shares = machine_shares(machine, machine_times())
+            disk = wal_figures(wal, await wal_commits(session, server.url), elapsed)
             counted = await total_orders(session, server.url)
         rss = rss_mb(server.proc.pid)
     finally:
@@ -138,6 +175,8 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
         "mean_request_ms": 1000 * sum(latencies) / len(latencies),
         "server_cpu_us_per_event": 1e6 * cpu / accepted,
         "server_cores": cpu / elapsed,
+        **disk,
+        **shares,
         "rss_mb": rss,
     }
 
@@ -200,9 +239,12 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
             url = f"{server.url}/v1/sources/flights/events"
             next_body = lambda: queue.pop() if queue else None  # noqa: E731
             assert server.proc is not None
-            cpu = cpu_seconds(server.proc.pid)
+            wal = await wal_commits(session, server.url)
+            cpu, machine = cpu_seconds(server.proc.pid), machine_times()
             accepted, elapsed, _ = await post_bodies(session, url, next_body)
             cpu = cpu_seconds(server.proc.pid) - cpu
+            shares = machine_shares(machine, machine_times())
+            disk = wal_figures(wal, await wal_commits(session, server.url), elapsed)
             async with session.get(f"{server.url}/v1/views/daily?bucket=all&group_by=") as r:
                 daily = (await r.json())["rows"][0]
             async with session.get(f"{server.url}/v1/status") as r:
@@ -225,6 +267,8 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         "server_cpu_us_per_event": 1e6 * cpu / accepted,
         "server_cores": cpu / elapsed,
         "tail_hours_pairs": views["tail_hours"]["pairs"],
+        **disk,
+        **shares,
         "rss_mb": rss,
     }
 
