@@ -2,8 +2,9 @@
 
 Reads ``mutmut results --all true`` (one ``name: status`` line per mutant, the results of the
 last ``mutmut run``) and the mutants that ``docs/mutants.md`` explains as equivalent — and, under
-its heading ``## Killed, checked by hand``, those only a test mutmut does not run kills (seen to
-fail with the mutant applied by hand: they count as killed) — and prints
+its heading ``## Killed, checked by hand``, those killed only by a test mutmut does not run or
+newer than the run's copy of the code (each seen to fail with its mutant applied by hand: they
+count as killed) — and prints
 per source file: mutants, killed, survived, equivalent (listed), unexplained (neither killed nor
 listed), not run (a run stopped before them) and the score killed / mutants run. A timeout counts
 as killed: the tests did not pass (the mutant loops). A mutant no selected test runs ("no tests")
