@@ -90,6 +90,10 @@ async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(
             status, error, _ = await post(client, again, "k", **params)
             assert status == 422
             assert error["error"]["param"] == "Idempotency-Key"
+            assert error["error"]["message"] == (
+                "this Idempotency-Key was already used with a different request (source, body "
+                "or on_error); use a new key for new events"
+            )
         assert engine.registry.version == version
         for bad_key in ("", "x" * 256, "with space", "é"):
             status, error, _ = await post(client, b'{"ts": 1}', bad_key)
@@ -110,9 +114,13 @@ async def test_a_concurrent_duplicate_is_409_while_the_first_is_committing(
                 return "dup" in engine.http.keys_in_flight
 
             await until(in_flight, timeout=10)
-            status, _, headers = await post(client, body, "dup")
+            status, error, headers = await post(client, body, "dup")
             assert status == 409
             assert headers["Retry-After"] == "1"
+            assert error["error"]["param"] == "Idempotency-Key"
+            assert error["error"]["message"] == (
+                "a request with this Idempotency-Key is being processed; retry when it has answered"
+            )
         status, _, _ = await asyncio.wait_for(first, 30)
         assert status == 200
         assert await total(client) == n

@@ -121,3 +121,27 @@ async def test_the_demo_example_pasted_minutes_later_is_not_late(
         assert answer["accepted"] == 1
         assert answer["views"]["revenue_by_country"]["applied"] == 1, answer
         assert all(v["late"] == 0 for v in answer["views"].values()), answer
+
+
+@pytest.mark.asyncio
+async def test_a_body_of_many_invalid_lines_names_the_first_hundred(tmp_path: Path) -> None:
+    """150 invalid lines: the answer counts them all, names the first and lists 100 (a bound on
+    the answer's size), and nothing is applied."""
+    lines = [{"ts": T, "status": 7} for _ in range(150)]  # status must be a string
+    async with running(CONFIG, tmp_path) as (client, engine):
+        response = await client.post("/v1/sources/orders/events", data=ndjson(lines))
+        answer = await response.json()
+        assert response.status == 400
+        assert answer["error"]["message"].startswith(
+            "150 of 150 lines are invalid, nothing was applied; first: line 1, field 'status'"
+        )
+        assert len(answer["error"]["errors"]) == 100
+        assert engine.registry.sources["orders"].accepted == 0
+
+
+@pytest.mark.asyncio
+async def test_an_http_source_says_what_it_is_and_that_it_runs(tmp_path: Path) -> None:
+    async with running(CONFIG, tmp_path) as (client, _):
+        answer = await (await client.get("/v1/sources")).json()
+        (orders,) = answer["sources"]
+        assert orders["status"] == {"kind": "http", "state": "running", "healthy": True}
