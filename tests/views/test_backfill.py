@@ -153,3 +153,51 @@ def test_without_kept_history_a_new_view_starts_empty() -> None:
     assert live.backfills == {}
     assert not live.backfilling("v")
     assert answer(live, "v")[0] == []
+
+
+def test_a_restart_with_views_new_or_changed_since_the_snapshot_backfills_them() -> None:
+    """The config changed while the server was down: a view new since the snapshot and one whose
+    SQL changed fill from the retained history (each said in a note), an unchanged one loads,
+    one no longer defined is dropped; and a backfill the snapshot holds goes on."""
+    history = batches(2, 30)
+    old_cfg = config({"kept": {"sql": OLD_SQL}, "v": {"sql": OLD_SQL}, "gone": {"sql": OLD_SQL}})
+    before = Registry(old_cfg.sources, old_cfg.views)
+    before.history = frozenset({"s"})
+    for batch in history[:20]:
+        before.apply(batch)
+    state = snapshot.decode(snapshot.encode(before.to_state()))
+    after = {"kept": {"sql": OLD_SQL}, "v": NEW, "added": NEW}
+    cfg = config(after)
+    fresh = Registry(cfg.sources, cfg.views)
+    fresh.history = frozenset({"s"})
+    notes = fresh.load_state(state)
+    assert notes == [
+        "view v changed its SQL since the snapshot: it fills from the retained history",
+        "view added is new: it fills from the retained history",
+        "view gone is no longer defined: its state was dropped",
+    ]
+    assert fresh.backfilling("v")
+    assert fresh.backfilling("added")
+    assert not fresh.backfills["v"].replaces  # its old state is gone: nothing else answers
+    assert answer(fresh, "kept") == answer(before, "kept")
+    # The history read, then the rest live: both equal a twin defined from the start.
+    twin_cfg = config({"twin": NEW})
+    twin = Registry(twin_cfg.sources, twin_cfg.views)
+    for batch in history[:20]:
+        twin.apply(batch)
+    for name in ("v", "added"):
+        for batch in history[:20]:
+            fresh.backfill_apply(name, batch)
+    assert fresh.backfill_join("v", "")  # v is live now; "added" has not joined yet
+    assert not fresh.backfilling("v")
+    # A snapshot holds v live and "added" still filling: after a restart, "added" goes on.
+    again = restarted(fresh, after)
+    assert not again.backfilling("v")
+    assert again.backfills["added"].positions == {"": 20}
+    assert again.backfills["added"].events == fresh.backfills["added"].events > 0
+    assert again.backfill_join("added", "")
+    for batch in history[20:]:
+        twin.apply(batch)
+        again.apply(batch)
+    for name in ("v", "added"):
+        assert answer(again, name) == answer(twin, "twin"), name
