@@ -100,8 +100,8 @@ def test_a_partition_handed_over_mid_backfill_resumes_where_it_was() -> None:
 
 
 def test_a_part_file_of_another_backfill_or_definition_starts_it_over() -> None:
-    """Saved under a backfill this owner does not run (or of other SQL): that partition's
-    history is read again from the start — nothing of another definition is taken."""
+    """Saved under a backfill of other SQL than this owner's: that partition's history is read
+    again from the start — nothing of another definition is taken."""
     history = histories()
     one = added(history, 10)
     for batch in history["t:0"][:5]:
