@@ -166,3 +166,14 @@ def test_to_floats_reads_limbs_as_documented() -> None:
             except OverflowError:
                 want = math.copysign(math.inf, exact)
             assert value == want, (row, scale)
+
+
+def test_to_floats_rounds_up_a_tie_broken_only_by_the_lowest_dropped_bits() -> None:
+    """2**64 + 2049 and 2**65 + 4098: the bits past a float64's 53 read as exactly half, but a
+    lower bit that is dropped (bit 0, then bit 1) makes them more than half, so they round up —
+    on the vectorised path (many rows at once) as in Python's own int-to-float."""
+    rows = [[(1 << 11) | 1, 0, 1], [(1 << 12) | 2, 0, 2]] * (PYTHON_ROWS // 2 + 1)
+    got = to_floats(np.array(rows, np.int64), 0).tolist()
+    assert got[:2] == [float(2**64 + 2049), float(2**65 + 4098)]
+    assert got[:2] == [2.0**64 + 4096, 2.0**65 + 8192]  # up, not to the even neighbour below
+    assert len(set(got)) == 2
