@@ -193,9 +193,13 @@ async def open_loop(
                 break
             intended = started + due[i]
         else:
-            intended = started + (i + phase) / rate
-            if intended - started >= duration:
+            offset = (i + phase) / rate
+            # Compared as offsets, not as loop times (``started`` is large, and ``started +
+            # offset - started`` rounds), with a nanosecond's tolerance: at 100/3 a second, the
+            # 10th interval ends at 0.29999999999999993, not 0.3 — the run's end, not a send.
+            if offset >= duration - 1e-9:
                 break
+            intended = started + offset
         delay = intended - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
