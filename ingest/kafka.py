@@ -132,6 +132,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         # seeked to the reloaded one, so its records come again).
         self.epochs: dict[str, int] = {}
         self.saved: dict[str, int] = {}  # part -> position in its part file
+        # part -> how far each backfill had read it, in its part file: a backfill moves on while
+        # the live position stays put, and its progress is saved too (a restart goes on from it)
+        self.saved_backfills: dict[str, tuple[tuple[str, int | None], ...]] = {}
         # part -> the token this member wrote in the part's claim file when the group gave it
         # the part: a save finding another token there has been superseded (fencing, below)
         self.claims: dict[str, str] = {}
@@ -242,7 +245,12 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     if part not in self.owned:
                         continue
                     position = self.registry.sources[self.spec.name].positions.get(part)
-                    if position is None or (not force and self.saved.get(part) == position):
+                    backfills = self._backfill_progress(part)
+                    moved = (
+                        self.saved.get(part) != position
+                        or self.saved_backfills.get(part) != backfills
+                    )
+                    if position is None or not (force or moved):
                         continue
                     # Built and encoded in a worker thread while the step keeps writers out;
                     # queries only read, so they keep being answered on the loop meanwhile —
@@ -257,10 +265,21 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     continue
                 await asyncio.to_thread(atomic_write, self._path(part), data)
                 self.saved[part] = position
+                self.saved_backfills[part] = backfills
             written += 1
         if written and self.consumer is not None:
             await self._commit_for_lag()
         return written
+
+    def _backfill_progress(self, part: str) -> tuple[tuple[str, int | None], ...]:
+        """How far each backfill of this source has read ``part`` (None: not begun)."""
+        return tuple(
+            sorted(
+                (name, filling.positions.get(part))
+                for name, filling in self.registry.backfills.items()
+                if filling.view.spec.source == self.spec.name
+            )
+        )
 
     def _fenced(self, part: str, newer: str) -> None:
         message = (
@@ -418,6 +437,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 self.owned.discard(part)
                 self.saved.pop(part, None)
+                self.saved_backfills.pop(part, None)
                 self.last_seen.pop(part, None)
                 self.claims.pop(part, None)
         for tp in revoked:

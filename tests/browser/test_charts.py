@@ -6,6 +6,7 @@ Screenshots go to ``test-artifacts/`` (override with TALLYD_ARTIFACTS) for a per
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -66,8 +67,17 @@ async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path:
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(str(url))
             await page.wait_for_function("window.tallyd && window.tallyd.points === 20")
-            box = await page.locator("#embed canvas").bounding_box()
-            assert box is not None
+            canvas = page.locator("#embed canvas")
+            # The chart may be laying its canvas out again (its 200 ms refresh): read its box
+            # once it is attached and visible, polling that condition for at most 5 s.
+            box = None
+            for _ in range(50):
+                await canvas.wait_for(state="visible", timeout=5000)
+                box = await canvas.bounding_box()
+                if box is not None:
+                    break
+                await asyncio.sleep(0.1)  # polling a condition, bounded by the loop
+            assert box is not None, "the chart's canvas never had a box"
             assert box["width"] > 400
             assert box["height"] > 150
             assert await page.evaluate("window.tallyd.series") == ["DE", "FR"]
