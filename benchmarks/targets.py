@@ -53,6 +53,7 @@ import tomllib
 import tracemalloc
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,30 @@ def wal_figures(
     }
 
 
+async def posted(
+    session: aiohttp.ClientSession,
+    server: ServerProcess,
+    url: str,
+    next_body: Callable[[], bytes | None],
+) -> tuple[int, float, list[float], dict[str, Any]]:
+    """``post_bodies`` to ``url``, and what the server spent on them: its CPU an event and
+    cores, the WAL's commits (``wal_figures``), the machine's idle and stolen shares."""
+    assert server.proc is not None
+    wal = await wal_commits(session, server.url)
+    cpu, machine = cpu_seconds(server.proc.pid), machine_times()
+    accepted, elapsed, latencies = await post_bodies(session, url, next_body)
+    cpu = cpu_seconds(server.proc.pid) - cpu
+    shares = machine_shares(machine, machine_times())
+    disk = wal_figures(wal, await wal_commits(session, server.url), elapsed)
+    figures = {
+        "server_cpu_us_per_event": 1e6 * cpu / accepted,
+        "server_cores": cpu / elapsed,
+        **disk,
+        **shares,
+    }
+    return accepted, elapsed, latencies, figures
+
+
 async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[str, Any]:
     server = await started(CONFIG.read_text(), tmp, "http")
     pool = Bodies(batch, count=4)
@@ -156,14 +181,9 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
                 return pool.next(int(time.time() * 1000))
 
             url = f"{server.url}/v1/sources/orders/events"
-            assert server.proc is not None
-            wal = await wal_commits(session, server.url)
-            cpu, machine = cpu_seconds(server.proc.pid), machine_times()
-            accepted, elapsed, latencies = await post_bodies(session, url, next_body)
-            cpu = cpu_seconds(server.proc.pid) - cpu
-            shares = machine_shares(machine, machine_times())
-            disk = wal_figures(wal, await wal_commits(session, server.url), elapsed)
+            accepted, elapsed, latencies, figures = await posted(session, server, url, next_body)
             counted = await total_orders(session, server.url)
+        assert server.proc is not None
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()
@@ -173,10 +193,7 @@ async def http_ingest(tmp: Path, seconds: float, batch: int = 50_000) -> dict[st
         "counted": counted,
         "batch": batch,
         "mean_request_ms": 1000 * sum(latencies) / len(latencies),
-        "server_cpu_us_per_event": 1e6 * cpu / accepted,
-        "server_cores": cpu / elapsed,
-        **disk,
-        **shares,
+        **figures,
         "rss_mb": rss,
     }
 
@@ -238,13 +255,7 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             url = f"{server.url}/v1/sources/flights/events"
             next_body = lambda: queue.pop() if queue else None  # noqa: E731
-            assert server.proc is not None
-            wal = await wal_commits(session, server.url)
-            cpu, machine = cpu_seconds(server.proc.pid), machine_times()
-            accepted, elapsed, _ = await post_bodies(session, url, next_body)
-            cpu = cpu_seconds(server.proc.pid) - cpu
-            shares = machine_shares(machine, machine_times())
-            disk = wal_figures(wal, await wal_commits(session, server.url), elapsed)
+            accepted, elapsed, _, figures = await posted(session, server, url, next_body)
             async with session.get(f"{server.url}/v1/views/daily?bucket=all&group_by=") as r:
                 daily = (await r.json())["rows"][0]
             async with session.get(f"{server.url}/v1/status") as r:
@@ -264,11 +275,8 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
         "accepted": accepted,
         "orjson_per_s": parse_rate,
         "vs_orjson": rate / parse_rate,
-        "server_cpu_us_per_event": 1e6 * cpu / accepted,
-        "server_cores": cpu / elapsed,
         "tail_hours_pairs": views["tail_hours"]["pairs"],
-        **disk,
-        **shares,
+        **figures,
         "rss_mb": rss,
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,14 @@ async def test_the_chart_draws_and_follows_new_events_without_a_reload(tmp_path:
             await page.wait_for_function("window.tallyd && window.tallyd.points === 20")
             canvas = page.locator("#embed canvas")
             # The chart may be laying its canvas out again (its 200 ms refresh): read its box
-            # once it is attached and visible, polling that condition for at most 5 s.
+            # once it is attached and visible, polling that condition until a 5 s deadline.
+            deadline = time.monotonic() + 5
             box = None
-            for _ in range(50):
+            while box is None and time.monotonic() < deadline:
                 await canvas.wait_for(state="visible", timeout=5000)
                 box = await canvas.bounding_box()
-                if box is not None:
-                    break
-                await asyncio.sleep(0.1)  # polling a condition, bounded by the loop
+                if box is None:
+                    await asyncio.sleep(0.1)  # polling a condition, bounded by the deadline
             assert box is not None, "the chart's canvas never had a box"
             assert box["width"] > 400
             assert box["height"] > 150

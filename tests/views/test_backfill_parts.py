@@ -161,24 +161,27 @@ def test_a_part_installed_restores_its_own_source_s_backfill_past_another_s() ->
     views = {"a_old": {"sql": OLD_SQL.replace("FROM s", "FROM r")}, "old": {"sql": OLD_SQL}}
     both = dict(views, a=dict(NEW, sql=NEW_SQL.replace("FROM s", "FROM r")), v=NEW)
 
-    def two_sources(spec: dict[str, Any]) -> tuple[Registry, Any]:
-        cfg = parse({"sources": {"r": dict(KAFKA, topic="r"), "s": KAFKA}, "views": spec}, "t")
+    def two_sources(spec: dict[str, Any]) -> Any:
+        return parse({"sources": {"r": dict(KAFKA, topic="r"), "s": KAFKA}, "views": spec}, "t")
+
+    def with_old_views() -> Registry:
+        cfg = two_sources(views)
         out = Registry(cfg.sources, cfg.views)
         out.history = frozenset({"r", "s"})
-        return out, cfg
+        return out
 
-    one, _ = two_sources(views)
+    one = with_old_views()
     history = histories()
     for batch in history["t:0"][:10]:
         one.apply(batch)
-    one.reconfigure(two_sources(both)[1].views)
+    one.reconfigure(two_sources(both).views)
     assert list(one.backfills) == ["a", "v"]  # the other source's backfill comes first
     begin(one)
     for batch in history["t:0"][:6]:
         one.backfill_apply("v", batch)
     saved = snapshot.decode(snapshot.encode(one.part_state("s", "t:0")))
-    two, _ = two_sources(views)
-    two.reconfigure(two_sources(both)[1].views)
+    two = with_old_views()
+    two.reconfigure(two_sources(both).views)
     begin(two)
     two.load_part("s", "t:0", saved)
     assert two.backfills["v"].positions["t:0"] == 6

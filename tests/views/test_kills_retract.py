@@ -80,13 +80,18 @@ def test_one_group_over_retracts_beside_one_that_does_not() -> None:
         assert stats["unmatched"] == 1
 
 
+def cdc_registry(**options: Any) -> Registry:
+    """A registry of one view of ``SQL`` over the oracle test's change stream, with ``options``."""
+    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": {"v": {"sql": SQL, **options}}})
+    return Registry(config.sources, config.views)
+
+
 def test_a_retraction_into_other_when_other_holds_slot_0() -> None:
     """``__other__`` holds slot 0 in a process that restored a part where every earlier key had
     expired: a retraction of a folded key still finds its row there (slot 0 is a slot)."""
     minute = 60_000
-    views = {"v": {"sql": SQL, "grace": "1m", "retention": "2m", "max_groups": 1}}
-    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": views})
-    registry = Registry(config.sources, config.views)
+    options = {"grace": "1m", "retention": "2m", "max_groups": 1}
+    registry = cdc_registry(**options)
     k0 = {"ts": BASE + 1, "k": "k0", "a": 1, "b": 10}  # slot 0: the only group admitted
     k1 = {"ts": BASE + 3 * minute + 1, "k": "k1", "a": 2, "b": 20}  # folded: k0 is alive
     k2 = {"ts": BASE + 4 * minute + 1, "k": "k2", "a": 3, "b": 30}  # moves k0's minute out
@@ -94,7 +99,7 @@ def test_a_retraction_into_other_when_other_holds_slot_0() -> None:
         registry.apply(Batch("cdc", [dict(row)], i, part="t:0", weights=[weight]))
     saved = snapshot.decode(snapshot.encode(registry.part_state("cdc", "t:0")))
     assert saved["views"]["v"]["keys"][0] == [OTHER]  # the premise: k0 expired, other comes first
-    again = Registry(config.sources, config.views)
+    again = cdc_registry(**options)
     again.load_part("cdc", "t:0", saved)
     view = again.views["v"]
     assert view.keys.slot_of[view.other_key] == 0
@@ -111,8 +116,6 @@ def test_a_key_whose_slot_0_expired_counts_as_new_against_max_groups() -> None:
     in batches of one. (Read as held, k0 would leave room for one key only, and the new key would
     be folded into ``__other__``.)"""
     minute = 60_000
-    views = {"v": {"sql": SQL, "grace": "1m", "retention": "2m", "max_groups": 2}}
-    config = parse({"sources": {"cdc": SOURCES["cdc"]}, "views": views})
     history = [
         {"ts": BASE + 1, "k": "k0", "a": 1, "b": 10},
         {"ts": BASE + 3 * minute + 1, "k": "k1", "a": 2, "b": 20},
@@ -121,7 +124,8 @@ def test_a_key_whose_slot_0_expired_counts_as_new_against_max_groups() -> None:
     back = {"ts": BASE + 4 * minute + 2, "k": "k0", "a": 4, "b": 40}
     new = {"ts": BASE + 4 * minute + 3, "k": "kx", "a": 5, "b": 50}
     batch, weights = [back, back, new], [1, -1, 1]
-    one, two = Registry(config.sources, config.views), Registry(config.sources, config.views)
+    options = {"grace": "1m", "retention": "2m", "max_groups": 2}
+    one, two = cdc_registry(**options), cdc_registry(**options)
     for registry in (one, two):
         for i, row in enumerate(history, start=1):
             registry.apply(Batch("cdc", [dict(row)], i, part="t:0", weights=[1]))
