@@ -132,6 +132,24 @@ def test_dropping_a_partition_forgets_only_its_backfill_progress() -> None:
     assert one.sources["s"].version > before  # cached answers of the source are stale
 
 
+def test_a_joined_partition_dropped_and_back_waits_for_its_history_again() -> None:
+    """A partition that had joined (its live batches went to the filling view) moves away, then
+    comes back before the backfill is done: its live batches wait until its history is read
+    again — taken before that, the view would count them without what came before."""
+    history = histories()
+    one = added(history, 10)
+    for batch in history["t:1"][:10]:
+        one.backfill_apply("v", batch)
+    assert not one.backfill_join("v", "t:1")  # t:0 has not joined: still filling
+    one.apply(history["t:1"][10])
+    filling = one.backfills["v"]
+    assert "t:1" in filling.view.parts
+    one.drop_part("s", "t:1")
+    assert filling.joined == set()
+    one.apply(history["t:1"][11])  # t:1 back: its live batches, not its history, arrive first
+    assert "t:1" not in filling.view.parts
+
+
 def test_a_part_whose_history_is_not_begun_is_saved_without_the_backfill() -> None:
     history = histories()
     one = added(history, 10)
