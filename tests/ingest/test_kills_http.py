@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest_asyncio
 
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
-from ingest.http import HttpLog, Receipt, Rejected, Unavailable, outcomes
+from ingest.http import Body, HttpLog, HttpSource, Receipt, Rejected, Unavailable, outcomes
 from tests.helpers import TABLE_MIN_LINES, ndjson
 from tests.reference import iso
 from views.config import parse
@@ -291,4 +292,96 @@ async def test_a_receipt_keeps_what_the_batch_did_late_events_and_why(
         "late_before": iso(T0 + 90_000),
         "watermark": iso(T0 + 120_000),
         "grace": "30s",
+    }
+
+
+def source_of(committer: Committer, log: HttpLog) -> HttpSource:
+    spec = committer.registry.sources["s"].spec
+    return HttpSource(spec, committer.registry, log, Decoder(spec, 1 << 20))
+
+
+def body_of(data: bytes) -> Body:
+    async def read() -> bytes:
+        return data
+
+    return Body(len(data), read)
+
+
+@pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EIO, 503)])
+@pytest.mark.asyncio
+async def test_a_failed_write_answers_when_to_retry_and_is_logged(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    code: int,
+    status: int,
+) -> None:
+    """The request's refusal: the status and message of the failure, Retry-After 5 (a restart
+    is needed, not an instant retry); the server's log says what the disk said."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    failure = OSError(code, "the disk said no")
+
+    def broken(payloads: list[bytes]) -> list[int]:
+        raise failure
+
+    monkeypatch.setattr(log.wal, "append", broken)
+    with caplog.at_level(logging.ERROR, logger="tallyd.http"), pytest.raises(Rejected) as refused:
+        await source_of(committer, log).append(body_of(ndjson(events(2))), "fail", None)
+    full = ": the disk is full" if code == errno.ENOSPC else ""
+    message = (
+        f"the write-ahead log failed (the disk said no{full}); nothing of this batch was "
+        "acknowledged; restart the server once the disk is fixed"
+    )
+    assert (refused.value.status, refused.value.message) == (status, message)
+    assert refused.value.headers == {"Retry-After": "5"}
+    logged = [r.getMessage() for r in caplog.records if r.name == "tallyd.http"]
+    assert logged == [f"event=wal_failed error={str(failure)!r}"]
+    await log.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_body_without_events_answers_the_position_and_no_views(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    """Nothing to log: no record, the source's position as it is (none yet: 0), and no per-view
+    outcome, since no view was touched."""
+    committer, log = started
+    source = source_of(committer, log)
+    ack = await source.append(body_of(b""), "fail", None)
+    assert ack.to_json() == {"accepted": 0, "rejected": 0, "position": "wal:0"}
+    await source.append(body_of(ndjson(events(2))), "fail", None)
+    ack = await source.append(body_of(b"\n"), "fail", None)
+    assert ack.to_json() == {"accepted": 0, "rejected": 0, "position": "wal:1"}
+    assert log.position == 1
+
+
+def test_outcomes_say_what_max_groups_folded_and_a_zero_grace() -> None:
+    config = parse(
+        {
+            "sources": {"s": {"time": "ts"}},
+            "views": {
+                "few": {"sql": "SELECT k, count(*) AS n FROM s GROUP BY k", "max_groups": 1},
+                # no grace: an event before the watermark is late
+                "strict": {
+                    "sql": "SELECT tumble(ts, '1 minute') AS m, count(*) AS n FROM s GROUP BY m"
+                },
+            },
+        }
+    )
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", events(1, "a", start=120_000), 1))
+    batch = [*events(2, "b"), *events(1, "a", start=130_000)]  # b is a second group: folded
+    applied = registry.apply(Batch("s", batch, 2))
+    assert outcomes(registry, len(batch), applied) == {
+        "few": {"applied": 3, "late": 0, "filtered": 0, "overflow": 2},
+        "strict": {
+            "applied": 1,
+            "late": 2,
+            "filtered": 0,
+            "late_before": iso(T0 + 120_000),
+            "watermark": iso(T0 + 120_000),
+            "grace": "0s",
+        },
     }
