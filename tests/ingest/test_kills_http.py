@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from ingest import faults
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
 from ingest.http import Body, HttpLog, HttpSource, Receipt, Rejected, Unavailable, outcomes
@@ -385,3 +386,72 @@ def test_outcomes_say_what_max_groups_folded_and_a_zero_grace() -> None:
             "grace": "0s",
         },
     }
+
+
+def add_view(committer: Committer) -> None:
+    """``v``, the SQL of view ``n`` (its twin, defined from the start), added with the log kept
+    as history."""
+    config = parse({**CONFIG, "views": {**CONFIG["views"], "v": CONFIG["views"]["n"]}})
+    committer.registry.history = frozenset({"s"})
+    committer.registry.reconfigure(config.views, config.sources)
+    assert committer.registry.backfilling("v")
+
+
+@pytest.mark.parametrize("records", [6, 0])
+@pytest.mark.asyncio
+async def test_an_http_backfill_reads_a_chunk_a_step_and_says_when_done(
+    started: tuple[Committer, HttpLog],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    records: int,
+) -> None:
+    """A view added reads the log from its first record, one chunk (here: a record) per step,
+    its progress (where it began, how far it read: what ``/v1/views`` reports) set from the
+    first step — the crash suite's ``mid_backfill`` point after each step that leaves more to
+    read — then joins and logs it; over an empty log it joins at once."""
+    committer, log = started
+    source = source_of(committer, log)
+    for k in "abcdef"[:records]:
+        await source.append(body_of(ndjson(events(2, k))), "fail", None)
+    add_view(committer)
+    filling = committer.registry.backfills["v"]
+    passes: list[tuple[dict[str, int], dict[str, int]]] = []
+    reached = faults.reached
+
+    def spy(point: str) -> None:
+        if point == "mid_backfill":
+            passes.append((dict(filling.began), dict(filling.positions)))
+        reached(point)
+
+    monkeypatch.setattr(faults, "reached", spy)
+    with caplog.at_level(logging.INFO, logger="tallyd.http"):
+        await source.backfill("v", 1)
+    assert passes == [({"": 0}, {"": i}) for i in range(1, records)]
+    assert not committer.registry.backfilling("v")
+    assert rows(committer.registry, "v") == rows(committer.registry, "n")
+    logged = [r.getMessage() for r in caplog.records if r.name == "tallyd.http"]
+    assert logged == [f"event=backfill_done view=v events={2 * records}"]
+
+
+@pytest.mark.asyncio
+async def test_an_append_passes_the_crash_points_in_order(
+    started: tuple[Committer, HttpLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash suite SIGKILLs the server at named points (``ingest.faults``): an append passes
+    them in the order their names promise, each once."""
+    committer, log = started
+    passed: list[str] = []
+    reached = faults.reached
+
+    def spy(point: str) -> None:
+        passed.append(point)
+        reached(point)
+
+    monkeypatch.setattr(faults, "reached", spy)
+    await source_of(committer, log).append(body_of(ndjson(events(2))), "fail", None)
+    assert passed == [
+        "before_wal_append",
+        "after_write_before_fsync",
+        "after_fsync_before_apply",
+        "before_response",
+    ]
