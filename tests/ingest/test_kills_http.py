@@ -455,3 +455,64 @@ async def test_an_append_passes_the_crash_points_in_order(
         "after_fsync_before_apply",
         "before_response",
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_column_wise_record_replays_row_wise_when_its_reader_declines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column-wise record logs its NDJSON body; a restart reads it column-wise again, or —
+    when the column reader declines it (another pyarrow) — row by row, to the same answers,
+    with its Idempotency-Key receipt."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    now = int(time.time() * 1000)
+    body = ndjson(events(TABLE_MIN_LINES, "b"))
+    table = Decoder(committer.registry.sources["s"].spec, 1 << 20).columns(body)
+    assert table is not None
+    await log.submit(Batch("s", [], 0, columns=table), body, Receipt("big", "d", now))
+    expected = rows(committer.registry)
+    await log.stop()
+
+    monkeypatch.setattr(Decoder, "columns", lambda self, body, threads=True: None)
+    again, relog = fresh(tmp_path)
+    recovery = again.recover(relog)
+    assert recovery.replayed == 1
+    assert rows(again.registry) == expected
+    assert again.registry.sources["s"].positions == {"": 1}
+    assert relog.receipts["big"]["digest"] == "d"
+    relog.wal.close()
+
+
+@pytest.mark.asyncio
+async def test_a_removed_source_s_records_are_skipped_by_backfills_and_restarts(
+    tmp_path: Path,
+) -> None:
+    """A source removed on the running server leaves its column-wise records in the log: a
+    view added after it reads past them (its position moves on, nothing applied), and a restart
+    replays past them."""
+    two = {**CONFIG, "sources": {"s": {"time": "ts"}, "gone": {"time": "ts"}}}
+    config = parse(two)
+    committer = Committer(Registry(config.sources, config.views), tmp_path, frozenset())
+    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
+    committer.recover(log)
+    log.start()
+    body = ndjson(events(TABLE_MIN_LINES, "g"))
+    table = Decoder(config.sources["gone"], 1 << 20).columns(body)
+    assert table is not None
+    await log.submit(Batch("gone", [], 0, columns=table), body, None)
+    await log.submit(Batch("s", events(3, "a"), 0), None, None)
+    async with committer.step() as step:  # the config without "gone" (its views are on "s")
+        step.reconfigure(parse(CONFIG).views, parse(CONFIG).sources)
+    add_view(committer)
+    await source_of(committer, log).backfill("v", 1)
+    assert not committer.registry.backfilling("v")
+    assert rows(committer.registry, "v") == rows(committer.registry, "n") == [("a", 3, 3)]
+    await log.stop()
+
+    again, relog = fresh(tmp_path)
+    assert again.recover(relog).replayed == 2
+    assert rows(again.registry) == [("a", 3, 3)]
+    assert relog.position == 2
+    relog.wal.close()
