@@ -178,7 +178,8 @@ def test_a_restart_with_views_new_or_changed_since_the_snapshot_backfills_them()
     ]
     assert fresh.backfilling("v")
     assert fresh.backfilling("added")
-    assert not fresh.backfills["v"].replaces  # its old state is gone: nothing else answers
+    # its old state is gone: nothing else answers (and /v1/views says replaces: false)
+    assert fresh.backfills["v"].replaces is fresh.backfills["added"].replaces is False
     assert answer(fresh, "kept") == answer(before, "kept")
     # The history read, then the rest live: both equal a twin defined from the start.
     twin_cfg = config({"twin": NEW})

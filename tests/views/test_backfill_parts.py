@@ -212,10 +212,17 @@ def test_a_restart_mid_backfill_of_a_kafka_source_reads_its_partitions_again() -
     one = added(history, 10)
     for batch in history["t:0"][:4]:
         one.backfill_apply("v", batch)
+    for batch in history["t:1"][:10]:
+        one.backfill_apply("v", batch)
+    assert not one.backfill_join("v", "t:1")
     state = snapshot.decode(snapshot.encode(one.to_state({}, frozenset({"s"}))))
     two = registry({"old": {"sql": OLD_SQL}, "v": NEW})
-    two.load_state(state)
-    assert two.backfills["v"].positions == {}
+    assert two.load_state(state) == ["view v goes on filling from the retained history"]
+    filling = two.backfills["v"]
+    # no progress at all: not how far, nor the watermarks it judged by, nor which joined (t:1's
+    # live batches would reach it before its history), nor the events it read
+    assert (filling.positions, filling.watermarks, filling.joined) == ({}, {}, set())
+    assert (filling.began, filling.events, filling.replaces) == ({}, 0, False)
     begin(two)  # the source starts reading the history again
     for batch in history["t:0"][:10]:
         two.backfill_apply("v", batch)

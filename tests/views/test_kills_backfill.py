@@ -14,6 +14,7 @@ import pytest
 from api.read import _late
 from tests.views.test_backfill import NEW, NEW_SQL, OLD_SQL, answer, batches
 from tests.views.test_engine_oracle import SOURCES
+from views import snapshot
 from views.config import parse
 from views.query import Query, run
 from views.registry import Batch, Registry
@@ -136,6 +137,7 @@ def test_a_view_changed_again_while_it_fills_still_says_so() -> None:
         live.apply(batch)
     live.reconfigure(config({"v": {"sql": OLD_SQL}}).views)
     assert live.backfilling("v")
+    assert live.backfills["v"].replaces is False  # what /v1/views says of its backfill
     live.reconfigure(config({"v": NEW}).views)
     assert live.views["v"].spec.sql == NEW_SQL
     assert live.backfilling("v")
@@ -168,3 +170,72 @@ def test_views_and_sources_added_live_keep_their_bounded_samples(history: bool) 
     assert [e["event"]["at"] for e in kept] == [BASE + 2, BASE + 3, BASE + 4]
     shown = datetime.fromisoformat(_late(kept[-1], live.views["v"].time_field)["event_time"])
     assert shown == datetime.fromtimestamp((BASE + 4) / 1000, UTC)
+
+
+def filled_part_way(change: bool) -> tuple[Registry, dict[str, Any]]:
+    """A registry whose view ``v`` was added (or its SQL changed) and has read 4 of the 8 log
+    records it has to read, as the HTTP log's reader leaves it; and the views it then has."""
+    history = batches(5, 8)
+    before = {"v": {"sql": OLD_SQL}} if change else {"old": {"sql": OLD_SQL}}
+    after = {"v": NEW} if change else {"old": {"sql": OLD_SQL}, "v": NEW}
+    cfg = config(before)
+    live = Registry(cfg.sources, cfg.views)
+    live.history = frozenset({"s"})
+    for batch in history:
+        live.apply(batch)
+    live.reconfigure(config(after).views)
+    filling = live.backfills["v"]
+    assert filling.replaces is change
+    filling.began[""] = filling.positions[""] = 0
+    for batch in history[:4]:
+        live.backfill_apply("v", batch)
+    return live, after
+
+
+@pytest.mark.parametrize("change", [False, True])
+def test_a_restart_mid_backfill_of_the_http_log_keeps_its_progress(change: bool) -> None:
+    """The HTTP log rides in the main snapshot: a restart goes on from the record it had read,
+    with where it began (its progress report), its watermark and the events it read; restarted
+    mid-swap, the new definition answers, saying it fills (the old SQL is not in the file)."""
+    live, after = filled_part_way(change)
+    one = live.backfills["v"]
+    cfg = config(after)
+    fresh = Registry(cfg.sources, cfg.views)
+    fresh.history = frozenset({"s"})
+    notes = fresh.load_state(snapshot.decode(snapshot.encode(live.to_state())))
+    assert notes == ["view v goes on filling from the retained history"]
+    two = fresh.backfills["v"]
+    assert (two.began, two.positions, two.watermarks) == ({"": 0}, {"": 4}, one.watermarks)
+    assert (two.events, two.replaces) == (one.events, False)
+    assert fresh.backfilling("v")
+
+
+def test_a_restart_mid_swap_with_the_history_turned_off_goes_on_filling() -> None:
+    """``retain_events`` turned off across a restart while a changed view fills: the snapshot
+    holds its backfill of the new SQL (and the log it still has to read is kept), so the view
+    goes on filling — it is not refused as a view whose SQL changed without history."""
+    live, after = filled_part_way(True)
+    cfg = config(after)
+    fresh = Registry(cfg.sources, cfg.views)  # history: none
+    fresh.load_state(snapshot.decode(snapshot.encode(live.to_state())))
+    assert fresh.backfills["v"].positions == {"": 4}
+
+
+def test_a_snapshot_from_before_backfills_loads() -> None:
+    cfg = config({"old": {"sql": OLD_SQL}})
+    live = Registry(cfg.sources, cfg.views)
+    for batch in batches(6, 5):
+        live.apply(batch)
+    state = snapshot.decode(snapshot.encode(live.to_state()))
+    del state["backfills"]
+    fresh = Registry(cfg.sources, cfg.views)
+    assert fresh.load_state(state) == []
+    assert answer(fresh, "old") == answer(live, "old")
+
+
+def test_a_change_taken_back_before_it_filled_drops_its_backfill() -> None:
+    live, _ = filled_part_way(True)
+    live.reconfigure(config({"v": {"sql": OLD_SQL}}).views)
+    assert live.backfills == {}
+    assert live.views["v"].spec.sql == OLD_SQL
+    assert live.by_source["s"] == [live.views["v"]]
