@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ingest import faults
 from ingest.commit import Committer, Step
 from ingest.decode import Decoder
 from ingest.http import Body, HttpLog, HttpSource, Receipt, Rejected, Unavailable, outcomes
+from ingest.idempotency import KEY_RULE
 from tests.helpers import TABLE_MIN_LINES, ndjson
 from tests.reference import iso
 from views.config import parse
@@ -516,3 +518,74 @@ async def test_a_removed_source_s_records_are_skipped_by_backfills_and_restarts(
     assert rows(again.registry) == [("a", 3, 3)]
     assert relog.position == 2
     relog.wal.close()
+
+
+@pytest.mark.parametrize("key", ["", "with space", "k" * 256, "ключ"])
+@pytest.mark.asyncio
+async def test_an_invalid_idempotency_key_is_a_400_naming_the_header(
+    started: tuple[Committer, HttpLog], key: str
+) -> None:
+    committer, log = started
+    with pytest.raises(Rejected) as refused:
+        await source_of(committer, log).append(body_of(ndjson(events(1))), "fail", key)
+    assert (refused.value.status, refused.value.message) == (400, KEY_RULE)
+    assert refused.value.detail == {"param": "Idempotency-Key"}
+    assert log.position == 0
+
+
+@pytest.mark.asyncio
+async def test_a_key_is_remembered_up_to_its_ttl_inclusive(
+    started: tuple[Committer, HttpLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry arriving exactly ``idempotency_ttl`` after the first request still gets its
+    answer; a millisecond later the key is forgotten, and the body is new events."""
+    committer, log = started
+    source = source_of(committer, log)
+    data = ndjson(events(2))
+    clock = [T0 / 1000]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    first = await source.append(body_of(data), "fail", "k1")
+    clock[0] = (T0 + log.receipt_ttl_ms) / 1000
+    again = await source.append(body_of(data), "fail", "k1")
+    assert (again.replayed, again.position) == (True, first.position)
+    clock[0] = (T0 + log.receipt_ttl_ms + 1) / 1000
+    later = await source.append(body_of(data), "fail", "k1")
+    assert (later.replayed, later.position) == (False, "wal:2")
+
+
+@pytest.mark.parametrize("key", [None, "k2"])
+@pytest.mark.asyncio
+async def test_skipped_lines_are_kept_with_when_they_arrived_and_fail_refuses_them(
+    started: tuple[Committer, HttpLog], key: str | None
+) -> None:
+    """``on_error=skip`` applies the valid lines and keeps each invalid one with its text and
+    the wall-clock time it arrived; ``fail`` — with an Idempotency-Key too — applies nothing."""
+    committer, log = started
+    source = source_of(committer, log)
+    data = ndjson(events(2)) + b'{"k": "no time"}\n'
+    with pytest.raises(Rejected) as refused:
+        await source.append(body_of(data), "fail", key)
+    assert refused.value.status == 400
+    assert log.position == 0
+    before = time.time()
+    ack = await source.append(body_of(data), "skip", key)
+    assert (ack.accepted, ack.rejected) == (2, 1)
+    (kept,) = committer.registry.sources["s"].rejected_events
+    assert kept["text"] == '{"k": "no time"}'
+    arrived = datetime.fromisoformat(kept["received_at"]).timestamp()
+    assert before - 1 <= arrived <= time.time() + 1
+
+
+@pytest.mark.asyncio
+async def test_an_empty_chunked_body_is_admitted_at_a_full_backlog(tmp_path: Path) -> None:
+    """A body that declares no length is admitted on what it turns out to weigh: an empty one
+    costs nothing, so a backlog at its limit does not shed it."""
+    committer, log = fresh(tmp_path, max_backlog=100)
+    committer.recover(log)
+    log.start()
+    log.backlog = 100
+    chunked = body_of(b"")
+    chunked.declared = None
+    ack = await source_of(committer, log).append(chunked, "fail", None)
+    assert ack.to_json() == {"accepted": 0, "rejected": 0, "position": "wal:0"}
+    await log.stop()
