@@ -589,3 +589,23 @@ async def test_an_empty_chunked_body_is_admitted_at_a_full_backlog(tmp_path: Pat
     ack = await source_of(committer, log).append(chunked, "fail", None)
     assert ack.to_json() == {"accepted": 0, "rejected": 0, "position": "wal:0"}
     await log.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_log_a_backfill_not_begun_reads_is_not_trimmed(tmp_path: Path) -> None:
+    """A view added, its reader not started yet, reads from the oldest record kept: a snapshot's
+    trim keeps every segment until the reader says how far it read."""
+    config = parse(CONFIG)
+    committer = Committer(Registry(config.sources, config.views), tmp_path, frozenset())
+    log = HttpLog(committer, tmp_path, 1, 1 << 20)  # a segment per record
+    committer.recover(log)
+    log.start()
+    for k in "abc":
+        await log.submit(Batch("s", events(1, k), 0), None, None)
+    add_view(committer)
+    assert log.trim(3) == 0
+    assert log.wal.first() == 1
+    committer.registry.backfills["v"].positions[""] = 1  # read up to record 1
+    assert log.trim(3) == 1
+    assert log.wal.first() == 2
+    await log.stop()

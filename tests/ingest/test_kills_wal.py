@@ -475,3 +475,31 @@ def test_a_segment_started_by_a_rotation_fills_to_its_size_like_any_other(
         wal.append([b"x" * 10])
     wal.close()
     assert [first for first, _ in wal.segments()] == [1, 2]
+
+
+def test_the_commit_figures_add_up_over_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/v1/status`` and ``/metrics`` show the group commits: their count, the bytes they wrote
+    (frame headers included) and the time spent writing and fsyncing, summed over commits — here
+    against a clock that advances a second per reading."""
+    wal, _ = opened(tmp_path)
+    ticks = iter(range(100))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
+    wal.append([b"abc", b"de"])
+    wal.append([b"f"])
+    assert (wal.commits, wal.committed_bytes, wal.commit_seconds) == (2, 3 * 16 + 6, 2.0)
+    wal.close()
+
+
+def test_the_size_skips_a_segment_trimmed_while_it_is_summed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal, _ = opened(tmp_path)
+    wal.append([b"abc"])
+    listed = wal.segments()
+    size = wal.size()
+    gone = (99, tmp_path / f"wal-{99:020d}.log")  # listed, then trimmed by a snapshot's thread
+    monkeypatch.setattr(wal, "segments", lambda: [*listed, gone])
+    assert wal.size() == size == 16 + 3
+    wal.close()
