@@ -266,9 +266,12 @@ class Wal:
         return total
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        # Under the lock: an append whose task was cancelled (a shutdown) goes on in its worker
+        # thread, and must not have its file closed under its write or fsync.
+        with self.lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ async def test_a_log_not_started_or_stopped_takes_no_writes(tmp_path: Path) -> N
     await log.stop()
     with pytest.raises(RuntimeError, match="WAL is not open"):  # stopping closed it
         log.wal.append([b"x"])
+    with pytest.raises(Unavailable, match=r"^not ready$"):  # refused, not queued for no one
+        await asyncio.wait_for(log.submit(Batch("s", events(1), 0), None, None), 5)
 
 
 @pytest.mark.asyncio
