@@ -288,9 +288,7 @@ class HttpLog:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for item in self.pending:
-            if not item.done.done():
-                item.done.set_exception(Unavailable("the server is shutting down"))
+        _refuse(self.pending, SHUTDOWN_UNLOGGED)
         self.pending.clear()
         self.wal.close()
 
@@ -360,17 +358,19 @@ class HttpLog:
             applier.cancel()
             await asyncio.gather(applier, return_exceptions=True)
             while not appended.empty():  # logged, never applied here: a restart replays them
-                for item in appended.get_nowait()[0]:
-                    if not item.done.done():
-                        item.done.set_exception(Unavailable("the server is shutting down"))
+                _refuse(appended.get_nowait()[0], SHUTDOWN_LOGGED)
 
     async def _apply_loop(self, appended: asyncio.Queue[tuple[list[_Pending], list[int]]]) -> None:
         while True:
             group, seqs = await appended.get()
-            async with self.committer.step() as step:
-                for item, seq in zip(group, seqs, strict=True):
-                    item.batch.position = seq
-                    await step.apply_yielding(item.batch, partial(self._applied, item, seq))
+            try:
+                async with self.committer.step() as step:
+                    for item, seq in zip(group, seqs, strict=True):
+                        item.batch.position = seq
+                        await step.apply_yielding(item.batch, partial(self._applied, item, seq))
+            except asyncio.CancelledError:  # stopping: what this group had not applied yet
+                _refuse(group, SHUTDOWN_LOGGED)
+                raise
 
     def _apply(self, step: Step, batch: Batch, receipt: Receipt | None) -> Applied:
         applied = step.apply(batch)
@@ -400,6 +400,20 @@ class HttpLog:
         log.error("event=wal_failed error=%r", str(err))
         for item in group:
             item.done.set_exception(Unavailable(self.failed, self.failed_status))
+
+
+# What a request still waiting when the log stops is told (in the server, aiohttp has finished or
+# cancelled every request by then; in-process callers of ``submit`` still wait).
+SHUTDOWN_UNLOGGED = "the server is shutting down; nothing of this batch was logged"
+SHUTDOWN_LOGGED = (
+    "the server is shutting down; this batch is logged and is applied when the server restarts"
+)
+
+
+def _refuse(items: list[_Pending], message: str) -> None:
+    for item in items:
+        if not item.done.done():
+            item.done.set_exception(Unavailable(message))
 
 
 def _receipt(record: dict[str, Any]) -> Receipt | None:

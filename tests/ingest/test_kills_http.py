@@ -28,7 +28,7 @@ from ingest.commit import Committer, Step
 from ingest.decode import Decoder
 from ingest.http import Body, HttpLog, HttpSource, Receipt, Rejected, Unavailable, outcomes
 from ingest.idempotency import KEY_RULE
-from tests.helpers import TABLE_MIN_LINES, ndjson
+from tests.helpers import TABLE_MIN_LINES, ndjson, until
 from tests.reference import iso
 from views.config import parse
 from views.query import Query, run
@@ -116,9 +116,43 @@ async def test_stopping_answers_whoever_still_waits(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         assert len(log.pending) == 1
         await log.stop()  # cancels the committer task, which waits for this step
-    with pytest.raises(Unavailable, match=r"^the server is shutting down$"):
+    with pytest.raises(
+        Unavailable, match=r"^the server is shutting down; nothing of this batch was logged$"
+    ):
         await submitted
     assert log.pending == []
+
+
+@pytest.mark.asyncio
+async def test_stopping_answers_what_was_logged_and_not_applied(tmp_path: Path) -> None:
+    """Stopped while groups wait to be applied (one taken by the applier, waiting for its step;
+    one queued behind it): each waiter is told its batch is logged — a restart applies it."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+
+    def logged(n: int) -> Any:
+        async def check() -> bool:
+            return log.wal.commits == n
+
+        return check
+
+    async with committer.step():  # the applier waits for this step
+        first = asyncio.create_task(log.submit(Batch("s", events(1, "a"), 0), None, None))
+        await until(logged(1), 10)
+        second = asyncio.create_task(log.submit(Batch("s", events(1, "b"), 0), None, None))
+        await until(logged(2), 10)
+        await log.stop()
+    for waiter in (first, second):
+        with pytest.raises(
+            Unavailable, match=r"^the server is shutting down; this batch is logged"
+        ):
+            await asyncio.wait_for(waiter, 5)
+    assert rows(committer.registry) == []  # logged, not applied: the restart applies them
+    again, relog = fresh(tmp_path)
+    assert again.recover(relog).replayed == 2
+    assert rows(again.registry) == [("a", 1, 0), ("b", 1, 0)]
+    relog.wal.close()
 
 
 @pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EIO, 503)])
