@@ -352,6 +352,9 @@ class HttpLog:
                 except OSError as err:
                     self._fail(err, group)
                     continue
+                except asyncio.CancelledError:  # stopping: the write goes on in its thread
+                    _refuse(group, SHUTDOWN_LOGGING)
+                    raise
                 faults.reached("after_fsync_before_apply")
                 await appended.put((group, seqs))
         finally:
@@ -407,6 +410,10 @@ class HttpLog:
 SHUTDOWN_UNLOGGED = "the server is shutting down; nothing of this batch was logged"
 SHUTDOWN_LOGGED = (
     "the server is shutting down; this batch is logged and is applied when the server restarts"
+)
+SHUTDOWN_LOGGING = (
+    "the server is shutting down while this batch is being logged: a restart applies it if its "
+    "write completes; send it again with the same Idempotency-Key to have it counted once"
 )
 
 

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import itertools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -121,6 +122,38 @@ async def test_stopping_answers_whoever_still_waits(tmp_path: Path) -> None:
     ):
         await submitted
     assert log.pending == []
+
+
+@pytest.mark.asyncio
+async def test_stopping_mid_write_answers_that_the_batch_may_be_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while a group's write is in its worker thread: the write goes on (the log closes
+    once it is done), and the waiter is told its batch may be logged, and how to retry."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    entered, release = threading.Event(), threading.Event()
+    append = log.wal.append
+
+    def slow(payloads: list[bytes]) -> list[int]:
+        entered.set()
+        release.wait(10)
+        return append(payloads)
+
+    monkeypatch.setattr(log.wal, "append", slow)
+    waiter = asyncio.create_task(log.submit(Batch("s", events(1), 0), None, None))
+
+    async def writing() -> bool:
+        return entered.is_set()
+
+    try:
+        await until(writing, 10)
+        await log.stop()
+    finally:
+        release.set()
+    with pytest.raises(Unavailable, match=r"^the server is shutting down while this batch is"):
+        await asyncio.wait_for(waiter, 5)
 
 
 @pytest.mark.asyncio
