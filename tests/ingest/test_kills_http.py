@@ -157,6 +157,35 @@ async def test_stopping_mid_write_answers_that_the_batch_may_be_logged(
 
 
 @pytest.mark.asyncio
+async def test_a_failed_write_still_applies_what_was_logged_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group logged and waiting for its step when the next group's write fails: the failure
+    refuses that group and every later one, and the logged group is still applied and
+    acknowledged — it is on disk, and a restart would replay it anyway."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+
+    async def logged() -> bool:
+        return log.wal.commits == 1
+
+    def broken(payloads: list[bytes]) -> list[int]:
+        raise OSError(errno.EIO, "the disk said no")
+
+    async with committer.step():  # the applier waits for this step
+        first = asyncio.create_task(log.submit(Batch("s", events(1, "a"), 0), None, None))
+        await until(logged, 10)
+        monkeypatch.setattr(log.wal, "append", broken)
+        with pytest.raises(Unavailable, match="the write-ahead log failed"):
+            await log.submit(Batch("s", events(1, "b"), 0), None, None)
+    seq, _ = await asyncio.wait_for(first, 5)
+    assert seq == 1
+    assert rows(committer.registry) == [("a", 1, 0)]
+    await log.stop()
+
+
+@pytest.mark.asyncio
 async def test_stopping_answers_what_was_logged_and_not_applied(tmp_path: Path) -> None:
     """Stopped while groups wait to be applied (one taken by the applier, waiting for its step;
     one queued behind it): each waiter is told its batch is logged — a restart applies it."""
