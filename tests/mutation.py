@@ -7,7 +7,8 @@ newer than the run's copy of the code (each seen to fail with its mutant applied
 count as killed) — and prints
 per source file: mutants, killed, survived, equivalent (listed), unexplained (neither killed nor
 listed), not run (a run stopped before them) and the score killed / mutants run. A timeout counts
-as killed: the tests did not pass (the mutant loops). A mutant no selected test runs ("no tests")
+as killed: the tests did not pass (the mutant loops); so does a segfault (the mutant crashed the
+test process). A mutant no selected test runs ("no tests")
 counts as not killed.
 
 It lives in tests/ because it is a test tool, like tests/reference.py: not shipped in the wheel
@@ -27,7 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-KILLED = {"killed", "timeout", "caught by type check"}
+# A segfault is a test process the mutant crashed (a loop growing without bound): not a pass.
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 # A mutant name: module path, then x_function or xǁClassǁmethod, then __mutmut_N.
 NAME = re.compile(r"[A-Za-z_][\w.]*\.xǁ?[\wǁ]*__mutmut_\d+")
 BY_HAND = "## Killed, checked by hand"

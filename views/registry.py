@@ -537,6 +537,11 @@ class Registry:
             for n in state["views"]
             if n not in self.views
         ]
+        notes += [
+            f"view {n} is no longer defined: its backfill was dropped"
+            for n in saved
+            if n not in self.views and n not in state["views"]
+        ]
         return notes
 
 

@@ -707,3 +707,23 @@ async def test_the_log_a_backfill_not_begun_reads_is_not_trimmed(tmp_path: Path)
     assert log.trim(3) == 1
     assert log.wal.first() == 2
     await log.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_backlog_figures_start_at_zero_and_peak_at_the_largest_body(
+    started: tuple[Committer, HttpLog],
+) -> None:
+    """What ``/v1/status`` shows of the ingest backlog: nothing at the start, then the largest
+    body held at once."""
+    committer, log = started
+    assert (log.backlog, log.peak, log.shed) == (0, 0, 0)
+    data = ndjson(events(3))
+    await source_of(committer, log).append(body_of(data), "fail", None)
+    assert (log.backlog, log.peak, log.shed) == (0, len(data), 0)
+
+
+def test_a_snapshot_from_before_receipts_restores_with_none(tmp_path: Path) -> None:
+    committer, log = fresh(tmp_path)
+    assert log.restore({"position": 0}, Step(committer.registry)) == (0, 0)
+    assert (log.position, log.receipts) == (0, {})
+    log.wal.close()

@@ -239,3 +239,15 @@ def test_a_change_taken_back_before_it_filled_drops_its_backfill() -> None:
     assert live.backfills == {}
     assert live.views["v"].spec.sql == OLD_SQL
     assert live.by_source["s"] == [live.views["v"]]
+
+
+def test_a_restart_without_a_backfilling_view_says_its_backfill_was_dropped() -> None:
+    """A view added (filling) and removed from the file while the server was down: the restart
+    says so, as it does for a live view removed; nothing of it is loaded."""
+    live, _ = filled_part_way(False)
+    cfg = config({"old": {"sql": OLD_SQL}})
+    fresh = Registry(cfg.sources, cfg.views)
+    fresh.history = frozenset({"s"})
+    notes = fresh.load_state(snapshot.decode(snapshot.encode(live.to_state())))
+    assert notes == ["view v is no longer defined: its backfill was dropped"]
+    assert (list(fresh.views), fresh.backfills) == (["old"], {})
