@@ -177,3 +177,27 @@ def test_to_floats_rounds_up_a_tie_broken_only_by_the_lowest_dropped_bits() -> N
     assert got[:2] == [float(2**64 + 2049), float(2**65 + 4098)]
     assert got[:2] == [2.0**64 + 4096, 2.0**65 + 8192]  # up, not to the even neighbour below
     assert len(set(got)) == 2
+
+
+def _limbs(total: int, width: int) -> list[int]:
+    """``total`` as ``width`` normalized 32-bit limbs (the last one signed)."""
+    out = []
+    for _ in range(width - 1):
+        out.append(total & 0xFFFFFFFF)
+        total >>= 32
+    return [*out, total]
+
+
+def test_to_floats_reads_a_tie_broken_by_any_limb_below_the_three_it_keeps() -> None:
+    """The vectorised conversion keeps a sum's top three limbs (96 bits) and reads every limb
+    below them as one sticky bit: a half-way value is more than half when any lower limb holds a
+    bit, wherever it is (the lowest limb, one between, a limb of value 1), and exactly half
+    (to even) when none does — as Python's own int-to-float says, for each sign."""
+    half = (1 << 159) | (1 << 106)  # 2**159 and half its ulp (2**107): five limbs, top = 4
+    totals = [half + 1, half + (1 << 40), half + (5 << 32), half, half + (1 << 64)]
+    totals += [-t for t in totals]
+    width = 6
+    rows = [_limbs(t, width) for t in totals] * (PYTHON_ROWS // len(totals) + 1)
+    got = to_floats(np.array(rows, np.int64), 0).tolist()[: len(totals)]
+    assert got == [float(t) for t in totals]
+    assert got[:4] == [2.0**159 + 2.0**107] * 3 + [2.0**159]  # the premise: up, up, up, even
