@@ -201,3 +201,22 @@ def test_to_floats_reads_a_tie_broken_by_any_limb_below_the_three_it_keeps() -> 
     got = to_floats(np.array(rows, np.int64), 0).tolist()[: len(totals)]
     assert got == [float(t) for t in totals]
     assert got[:4] == [2.0**159 + 2.0**107] * 3 + [2.0**159]  # the premise: up, up, up, even
+
+
+def test_to_floats_rounds_a_subnormal_sum_once_and_an_overflow_to_infinity() -> None:
+    """Below 2**-1022 a float has fewer than 53 bits: rounding to 53 and then to those would
+    round twice. 2**-1030 * (1 + 2**-44 + a run of ones just under its half-ulp): rounded once
+    (Python's int division) it goes down; rounded to 53 bits first, the run carries into an
+    exact half that goes up. And a sum past float64's range is infinite, as it reads, without a
+    warning. On the vectorised path, for each sign."""
+    scale = -1100
+    twice = (1 << 70) | (1 << 26) | ((1 << 25) - 1)  # value = twice * 2**-1100, about 2**-1030
+    huge = 1 << 1030  # past float64's range (2**1024), at scale 0
+    totals = [twice, -twice]
+    rows = [_limbs(t, 4) for t in totals] * (PYTHON_ROWS // 2 + 1)
+    got = to_floats(np.array(rows, np.int64), scale).tolist()[:2]
+    want = [t / (1 << -scale) for t in totals]
+    assert got == want
+    assert want[0] < float(np.ldexp(np.float64(twice), scale))  # the premise: twice is wrong
+    wide = [_limbs(t, 34) for t in (huge, -huge)] * (PYTHON_ROWS // 2 + 1)
+    assert to_floats(np.array(wide, np.int64), 0).tolist()[:2] == [math.inf, -math.inf]
