@@ -36,9 +36,11 @@ from views.aggregates import (
     Sum,
 )
 from views.aggregates import Batch as AggBatch
+from views.aggregates.distinct import hashes
 from views.aggregates.multiset import Exact
 from views.batch import from_values
 from views.config import ConfigError, parse
+from views.hashing import hash_value
 from views.query import Query, run
 from views.registry import Batch, Registry
 from views.sketches import DDSketch, HyperLogLog
@@ -793,3 +795,22 @@ def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_th
             assert isinstance(aggregate, ApproxPercentile)
             assert aggregate.sketch(pair).to_state() == expected.to_state(), k
         assert (rows[k]["med"], rows[k]["p99"]) == (expected.quantile(0.5), expected.quantile(0.99))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "b", "a"],
+        [True, None, False, True],
+        [1, None, -7, 2**40],
+        [1.5, None, -0.0, 1e300],
+        [1, "1", True, None, 2.5, 2**70],  # mixed: an "object" column
+    ],
+    ids=["string", "bool", "int", "float", "object"],
+)
+def test_distinct_hashes_every_kind_of_column_as_the_value_hash_does(values: list[Any]) -> None:
+    """``approx_count_distinct`` registers what ``views.hashing.hash_value`` says of each valid
+    value, whatever the column's kind: a bool is not the number 1, a mixed column's string "1"
+    is not the int 1 — the sketch state a restart, a merge or another member must agree on."""
+    column = from_values(values)
+    assert hashes(column).tolist() == [hash_value(v) for v in values if v is not None]
