@@ -814,3 +814,30 @@ def test_distinct_hashes_every_kind_of_column_as_the_value_hash_does(values: lis
     is not the int 1 — the sketch state a restart, a merge or another member must agree on."""
     column = from_values(values)
     assert hashes(column).tolist() == [hash_value(v) for v in values if v is not None]
+
+
+def test_pairs_densified_in_one_batch_each_get_their_own_sketch() -> None:
+    """One batch takes several pairs past the sparse limit at once (each gets a register row of
+    its own), one to exactly the limit (still sparse) and one a value past it: every pair's
+    sketch is the scalar HyperLogLog of its own values."""
+    limit = HyperLogLog.SPARSE_MAX
+    sql = "SELECT k, approx_count_distinct(u) AS d FROM s GROUP BY k"
+    reg = registry({"v": sql})
+    sizes = {"a": 1000, "b": 700, "c": limit, "d": limit + 1, "e": 3}
+    events = [{"ts": T0, "k": k, "u": f"{k}{i}"} for k, n in sizes.items() for i in range(n)]
+    reg.apply(Batch("s", [dict(e) for e in events], 1))
+    view = reg.views["v"]
+    part = view.parts[""]
+    (aggregate,) = part.aggs
+    assert isinstance(aggregate, ApproxCountDistinct)
+    dense = 0
+    for pair in part.pairs.alive_ids().tolist():
+        (key,) = view.keys.keys[int(part.pairs.slots(np.array([pair]))[0])]
+        expected = HyperLogLog()
+        for i in range(sizes[key]):
+            expected.add(f"{key}{i}")
+        assert aggregate.sketch(pair).to_state() == expected.to_state(), key
+        dense += int(aggregate.dense[pair] >= 0)
+    assert dense == 3  # the premise: a, b and d went dense in the one batch; c did not
+    answers = {r[0]: r[1] for r in run(view, Query(limit=10)).rows}
+    assert (answers["c"], answers["e"]) == (limit, 3)  # exact while sparse
