@@ -802,7 +802,7 @@ def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_th
     [
         ["a", None, "b", "a"],
         [True, None, False, True],
-        [1, None, -7, 2**40],
+        [1, None, -7, 2**40, 2**60 + 1],  # past 2**53: not the float it would round to
         [1.5, None, -0.0, 1e300],
         [1, "1", True, None, 2.5, 2**70],  # mixed: an "object" column
     ],
@@ -839,5 +839,7 @@ def test_pairs_densified_in_one_batch_each_get_their_own_sketch() -> None:
         assert aggregate.sketch(pair).to_state() == expected.to_state(), key
         dense += int(aggregate.dense[pair] >= 0)
     assert dense == 3  # the premise: a, b and d went dense in the one batch; c did not
+    # a dense pair's exact values leave the sparse set: it holds c's and e's only (bounded)
+    assert len(aggregate.sparse) == sizes["c"] + sizes["e"]
     answers = {r[0]: r[1] for r in run(view, Query(limit=10)).rows}
     assert (answers["c"], answers["e"]) == (limit, 3)  # exact while sparse
