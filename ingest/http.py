@@ -401,8 +401,7 @@ class HttpLog:
             "acknowledged; restart the server once the disk is fixed"
         )
         log.error("event=wal_failed error=%r", str(err))
-        for item in group:
-            item.done.set_exception(Unavailable(self.failed, self.failed_status))
+        _refuse(group, self.failed, self.failed_status)
 
 
 # What a request still waiting when the log stops is told (in the server, aiohttp has finished or
@@ -417,10 +416,12 @@ SHUTDOWN_LOGGING = (
 )
 
 
-def _refuse(items: list[_Pending], message: str) -> None:
+def _refuse(items: list[_Pending], message: str, status: int = 503) -> None:
+    """Answer each waiter still waiting with ``Unavailable``: a requester gone (its request
+    cancelled) has a cancelled future, which takes no answer."""
     for item in items:
         if not item.done.done():
-            item.done.set_exception(Unavailable(message))
+            item.done.set_exception(Unavailable(message, status))
 
 
 def _receipt(record: dict[str, Any]) -> Receipt | None:

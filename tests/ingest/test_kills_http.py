@@ -125,6 +125,40 @@ async def test_stopping_answers_whoever_still_waits(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_failed_write_answers_the_rest_of_a_group_whose_first_requester_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A requester gone (its request cancelled: the client hung up) while its group is being
+    written, and the write fails: every other waiter of the group is still told why."""
+    committer, log = fresh(tmp_path)
+    committer.recover(log)
+    log.start()
+    entered, release = threading.Event(), threading.Event()
+
+    def failing(payloads: list[bytes]) -> list[int]:
+        entered.set()
+        release.wait(10)
+        raise OSError(errno.EIO, "the disk said no")
+
+    monkeypatch.setattr(log.wal, "append", failing)
+    gone = asyncio.create_task(log.submit(Batch("s", events(1, "a"), 0), None, None))
+    waiting = asyncio.create_task(log.submit(Batch("s", events(1, "b"), 0), None, None))
+
+    async def writing() -> bool:
+        return entered.is_set()
+
+    try:
+        await until(writing, 10)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+    finally:
+        release.set()
+    with pytest.raises(Unavailable, match="the write-ahead log failed"):
+        await asyncio.wait_for(waiting, 5)
+    await log.stop()
+
+
+@pytest.mark.asyncio
 async def test_stopping_mid_write_answers_that_the_batch_may_be_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
