@@ -368,6 +368,8 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.owned.add(part)
                 if state is not None and state.get("position") is not None:
                     restored[tp] = self.saved[part] = int(state["position"])
+                    # what the part file holds, installed: nothing to write until either moves
+                    self.saved_backfills[part] = self._backfill_progress(part)
                     consumer.seek(tp, restored[tp])
                 else:
                     fresh.append(tp)
