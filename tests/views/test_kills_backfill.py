@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.read import _late
-from tests.views.test_backfill import NEW, NEW_SQL, OLD_SQL, answer, batches
+from tests.views.test_backfill import NEW, NEW_SQL, OLD_SQL, SOURCE, answer, batches, config
 from tests.views.test_engine_oracle import SOURCES
 from views import snapshot
 from views.config import parse
@@ -89,10 +89,6 @@ def test_a_change_stream_s_history_backfills_with_its_retractions_and_expiry() -
     assert len({row[1] for row in run(twin.views["v"], Query(limit=1000)).rows}) <= 3
 
 
-def config(views: dict[str, Any], sources: dict[str, Any] | None = None) -> Any:
-    return parse({"sources": sources or {"s": {"from": "http", "time": "ts"}}, "views": views})
-
-
 def test_every_change_moves_the_versions_to_a_value_not_seen_before() -> None:
     """Answer caches reuse an answer while its source's ``version`` is unchanged, and the
     snapshot loop snapshots when the registry's moved: a backfill's steps, its join, a
@@ -149,15 +145,15 @@ def test_views_and_sources_added_live_keep_their_bounded_samples(history: bool) 
     """A view added on a running server keeps its newest ``keep`` late events, with their times
     read from its source's time field (what ``/late`` answers); a source added keeps its newest
     ``keep`` rejected events — as those defined from the start do."""
-    sources = {"s": {"from": "http", "time": "ts"}, "t": {"from": "http", "time": "at"}}
+    sources = {"s": SOURCE, "t": {"from": "http", "time": "at"}}
     view = {
         "sql": "SELECT tumble(at, '1 minute') AS m, count(*) AS n FROM t GROUP BY m",
         "grace": "1s",
     }
-    cfg = config({}, {"s": sources["s"]})
+    cfg = config({})
     live = Registry(cfg.sources, cfg.views, keep=3)
     live.history = frozenset({"t"} if history else ())
-    new = config({"v": view}, sources)
+    new = parse({"sources": sources, "views": {"v": view}})
     live.reconfigure(new.views, new.sources)
     rejected = [{"line": i, "reason": "bad"} for i in range(5)]
     live.apply(Batch("t", [{"at": BASE + MINUTE}], 1, rejected))
