@@ -172,14 +172,12 @@ class Sums:
 
     # -- merging --------------------------------------------------------------------------------
 
-    def aligned(self, scale: int, width: int) -> np.ndarray:
-        """These sums' limbs at a (lower or equal) ``scale`` and at least ``width`` limbs."""
+    def aligned(self, scale: int) -> np.ndarray:
+        """These sums' limbs at a (lower or equal) ``scale``."""
         copy = Sums()
         copy.scale, copy.limbs = self.scale, self.limbs.copy()
         if scale < copy.scale:
             copy._rescale(scale)
-        if copy.limbs.shape[1] < width:
-            copy.limbs = _widen(copy.limbs, width)
         return copy.limbs
 
     def gather(self, rows: np.ndarray, groups: np.ndarray, count: int) -> Sums:
@@ -196,8 +194,8 @@ class Sums:
     def absorb(self, other: Sums, rows: np.ndarray) -> None:
         """Add ``other``'s row ``j`` to ``self``'s row ``rows[j]`` (rows distinct)."""
         scale = min(self.scale, other.scale)
-        mine = self.aligned(scale, 0)
-        theirs = other.aligned(scale, 0)
+        mine = self.aligned(scale)
+        theirs = other.aligned(scale)
         width = max(mine.shape[1], theirs.shape[1]) + 1
         self.limbs, self.scale = _widen(mine, width), scale
         self.limbs[rows] += _widen(theirs, width)

@@ -138,6 +138,36 @@ def test_merging_sums_of_different_scales_and_widths() -> None:
     ]
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_merged_lowest_limbs_that_carry_exactly_into_a_new_limb(sign: int) -> None:
+    """Two parts' sums of 2**31 each (one limb each) merge into 2**32: the low limb is 0 after
+    the carry and the new top limb holds it all — it is the value, not room to trim away."""
+    half = sign * 2**30
+    mine, theirs = summed(1, [half, half]), summed(1, [half, half])
+    assert mine.limbs.shape[1] == 1  # a whole int64 limb holds 2**31 without a carry
+    mine.absorb(theirs, np.array([0]))
+    assert mine.integers(np.array([0])) == [sign * 2**32]
+    assert mine.floats().tolist() == [float(sign * 2**32)]
+
+
+def test_sums_stay_as_wide_as_their_values_however_often_they_absorb() -> None:
+    """Each merge gives a carry room in one more limb; what no sum needs is trimmed again, so a
+    part's sums do not grow a limb a rollup (memory, snapshots)."""
+    small = summed(2, [3.0, -5.0], [0, 1])
+    big = summed(2, [2.0**100, 1.0], [0, 1])
+    widths = (small.limbs.shape[1], big.limbs.shape[1])
+    expected = [Fraction(3), Fraction(-5)]
+    wide = [Fraction(2**100), Fraction(1)]
+    for i in range(20):
+        small.absorb(summed(2, [3.0, -5.0], [0, 1]), np.array([0, 1]))
+        big.absorb(summed(1, [float(i)]), np.array([1]))
+        expected = [expected[0] + 3, expected[1] - 5]
+        wide[1] += i
+    assert (small.limbs.shape[1], big.limbs.shape[1]) == widths == (1, 4)
+    assert small.integers(np.arange(2)) == expected
+    assert big.integers(np.arange(2)) == wide
+
+
 def test_to_floats_reads_limbs_as_documented() -> None:
     """Row value: sum(limbs[k] * 2**(32 k)) * 2**scale, all limbs but the top in [0, 2**32)."""
     rng = random.Random(4)

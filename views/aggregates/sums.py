@@ -66,7 +66,7 @@ class Sum(Aggregate):
         source = other._state()
         np.add.at(self.n, rows, source.n[ids])
         distinct, inverse = np.unique(rows, return_inverse=True)
-        gathered = source.sums.gather(ids, inverse.reshape(-1), len(distinct))
+        gathered = source.sums.gather(ids, inverse, len(distinct))
         self.sums.absorb(gathered, distinct)
 
     def totals(self, ids: np.ndarray) -> list[Any]:
