@@ -30,7 +30,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import (
@@ -81,6 +81,15 @@ PROBE_TIMEOUT = 3.0
 
 # One part's records from one ``getmany``, with the part's epoch when they were returned.
 Fetched = tuple[TopicPartition, list[Any], int | None]
+# Per backfill of the source (by view name), how far it had read a part (None: not begun).
+Progress = tuple[tuple[str, int | None], ...]
+
+
+class Saved(NamedTuple):
+    """What a part's file holds: its position and its backfills' progress."""
+
+    position: int
+    backfills: Progress
 
 
 def part_name(tp: TopicPartition) -> str:
@@ -131,10 +140,10 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         # that spans a hand-over belongs to the old position and is dropped (the consumer was
         # seeked to the reloaded one, so its records come again).
         self.epochs: dict[str, int] = {}
-        self.saved: dict[str, int] = {}  # part -> position in its part file
-        # part -> how far each backfill had read it, in its part file: a backfill moves on while
-        # the live position stays put, and its progress is saved too (a restart goes on from it)
-        self.saved_backfills: dict[str, tuple[tuple[str, int | None], ...]] = {}
+        # part -> what its part file holds: the position, and how far each backfill had read
+        # the part (a backfill moves on while the live position stays put, and its progress is
+        # saved too: a restart goes on from it). A part's file is rewritten when either moved.
+        self.saved: dict[str, Saved] = {}
         # part -> the token this member wrote in the part's claim file when the group gave it
         # the part: a save finding another token there has been superseded (fencing, below)
         self.claims: dict[str, str] = {}
@@ -246,11 +255,10 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                         continue
                     position = self.registry.sources[self.spec.name].positions.get(part)
                     backfills = self._backfill_progress(part)
-                    moved = (
-                        self.saved.get(part) != position
-                        or self.saved_backfills.get(part) != backfills
-                    )
-                    if position is None or not (force or moved):
+                    if position is None:
+                        continue
+                    saved = Saved(position, backfills)
+                    if not force and self.saved.get(part) == saved:
                         continue
                     # Built and encoded in a worker thread while the step keeps writers out;
                     # queries only read, so they keep being answered on the loop meanwhile —
@@ -264,14 +272,13 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     self._fenced(part, newer)
                     continue
                 await asyncio.to_thread(atomic_write, self._path(part), data)
-                self.saved[part] = position
-                self.saved_backfills[part] = backfills
+                self.saved[part] = saved
             written += 1
         if written and self.consumer is not None:
             await self._commit_for_lag()
         return written
 
-    def _backfill_progress(self, part: str) -> tuple[tuple[str, int | None], ...]:
+    def _backfill_progress(self, part: str) -> Progress:
         """How far each backfill of this source has read ``part`` (None: not begun)."""
         return tuple(
             sorted(
@@ -299,7 +306,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         """Best effort, bounded: the part files are the truth, this only feeds lag monitoring."""
         assert self.consumer is not None
         offsets = {
-            tp: self.saved[part_name(tp)]
+            tp: self.saved[part_name(tp)].position
             for tp in self.consumer.assignment()
             if part_name(tp) in self.saved
         }
@@ -367,9 +374,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                         log.warning("event=part_note source=%s note=%r", self.spec.name, note)
                 self.owned.add(part)
                 if state is not None and state.get("position") is not None:
-                    restored[tp] = self.saved[part] = int(state["position"])
+                    restored[tp] = int(state["position"])
                     # what the part file holds, installed: nothing to write until either moves
-                    self.saved_backfills[part] = self._backfill_progress(part)
+                    self.saved[part] = Saved(restored[tp], self._backfill_progress(part))
                     consumer.seek(tp, restored[tp])
                 else:
                     fresh.append(tp)
@@ -439,7 +446,6 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.epochs[part] = self.epochs.get(part, 0) + 1
                 self.owned.discard(part)
                 self.saved.pop(part, None)
-                self.saved_backfills.pop(part, None)
                 self.last_seen.pop(part, None)
                 self.claims.pop(part, None)
         for tp in revoked:
