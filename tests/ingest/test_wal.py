@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -101,4 +103,35 @@ def test_a_record_written_in_pieces_reads_back_as_one(tmp_path: Path) -> None:
     # the frame is the one a single piece would have had: same length and checksum
     segment = again.segments()[0][1].read_bytes()
     assert segment == frame(1, b"header\nbody 1") + frame(2, b"whole") + frame(3, b"abc")
+    again.close()
+
+
+def test_committed_pages_are_dropped_from_the_cache_and_a_refusal_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each group commit's fsync the log advises the kernel to drop exactly the bytes it
+    wrote (the next write reuses those pages); advice the kernel refuses is ignored: the records
+    are durable by then, and the commit succeeds."""
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this platform")
+    advised: list[tuple[int, int, int]] = []
+
+    def refuse(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length, advice))
+        raise OSError(errno.EINVAL, "refused")
+
+    wal = Wal(tmp_path)
+    list(wal.open(after=0))
+    assert wal.append([b"first"]) == [1]
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    assert wal.append([b"second", (b"thi", b"rd")]) == [2, 3]
+    assert wal.append([b"fourth"]) == [4]
+    wal.close()
+    first, group = len(frame(1, b"first")), len(frame(2, b"second") + frame(3, b"third"))
+    assert advised == [
+        (first, group, os.POSIX_FADV_DONTNEED),
+        (first + group, len(frame(4, b"fourth")), os.POSIX_FADV_DONTNEED),
+    ]
+    again = Wal(tmp_path)
+    assert [p for _, p in again.open(after=0)] == [b"first", b"second", b"third", b"fourth"]
     again.close()
