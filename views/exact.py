@@ -158,6 +158,7 @@ class Sums:
             shifted[:, :-1] &= MASK
             self.limbs = shifted + carry
         self._normalize(None)  # the old top limb (the sign) is no longer the top one
+        self._trim()  # the limb the shift's carry was given room in, if no sum needs it
 
     def _normalize(self, rows: np.ndarray | None) -> None:
         """Carry every limb but the top one into ``[0, 2**32)`` (floor division keeps the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,6 +110,37 @@ def test_rows_can_be_read_selectively_and_grown_later() -> None:
     assert len(sums) == 5
     sums.add(np.array([4]), np.array([2.5]))
     assert sums.floats().tolist() == [0.1, float(Fraction(0.2) + Fraction(0.3)), 0.0, 0.0, 2.5]
+    sums.grow(6)  # one row more
+    assert len(sums) == 6
+    sums.add(np.array([5]), np.array([-1.0]))
+    assert sums.floats().tolist()[4:] == [2.5, -1.0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        lambda rng: round(rng.uniform(0, 500), 2),  # prices with cents
+        lambda rng: rng.lognormvariate(3, 1),  # latencies
+        lambda rng: -round(rng.uniform(0, 500), 2),  # refunds
+    ],
+    ids=["prices", "latencies", "refunds"],
+)
+def test_typical_sums_stay_within_four_limbs(value: Any) -> None:
+    """The module's promise: prices with cents and latencies need 3-4 limbs, 24-32 bytes a sum.
+    Each value finer than the sums so far rescales them (exact); a rescale gives the shift's carry
+    room in one more limb, and must not keep it when no sum needs it: they grew a limb a
+    rescale (six for prices with cents)."""
+    rng = random.Random(5)
+    sums = Sums(4)
+    exact = [Fraction(0)] * 4
+    for _ in range(50):
+        values = [value(rng) for _ in range(1000)]
+        rows = [rng.randrange(4) for _ in range(1000)]
+        sums.add(np.array(rows, np.int64), np.array(values, np.float64))
+        for row, x in zip(rows, values, strict=True):
+            exact[row] += Fraction(x)
+    assert sums.limbs.shape[1] <= 4
+    assert sums.floats().tolist() == [float(x) for x in exact]
 
 
 def test_subtracting_what_was_added_leaves_zero() -> None:
