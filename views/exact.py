@@ -76,7 +76,7 @@ class Sums:
         self.add_grouped(touched, inverse, values, negate)
 
     def add_grouped(
-        self, touched: np.ndarray, groups: np.ndarray, values: np.ndarray, negate: bool = False
+        self, touched: np.ndarray, groups: np.ndarray, values: np.ndarray, negate: bool
     ) -> None:
         """Add ``values[j]`` to row ``touched[groups[j]]``: the caller has grouped the batch
         already (``touched`` distinct), so the pieces are summed with ``np.bincount`` over a

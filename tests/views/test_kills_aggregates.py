@@ -764,12 +764,16 @@ def test_the_percentile_sketch_bins_edges_as_the_scalar_ddsketch() -> None:
     assert answer(reg, "v") == [{"med": expected.quantile(0.5)}]
 
 
-def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_the_scalar() -> None:
-    """Two groups each pass MAX_BINS bins in one batch: the second group's lowest bins are found
-    after the first's were folded (its entries moved by it), and each group's sketch is the
-    scalar DDSketch of its values, bin for bin (found by a review: the runs were computed once,
-    before the first fold). The store holds nothing queued after the apply."""
-    gamma, extra = DDSketch.GAMMA, 300
+@pytest.mark.parametrize("extra", [1, 300])
+def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_the_scalar(
+    extra: int,
+) -> None:
+    """Two groups each pass MAX_BINS bins in one batch (by one bin, and by 300): the second
+    group's lowest bins are found after the first's were folded (its entries moved by it), and
+    each group's sketch is the scalar DDSketch of its values, bin for bin (found by a review: the
+    runs were computed once, before the first fold). The store holds nothing queued after the
+    apply."""
+    gamma = DDSketch.GAMMA
     xs = {
         k: [gamma ** (i + 0.5) * (1 + n) for i in range(DDSketch.MAX_BINS + extra)]
         for n, k in enumerate("ab")

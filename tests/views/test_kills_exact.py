@@ -116,6 +116,15 @@ def test_rows_can_be_read_selectively_and_grown_later() -> None:
     assert sums.floats().tolist()[4:] == [2.5, -1.0]
 
 
+def test_zeros_add_nothing_not_even_a_limb() -> None:
+    """A zero decomposes as 0 * 2**0: it must not count in the range the limbs are fitted to.
+    2**31 - 0.5 at scale -1 reaches bit 32, one limb; an exponent 0 would make it two."""
+    sums = Sums(1)
+    sums.add(np.array([0, 0, 0]), np.array([2.0**31 - 0.5, 0.0, -0.0]))
+    assert (sums.limbs.shape[1], sums.scale) == (1, -1)
+    assert sums.floats().tolist() == [2.0**31 - 0.5]
+
+
 @pytest.mark.parametrize(
     "value",
     [
