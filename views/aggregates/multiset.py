@@ -223,8 +223,7 @@ class Exact(Aggregate):
 
     def _entries(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         rows, values = batch.present()
-        if values is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        assert values is not None, "an exact multiset aggregates a value: it has an argument"
         return batch.pairs[batch.group[rows]], self.keys(values)
 
     def fold(self, batch: Batch) -> None:

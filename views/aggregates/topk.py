@@ -43,7 +43,7 @@ class TopK(Aggregate):
     @classmethod
     def sql_params(cls, numbers: list[float]) -> dict[str, Any]:
         k = numbers[0]
-        capacity = numbers[1] if len(numbers) == 2 else max(100 * k, 100)
+        capacity = numbers[1] if len(numbers) == 2 else 100 * k  # k >= 1, checked below
         if k != int(k) or not 1 <= k <= 1000:
             raise ValueError("k must be a whole number from 1 to 1000")
         if capacity != int(capacity) or not k <= capacity <= 100_000:
