@@ -287,6 +287,33 @@ def test_top_k_summaries_that_evict_across_batches_are_the_scalar_summary(column
         assert len(oracle.sketch.counts) == 3
 
 
+@pytest.mark.parametrize("kind", [Count, Sum])
+def test_a_snapshot_holds_the_pairs_in_use_not_the_arrays_spare_room(
+    kind: type[Aggregate],
+) -> None:
+    """Arrays grow by half again (``grow``) so that adding pairs batch by batch stays cheap; what
+    is saved is the ``size`` pairs in use, never the spare room: a snapshot's bytes follow the
+    pairs. Read back, the state answers the same."""
+    aggregate = kind()
+    for size in (5, 17, 18, 40):  # capacity 16, 24, 24, 40: spare room but at the last
+        aggregate.resize(size)
+    batch = AggBatch(np.array([3, 39]), np.array([0, 1, 1]), from_values([2, 5, 7]))
+    aggregate.fold(batch)
+    saved = aggregate.buffers()
+    arrays = [v for v in saved.values() if isinstance(v, np.ndarray)]
+    assert arrays
+    assert [len(v) for v in arrays] == [40] * len(arrays)
+    aggregate.resize(41)  # capacity 60
+    grown = [v for v in aggregate.buffers().values() if isinstance(v, np.ndarray)]
+    assert [len(v) for v in grown] == [41] * len(grown)
+    again = kind()
+    again.load(snapshot.decode(snapshot.encode(saved)))
+    ids = np.array([3, 39, 0])
+    expected = [1, 2, 0] if kind is Count else [2, 12, None]
+    assert aggregate.results(ids) == expected
+    assert again.results(ids) == expected
+
+
 def test_integer_sums_beyond_int64_stay_exact_in_a_large_body() -> None:
     """Integers beyond 2**53 in a body large enough for the column reader: it leaves them to the
     row decoder (float64 would round them), and the sum stays the exact integer."""
