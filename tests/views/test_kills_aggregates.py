@@ -38,6 +38,7 @@ from views.aggregates import (
     TopK,
 )
 from views.aggregates import Batch as AggBatch
+from views.aggregates.base import grow
 from views.aggregates.distinct import hashes
 from views.aggregates.multiset import Exact
 from views.batch import from_values
@@ -312,6 +313,32 @@ def test_a_snapshot_holds_the_pairs_in_use_not_the_arrays_spare_room(
     expected = [1, 2, 0] if kind is Count else [2, 12, None]
     assert aggregate.results(ids) == expected
     assert again.results(ids) == expected
+
+
+def test_grow_keeps_values_and_dtype_and_grows_by_half_again() -> None:
+    """``grow``'s contract (views/aggregates/base.py): values and dtype kept, the new entries
+    ``fill``; by at least half again and to 16 at least, so that pairs added a batch at a time
+    are copied O(1) times each (a capacity of exactly ``size`` copied every array at every new
+    pair); an array long enough already is the same array."""
+    floats = np.array([1.5, -2.5])
+    grown = grow(floats, 3)  # an int fill into a float array: still floats
+    assert grown.dtype == np.float64
+    assert grown.tolist() == [1.5, -2.5] + [0.0] * 14
+    assert grow(grown, 16) is grown
+    assert len(grow(np.zeros(0, np.int64), 1)) == 16
+    assert len(grow(np.zeros(16, np.int64), 17)) == 24
+    assert len(grow(np.zeros(100, np.int64), 101)) == 150
+    assert len(grow(np.zeros(100, np.int64), 400)) == 400
+    wide = grow(np.ones((2, 3), np.int64), 5, fill=-1)
+    assert wide.shape == (16, 3)
+    assert wide[:2].tolist() == [[1, 1, 1]] * 2
+    assert (wide[2:] == -1).all()
+    copies, array = 0, np.zeros(0, np.int64)
+    for size in range(1, 10_001):  # a pair a batch
+        if len(array) < size:
+            copies += len(array)
+        array = grow(array, size)
+    assert copies < 3 * 10_000
 
 
 def test_integer_sums_beyond_int64_stay_exact_in_a_large_body() -> None:

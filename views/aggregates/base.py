@@ -167,9 +167,10 @@ class Aggregate:
 
 
 def grow(array: np.ndarray, size: int, fill: Any = 0) -> np.ndarray:
-    """``array`` with room for ``size`` entries along its first axis (new ones ``fill``),
-    growing by at least half, so that a part adding pairs one batch at a time copies each
-    pair's state O(1) times on average; ``Aggregate.size`` tracks the length in use."""
+    """``array`` with room for ``size`` entries along its first axis (new ones ``fill``, the
+    dtype kept), growing by at least half (and to 16 entries at least), so that a part adding
+    pairs one batch at a time copies each pair's state O(1) times on average; an array long
+    enough already is returned as it is. ``Aggregate.size`` tracks the length in use."""
     if len(array) >= size:
         return array
     capacity = max(size, len(array) + len(array) // 2, 16)
