@@ -116,6 +116,13 @@ def answer(reg: Registry, view: str, **query: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in result.rows]
 
 
+def stored_pair(reg: Registry, view: str, key: tuple[Any, ...]) -> int:
+    """The pair id of group ``key`` in a view without a window (bucket 0 of its one part)."""
+    slot = reg.views[view].keys.slot_of[key]
+    (pair,) = reg.views[view].parts[""].pairs.find(np.array([0]), np.array([slot])).tolist()
+    return int(pair)
+
+
 def keyed(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {tuple(r[k] for k in keys): r for r in rows}
 
@@ -282,8 +289,7 @@ def test_top_k_summaries_that_evict_across_batches_are_the_scalar_summary(column
     assert isinstance(aggregate, TopK)
     assert len(aggregate.pair) <= 2 * 3  # at most the capacity per group
     for k, oracle in oracles.items():
-        (slot,) = [s for s, key in enumerate(reg.views["v"].keys.keys) if key == (k,)]
-        (pair,) = part.pairs.find(np.array([0]), np.array([slot])).tolist()
+        pair = stored_pair(reg, "v", (k,))
         assert aggregate.summary(pair).to_state() == oracle.sketch.to_state(), k
         assert len(oracle.sketch.counts) == 3
 
@@ -881,8 +887,7 @@ def test_two_pairs_past_the_percentile_sketchs_bins_in_one_batch_each_fold_as_th
         for x in xs[k]:
             expected.add(x)
         assert len(expected.positive) == DDSketch.MAX_BINS  # the scalar folded as well
-        (slot,) = [s for s, key in enumerate(reg.views["v"].keys.keys) if key == (k,)]
-        (pair,) = part.pairs.find(np.array([0]), np.array([slot])).tolist()
+        pair = stored_pair(reg, "v", (k,))
         for aggregate in part.aggs:
             assert isinstance(aggregate, ApproxPercentile)
             assert aggregate.sketch(pair).to_state() == expected.to_state(), k
