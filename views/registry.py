@@ -296,11 +296,21 @@ class Registry:
         what ``part_state`` does first. Done here, on the event loop, before a part file is
         encoded in a worker thread, the thread's own compaction finds nothing to move — it would
         otherwise renumber pair ids under a query answered on the loop meanwhile."""
-        views = [*self.by_source[source]]
-        views += [b.view for b in self.backfills.values() if b.view.spec.source == source]
-        for view in views:
-            if part in view.parts:
+        for view in self._all_views():
+            if view.spec.source == source and part in view.parts:
                 view.parts[part].compact(force=True)
+
+    def compact(self, detached: frozenset[str] = frozenset()) -> None:
+        """``compact_part`` for every part ``to_state(detached=detached)`` saves: the main
+        snapshot's, before its state is built and encoded in a worker thread."""
+        for view in self._all_views():
+            if view.spec.source not in detached:
+                for part in view.parts.values():
+                    part.compact(force=True)
+
+    def _all_views(self) -> list[View]:
+        """The live views and the backfilling ones (a view may be both while it fills)."""
+        return [*self.views.values(), *(b.view for b in self.backfills.values())]
 
     def part_state(self, source: str, part: str) -> dict[str, Any]:
         state = self.sources[source]
