@@ -132,6 +132,10 @@ def _orderly(group: np.ndarray, sign: np.ndarray, held: np.ndarray) -> bool:
     retraction finds a row (a value) that is there. A group that empties and fills again within
     the batch needs no care: the aggregates of change streams are exact, so taking a row's
     contribution off leaves exactly what releasing the group would."""
+    mine = _taken_from(group, sign)
+    if not mine.any():
+        return True  # nothing taken off (or nothing at all)
+    group, sign, held = group[mine], sign[mine], held[mine]
     order = np.lexsort((np.arange(len(group)), group))
     g, w, h = group[order], sign[order], held[order]
     first = np.r_[True, g[1:] != g[:-1]]
@@ -139,6 +143,15 @@ def _orderly(group: np.ndarray, sign: np.ndarray, held: np.ndarray) -> bool:
     total = np.cumsum(w)
     running = h + total - (total[start] - w[start])
     return not (running < 0).any()
+
+
+def _taken_from(group: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    """The rows of groups that a row takes something off: only those can go below 0 (a change
+    stream's inserts are most of it, and most of their groups take nothing off in a batch)."""
+    hit = np.zeros(int(group.max(initial=-1)) + 1, bool)
+    hit[group[sign < 0]] = True
+    out: np.ndarray = hit[group]
+    return out
 
 
 def _values_held(
@@ -152,19 +165,23 @@ def _values_held(
 ) -> bool:
     """Every retraction from an exact multiset finds its value, counted in order per (pair,
     value) from what the pair holds now (``ids``: the pair held now, -1 for one this batch
-    creates; ``pair_of``: the pair, held or not, as a number of the batch's own)."""
+    creates; ``pair_of``: the pair, held or not, as a number of the batch's own). Only the
+    (pair, value)s the batch takes something off are looked up in the multiset."""
     for spec, aggregate in zip(view.spec.aggs, part.aggs, strict=True):
         if spec.arg is None or not isinstance(aggregate, SortedMin | CountDistinct):
             continue
         values = spec.arg.on(cols).take(index)
-        inside = ids >= 0
-        batch = Batch(np.maximum(ids, 0), np.arange(len(ids)), values)
-        rows, held = aggregate.held(batch)
+        rows, pairs, keys = aggregate.entries(
+            Batch(np.maximum(ids, 0), np.arange(len(ids)), values)
+        )
         if not len(rows):
             continue  # every value NULL: nothing is taken off this multiset
-        keys = aggregate.value_keys(batch)
-        keep = inside[rows]
-        group = pair_of[rows]
-        if not _orderly(combos(group, keys), sign[rows], np.where(keep, held, 0)):
+        group = combos(pair_of[rows], keys)
+        mine = _taken_from(group, sign[rows])
+        rows, pairs, keys, group = rows[mine], pairs[mine], keys[mine], group[mine]
+        held = np.zeros(len(rows), np.int64)
+        inside = ids[rows] >= 0  # a pair the batch creates holds nothing yet
+        held[inside] = aggregate.set.have(pairs[inside], keys[inside])
+        if not _orderly(group, sign[rows], held):
             return False
     return True

@@ -67,3 +67,24 @@ def test_adds_queued_between_reads_leave_what_adding_them_in_turn_leaves(
             held = sorted((p, k, c) for (p, k), c in reference.items() if c)
             assert entries(multiset) == held
             assert len(multiset) == len(held)
+
+
+def test_long_runs_merge_and_answer_like_a_counter() -> None:
+    """Thousands of values in a pair's run (a change stream's max over a busy minute): every
+    add found in its run or put where it goes, every question answered, batch after batch."""
+    rng = np.random.default_rng(15)
+    multiset, reference = Multiset(), Counter[tuple[int, int]]()
+    for _ in range(12):
+        pairs = rng.integers(0, 7, 4_000)
+        keys = rng.integers(-3_000, 3_000, 4_000) * 1_000_003  # beyond packing, like float bits
+        counts = rng.integers(-1, 3, 4_000)
+        multiset.add(pairs, keys, counts)
+        for p, k, c in zip(pairs.tolist(), keys.tolist(), counts.tolist(), strict=True):
+            reference[(p, k)] += c
+        others = zip(rng.integers(-1, 8, 500).tolist(), keys[:500].tolist(), strict=True)
+        asked = [*reference, *others]
+        got = multiset.have(
+            np.array([p for p, _ in asked], np.int64), np.array([k for _, k in asked], np.int64)
+        )
+        assert got.tolist() == [reference.get(q, 0) for q in asked]
+        assert entries(multiset) == sorted((p, k, c) for (p, k), c in reference.items() if c)

@@ -5,7 +5,8 @@ Entries are (pair, key, count), sorted by pair then key, so a pair's values are 
 sorted run: its smallest is the run's first key, its largest the last, its q-quantile found by a
 cumulative count. A key is an int64 that orders like the value: a value's code in the view's
 ``Values`` (distinct counts: no order needed), or a float's order-preserving bits (min / max /
-percentiles). A batch is merged in by sorting it with the entries of the pairs it touches only.
+percentiles). A batch is sorted alone, then each of its (pair, key)s is found among the entries
+by a binary search inside its pair's run: a merge costs a copy of the entries, never a sort.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from views.aggregates.base import Aggregate, Batch, Buffers
 from views.batch import Vec
-from views.grouping import distinct, group, pack_pair
+from views.grouping import group, pack_pair
 
 _FLIP = np.int64(0x7FFFFFFFFFFFFFFF)
 
@@ -52,8 +53,8 @@ class _Entries:
 
 class Multiset:
     """Adds are queued and merged in at the next read (``settle``): a batch that adds and then
-    takes off — a change stream's — sorts the touched pairs' entries once, not per call. Every
-    read of ``pair``, ``key``, ``count`` sees the merged entries. Whatever holds a multiset
+    takes off — a change stream's — is merged once, not per call. Every read of ``pair``,
+    ``key``, ``count`` sees the merged entries. Whatever holds a multiset
     settles it at the end of a view's apply (``Aggregate.settle``), so a read outside an apply
     — a query on the loop, a snapshot's encoding in a worker thread — never merges, only reads."""
 
@@ -76,31 +77,29 @@ class Multiset:
         return np.searchsorted(pair, ids, "left"), np.searchsorted(pair, ids, "right")
 
     def have(self, pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """How many of each (pair, key) there are now (0 if none). The entries of the pairs
-        asked about and the questions are sorted together (entries first on a tie): each
-        question's nearest entry at or before it answers it if it is the same (pair, key)."""
+        """How many of each (pair, key) there are now (0 if none)."""
         out = np.zeros(len(pairs), np.int64)
-        if not len(pairs) or not len(self.pair):
-            return out
-        start, end = self.runs(distinct(pairs))
-        inside = np.flatnonzero(ranges_mask(start, end, len(self.pair)))
-        n = len(inside)
-        pair = np.concatenate([self.pair[inside], pairs])
-        key = np.concatenate([self.key[inside], keys])
-        asked = np.concatenate([np.zeros(n, bool), np.ones(len(pairs), bool)])
-        order = np.lexsort((asked, key, pair))
-        entry = np.where(~asked[order], np.arange(len(order)), -1)
-        nearest = np.maximum.accumulate(entry)  # the last entry at or before each position
-        question = np.flatnonzero(asked[order])
-        at = nearest[question]
-        found = at >= 0
-        source = order[np.maximum(at, 0)]
-        asked_row = order[question] - n
-        same = (
-            found & (pair[source] == pair[order[question]]) & (key[source] == key[order[question]])
-        )
-        out[asked_row[same]] = self.count[inside[source[same]]]
+        at, same = self._find(pairs, keys)
+        out[same] = self.count[at[same]]
         return out
+
+    def _find(self, pairs: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(where each (pair, key) is or would go in the entries, whether it is there): a binary
+        search for each key inside its pair's run of entries (sorted by key), every question at
+        once — a step per halving of the longest run, each over the questions only: the entries
+        are never sorted or copied, however many a pair holds."""
+        pair, key = self.pair, self.key
+        low, high = self.runs(pairs)
+        last = len(key) - 1
+        if last < 0:
+            return low, np.zeros(len(pairs), bool)
+        while (searching := low < high).any():
+            mid = (low + high) // 2
+            below = searching & (key[np.minimum(mid, last)] < keys)
+            low = np.where(below, mid + 1, low)
+            high = np.where(searching & ~below, mid, high)
+        at = np.minimum(low, last)  # the run's first entry with a key >= the question's
+        return low, (low <= last) & (pair[at] == pairs) & (key[at] == keys)
 
     def add(self, pairs: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> None:
         """Add ``counts`` (negative: take off) of each (pair, key); entries that reach 0 go.
@@ -109,9 +108,9 @@ class Multiset:
             self._queued.append((pairs, keys, counts))
 
     def settle(self) -> None:
-        """Merge the queued adds in. Only the touched pairs' entries are sorted with them; the
-        merged runs then go back where their pairs belong (no other entry moves but by the
-        copy)."""
+        """Merge the queued adds in: summed per (pair, key) among themselves (sorted: only the
+        adds), each found among the entries (``_find``), added to its entry or inserted where it
+        goes. No entry is sorted again: the merge costs a copy of the entries, not a sort."""
         if not self._queued:
             return
         queued, self._queued = self._queued, []
@@ -119,23 +118,16 @@ class Multiset:
             pairs, keys, counts = queued[0]
         else:
             pairs, keys, counts = (np.concatenate(c) for c in zip(*queued, strict=True))
-        start, end = self.runs(distinct(pairs))
-        inside = ranges_mask(start, end, len(self._pair))
-        pair = np.concatenate([self._pair[inside], pairs])
-        key = np.concatenate([self._key[inside], keys])
-        count = np.concatenate([self._count[inside], counts])
-        pair, key, count = _summed(pair, key, count)
+        pairs, keys, counts = _summed(pairs, keys, counts)
+        at, same = self._find(pairs, keys)
+        count = self._count.copy()
+        count[at[same]] += counts[same]  # distinct (pair, key)s: distinct entries
+        new = ~same  # in (pair, key) order, so their places never decrease
+        pair = np.insert(self._pair, at[new], pairs[new])
+        key = np.insert(self._key, at[new], keys[new])
+        count = np.insert(count, at[new], counts[new])
         keep = count != 0
-        pair, key, count = pair[keep], key[keep], count[keep]
-        rest = ~inside
-        kept = self._pair[rest]
-        at = np.searchsorted(kept, pair)  # the touched pairs are not in the rest
-        merged = (
-            np.insert(kept, at, pair),
-            np.insert(self._key[rest], at, key),
-            np.insert(self._count[rest], at, count),
-        )
-        self._pair, self._key, self._count = merged  # replaced together, never half merged
+        self._pair, self._key, self._count = pair[keep], key[keep], count[keep]  # all at once
 
     def take(self, keep: np.ndarray, size: int) -> None:
         """Keep the entries of pairs ``keep``, renumbered to their index in ``keep``."""
@@ -221,34 +213,25 @@ class Exact(Aggregate):
     def resize(self, size: int) -> None:
         self.size = max(self.size, size)
 
-    def _entries(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    def entries(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the rows with a value, their pairs, their values' keys)."""
         rows, values = batch.present()
         assert values is not None, "an exact multiset aggregates a value: it has an argument"
-        return batch.pairs[batch.group[rows]], self.keys(values)
+        return rows, batch.pairs[batch.group[rows]], self.keys(values)
 
     def fold(self, batch: Batch) -> None:
-        pairs, keys = self._entries(batch)
+        _, pairs, keys = self.entries(batch)
         self.set.add(pairs, keys, np.full(len(pairs), -1 if batch.negate else 1, np.int64))
 
     def settle(self) -> None:
         self.set.settle()
 
-    def held(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(rows with a value, how many of that value their pair holds now)."""
-        rows, _ = batch.present()
-        pairs, keys = self._entries(batch)
-        return rows, self.set.have(pairs, keys)
-
-    def value_keys(self, batch: Batch) -> np.ndarray:
-        return self._entries(batch)[1]
-
     def missing(self, batch: Batch) -> np.ndarray:
         """Rows whose value the pair does not hold (as often as the batch takes it off)."""
         out = np.zeros(len(batch.group), bool)
-        rows, held = self.held(batch)
-        if len(rows):
-            pairs, keys = self._entries(batch)
-            out[rows] = repeat_rank(pairs, keys) >= held  # the n-th removal needs n of them
+        rows, pairs, keys = self.entries(batch)
+        if len(rows):  # the n-th removal needs n of them
+            out[rows] = repeat_rank(pairs, keys) >= self.set.have(pairs, keys)
         return out
 
     def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
