@@ -3,9 +3,11 @@ of its decode,
 and Arrow's JSON reader alone on its bodies against a flat shape's, with its threads and in one
 (``benchmarks/shapes.py``'s bodies: four of 50,000 events).
 
-    python -m benchmarks.profile_shape debezium [--top 25]
+    python -m benchmarks.profile_shape debezium [--top 25] [--bodies 40]
 
-In process, one core, nothing else running; best of three for the rates.
+In process, one core, nothing else running; best of three for the rates. ``--bodies N`` (more
+than the four) also times each body's apply as the state grows: the first quarter's rate against
+the last's says whether a batch's cost grows with what the view holds.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shape", choices=[s.name for s in shapes.SHAPES])
     parser.add_argument("--top", type=int, default=25, help="profile lines shown")
+    parser.add_argument("--bodies", type=int, default=4, help="of 50,000 events each")
     args = parser.parse_args(argv)
     shape = next(s for s in shapes.SHAPES if s.name == args.shape)
     now = int(time.time() * 1000)
-    lines = shapes.bodies(shape, now)
+    lines = shapes.bodies(shape, now, count=args.bodies)
     events = sum(len(body) for body in lines)
     config = parse(shape.config(), shape.name)
     spec = config.sources["s"]
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{shape.name}: {events:,} events, {len(lines[0][0])} bytes the first")
     decoding, applying = best(decode)[0], best(apply)[0]
     print(f"decode {events / decoding:,.0f} events/s, apply {events / applying:,.0f}/s")
+    if len(read) >= 8:
+        growing(config, read, [len(body) for body in lines])
     profile = cProfile.Profile()
     profile.runcall(apply)
     pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
@@ -104,6 +109,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"{wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU a body"
             )
         compare_polars(data, lines_in, schema)
+
+
+def growing(config: Any, read: list[Any], sizes: list[int]) -> None:
+    """Each body's apply timed as the state grows: the first quarter's rate and the last's."""
+    registry = Registry(config.sources, config.views)
+    seconds = []
+    for position, (columns, weights) in enumerate(read, start=1):
+        began = time.perf_counter()
+        registry.apply(Batch("s", [], position, columns=columns, weights=weights))
+        seconds.append(time.perf_counter() - began)
+    q = len(read) // 4
+    first, last = sum(sizes[:q]) / sum(seconds[:q]), sum(sizes[-q:]) / sum(seconds[-q:])
+    print(f"apply as the state grows: the first {q} bodies {first:,.0f}/s, the last {last:,.0f}/s")
 
 
 def compare_polars(data: bytes, lines_in: int, schema: pa.Schema) -> None:
