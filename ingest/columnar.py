@@ -70,12 +70,9 @@ class Reader:
         (``threads``: see ``read_json``)."""
         if body[:256].lstrip()[:1] != b"{":
             return None
-        if len(body) > self.max_line_bytes:  # one scan for the line count and the longest line
-            lines, longest = _lines(body)
-            if longest > self.max_line_bytes:
-                return None  # the row decoder names the line that is too long
-        else:
-            lines = body.count(b"\n") + (not body.endswith(b"\n"))
+        if len(body) > self.max_line_bytes and not _lines_within(body, self.max_line_bytes):
+            return None  # the row decoder names the line that is too long
+        lines = body.count(b"\n") + (not body.endswith(b"\n"))
         if lines < MIN_LINES:
             return None
         table = self.read_json(body, self._schema, threads)
@@ -186,11 +183,20 @@ class Reader:
         return ms
 
 
-def _lines(body: bytes) -> tuple[int, int]:
-    """(how many lines, the longest one's length), found by numpy (no line is copied)."""
+def _lines_within(body: bytes, limit: int) -> bool:
+    """Whether no line of ``body`` is longer than ``limit`` bytes. A newline in every whole
+    aligned block of ``(limit + 2) // 2`` bytes proves it — a longer run without one would hold
+    a whole block — in a few ``bytes.find`` calls that each stop at the block's first newline
+    (a dozen for a 6 MB body and the default 1 MiB limit: ~11 ms of numpy before, per body).
+    Where a block has none, or the blocks are too many, every line is measured."""
+    half = (limit + 2) // 2
+    if len(body) // half <= 4096 and all(
+        body.find(b"\n", start, start + half) >= 0 for start in range(0, len(body) - half + 1, half)
+    ):
+        return True
     ends = np.flatnonzero(np.frombuffer(body, np.uint8) == 10)
     bounds = np.concatenate([[-1], ends, [len(body)]])
-    return len(ends) + (not body.endswith(b"\n")), int(np.diff(bounds).max()) - 1
+    return int(np.diff(bounds).max()) - 1 <= limit
 
 
 class ChangeReader:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ingest.columnar import MIN_LINES, _lines
+from ingest.columnar import MIN_LINES, _lines_within
 from ingest.decode import Decoder
 from views.batch import Columns, from_rows
 from views.config import parse
@@ -174,15 +174,36 @@ def test_change_events_read_column_wise_equal_the_row_decoder(wrapped: bool) -> 
     assert changes.columns(bad) is None  # the row decoder keeps it as poison, with its reason
 
 
+def longest_line(body: bytes) -> int:
+    lines = body.split(b"\n")
+    if body.endswith(b"\n"):
+        lines.pop()  # a final newline ends the last line, it does not start one
+    return max((len(line) for line in lines), default=0)
+
+
 @pytest.mark.parametrize(
     "body",
     [b"", b"\n", b"a", b"a\n", b"ab\n\ncde", b"\n\nabc\n", b"x" * 40 + b"\n" + b"y" * 7],
 )
-def test_line_count_and_longest_line_as_python_splits_them(body: bytes) -> None:
-    lines = body.split(b"\n")
-    if body.endswith(b"\n"):
-        lines.pop()  # a final newline ends the last line, it does not start one
-    assert _lines(body) == (len(lines), max((len(line) for line in lines), default=0))
+def test_lines_within_a_limit_as_python_splits_them(body: bytes) -> None:
+    for limit in range(0, 45):
+        assert _lines_within(body, limit) == (longest_line(body) <= limit), limit
+
+
+def test_lines_within_a_limit_on_seeded_random_bodies() -> None:
+    """Both ways of knowing: a newline in every block (limits large against the body: a few
+    ``find`` calls), and every line measured (a block without one, or a limit so small that the
+    blocks would be thousands) — lines exactly at the limit, one over, first and last lines."""
+    rng = random.Random(10)
+    for _ in range(400):
+        limit = rng.choice([0, 1, 2, 5, 17, 64, 300, 1000])
+        lengths = [
+            rng.choice([0, 1, limit, limit + 1, rng.randrange(2 * limit + 2)])
+            for _ in range(rng.randrange(0, 200))
+        ]
+        lengths = [n for n in lengths if n <= limit] if rng.random() < 0.5 else lengths
+        body = b"\n".join(b"x" * n for n in lengths) + (b"\n" if rng.random() < 0.5 else b"")
+        assert _lines_within(body, limit) == (longest_line(body) <= limit), (limit, lengths)
 
 
 def test_bodies_read_at_once_in_two_threads_learn_a_type_once_and_both_stay_column_wise(
