@@ -29,6 +29,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -271,7 +272,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 if newer is not None:
                     self._fenced(part, newer)
                     continue
-                await asyncio.to_thread(atomic_write, self._path(part), data)
+                await whole(asyncio.to_thread(atomic_write, self._path(part), data))
                 self.saved[part] = saved
             written += 1
         if written and self.consumer is not None:
@@ -473,6 +474,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                     self.error,
                     backoff,
                 )
+                stopping(err)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -509,10 +511,14 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             # Every part this session owned or failed (the assignment may already be gone after
             # an error): files written, state and errors dropped; the next session starts over.
-            await self.release([_partition(p) for p in self.owned | set(self.partition_errors)])
-            with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
-            self.consumer = None
+            # The consumer stops whatever that raises: one left running stays in the group,
+            # heartbeating, and holds partitions that nobody reads.
+            try:
+                await self.release([_partition(p) for p in self.owned | set(self.partition_errors)])
+            finally:
+                with contextlib.suppress(KafkaError, OSError):
+                    await consumer.stop()
+                self.consumer = None
 
     # -- backfills: a view added or changed on the running server reads the topic ---------------
 
@@ -545,6 +551,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             except (KafkaError, OSError) as err:
                 log.warning("event=backfill_retry view=%s error=%r", name, str(err))
+                stopping(err)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -951,3 +958,28 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
+
+
+async def whole(write: Coroutine[Any, Any, None]) -> None:
+    """Await a worker thread's file write to its end, even when cancelled meanwhile (then the
+    cancellation goes on): a thread cannot be stopped, and a caller cancelled while it writes
+    would otherwise let go of the part's lock with the write still under way — the next save of
+    the part then writes beside it (the same temporary file), or lands first and is overwritten
+    by the older one."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        raise
+
+
+def stopping(err: BaseException) -> None:
+    """Raise CancelledError when the current task was asked to stop: a retry loop that caught an
+    error its cleanup raised on the way out (a part file that could not be written) must not
+    swallow the cancellation and go on with a new session."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from err

@@ -24,7 +24,7 @@ from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
 from ingest.snapshots import atomic_write
-from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath
+from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath, until
 from tests.kafka.broker import create_topic, produce
 from views import snapshot
 from views.config import parse
@@ -34,7 +34,9 @@ from views.registry import Batch, Registry
 VIEW = "SELECT count(*) AS n, sum(id) AS ids, count_distinct(id) AS distinct_ids FROM s"
 
 
-def make_source(state_dir: Path, bootstrap: str = "x:1", topic: str = "t", sql: str = VIEW) -> Any:
+def make_source(
+    state_dir: Path, bootstrap: str = "x:1", topic: str = "t", sql: str = VIEW, group: str = "g"
+) -> Any:
     cfg = parse(
         {
             "sources": {
@@ -42,7 +44,7 @@ def make_source(state_dir: Path, bootstrap: str = "x:1", topic: str = "t", sql: 
                     "from": "kafka",
                     "bootstrap": bootstrap,
                     "topic": topic,
-                    "group": "g",
+                    "group": group,
                     "time": "ts",
                     "start": "earliest",
                 }
@@ -125,6 +127,89 @@ async def test_two_saves_of_one_part_land_in_order(
     state = snapshot.decode((tmp_path / "t-0.tsnap").read_bytes())
     assert state["position"] == 20
     assert len(calls) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_save_cancelled_while_its_file_is_written_holds_the_part_until_it_is_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save cancelled mid-write (a stopping server, a backfill ending): the file write runs on
+    in its thread and cannot be stopped, so the part's lock must stay held until it ends. Were
+    it let go at the cancellation, the next save would write beside it — the same temporary
+    file (what a stress run of the backfill test hit: FileNotFoundError at the rename, and then
+    a consumer left in the group) — or land first and be overwritten by the older file."""
+    source = make_source(tmp_path)
+    source.owned.add("t:0")
+    apply_ids(source, "t:0", range(0, 10))
+    first_entered, release, moved = threading.Event(), threading.Event(), threading.Event()
+    source.saving["t:0"] = Contended(moved)  # the second save waits for the lock: moved
+    writing: list[int] = []
+    most = 0
+
+    def write(path: Path, data: bytes) -> None:
+        nonlocal most
+        writing.append(1)
+        most = max(most, len(writing))
+        try:
+            if not first_entered.is_set():
+                first_entered.set()
+                if not release.wait(10):
+                    raise AssertionError("the test never let the first write go on")
+            else:
+                moved.set()  # the second save is writing
+            atomic_write(path, data)
+        finally:
+            writing.pop()
+
+    monkeypatch.setattr("ingest.kafka.atomic_write", write)
+    first = asyncio.create_task(source.save(force=True))  # position 10, held in its write
+    assert await asyncio.to_thread(first_entered.wait, 10)
+    first.cancel()
+    async with source.committer.lock:
+        apply_ids(source, "t:0", range(10, 20))
+    second = asyncio.create_task(source.save(force=True))  # position 20
+    assert await asyncio.to_thread(moved.wait, 10)  # it waits for the lock, or it is writing
+    release.set()
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)  # the cancellation, after the write
+    assert outcomes[1] == 1
+    assert most == 1  # never two writes of the part at once
+    state = snapshot.decode((tmp_path / "t-0.tsnap").read_bytes())
+    assert state["position"] == 20
+
+
+@pytest.mark.asyncio
+async def test_a_session_whose_parts_cannot_be_saved_on_the_way_out_still_leaves_the_group(
+    kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping, the session saves its parts' files, then stops its consumer. When the save
+    fails (a full disk), the consumer must stop all the same — one left running stays in the
+    group, heartbeating, holding partitions nobody reads — and the stop must end: the error on
+    the way out is not a broker outage to retry with a new session."""
+    topic = await create_topic(kafka, 2)
+    await produce(kafka, topic, [(i % 2, {"id": i, "ts": BASE_TS + i}) for i in range(10)])
+    source = make_source(tmp_path, kafka, topic, group=f"g{uuid.uuid4().hex[:8]}")
+    await source.start()
+    try:
+
+        async def counted_all() -> bool:
+            positions: dict[str, int] = source.registry.sources["s"].positions
+            return sum(positions.values()) == 10
+
+        await until(counted_all, 30)
+    except BaseException:
+        await source.stop()
+        raise
+    consumer = source.consumer
+    assert consumer is not None
+
+    async def full(*args: Any, **kwargs: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(source, "save", full)
+    await asyncio.wait_for(source.stop(), 30)  # the cancellation is not taken for an outage
+    assert consumer._closed  # left the group: no member holds the partitions
+    assert source.consumer is None
 
 
 @asynccontextmanager
