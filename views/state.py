@@ -291,8 +291,8 @@ def value_codes(column: Vec) -> tuple[np.ndarray, list[Any]]:
             out[i] = seen[typed]
         return out, values
     data = column.data[valid]
-    if data.dtype.kind == "f":
-        data = data + 0.0  # -0.0 and 0.0 are one key
+    # -0.0 and 0.0 are one key: np.unique takes them for one value (they compare equal), which
+    # whole() below names 0.
     distinct, inverse = np.unique(data, return_inverse=True)
     out[valid] = inverse.reshape(-1)
     values = distinct.tolist()
