@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ingest.snapshots import SnapshotStore
+from ingest.snapshots import SnapshotStore, whole
 from views import snapshot
 from views.registry import Applied, Batch, BuiltPart, Registry
 from views.spec import SourceSpec, ViewSpec
@@ -197,8 +197,8 @@ class Committer:
             framed = await asyncio.to_thread(self._encode, extra)
             if self.manage_gc:
                 settle_heap()
-            path = await asyncio.to_thread(self.snapshots.write, framed, position)
-            await asyncio.to_thread(log_.snapshot_written)
+            path = await whole(asyncio.to_thread(self.snapshots.write, framed, position))
+            await whole(asyncio.to_thread(log_.snapshot_written))
         trimmed = await asyncio.to_thread(log_.trim, self.snapshots.oldest_kept_position())
         info = {
             "file": path.name,

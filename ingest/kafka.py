@@ -29,7 +29,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,7 +61,7 @@ from ingest.idempotency import (
     route,
     valid_key,
 )
-from ingest.snapshots import atomic_write
+from ingest.snapshots import atomic_write, whole
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
 from views.config import KAFKA_TIMESTAMP
@@ -958,22 +957,6 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
-
-
-async def whole(write: Coroutine[Any, Any, None]) -> None:
-    """Await a worker thread's file write to its end, even when cancelled meanwhile (then the
-    cancellation goes on): a thread cannot be stopped, and a caller cancelled while it writes
-    would otherwise let go of the part's lock with the write still under way — the next save of
-    the part then writes beside it (the same temporary file), or lands first and is overwritten
-    by the older one."""
-    task = asyncio.ensure_future(write)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([task])
-        raise
 
 
 def stopping(err: BaseException) -> None:

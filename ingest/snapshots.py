@@ -4,14 +4,18 @@ Blocking I/O: called from a worker thread."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ingest import faults
 from views import snapshot
+
+T = TypeVar("T")
 
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
 
@@ -37,6 +41,23 @@ def atomic_write(final: Path, data: bytes | Sequence[bytes | memoryview]) -> Non
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def whole(write: Coroutine[Any, Any, T]) -> T:
+    """Await a worker thread's file write to its end, even when cancelled meanwhile (then the
+    cancellation goes on): a thread cannot be stopped, and a caller cancelled while it writes
+    would otherwise let go of its lock (a Kafka part's, the committer's step) with the write
+    still under way — the next write of that file then writes beside it (the same temporary
+    file: ``atomic_write``'s name is per process), or lands first and is overwritten by the
+    older one."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        raise
 
 
 @dataclass

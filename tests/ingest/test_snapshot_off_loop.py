@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -93,3 +93,71 @@ async def test_queries_are_answered_while_the_snapshot_is_built_and_writers_wait
     again = Registry(config.sources, config.views)
     again.load_state(state)
     assert all_rows(again.views["v"]) == before  # the snapshot: exactly the state it waited on
+
+
+class Contended(asyncio.Lock):
+    """The committer's lock, telling ``event`` when a caller finds it held and must wait."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.event.set()
+        return await super().acquire()
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_cancelled_while_its_file_is_written_holds_the_step_until_it_is_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server stopping while its periodic snapshot writes the file: the write goes on in its
+    thread, and the step must stay held until it ends — else the stop's own final snapshot
+    writes the same temporary file beside it (a mixed file, or a failed rename)."""
+    config = parse(CONFIG)
+    registry = Registry(config.sources, config.views)
+    committer = Committer(registry, tmp_path, frozenset())
+    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
+    committer.recover(log)
+    log.start()
+    entered, release, moved = threading.Event(), threading.Event(), threading.Event()
+    committer.lock = Contended(moved)
+    writing = False
+    write = committer.snapshots.write
+
+    def held_write(data: Any, position: int) -> Path:
+        nonlocal writing
+        writing = True
+        try:
+            entered.set()
+            if not release.wait(timeout=30):
+                raise TimeoutError("the test never let the write go on")
+            return write(data, position)
+        finally:
+            writing = False
+
+    monkeypatch.setattr(committer.snapshots, "write", held_write)
+    seen: list[bool] = []
+
+    async def writer() -> None:
+        async with committer.step():
+            moved.set()
+            seen.append(writing)  # whether the snapshot's file was still being written
+
+    try:
+        await log.submit(Batch("s", [{"ts": T0, "c": "a", "x": 1}], 0), None, None)
+        taking = asyncio.create_task(committer.snapshot(log))
+        assert await asyncio.to_thread(entered.wait, 30)
+        taking.cancel()
+        waiting = asyncio.create_task(writer())
+        assert await asyncio.to_thread(moved.wait, 30)  # it waits for the step, or it has it
+        release.set()
+        outcomes = await asyncio.gather(taking, waiting, return_exceptions=True)
+    finally:
+        release.set()
+        await log.stop()
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert seen == [False]  # the step was taken only once the file was in place
+    (written,) = (tmp_path / "snapshots").glob("*.tsnap")
+    assert snapshot.decode(written.read_bytes())["views"]["v"]["parts"]
