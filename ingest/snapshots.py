@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ingest import faults
 from views import snapshot
 
 T = TypeVar("T")
+log = logging.getLogger("tallyd.snapshots")
 
 KEEP = 2  # the newest two: if the newest is damaged, the older one + the WAL still recover
 
@@ -57,6 +59,8 @@ async def whole(write: Coroutine[Any, Any, T]) -> T:
         while not task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("event=write_failed_while_stopping error=%r", str(task.exception()))
         raise
 
 
