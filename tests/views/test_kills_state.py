@@ -114,3 +114,32 @@ def test_bucket_codes_count_from_the_oldest_bucket_not_from_the_epoch() -> None:
     registry.apply(Batch("s", [{"ts": far + i, "k": "ab"[i % 2]} for i in range(6)], 1))
     rows = all_rows(registry.views["v"])
     assert rows == {(far + i, ("ab"[i % 2],)): [1] for i in range(6)}
+
+
+def test_keys_too_many_to_pack_in_an_int64_are_grouped_all_the_same() -> None:
+    """``key_combos`` packs each row's key codes into one int64 when their ranges allow; seven
+    key columns of ~1,000 values each (70 bits) do not fit, and take the other way (a sort of
+    the code rows) — which no test took: its mutants survived. Counted as plain Python counts
+    them, NULLs included, and each row's group as its own key."""
+    rng = random.Random(20)
+    names = [f"k{i}" for i in range(7)]
+    sql = (
+        f"SELECT {', '.join(names)}, count(*) AS n, sum(x) AS t FROM s GROUP BY {', '.join(names)}"
+    )
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    distinct = [
+        {name: (None if rng.random() < 0.02 else f"v{rng.randrange(1000)}") for name in names}
+        for _ in range(1500)
+    ]
+    events: list[dict[str, Any]] = [
+        {"ts": BASE + i, **rng.choice(distinct), "x": i} for i in range(4000)
+    ]
+    expected: dict[tuple[Any, ...], list[int]] = {}
+    for i, event in enumerate(events):
+        key = tuple(event[name] for name in names)
+        n, t = expected.get(key, [0, 0])
+        expected[key] = [n + 1, t + i]
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", events, 1))
+    rows = {key: value for (_, key), value in all_rows(registry.views["v"]).items()}
+    assert rows == expected
