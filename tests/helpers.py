@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -121,6 +122,20 @@ async def until(check: Any, timeout: float) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+class Contended(asyncio.Lock):
+    """A lock (a Kafka part's save lock, the committer's) that tells ``event`` when a caller
+    finds it held and must wait: a test knows a second writer is waiting, without a sleep."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.event.set()
+        return await super().acquire()
 
 
 # A view per country and minute, for the series, live and chart tests.

@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from ingest.commit import Committer
 from ingest.http import HttpLog
+from tests.helpers import Contended
 from views import snapshot
-from views.config import parse
+from views.config import Config, parse
 from views.query import all_rows
 from views.registry import Batch, Registry
 from views.state import Pairs
@@ -32,16 +33,22 @@ CONFIG = {
 }
 
 
+def started(config: Config, tmp_path: Path) -> tuple[Committer, HttpLog]:
+    """A committer and its HTTP log over ``config``, recovered (empty) and started."""
+    committer = Committer(Registry(config.sources, config.views), tmp_path, frozenset())
+    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
+    committer.recover(log)
+    log.start()
+    return committer, log
+
+
 @pytest.mark.asyncio
 async def test_queries_are_answered_while_the_snapshot_is_built_and_writers_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = parse(CONFIG)
-    registry = Registry(config.sources, config.views)
-    committer = Committer(registry, tmp_path, frozenset())
-    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
-    committer.recover(log)
-    log.start()
+    committer, log = started(config, tmp_path)
+    registry = committer.registry
     building, release = threading.Event(), threading.Event()
     built_on: list[threading.Thread] = []
     moved_on: list[threading.Thread] = []  # the threads of compactions that renumbered pairs
@@ -95,19 +102,6 @@ async def test_queries_are_answered_while_the_snapshot_is_built_and_writers_wait
     assert all_rows(again.views["v"]) == before  # the snapshot: exactly the state it waited on
 
 
-class Contended(asyncio.Lock):
-    """The committer's lock, telling ``event`` when a caller finds it held and must wait."""
-
-    def __init__(self, event: threading.Event) -> None:
-        super().__init__()
-        self.event = event
-
-    async def acquire(self) -> Literal[True]:
-        if self.locked():
-            self.event.set()
-        return await super().acquire()
-
-
 @pytest.mark.asyncio
 async def test_a_snapshot_cancelled_while_its_file_is_written_holds_the_step_until_it_is_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -115,12 +109,7 @@ async def test_a_snapshot_cancelled_while_its_file_is_written_holds_the_step_unt
     """A server stopping while its periodic snapshot writes the file: the write goes on in its
     thread, and the step must stay held until it ends — else the stop's own final snapshot
     writes the same temporary file beside it (a mixed file, or a failed rename)."""
-    config = parse(CONFIG)
-    registry = Registry(config.sources, config.views)
-    committer = Committer(registry, tmp_path, frozenset())
-    log = HttpLog(committer, tmp_path, 1 << 20, 1 << 20)
-    committer.recover(log)
-    log.start()
+    committer, log = started(parse(CONFIG), tmp_path)
     entered, release, moved = threading.Event(), threading.Event(), threading.Event()
     committer.lock = Contended(moved)
     writing = False

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,7 +24,7 @@ from ingest.commit import Committer
 from ingest.decode import Decoder
 from ingest.kafka import KafkaSource
 from ingest.snapshots import atomic_write
-from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath, until
+from tests.helpers import BASE_TS, TABLE_MIN_LINES, Contended, IngestPath, until
 from tests.kafka.broker import create_topic, produce
 from views import snapshot
 from views.config import parse
@@ -75,19 +75,6 @@ def totals(source: KafkaSource) -> tuple[int, int, int]:
 def apply_ids(source: KafkaSource, part: str, ids: range) -> None:
     events = [{"ts": BASE_TS + i, "id": i} for i in ids]
     source.registry.apply(Batch("s", events, ids.stop, part=part))
-
-
-class Contended(asyncio.Lock):
-    """A part's save lock that tells ``event`` when a caller finds it held and must wait."""
-
-    def __init__(self, event: threading.Event) -> None:
-        super().__init__()
-        self.event = event
-
-    async def acquire(self) -> Literal[True]:
-        if self.locked():
-            self.event.set()
-        return await super().acquire()
 
 
 @pytest.mark.asyncio
