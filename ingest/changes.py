@@ -38,21 +38,24 @@ class ChangeDecoder:
         self.kafka_time = kafka_time  # time = "kafka_timestamp": use the record's timestamp
         self.changes = ChangeReader(decoder.reader)
 
-    def columns(self, values: list[bytes | None]) -> tuple[Columns, np.ndarray | None] | None:
+    def columns(
+        self, values: list[bytes | None], threads: bool = True
+    ) -> tuple[Columns, np.ndarray | None] | None:
         """Many valid records as one batch of columns, with weights for change events (else
         None: the row decoder reads them): the fetch's values joined into one NDJSON buffer,
-        read at once. A change stream's tombstones (null values) change nothing: left out."""
+        read at once. A change stream's tombstones (null values) change nothing: left out.
+        ``threads``: Arrow's own threads (``Reader.read_json``)."""
         if self.kafka_time or len(values) < MIN_LINES:
             return None
         present = [v for v in values if v is not None]
         if self.format == "debezium":
-            return self.changes.read(present)
+            return self.changes.read(present, threads)
         if len(present) != len(values):
             return None
         body = b"\n".join(present)
         if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
             return None
-        columns = self.decoder.columns(body)
+        columns = self.decoder.columns(body, threads)
         return None if columns is None else (columns, None)
 
     def decode(self, part: str, records: list[tuple[int, int, bytes | None]]) -> Decoded:

@@ -216,15 +216,16 @@ class ChangeReader:
         envelope = [("op", pa.string()), ("before", row), ("after", row)]
         return pa.schema([("payload", pa.struct(envelope))] if wrapped else envelope)
 
-    def read(self, values: list[bytes]) -> tuple[Columns, np.ndarray] | None:
-        """(the rows as columns, their weights), or None for the row decoder."""
+    def read(self, values: list[bytes], threads: bool = True) -> tuple[Columns, np.ndarray] | None:
+        """(the rows as columns, their weights), or None for the row decoder (``threads``: see
+        ``Reader.read_json``)."""
         if len(values) < MIN_LINES:
             return None
         body = b"\n".join(values)
         if body.count(b"\n") != len(values) - 1:  # a record spans lines: row by row
             return None
         wrapped = values[0][:256].lstrip().startswith(b'{"schema"')
-        table = self.reader.read_json(body, lambda: self._schema(wrapped))
+        table = self.reader.read_json(body, lambda: self._schema(wrapped), threads)
         if table is None:
             return None
         return self._rows(table.column("payload").combine_chunks() if wrapped else table)

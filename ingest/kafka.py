@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 from aiokafka import (
     AIOKafkaConsumer,
@@ -61,9 +62,11 @@ from ingest.idempotency import (
     route,
     valid_key,
 )
+from ingest.kafka_records import plain_records
 from ingest.snapshots import atomic_write, whole
 from ingest.source import Background, oldest, partition_positions
 from views import snapshot
+from views.batch import Columns
 from views.config import KAFKA_TIMESTAMP
 from views.registry import Backfill, Batch, BuiltPart, StateMismatch
 from views.spec import SourceSpec
@@ -81,6 +84,9 @@ PROBE_TIMEOUT = 3.0
 
 # One part's records from one ``getmany``, with the part's epoch when they were returned.
 Fetched = tuple[TopicPartition, list[Any], int | None]
+# A part's records read as columns (with change events' weights), or None: read them row-wise.
+ReadResult = tuple[Columns, np.ndarray | None] | None
+Read = asyncio.Task[ReadResult]
 # Per backfill of the source (by view name), how far it had read a part (None: not begun).
 Progress = tuple[tuple[str, int | None], ...]
 
@@ -151,6 +157,8 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         # hand-over's) could otherwise land out of order and leave an older position on disk.
         self.saving: dict[str, asyncio.Lock] = {}
         self.checking: set[TopicPartition] = set()  # restored here; end not yet confirmed
+        self._last_read: Read | None = None  # the newest column read started (``_read_ahead``)
+        self._reads: set[Read] = set()  # those not done
         self.state = "starting"
         self.error: str | None = None
         self.partition_errors: dict[str, str] = {}
@@ -498,6 +506,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             await consumer.stop()  # a failed start still holds connections and tasks
             raise
         self.consumer = consumer
+        plain_records(consumer)
         try:
             consumer.subscribe(topics=self.options["topics"], listener=self)
             self.state, self.error = "running", None
@@ -573,6 +582,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             retry_backoff_ms=200,
         )
         await consumer.start()
+        plain_records(consumer)
         try:
             reading: set[str] = set()
             while registry.backfills.get(name) is filling:
@@ -836,60 +846,108 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.state, self.error = "running", None
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                records = await consumer.getmany(
-                    timeout_ms=500, max_records=self.options["max_batch"]
-                )
-            except OffsetOutOfRangeError as err:
-                for tp in err.args[0] if err.args and isinstance(err.args[0], dict) else []:
-                    self._fail(
-                        tp,
-                        "the saved position is outside the partition's log (was the "
-                        "topic deleted and recreated?)",
+        """Fetch, read, apply — a fetch's column reads under way in a worker thread while the
+        fetch before it is applied and the next one fetched, on the loop (``_read_ahead``)."""
+        ahead: tuple[list[Fetched], list[Read | None]] | None = None
+        try:
+            while True:
+                try:
+                    records = await consumer.getmany(
+                        timeout_ms=0 if ahead else 500, max_records=self.options["max_batch"]
                     )
-                continue
-            for tp in list(self.checking):
-                highwater = consumer.highwater(tp)
-                if highwater is None:
+                except OffsetOutOfRangeError as err:
+                    for tp in err.args[0] if err.args and isinstance(err.args[0], dict) else []:
+                        self._fail(
+                            tp,
+                            "the saved position is outside the partition's log (was the "
+                            "topic deleted and recreated?)",
+                        )
                     continue
-                self.checking.discard(tp)
-                position = self.registry.sources[self.spec.name].positions.get(part_name(tp))
-                if position is not None and position > highwater:
-                    self._fail(
-                        tp,
-                        f"the saved position {position} is above the partition's end "
-                        f"{highwater} (was the topic deleted and recreated?)",
-                    )
-            await self._apply_fetched(self._stamped(records))
+                for tp in list(self.checking):
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    self.checking.discard(tp)
+                    position = self.registry.sources[self.spec.name].positions.get(part_name(tp))
+                    if position is not None and position > highwater:
+                        self._fail(
+                            tp,
+                            f"the saved position {position} is above the partition's end "
+                            f"{highwater} (was the topic deleted and recreated?)",
+                        )
+                fetched = self._stamped(records)
+                reading = (fetched, self._read_ahead(fetched))
+                if ahead is not None:
+                    await self._apply_fetched(*ahead)
+                ahead = reading if fetched else None
+        finally:
+            reads = list(self._reads)  # those of the fetch being applied and of the next
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+            self._last_read = None
 
     def _stamped(self, records: dict[TopicPartition, list[Any]]) -> list[Fetched]:
         """What ``getmany`` returned, each part with its epoch as of now: call it before
         anything is awaited, so the epoch is the one the records were fetched in."""
         return [(tp, messages, self.epochs.get(part_name(tp))) for tp, messages in records.items()]
 
-    async def _apply_fetched(self, fetched: list[Fetched]) -> None:
-        for tp, messages, epoch in fetched:
-            if await self._apply_table(tp, messages, epoch):
+    def _read_ahead(self, fetched: list[Fetched]) -> list[Read | None]:
+        """Each fetched part's column read, started now in a worker thread — one read at a
+        time, each after the one before, so a read runs beside the loop's applies and fetches,
+        not beside other reads (several at once took the cores from the loop:
+        benchmarks/README.md). None for a part whose records carry request headers: which of
+        them to read depends on the applies before (``TopicKeys.screen``), so it is read at its
+        turn. A read whose fetch turns out stale (a hand-over meanwhile) is not applied."""
+        reads: list[Read | None] = []
+        for _tp, messages, _epoch in fetched:
+            if any(m.headers for m in messages):
+                reads.append(None)
+                continue
+            after, values = self._last_read, [m.value for m in messages]
+            self._last_read = asyncio.create_task(self._read_after(after, values))
+            self._reads.add(self._last_read)
+            self._last_read.add_done_callback(self._reads.discard)
+            reads.append(self._last_read)
+        return reads
+
+    async def _read_after(self, before: Read | None, values: list[bytes | None]) -> ReadResult:
+        if before is not None:
+            await asyncio.wait([before])  # its outcome is its fetch's: not this read's business
+        # One Arrow thread: the loop has the other core (``Reader.read_json``).
+        return await asyncio.to_thread(self.changes.columns, values, False)
+
+    async def _apply_fetched(
+        self, fetched: list[Fetched], reads: list[Read | None] | None = None
+    ) -> None:
+        """``reads``: the parts' column reads under way (``_read_ahead``), if any."""
+        for i, (tp, messages, epoch) in enumerate(fetched):
+            if await self._apply_table(tp, messages, epoch, reads[i] if reads else None):
                 continue
             for start in range(0, len(messages), APPLY_CHUNK):
                 await self._apply(tp, messages[start : start + APPLY_CHUNK], epoch)
                 await asyncio.sleep(0)  # let queries in between batches
 
     async def _apply_table(
-        self, tp: TopicPartition, messages: list[Any], epoch: int | None
+        self, tp: TopicPartition, messages: list[Any], epoch: int | None, read: Read | None = None
     ) -> bool:
         """Many clean records at once (plain or change events): read column-wise by Arrow in a
-        worker thread, applied in one step. False: apply them row-wise instead."""
+        worker thread (``read``: already under way), applied in one step. False: apply them
+        row-wise instead."""
         part = part_name(tp)
-        # Records of retried requests counted already are left out; nothing else applies to
-        # this part before the step below (one fetch at a time; a hand-over bumps the epoch).
-        screened = self.keys.screen(part, messages)
-        values = [m.value for m in (messages if screened is None else screened.kept)]
-        read = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
         if read is None:
+            # Records of retried requests counted already are left out; nothing else applies
+            # to this part before the step below (one fetch at a time; a hand-over bumps the
+            # epoch).
+            screened = self.keys.screen(part, messages)
+            values = [m.value for m in (messages if screened is None else screened.kept)]
+            got = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
+        else:  # no record carries a request: none to screen
+            screened, values = None, [m.value for m in messages]
+            got = await read
+        if got is None:
             return False
-        columns, weights = read
+        columns, weights = got
         position = messages[-1].offset + 1  # past the records left out, too
         batch = Batch(self.spec.name, [], position, part=part, columns=columns, weights=weights)
         async with self.committer.step() as step:

@@ -268,16 +268,19 @@ FETCH = {"rows": MIN_LINES // 2, "columns": TABLE_MIN_LINES + 1}
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("read", ["at_its_turn", "ahead"])
 @pytest.mark.parametrize("file", ["current", "older"])
 async def test_a_fetch_made_before_a_hand_over_is_dropped_after_it(
-    kafka: str, tmp_path: Path, file: str, ingest_path: IngestPath
+    kafka: str, tmp_path: Path, file: str, read: str, ingest_path: IngestPath
 ) -> None:
     """Records fetched, then the part handed over and back (reloaded from its file): the fetch
     is not applied — the consumer was pointed at the file's position and reads them again — and
     in the end every record is counted once. "older": the file is behind the records applied
     before the hand-over (what two saves landing out of order left): applying the old fetch on
     top of it would skip the records in between. On both paths: row by row (``_apply``) and
-    column-wise (``_apply_table``) each check the fetch's epoch."""
+    column-wise (``_apply_table``) each check the fetch's epoch. "ahead": the fetch's column
+    read was started before the hand-over (``_read_ahead``, as ``_consume`` does while the fetch
+    before is applied) and done by the time it is applied."""
     n = FETCH[ingest_path.name]
     topic = await create_topic(kafka, 1)
     await produce(kafka, topic, [(0, {"id": i, "ts": BASE_TS + i}) for i in range(3 * n)])
@@ -290,13 +293,16 @@ async def test_a_fetch_made_before_a_hand_over_is_dropped_after_it(
         older = path.read_bytes()  # position n
         await source._apply_fetched(await fetch(source, consumer, n))  # offsets n..2n-1
         in_flight = await fetch(source, consumer, n)  # offsets 2n..3n-1, not applied yet
+        reads = source._read_ahead(in_flight) if read == "ahead" else None
+        if reads is not None:
+            await asyncio.wait([r for r in reads if r is not None])  # read before the hand-over
         await source.release([tp])  # writes position 2n
         if file == "older":
             path.write_bytes(older)
         await source.acquire([tp])  # back: reloaded, the consumer seeked to the file's position
         reloaded = {"current": 2 * n, "older": n}[file]
         assert positions[part] == reloaded
-        await source._apply_fetched(in_flight)
+        await source._apply_fetched(in_flight, reads)
         assert positions[part] == reloaded  # dropped
         assert await drain(source, consumer, part, 3 * n, n) == 3 * n
     again = make_source(tmp_path, kafka, topic)
