@@ -11,6 +11,7 @@ from typing import Any
 from tests.views.test_backfill import NEW, NEW_SQL, OLD_SQL, answer, batches
 from views import snapshot
 from views.config import parse
+from views.query import all_rows
 from views.registry import Batch, Registry
 
 KAFKA = {"from": "kafka", "bootstrap": "x:1", "topic": "t", "group": "g", "time": "ts"}
@@ -247,3 +248,23 @@ def test_compacting_a_partition_compacts_its_backfills_too() -> None:
     one.compact_part("s", "t:0")
     pairs = one.backfills["v"].view.parts["t:0"].pairs
     assert len(pairs) == pairs.count
+
+
+def test_compacting_a_partition_the_backfill_has_not_reached() -> None:
+    """The live views hold both partitions, the backfill only the one it began reading: a
+    hand-over of the other compacts it in the live views and leaves the backfill as it was."""
+    history = histories()
+    one = registry({"old": {"sql": OLD_SQL}})
+    for part in PARTS:
+        for batch in history[part]:
+            one.apply(batch)
+    one.reconfigure(specs({"old": {"sql": OLD_SQL}, "v": NEW}).views)
+    filling = one.backfills["v"]
+    filling.began["t:0"] = filling.positions["t:0"] = 0
+    for batch in history["t:0"][:5]:
+        one.backfill_apply("v", batch)
+    assert set(filling.view.parts) == {"t:0"}
+    before = all_rows(one.views["old"])
+    one.compact_part("s", "t:1")
+    assert set(filling.view.parts) == {"t:0"}
+    assert all_rows(one.views["old"]) == before

@@ -137,3 +137,16 @@ def test_a_key_whose_slot_0_expired_counts_as_new_against_max_groups() -> None:
     assert rows == all_rows(two.views["v"])
     assert (BASE + 4 * minute, ("kx",)) in rows
     assert one.views["v"].stats()["unmatched"] == 0
+
+
+def test_the_only_value_a_multiset_holds_is_found_and_taken_off() -> None:
+    """A multiset of one entry, the smallest ``Multiset._find`` searches: retracting its row
+    takes it off (no unmatched retraction), and an update replaces it."""
+    row = {"ts": BASE + 1, "k": "k0", "a": 5, "b": 50}
+    rows, stats = applied([([row], [1]), ([row], [-1])])
+    assert (rows, stats["unmatched"]) == ({}, 0)
+    newer = {**row, "a": 3, "b": 70}
+    rows, stats = applied([([row], [1]), ([row, newer], [-1, 1])])
+    assert (rows, stats["unmatched"]) == ({(BASE, ("k0",)): [1, 3, 70, 1]}, 0)
+    rows, stats = applied([([newer], [1]), ([row, newer], [1, -1])])  # the new one first
+    assert (rows, stats["unmatched"]) == ({(BASE, ("k0",)): [1, 5, 50, 1]}, 0)
