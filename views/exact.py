@@ -343,11 +343,9 @@ def _shr(x: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def _low_bits(x: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """The lowest ``n`` bits of ``x`` (n in [0, 64])."""
-    n = np.asarray(n, np.int64)
+    """The lowest ``n`` bits of ``x`` (n in [0, 63]: its one caller asks for at most 32)."""
     one = np.uint64(1)
-    mask = np.where(n >= 64, ~np.uint64(0), (one << np.clip(n, 0, 63).astype(np.uint64)) - one)
-    return x & mask
+    return x & ((one << np.asarray(n).astype(np.uint64)) - one)
 
 
 def _round_to_53(lead: np.ndarray, sticky: np.ndarray) -> np.ndarray:
