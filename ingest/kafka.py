@@ -908,6 +908,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             self._last_read = asyncio.create_task(self._read_after(after, values))
             self._reads.add(self._last_read)
             self._last_read.add_done_callback(self._reads.discard)
+            self._last_read.add_done_callback(_seen)
             reads.append(self._last_read)
         return reads
 
@@ -1015,6 +1016,14 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
+
+
+def _seen(read: Read) -> None:
+    """A read's error is its fetch's, raised where the fetch is applied; a fetch never applied
+    (its session ended first) must not leave the error unretrieved, for asyncio to log when the
+    task is collected."""
+    if not read.cancelled():
+        read.exception()
 
 
 def stopping(err: BaseException) -> None:

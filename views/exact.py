@@ -345,7 +345,8 @@ def _shr(x: np.ndarray, n: np.ndarray) -> np.ndarray:
 def _low_bits(x: np.ndarray, n: np.ndarray) -> np.ndarray:
     """The lowest ``n`` bits of ``x`` (n in [0, 63]: its one caller asks for at most 32)."""
     one = np.uint64(1)
-    return x & ((one << np.asarray(n).astype(np.uint64)) - one)
+    out: np.ndarray = x & ((one << np.asarray(n).astype(np.uint64)) - one)
+    return out
 
 
 def _round_to_53(lead: np.ndarray, sticky: np.ndarray) -> np.ndarray:

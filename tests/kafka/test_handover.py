@@ -9,10 +9,12 @@ through exactly those interleavings.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +378,43 @@ async def test_no_fetch_position_is_looked_up_while_a_part_is_being_loaded(
         await loading
         assert await drain(source, consumer, part, 200) == 200
         assert totals(source) == (200, sum(range(200)), 200)
+
+
+@dataclass
+class _Record:
+    """What ``_read_ahead`` reads of a record (aiokafka's parser's records carry these)."""
+
+    offset: int
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@pytest.mark.asyncio
+async def test_a_read_ahead_that_fails_raises_where_its_fetch_is_applied_and_nowhere_else(
+    tmp_path: Path,
+) -> None:
+    """A read started ahead (``_read_ahead``) that raises: applying its fetch raises that error;
+    a fetch never applied (its session ended first) leaves no error for asyncio to report as
+    never retrieved when the task is collected."""
+    source = make_source(tmp_path)
+    tp = TopicPartition("t", 0)
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    def broken(values: list[bytes | None], threads: bool = True) -> Any:
+        raise RuntimeError(f"cannot read {len(values)} values")
+
+    source.changes.columns = broken
+    lines = [_Record(i, b'{"ts": %d, "id": %d}' % (BASE_TS + i, i)) for i in range(TABLE_MIN_LINES)]
+    fetched = [(tp, lines, None)]
+    applied = source._read_ahead(fetched)
+    with pytest.raises(RuntimeError, match=f"cannot read {TABLE_MIN_LINES} values"):
+        await source._apply_fetched(fetched, applied)
+    never = source._read_ahead([(tp, lines, None)])  # its session ends before it is applied
+    await asyncio.wait([r for r in never if r is not None])
+    source._last_read = None  # as ``_consume`` leaves it
+    del applied, never
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []
