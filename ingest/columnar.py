@@ -30,7 +30,7 @@ import pyarrow.json as pa_json
 from ingest.timeparse import parse_times
 from views.batch import Columns, Vec, from_arrow
 from views.spec import SourceSpec
-from views.timefmt import SECONDS_BELOW, parse_rfc3339
+from views.timefmt import MAX_TIME, MIN_TIME, SECONDS_BELOW, parse_rfc3339
 
 MIN_LINES = 64  # below this, Arrow's fixed cost outweighs reading row by row
 _EXACT = 2.0**53  # a float column holding a larger magnitude may have been a larger integer
@@ -174,12 +174,18 @@ class Reader:
             values = column.to_numpy()
             seconds = np.abs(values) < SECONDS_BELOW
             if values.dtype.kind == "f":
-                ms = np.where(seconds, np.rint(values * 1000), np.rint(values)).astype(np.int64)
+                scaled = np.rint(np.where(seconds, values * 1000, values))
+                inside = (scaled >= MIN_TIME) & (scaled <= MAX_TIME)  # NaN is not
+                if not inside.all():
+                    return None  # the row decoder names the line out of range
+                ms = scaled.astype(np.int64)
             else:
                 ms = np.where(seconds, values * 1000, values).astype(np.int64)
         newest = int(ms.max()) if len(ms) else None
         if newest is not None and self.future(newest) is not None:
             return None  # the row decoder names the line that is too far ahead
+        if newest is not None and (int(ms.min()) < MIN_TIME or newest > MAX_TIME):
+            return None  # the row decoder names the line out of range
         return ms
 
 

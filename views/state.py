@@ -123,16 +123,14 @@ class Pairs:
         origin = low if self.origin is None else min(self.origin, low)
         bits = max(self.slot_bits, int(slots.max(initial=0)).bit_length() + 1)
         if origin == self.origin and bits == self.slot_bits:
+            # Same packing: the new buckets must still fit above the origin (a bucket far past
+            # the first one, with fine windows, would wrap its int64 code round silently).
+            _fits(int(buckets.max(initial=low)) - origin, bits)
             return
         every = np.arange(len(self.code_of))
         old_buckets = self.starts(every) // self.step
         old_slots = self.slots(every)
-        span = int(max(buckets.max(initial=low), old_buckets.max(initial=low)) - origin)
-        if span >= 1 << (62 - bits):
-            raise OverflowError(
-                f"{span} buckets apart with {bits}-bit slots: too wide a time span for this "
-                "window size; use a larger window or retention"
-            )
+        _fits(int(max(buckets.max(initial=low), old_buckets.max(initial=low)) - origin), bits)
         self.origin, self.slot_bits = origin, bits
         # The packing is monotone in (bucket, slot) whatever the origin and width, so the order
         # of the sorted codes is kept: only their values change.
@@ -241,6 +239,16 @@ class Pairs:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.codes, self.ids, self.code_of, self.alive))
+
+
+def _fits(span: int, bits: int) -> None:
+    """A (bucket, slot) code is ``(bucket - origin) << bits | slot`` in an int64: ``span``
+    buckets above the origin fit below 2**62 (a margin below int64's top)."""
+    if span >= 1 << (62 - bits):
+        raise OverflowError(
+            f"{span} buckets apart with {bits}-bit slots: too wide a time span for this "
+            "window size; use a larger window or retention"
+        )
 
 
 def key_combos(columns: list[Vec], n: int) -> tuple[list[Key], np.ndarray, np.ndarray]:

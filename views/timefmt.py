@@ -21,11 +21,27 @@ def parse_rfc3339(text: str) -> int:
     return (moment - _EPOCH) // _MS
 
 
+# The event times tallyd keeps: years 1 to 9999 (UTC), those an answer can write as RFC 3339.
+MIN_TIME = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+MAX_TIME = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPOCH) // _MS
+OUT_OF_RANGE = "is outside the times tallyd keeps (the years 1 to 9999, UTC)"
+
+
 def event_time(value: object) -> int:
-    """Epoch ms from an event's time field: epoch s, epoch ms, or an RFC 3339 string."""
+    """Epoch ms from an event's time field: epoch s, epoch ms, or an RFC 3339 string, within
+    ``MIN_TIME`` and ``MAX_TIME``."""
+    ms = _event_time(value)
+    if not MIN_TIME <= ms <= MAX_TIME:
+        raise ValueError(f"{value!r} {OUT_OF_RANGE}")
+    return ms
+
+
+def _event_time(value: object) -> int:
     if isinstance(value, bool) or value is None:
         raise ValueError("must be epoch seconds, epoch milliseconds or an RFC 3339 string")
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not a time")
         if abs(value) < SECONDS_BELOW:
             return round(value * 1000)
         return round(value)
@@ -46,7 +62,8 @@ def query_time(text: str) -> int:
 def format_time(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-22T10:00:00.000Z``."""
     moment = _EPOCH + ms * _MS
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat writes the year in four digits; strftime's %Y writes year 1 as "1" on glibc.
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def format_optional(ms: int | None) -> str | None:

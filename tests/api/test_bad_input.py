@@ -285,6 +285,36 @@ async def test_internal_errors_never_leak_and_carry_the_id_the_log_has(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "ts", [-281_474_976_710_656, -62_135_596_800_001, 1e300, "0001-01-01T00:30:00+01:00"]
+)
+async def test_times_outside_the_years_1_to_9999_are_refused_naming_line_and_field(
+    tmp_path: Path, ingest_path: IngestPath, ts: Any
+) -> None:
+    """A time an answer could not write (a negative epoch far back, a float past every year, a
+    year-1 time whose offset puts it in year 0): refused with its line and field, nothing
+    applied. Accepted before: the view kept a bucket no query could format (a 500 on every
+    read), or with fine windows a bucket code that wrapped round its int64 silently."""
+    ingest_path.declines = True
+    now = int(time.time() * 1000)
+    events = ingest_path.events([{"ts": now - i, "country": "FR"} for i in range(3)])
+    async with running(CONFIG, tmp_path) as (client, engine):
+        body = ingest_path.body([events[0], {"ts": ts, "country": "FR"}, *events[1:]])
+        error = await _refused(client, body)
+        (problem,) = error["errors"]
+        assert (problem["line"], problem["field"]) == (2, "ts")
+        assert "outside the times tallyd keeps" in problem["reason"]
+        assert engine.registry.version == 0
+        edge = [{**GOOD, "ts": "0001-01-01T00:00:00Z"}]  # the first time kept: answered
+        ok = await client.post("/v1/sources/orders/events", data=ndjson(edge))
+        assert ok.status == 200, await ok.text()
+        answer = await client.get("/v1/views/per_minute")
+        assert answer.status == 200, await answer.text()
+        rows = (await answer.json())["rows"]
+        assert [(r["minute"], r["n"]) for r in rows] == [("0001-01-01T00:00:00.000Z", 1)]
+
+
+@pytest.mark.asyncio
 async def test_events_from_the_future_are_refused_naming_line_and_field(
     tmp_path: Path, ingest_path: IngestPath
 ) -> None:

@@ -8,12 +8,14 @@ import random
 from typing import Any
 
 import orjson
+import pytest
 
 from ingest.columnar import MIN_LINES
 from ingest.decode import Decoder
 from views.config import parse
 from views.query import Query, all_rows, run
 from views.registry import Batch, Registry
+from views.timefmt import MIN_TIME
 from views.view import View
 
 MINUTE = 60_000
@@ -143,3 +145,37 @@ def test_keys_too_many_to_pack_in_an_int64_are_grouped_all_the_same() -> None:
     registry.apply(Batch("s", events, 1))
     rows = {key: value for (_, key), value in all_rows(registry.views["v"]).items()}
     assert rows == expected
+
+
+def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round() -> None:
+    """With 1 ms windows and 2**17 keys (18-bit slots), a bucket some two thousand years after
+    the first no longer fits the pair's int64 code. The same packing as before (origin and slot
+    width unchanged) used to skip the check, and the code wrapped round: the event counted in a
+    bucket thousands of years off. Now the batch is refused before the view changes."""
+    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    year_1 = MIN_TIME
+    registry.apply(Batch("s", [{"ts": year_1 + i % 1000, "k": i} for i in range(1 << 17)], 1))
+    before = all_rows(registry.views["v"])
+    modern = [{"ts": 1_790_000_000_000, "k": 0}]
+    with pytest.raises(OverflowError, match="too wide a time span for this window size"):
+        registry.apply(Batch("s", modern, 2))
+    assert all_rows(registry.views["v"]) == before
+    near = [{"ts": year_1 + 5_000, "k": 7}]  # within the span: applied as ever
+    registry.apply(Batch("s", near, 3))
+    assert all_rows(registry.views["v"])[(year_1 + 5_000, (7,))] == [1]
+
+
+def test_the_widest_span_of_buckets_is_exactly_the_one_documented() -> None:
+    """``_fits``: with 17-bit slots (2**16 keys), buckets up to 2**45 - 1 past the first fit the
+    code, 2**45 does not (2**62 is the top the codes keep below)."""
+    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(1 << 16)], 1))
+    last = MIN_TIME + (1 << 45) - 1
+    registry.apply(Batch("s", [{"ts": last, "k": 3}], 2))
+    assert all_rows(registry.views["v"])[(last, (3,))] == [1]
+    with pytest.raises(OverflowError):
+        registry.apply(Batch("s", [{"ts": last + 1, "k": 3}], 3))
