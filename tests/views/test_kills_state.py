@@ -167,15 +167,38 @@ def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round() -> None:
     assert all_rows(registry.views["v"])[(year_1 + 5_000, (7,))] == [1]
 
 
-def test_the_widest_span_of_buckets_is_exactly_the_one_documented() -> None:
-    """``_fits``: with 17-bit slots (2**16 keys), buckets up to 2**45 - 1 past the first fit the
-    code, 2**45 does not (2**62 is the top the codes keep below)."""
+@pytest.mark.parametrize(("keys", "bits"), [(1, 16), (1 << 16, 17)])
+def test_the_widest_span_of_buckets_is_exactly_the_one_documented(keys: int, bits: int) -> None:
+    """``_fits``: with ``bits``-bit slots (16 to begin with; 17 for 2**16 keys), buckets up to
+    2**(62 - bits) - 1 past the first fit the code, one more does not (codes stay below
+    2**62)."""
     sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
     registry = Registry(config.sources, config.views)
-    registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(1 << 16)], 1))
-    last = MIN_TIME + (1 << 45) - 1
-    registry.apply(Batch("s", [{"ts": last, "k": 3}], 2))
-    assert all_rows(registry.views["v"])[(last, (3,))] == [1]
+    registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(keys)], 1))
+    last = MIN_TIME + (1 << (62 - bits)) - 1
+    registry.apply(Batch("s", [{"ts": last, "k": 0}], 2))
+    assert all_rows(registry.views["v"])[(last, (0,))] == [1]
     with pytest.raises(OverflowError):
-        registry.apply(Batch("s", [{"ts": last + 1, "k": 3}], 3))
+        registry.apply(Batch("s", [{"ts": last + 1, "k": 0}], 3))
+
+
+def test_codes_past_2_to_the_53_keep_neighbouring_keys_apart() -> None:
+    """1 ms windows from 1970 to 2026: pair codes near 2**57, where a float64 holds every 16th
+    integer only. Two keys in one bucket (codes 1 apart) and that bucket's neighbour stay apart,
+    across batches: codes stay int64 all the way (a float anywhere would merge the keys)."""
+    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+    views = {"v": {"sql": sql, "grace": "1d"}}  # the second batch is not late
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
+    registry = Registry(config.sources, config.views)
+    now = 1_790_000_000_000
+    events = [{"ts": 0, "k": "a"}, {"ts": now, "k": "a"}, {"ts": now, "k": "b"}]
+    registry.apply(Batch("s", [*events, {"ts": now + 1, "k": "a"}], 1))
+    registry.apply(Batch("s", [{"ts": now, "k": "b"}, {"ts": now + 1, "k": "b"}], 2))
+    assert all_rows(registry.views["v"]) == {
+        (0, ("a",)): [1],
+        (now, ("a",)): [1],
+        (now, ("b",)): [2],
+        (now + 1, ("a",)): [1],
+        (now + 1, ("b",)): [1],
+    }
