@@ -97,10 +97,10 @@ class _EngineCollector:
             "tallyd_view_late_events": "Events too late for their window (not applied).",
             "tallyd_view_overflow_events": "Events folded into __other__ by max_groups.",
             "tallyd_view_unmatched_retractions": "Retractions of rows that were never added.",
+            "tallyd_view_out_of_range_events": "Events whose windows the view cannot place.",
         }
-        for (name, text), field in zip(
-            view_counters.items(), ("late", "overflow", "unmatched"), strict=True
-        ):
+        fields = ("late", "overflow", "unmatched", "out_of_range")
+        for (name, text), field in zip(view_counters.items(), fields, strict=True):
             per_view = CounterMetricFamily(name, text, labels=["view"])
             for view, v in status["views"].items():
                 per_view.add_metric([view], v[field])

@@ -565,16 +565,19 @@ def invalid(decoded: Decoded) -> Rejected:
 def outcomes(registry: Registry, accepted: int, applied: Applied) -> dict[str, dict[str, Any]]:
     """Per view, what a batch's ``accepted`` events did: ``applied``, ``late`` (with the
     watermark and grace that made them late, and the time before which an event is late),
-    ``filtered`` (not passing the view's WHERE), ``overflow`` (folded into ``__other__``)."""
+    ``filtered`` (not passing the view's WHERE), ``overflow`` (folded into ``__other__``),
+    ``out_of_range`` (windows the view cannot place: ``views.view``)."""
     out: dict[str, dict[str, Any]] = {}
     for name, effect in applied.views.items():
         entry: dict[str, Any] = {
             "applied": effect.applied,
             "late": effect.late,
-            "filtered": max(0, accepted - effect.applied - effect.late),
+            "filtered": max(0, accepted - effect.applied - effect.late - effect.out_of_range),
         }
         if effect.overflow:
             entry["overflow"] = effect.overflow
+        if effect.out_of_range:
+            entry["out_of_range"] = effect.out_of_range
         if effect.late and applied.watermark is not None:
             grace = registry.views[name].spec.grace
             entry["late_before"] = format_time(applied.watermark - grace)

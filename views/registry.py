@@ -40,13 +40,15 @@ class Batch:
 @dataclass(frozen=True)
 class Effect:
     """What one batch did to one view: events applied, late (before ``watermark - grace``),
-    folded into ``__other__`` (``max_groups``), retractions that matched nothing. Events that
-    are none of these did not pass the view's WHERE."""
+    folded into ``__other__`` (``max_groups``), retractions that matched nothing, events whose
+    windows the view cannot place (``out_of_range``: ``views.view``). Events that are none of
+    these did not pass the view's WHERE."""
 
     applied: int
     late: int
     overflow: int
     unmatched: int
+    out_of_range: int = 0
 
 
 @dataclass(frozen=True)
@@ -557,5 +559,8 @@ class Registry:
 
 def _effect(before: dict[str, int], after: dict[str, int]) -> Effect:
     return Effect(
-        *(after[name] - before[name] for name in ("applied", "late", "overflow", "unmatched"))
+        *(
+            after[name] - before[name]
+            for name in ("applied", "late", "overflow", "unmatched", "out_of_range")
+        )
     )

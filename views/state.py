@@ -241,11 +241,16 @@ class Pairs:
         return sum(a.nbytes for a in (self.codes, self.ids, self.code_of, self.alive))
 
 
+class SpanError(OverflowError):
+    """A batch's buckets too far from a part's first one to code (``_fits``): raised before the
+    pair index changes."""
+
+
 def _fits(span: int, bits: int) -> None:
     """A (bucket, slot) code is ``(bucket - origin) << bits | slot`` in an int64: ``span``
     buckets above the origin fit below 2**62 (a margin below int64's top)."""
     if span >= 1 << (62 - bits):
-        raise OverflowError(
+        raise SpanError(
             f"{span} buckets apart with {bits}-bit slots: too wide a time span for this "
             "window size; use a larger window or retention"
         )

@@ -23,10 +23,14 @@ part (and so in snapshots):
 * **retractions** (change streams): a row with weight -1 removes its contribution. A group whose
   last row is retracted disappears. A retraction for a group that does not exist, or of a value
   its exact multiset does not hold, is counted as ``unmatched`` and changes nothing.
+* **out of range**: a batch of adds whose windows lie too far from the part's first one for its
+  pair codes (``views.state.SpanError``: sub-second windows over centuries) is not applied to
+  this view; its rows are counted as ``out_of_range`` and a warning names the view.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,12 +41,14 @@ from views.aggregates import Aggregate, Batch, Sum
 from views.batch import Columns
 from views.grouping import group, pack
 from views.spec import ViewSpec
-from views.state import Key, Keys, Pairs, key_combos
+from views.state import Key, Keys, Pairs, SpanError, key_combos
 from views.values import Values
 from views.windows import hop_windows, tumble_starts
 
+log = logging.getLogger("tallyd.views")
+
 OTHER = "__other__"
-COUNTERS = ("applied", "late", "overflow", "unmatched")
+COUNTERS = ("applied", "late", "overflow", "unmatched", "out_of_range")
 
 
 def late_record(event: dict[str, Any], watermark: int, grace: int, part: str) -> dict[str, Any]:
@@ -141,7 +147,18 @@ class View:
         rows = self._applicable(cols, watermark, part_name, part)
         part.counters["applied"] += len(rows)
         if weights is None or (weights[rows] > 0).all():
-            self._fold(cols, rows, part, negate=False)
+            try:
+                self._fold(cols, rows, part, negate=False)
+            except SpanError as err:  # raised before any pair or aggregate changed
+                part.counters["applied"] -= len(rows)
+                part.counters["out_of_range"] += len(rows)
+                log.warning(
+                    "event=out_of_range view=%s part=%s events=%d: %s",
+                    self.spec.name,
+                    part_name,
+                    len(rows),
+                    err,
+                )
         else:
             from views.retract import apply_changes  # change streams only: kept apart
 

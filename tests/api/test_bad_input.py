@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import io
 import logging
 import re
 import time
@@ -14,6 +16,7 @@ import pytest
 
 from tests.helpers import BASE_TS, IngestPath, ndjson, running
 from views import snapshot
+from views.timefmt import MIN_TIME
 
 CONFIG = """
 [sources.orders]
@@ -334,3 +337,34 @@ async def test_events_from_the_future_are_refused_naming_line_and_field(
         ok = await client.post("/v1/sources/orders/events", data=ndjson(events[:1]))
         assert ok.status == 200
         assert engine.registry.sources["orders"].watermarks[""] == events[0]["ts"]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_a_view_cannot_place_is_counted_and_writes_go_on(tmp_path: Path) -> None:
+    """1 ms windows, 2**17 keys in year 1, then an event of 2026: its pair code would not fit
+    the view's int64 (``views.state._fits``). The batch is not applied to the view — the answer
+    and ``/v1/status`` say ``out_of_range`` — and the server goes on taking writes (before, the
+    applier died on the error, and every later request waited forever)."""
+    config = """
+[sources.s]
+time = "ts"
+
+[views.fine]
+sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+grace = "1000000d"
+"""
+    first = [{"ts": MIN_TIME + i % 1000, "k": i} for i in range(1 << 17)]
+    async with running(config, tmp_path) as (client, _engine):
+        ok = await client.post("/v1/sources/s/events", data=io.BytesIO(ndjson(first)))
+        assert ok.status == 200, await ok.text()
+        late_comer = ndjson([{"ts": 1_790_000_000_000, "k": 0}])
+        answer = await asyncio.wait_for(client.post("/v1/sources/s/events", data=late_comer), 30)
+        assert answer.status == 200, await answer.text()
+        fine = (await answer.json())["views"]["fine"]
+        assert (fine["applied"], fine["out_of_range"], fine["filtered"]) == (0, 1, 0)
+        near = ndjson([{"ts": MIN_TIME + 5, "k": 1}])
+        answer = await asyncio.wait_for(client.post("/v1/sources/s/events", data=near), 30)
+        assert answer.status == 200, await answer.text()
+        assert (await answer.json())["views"]["fine"]["applied"] == 1
+        status = await (await client.get("/v1/status")).json()
+        assert status["views"]["fine"]["out_of_range"] == 1

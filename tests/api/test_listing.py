@@ -65,6 +65,7 @@ async def test_views_sources_and_late(tmp_path: Path) -> None:
             "late": 1,
             "overflow": 0,
             "unmatched": 0,
+            "out_of_range": 0,
         }
         assert views["hopping"]["window"]["kind"] == "hop"
         late = await (await client.get("/v1/views/per_minute/late")).json()

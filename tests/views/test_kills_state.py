@@ -4,6 +4,7 @@ pairs a query's time range selects."""
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -147,24 +148,29 @@ def test_keys_too_many_to_pack_in_an_int64_are_grouped_all_the_same() -> None:
     assert rows == expected
 
 
-def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round() -> None:
+def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """With 1 ms windows and 2**17 keys (18-bit slots), a bucket some two thousand years after
     the first no longer fits the pair's int64 code. The same packing as before (origin and slot
     width unchanged) used to skip the check, and the code wrapped round: the event counted in a
-    bucket thousands of years off. Now the batch is refused before the view changes."""
+    bucket thousands of years off. Now the batch is not applied to the view (all of it: the
+    view changes nothing), counted as out of range with a warning naming the view."""
     sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
     config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
     registry = Registry(config.sources, config.views)
     year_1 = MIN_TIME
     registry.apply(Batch("s", [{"ts": year_1 + i % 1000, "k": i} for i in range(1 << 17)], 1))
     before = all_rows(registry.views["v"])
-    modern = [{"ts": 1_790_000_000_000, "k": 0}]
-    with pytest.raises(OverflowError, match="too wide a time span for this window size"):
-        registry.apply(Batch("s", modern, 2))
+    modern = [{"ts": 1_790_000_000_000, "k": 0}, {"ts": year_1 + 999, "k": 1}]  # not late
+    with caplog.at_level(logging.WARNING, logger="tallyd.views"):
+        applied = registry.apply(Batch("s", modern, 2))
+    assert (applied.views["v"].applied, applied.views["v"].out_of_range) == (0, 2)
     assert all_rows(registry.views["v"]) == before
-    near = [{"ts": year_1 + 5_000, "k": 7}]  # within the span: applied as ever
-    registry.apply(Batch("s", near, 3))
-    assert all_rows(registry.views["v"])[(year_1 + 5_000, (7,))] == [1]
+    assert registry.views["v"].stats()["out_of_range"] == 2
+    (warning,) = [r.getMessage() for r in caplog.records if "out_of_range" in r.getMessage()]
+    assert "view=v" in warning
+    assert "too wide a time span for this window size" in warning
 
 
 @pytest.mark.parametrize(("keys", "bits"), [(1, 16), (1 << 16, 17)])
@@ -179,8 +185,8 @@ def test_the_widest_span_of_buckets_is_exactly_the_one_documented(keys: int, bit
     last = MIN_TIME + (1 << (62 - bits)) - 1
     registry.apply(Batch("s", [{"ts": last, "k": 0}], 2))
     assert all_rows(registry.views["v"])[(last, (0,))] == [1]
-    with pytest.raises(OverflowError):
-        registry.apply(Batch("s", [{"ts": last + 1, "k": 0}], 3))
+    applied = registry.apply(Batch("s", [{"ts": last + 1, "k": 0}], 3))
+    assert applied.views["v"].out_of_range == 1
 
 
 def test_codes_past_2_to_the_53_keep_neighbouring_keys_apart() -> None:

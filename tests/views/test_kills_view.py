@@ -83,7 +83,9 @@ class PartModel:
         default_factory=dict
     )
     counters: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("applied", "late", "overflow", "unmatched"), 0)
+        default_factory=lambda: dict.fromkeys(
+            ("applied", "late", "overflow", "unmatched", "out_of_range"), 0
+        )
     )
     late: list[tuple[dict[str, Any], int | None]] = field(default_factory=list)
     watermark: int | None = None
@@ -234,8 +236,10 @@ def test_the_policies_match_a_plain_model(seed: int) -> None:
             model.apply(part, events, [1] * len(events))
             after = model.parts[part].counters
             effect = applied.views[name]
-            assert (effect.applied, effect.late, effect.overflow, effect.unmatched) == tuple(
-                after[c] - before[name][c] for c in ("applied", "late", "overflow", "unmatched")
+            counted = (effect.applied, effect.late, effect.overflow, effect.unmatched)
+            assert (*counted, effect.out_of_range) == tuple(
+                after[c] - before[name][c]
+                for c in ("applied", "late", "overflow", "unmatched", "out_of_range")
             ), (name, position)
         assert applied.watermark == watermark
     for name, model in models.items():
@@ -265,7 +269,7 @@ def test_the_policies_match_a_plain_model(seed: int) -> None:
             },
         }, name
     assert view.part_counters("nowhere") == dict.fromkeys(
-        ("applied", "late", "overflow", "unmatched"), 0
+        ("applied", "late", "overflow", "unmatched", "out_of_range"), 0
     )
 
 
