@@ -208,3 +208,29 @@ def test_codes_past_2_to_the_53_keep_neighbouring_keys_apart() -> None:
         (now + 1, ("a",)): [1],
         (now + 1, ("b",)): [1],
     }
+
+
+def test_two_number_keys_with_a_null_stay_apart_from_their_neighbours() -> None:
+    """NULL codes as -1 (``value_codes``), packed as 0 beside the values from 1: (10, 30) and
+    (20, NULL) are two groups, as plain Python groups them — whatever the packing, a NULL must
+    not land on the code of the previous key's largest value."""
+    sql = "SELECT a, b, count(*) AS n FROM s GROUP BY a, b"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    rng = random.Random(5)
+    events = [
+        {"ts": BASE, "a": rng.choice([10, 20, 30]), "b": rng.choice([30, 40, None])}
+        for _ in range(200)
+    ]
+    events += [
+        {"ts": BASE, "a": 10, "b": 30},
+        {"ts": BASE, "a": 20, "b": None},
+        {"ts": BASE, "a": 20},
+    ]
+    registry.apply(Batch("s", events, 1))
+    expected: dict[tuple[Any, ...], int] = {}
+    for event in events:
+        key = (event.get("a"), event.get("b"))
+        expected[key] = expected.get(key, 0) + 1
+    got = {key: row[0] for (_, key), row in all_rows(registry.views["v"]).items()}
+    assert got == expected
