@@ -291,3 +291,34 @@ def test_to_floats_rounds_a_subnormal_sum_once_and_an_overflow_to_infinity() -> 
     assert want[0] < float(np.ldexp(np.float64(twice), scale))  # the premise: twice is wrong
     wide = [_limbs(t, 34) for t in (huge, -huge)] * (PYTHON_ROWS // 2 + 1)
     assert to_floats(np.array(wide, np.int64), 0).tolist()[:2] == [math.inf, -math.inf]
+
+
+def test_integers_from_2_31_up_are_summed_exactly_through_the_engine() -> None:
+    """``Sums._add_small_integers`` adds whole values below 2**31 in one float64 ``bincount``
+    (a chunk's total stays below 2**53); larger ones take the exact path. Integers just above
+    the bound, and far above it, many to a group: every sum equal to Python's."""
+    from views.config import parse
+    from views.query import all_rows
+    from views.registry import Batch, Registry
+
+    sql = "SELECT k, sum(n) AS total FROM s GROUP BY k"
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
+    registry = Registry(config.sources, config.views)
+    rng = random.Random(11)
+    # A batch's largest value decides its path: one batch of values from 2**31 to 2**49, one
+    # with larger ones too.
+    batches = [[2**31, 2**31 + 1, 3**30 + 7, 2**48 + 1, 5], [2**31 + 3, 2**52 - 3, 2**60 + 1]]
+    events: list[dict[str, Any]] = []
+    for position, choices in enumerate(batches, start=1):
+        batch = [
+            {"ts": 1_790_000_000_000, "k": rng.choice("ab"), "n": rng.choice(choices)}
+            for _ in range(3000)
+        ]
+        registry.apply(Batch("s", batch, position))
+        events += batch
+    expected: dict[str, int] = {}
+    for event in events:
+        expected[event["k"]] = expected.get(event["k"], 0) + event["n"]
+    got = {key[0]: row[0] for (_, key), row in all_rows(registry.views["v"]).items()}
+    assert got == expected
+    assert all(isinstance(total, int) for total in got.values())
