@@ -81,6 +81,19 @@ def test_a_batch_longer_than_a_chunk_is_exact() -> None:
         assert sums.floats()[row] == float(exact)
 
 
+def test_small_integers_longer_than_a_chunk_are_exact() -> None:
+    """The same for whole values below 2**31 (``_add_small_integers``: one ``bincount`` a
+    chunk): every chunk counted once, and a row only the first chunk touches keeps its sum."""
+    rng = random.Random(4)
+    n = (1 << 18) + 1000
+    values = [rng.choice([1, 7, 2**30, -5]) for _ in range(n)]
+    rows = [rng.randrange(2) for _ in range(n)]
+    rows[10] = 2  # row 2: one value, in the first chunk only
+    sums = summed(3, [float(v) for v in values], rows)
+    expected = [sum(v for v, r in zip(values, rows, strict=True) if r == row) for row in range(3)]
+    assert sums.integers(np.arange(3)) == expected
+
+
 def test_sums_beyond_float64_read_as_infinities_and_back() -> None:
     sums = summed(3, [1.7e308, 1.7e308, -1.7e308, -1.7e308, -1.7e308, 1.0], [0, 0, 1, 1, 1, 2])
     assert sums.floats().tolist() == [math.inf, -math.inf, 1.0]
