@@ -147,9 +147,11 @@ class View:
         rows = self._applicable(cols, watermark, part_name, part)
         part.counters["applied"] += len(rows)
         if weights is None or (weights[rows] > 0).all():
+            overflow = part.counters["overflow"]
             try:
                 self._fold(cols, rows, part, negate=False)
             except SpanError as err:  # raised before any pair or aggregate changed
+                part.counters["overflow"] = overflow  # none of them folded into __other__
                 part.counters["applied"] -= len(rows)
                 part.counters["out_of_range"] += len(rows)
                 log.warning(

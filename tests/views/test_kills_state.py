@@ -234,3 +234,17 @@ def test_two_number_keys_with_a_null_stay_apart_from_their_neighbours() -> None:
         expected[key] = expected.get(key, 0) + 1
     got = {key: row[0] for (_, key), row in all_rows(registry.views["v"]).items()}
     assert got == expected
+
+
+def test_a_batch_out_of_range_past_max_groups_is_not_counted_as_overflow() -> None:
+    """Keys past ``max_groups`` in a batch the view cannot place: none of its rows is folded
+    into ``__other__`` (none is applied), so they count as out of range only."""
+    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+    views = {"v": {"sql": sql, "max_groups": 1 << 17}}
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
+    registry = Registry(config.sources, config.views)
+    registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(1 << 17)], 1))
+    modern = [{"ts": 1_790_000_000_000, "k": f"new{i}"} for i in range(3)]  # past max_groups
+    applied = registry.apply(Batch("s", modern, 2))
+    effect = applied.views["v"]
+    assert (effect.applied, effect.overflow, effect.out_of_range) == (0, 0, 3)
