@@ -16,7 +16,7 @@ import numpy as np
 
 from views.batch import Columns, from_rows
 from views.spec import SourceSpec, ViewSpec
-from views.view import Part, View
+from views.view import COUNTERS, Part, View
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Effect:
     late: int
     overflow: int
     unmatched: int
-    out_of_range: int = 0
+    out_of_range: int
 
 
 @dataclass(frozen=True)
@@ -558,9 +558,4 @@ class Registry:
 
 
 def _effect(before: dict[str, int], after: dict[str, int]) -> Effect:
-    return Effect(
-        *(
-            after[name] - before[name]
-            for name in ("applied", "late", "overflow", "unmatched", "out_of_range")
-        )
-    )
+    return Effect(**{name: after[name] - before[name] for name in COUNTERS})
