@@ -108,6 +108,13 @@ def request_headers(
     return out
 
 
+def carries_requests(messages: Sequence[Any]) -> bool:
+    """Whether any of these Kafka records has headers, so might carry a request
+    (``TopicKeys.screen`` has nothing to do otherwise: which records count cannot depend on the
+    records counted before)."""
+    return any(m.headers for m in messages)
+
+
 def parse_header(headers: Sequence[tuple[str, bytes]]) -> tuple[int, str, str] | None:
     """(number, digest, key) from a record's headers; None if it carries no request
     (posted without a key, or written by another producer) or the header is not one of ours."""
@@ -214,7 +221,7 @@ class TopicKeys:
         """Take out of ``messages`` (Kafka records, in offset order) those counted already;
         None when none carries a request (the usual fetch: nothing to do). Changes nothing:
         ``commit`` does, in the step that applies the kept records."""
-        if not any(m.headers for m in messages):
+        if not carries_requests(messages):
             return None
         known = self.parts.get(part, {})
         seen: dict[str, Seen] = {}

@@ -57,6 +57,7 @@ from ingest.idempotency import (
     Receipt,
     Receipts,
     TopicKeys,
+    carries_requests,
     request_digest,
     request_headers,
     route,
@@ -901,7 +902,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         turn. A read whose fetch turns out stale (a hand-over meanwhile) is not applied."""
         reads: list[Read | None] = []
         for _tp, messages, _epoch in fetched:
-            if any(m.headers for m in messages):
+            if carries_requests(messages):
                 reads.append(None)
                 continue
             after, values = self._last_read, [m.value for m in messages]
