@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -40,7 +41,7 @@ def _event_time(value: object) -> int:
     if isinstance(value, bool) or value is None:
         raise ValueError("must be epoch seconds, epoch milliseconds or an RFC 3339 string")
     if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value!r} is not a time")
         if abs(value) < SECONDS_BELOW:
             return round(value * 1000)
