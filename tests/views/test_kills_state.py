@@ -22,12 +22,18 @@ from views.view import View
 MINUTE = 60_000
 BASE = 1_790_000_040_000  # a minute's start
 SQL = "SELECT k, tumble(ts, '1 minute') AS m, count(*) AS n FROM s GROUP BY k, m"
+FINE = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
+
+
+def registry_of(sql: str, **view: Any) -> Registry:
+    """A registry of one source ``s`` (time ``ts``) and one view ``v``: ``sql`` and ``view``'s
+    settings."""
+    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql, **view}}})
+    return Registry(config.sources, config.views)
 
 
 def view_after(*batches: list[dict[str, Any]]) -> View:
-    views = {"v": {"sql": SQL, "grace": "1m", "retention": "2m"}}
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(SQL, grace="1m", retention="2m")
     for i, events in enumerate(batches, start=1):
         registry.apply(Batch("s", events, i))
     return registry.views["v"]
@@ -110,9 +116,7 @@ def test_bucket_codes_count_from_the_oldest_bucket_not_from_the_epoch() -> None:
     """A pair's code is (bucket - origin) << slot bits: with the origin at the oldest bucket a
     1 ms window fits an int64 at any time; counted from the epoch, times far from it (here in
     the year 9892: 2.5e14 buckets) would not, and the apply would refuse them as too wide."""
-    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(FINE)
     far = 250_000_000_000_000
     registry.apply(Batch("s", [{"ts": far + i, "k": "ab"[i % 2]} for i in range(6)], 1))
     rows = all_rows(registry.views["v"])
@@ -156,9 +160,7 @@ def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round(
     width unchanged) used to skip the check, and the code wrapped round: the event counted in a
     bucket thousands of years off. Now the batch is not applied to the view (all of it: the
     view changes nothing), counted as out of range with a warning naming the view."""
-    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(FINE)
     year_1 = MIN_TIME
     registry.apply(Batch("s", [{"ts": year_1 + i % 1000, "k": i} for i in range(1 << 17)], 1))
     before = all_rows(registry.views["v"])
@@ -178,9 +180,7 @@ def test_the_widest_span_of_buckets_is_exactly_the_one_documented(keys: int, bit
     """``_fits``: with ``bits``-bit slots (16 to begin with; 17 for 2**16 keys), buckets up to
     2**(62 - bits) - 1 past the first fit the code, one more does not (codes stay below
     2**62)."""
-    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(FINE)
     registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(keys)], 1))
     last = MIN_TIME + (1 << (62 - bits)) - 1
     registry.apply(Batch("s", [{"ts": last, "k": 0}], 2))
@@ -193,10 +193,7 @@ def test_codes_past_2_to_the_53_keep_neighbouring_keys_apart() -> None:
     """1 ms windows from 1970 to 2026: pair codes near 2**57, where a float64 holds every 16th
     integer only. Two keys in one bucket (codes 1 apart) and that bucket's neighbour stay apart,
     across batches: codes stay int64 all the way (a float anywhere would merge the keys)."""
-    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
-    views = {"v": {"sql": sql, "grace": "1d"}}  # the second batch is not late
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(FINE, grace="1d")  # the second batch is not late
     now = 1_790_000_000_000
     events = [{"ts": 0, "k": "a"}, {"ts": now, "k": "a"}, {"ts": now, "k": "b"}]
     registry.apply(Batch("s", [*events, {"ts": now + 1, "k": "a"}], 1))
@@ -214,9 +211,7 @@ def test_two_number_keys_with_a_null_stay_apart_from_their_neighbours() -> None:
     """NULL codes as -1 (``value_codes``), packed as 0 beside the values from 1: (10, 30) and
     (20, NULL) are two groups, as plain Python groups them — whatever the packing, a NULL must
     not land on the code of the previous key's largest value."""
-    sql = "SELECT a, b, count(*) AS n FROM s GROUP BY a, b"
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": {"v": {"sql": sql}}})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of("SELECT a, b, count(*) AS n FROM s GROUP BY a, b")
     rng = random.Random(5)
     events = [
         {"ts": BASE, "a": rng.choice([10, 20, 30]), "b": rng.choice([30, 40, None])}
@@ -239,10 +234,7 @@ def test_two_number_keys_with_a_null_stay_apart_from_their_neighbours() -> None:
 def test_a_batch_out_of_range_past_max_groups_is_not_counted_as_overflow() -> None:
     """Keys past ``max_groups`` in a batch the view cannot place: none of its rows is folded
     into ``__other__`` (none is applied), so they count as out of range only."""
-    sql = "SELECT k, tumble(ts, '1 millisecond') AS m, count(*) AS n FROM s GROUP BY k, m"
-    views = {"v": {"sql": sql, "max_groups": 1 << 17}}
-    config = parse({"sources": {"s": {"time": "ts"}}, "views": views})
-    registry = Registry(config.sources, config.views)
+    registry = registry_of(FINE, max_groups=1 << 17)
     registry.apply(Batch("s", [{"ts": MIN_TIME, "k": i} for i in range(1 << 17)], 1))
     modern = [{"ts": 1_790_000_000_000, "k": f"new{i}"} for i in range(3)]  # past max_groups
     applied = registry.apply(Batch("s", modern, 2))
