@@ -21,6 +21,9 @@ Measurements (names for ``--only``):
 * ``kafka``: Kafka end to end: N records on 4 partitions, from the first assignment until every
   partition's position reaches its end, into the 4 reference views and into the 1 view the peers
   compute.
+* ``kafka_real``: the real-shaped records through Kafka, each checked at the end: the flights
+  (``flights``' workload, 2 passes, keyed by carrier) into its six views, and 500,000 Debezium
+  changes (``shapes``' change stream: inserts, updates, deletes, keyed by user).
 * ``peers``: Pathway, Quix Streams and Bytewax on the same records from the same broker, computing
   revenue by country per minute; their totals are checked against a plain-Python reference.
 * ``query``: one hour of data; point / top-N / 1-hour-series queries from ``wrk`` (C, 2 threads,
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -55,6 +59,7 @@ import time
 import tomllib
 import tracemalloc
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -313,34 +318,41 @@ fields = {{ user_id = "string", country = "string", device = "string", product =
     return text
 
 
-async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dict[str, Any]]:
-    """N shop orders on a new 4-partition topic, keyed (and partitioned) by country, so every
-    engine — Quix windows by key — sees one country's orders in one partition, in order."""
+async def produce_lines(
+    bootstrap: str, records: list[tuple[int, bytes, bytes]], config: dict[str, str] | None = None
+) -> tuple[str, dict[str, int]]:
+    """(partition, key, value) records on a new 4-partition topic; -> (topic, records per
+    partition as ``topic:p``, as /v1/sources reports positions)."""
     from aiokafka import AIOKafkaProducer
 
-    # Quix Streams reads the topic's retention.ms and fails without it: state it explicitly.
-    topic = await create_topic(bootstrap, 4, config={"retention.ms": "-1"})
-    start = int(time.time() * 1000) - n
-    reference: dict[tuple[str, int], list[float]] = defaultdict(list)
+    topic = await create_topic(bootstrap, 4, config=config)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     counts: dict[int, int] = {}
     try:
         futures = []
-        for e in events(seed=5, n=n, start=start):
-            partition = COUNTRIES.index(e["country"]) % 4
-            reference[(e["country"], e["ts"] - e["ts"] % MINUTE)].append(e["amount"])
-            futures.append(
-                await producer.send(
-                    topic, orjson.dumps(e), key=e["country"].encode(), partition=partition
-                )
-            )
+        for partition, key, value in records:
+            futures.append(await producer.send(topic, value, key=key, partition=partition))
             counts[partition] = counts.get(partition, 0) + 1
         for future in futures:
             await future
     finally:
         await producer.stop()
-    end = {f"{topic}:{p}": c for p, c in counts.items()}
+    return topic, {f"{topic}:{p}": c for p, c in counts.items()}
+
+
+async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dict[str, Any]]:
+    """N shop orders on a new 4-partition topic, keyed (and partitioned) by country, so every
+    engine — Quix windows by key — sees one country's orders in one partition, in order."""
+    start = int(time.time() * 1000) - n
+    reference: dict[tuple[str, int], list[float]] = defaultdict(list)
+    records = []
+    for e in events(seed=5, n=n, start=start):
+        reference[(e["country"], e["ts"] - e["ts"] % MINUTE)].append(e["amount"])
+        partition = COUNTRIES.index(e["country"]) % 4
+        records.append((partition, e["country"].encode(), orjson.dumps(e)))
+    # Quix Streams reads the topic's retention.ms and fails without it: state it explicitly.
+    topic, end = await produce_lines(bootstrap, records, config={"retention.ms": "-1"})
     ref = {
         "events": n,
         "groups": len(reference),
@@ -349,11 +361,13 @@ async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dic
     return topic, end, ref
 
 
-async def kafka_ingest(
-    tmp: Path, bootstrap: str, topic: str, end: dict[str, int], views: str, n: int
-) -> dict[str, Any]:
+async def kafka_consumed(
+    tmp: Path, config_text: str, name: str, end: dict[str, int], ask: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A server consuming a topic, from its first record to every partition's end; -> (timing
+    and RSS, the first row of the view query ``ask``, /v1/status)."""
     began = time.perf_counter()
-    server = await started(kafka_config(bootstrap, topic, views), tmp, f"kafka-{views}")
+    server = await started(config_text, tmp, name)
     first = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -370,24 +384,88 @@ async def kafka_ingest(
             else:
                 raise TimeoutError(f"not consumed in 600 s: {positions} of {end}")
             done = time.perf_counter()
-            view = "revenue"
-            async with session.get(
-                f"{server.url}/v1/views/{view}?bucket=all&group_by=&limit=1"
-            ) as r:
+            async with session.get(f"{server.url}{ask}") as r:
                 row = (await r.json())["rows"][0]
+            async with session.get(f"{server.url}/v1/status") as r:
+                status = await r.json()
         assert server.proc is not None
         rss = rss_mb(server.proc.pid)
     finally:
         server.terminate()
     assert first is not None
-    return {
-        "events_per_s": n / (done - first),
+    records = sum(end.values())
+    timing = {
+        "events_per_s": records / (done - first),
+        "records": records,
         "seconds": done - first,
         "wall_seconds": done - began,
-        "events": row["orders"],
-        "total": row["revenue"],
         "rss_mb": rss,
     }
+    return timing, row, status
+
+
+async def kafka_ingest(
+    tmp: Path, bootstrap: str, topic: str, end: dict[str, int], views: str, n: int
+) -> dict[str, Any]:
+    ask = "/v1/views/revenue?bucket=all&group_by=&limit=1"
+    config = kafka_config(bootstrap, topic, views)
+    timing, row, _ = await kafka_consumed(tmp, config, f"kafka-{views}", end, ask)
+    assert timing["records"] == n, timing
+    return {**timing, "events": row["orders"], "total": row["revenue"]}
+
+
+def kafka_source(text: str, source: str, bootstrap: str, topic: str) -> str:
+    """A workload's configuration with its source ``source`` read from a Kafka topic."""
+    header = f"[sources.{source}]\n"
+    assert header in text, header
+    kafka = f'from = "kafka"\nbootstrap = "{bootstrap}"\ntopic = "{topic}"\n'
+    return text.replace(header, f'{header}{kafka}group = "b{uuid.uuid4().hex[:6]}"\n')
+
+
+async def kafka_flights(tmp: Path, bootstrap: str, passes: int) -> dict[str, Any]:
+    """The real-shaped workload through Kafka: the flights ``passes`` times (each pass a year
+    later), keyed by carrier on 4 partitions (each in time order), into the six views; then the
+    ``daily`` view's integer miles checked against the records, as ``flights`` checks them."""
+    from benchmarks import flights
+
+    records = []
+    for body in flights_passes(passes):
+        for line in body.splitlines():
+            carrier = orjson.loads(line)["carrier"].encode()
+            records.append((zlib.crc32(carrier) % 4, carrier, line))
+    topic, end = await produce_lines(bootstrap, records)
+    config = kafka_source(flights.CONFIG.read_text(), "flights", bootstrap, topic)
+    ask = "/v1/views/daily?bucket=all&group_by="
+    timing, daily, status = await kafka_consumed(tmp, config, "kafka-flights", end, ask)
+    assert timing["records"] == passes * len(flights.records()), timing
+    assert all(v["late"] == 0 for v in status["views"].values()), status["views"]
+    kept, miles = flights_daily(passes)
+    assert (daily["flights"], daily["miles"]) == (kept, miles), daily  # an integer sum: exact
+    return {**timing, "flights": daily["flights"], "miles": daily["miles"]}
+
+
+async def kafka_debezium(tmp: Path, bootstrap: str, changes: int) -> dict[str, Any]:
+    """The Debezium change stream of ``benchmarks/shapes.py`` (inserts, updates and deletes of
+    the shop's orders) through Kafka, keyed by user, so a row's changes stay in order in one of
+    4 partitions; then count(*) checked: +1 per after row, -1 per before row."""
+    from benchmarks import shapes
+
+    shape = next(s for s in shapes.SHAPES if s.name == "debezium")
+    bodies = shapes.bodies(shape, int(time.time() * 1000), count=max(1, changes // 50_000))
+    records = []
+    for line in (line for body in bodies for line in body):
+        change = orjson.loads(line)
+        user = (change["after"] or change["before"])["user_id"].encode()
+        records.append((zlib.crc32(user) % 4, user, line))
+    topic, end = await produce_lines(bootstrap, records)
+    where = {"bootstrap": bootstrap, "topic": topic, "group": f"b{uuid.uuid4().hex[:6]}"}
+    config = dataclasses.replace(shape, source={**shape.source, **where}).toml()
+    ask = "/v1/views/v?bucket=all&group_by="
+    timing, row, status = await kafka_consumed(tmp, config, "kafka-debezium", end, ask)
+    expected = sum(shapes.weight(line) for _, _, line in records)
+    assert row["n"] == expected, (row, expected)
+    assert status["views"]["v"]["late"] == 0, status["views"]
+    return {**timing, "counted": row["n"]}
 
 
 def run_peer(python: str, script: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -833,6 +911,7 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
             "flights",
             "shapes",
             "kafka",
+            "kafka_real",
             "peers",
             "query",
             "burst",
@@ -854,17 +933,25 @@ async def run_all(args: argparse.Namespace, out: dict[str, Any]) -> None:
 
             out["shapes"] = await shapes.run(3 if quick else 8, True)
             print(shapes.table(out["shapes"]), flush=True)
-        if wanted & {"kafka", "peers"}:
+        if wanted & {"kafka", "kafka_real", "peers"}:
             n = args.kafka_events or (20_000 if quick else 500_000)
             with broker_unless(args.bootstrap, tmp) as bootstrap:
-                topic, end, ref = await produce_shop(bootstrap, n)
-                out["kafka_reference"] = ref
+                if wanted & {"kafka", "peers"}:
+                    topic, end, ref = await produce_shop(bootstrap, n)
+                    out["kafka_reference"] = ref
                 if "kafka" in wanted:
                     for views in ("all", "revenue"):
                         out[f"kafka_{views}"] = await kafka_ingest(
                             tmp, bootstrap, topic, end, views, n
                         )
                         print(f"kafka_{views}", out[f"kafka_{views}"], flush=True)
+                if "kafka_real" in wanted:
+                    passes = 1 if quick else 2
+                    out["kafka_flights"] = await kafka_flights(tmp, bootstrap, passes)
+                    print("kafka_flights", out["kafka_flights"], flush=True)
+                    changes = 50_000 if quick else 500_000
+                    out["kafka_debezium"] = await kafka_debezium(tmp, bootstrap, changes)
+                    print("kafka_debezium", out["kafka_debezium"], flush=True)
                 if "peers" in wanted:
                     python = args.peers_python
                     timeout = 120 if quick else 900
