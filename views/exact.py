@@ -193,15 +193,22 @@ class Sums:
         return out
 
     def absorb(self, other: Sums, rows: np.ndarray) -> None:
-        """Add ``other``'s row ``j`` to ``self``'s row ``rows[j]`` (rows distinct)."""
-        scale = min(self.scale, other.scale)
-        mine = self.aligned(scale)
-        theirs = other.aligned(scale)
-        width = max(mine.shape[1], theirs.shape[1]) + 1
-        self.limbs, self.scale = _widen(mine, width), scale
-        self.limbs[rows] += _widen(theirs, width)
-        self._normalize(rows)
-        self._trim()
+        """Add ``other``'s row ``j`` to ``self``'s row ``rows[j]`` (rows distinct). Summed on
+        those rows alone, a limb wider than either (room for the carries), then trimmed:
+        ``self`` is rescaled or widened only when a sum needs it (rare), so an absorb costs the
+        rows absorbed, not every row (a hop view absorbs its panes at every batch)."""
+        if other.scale < self.scale:
+            self._rescale(other.scale)
+        theirs = other.aligned(self.scale)
+        total = Sums()
+        total.scale = self.scale
+        width = max(self.limbs.shape[1], theirs.shape[1]) + 1
+        total.limbs = _widen(self.limbs[rows], width) + _widen(theirs, width)
+        total._normalize(None)
+        total._trim()
+        if total.limbs.shape[1] > self.limbs.shape[1]:
+            self.limbs = _widen(self.limbs, total.limbs.shape[1])
+        self.limbs[rows] = _widen(total.limbs, self.limbs.shape[1])
 
     def _trim(self) -> None:
         """Drop top limbs no sum needs (the limb a carry was given room in, say): a top limb

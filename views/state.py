@@ -24,6 +24,7 @@ import numpy as np
 from views.aggregates.base import whole
 from views.batch import Vec
 from views.grouping import group, pack
+from views.growing import Growing
 
 Key = tuple[Any, ...]
 
@@ -78,12 +79,30 @@ class Pairs:
 
     def __init__(self, step: int) -> None:
         self.step = step  # ms between bucket starts (window size, hop slide; 1 without window)
-        self.codes = np.zeros(0, np.int64)  # alive pairs' codes, sorted
-        self.ids = np.zeros(0, np.int64)  # the pair id of each code
-        self.code_of = np.zeros(0, np.int64)  # per pair id: its code
-        self.alive = np.zeros(0, bool)
+        # In ``Growing`` arrays: a batch's new pairs are appended (a new bucket's codes sort
+        # last), retention drops a prefix of the codes, and neither copies the other pairs.
+        self._codes = Growing(np.zeros(0, np.int64))  # alive pairs' codes, sorted
+        self._ids = Growing(np.zeros(0, np.int64))  # the pair id of each code
+        self._code_of = Growing(np.zeros(0, np.int64))  # per pair id: its code
+        self._alive = Growing(np.zeros(0, bool))
         self.origin: int | None = None  # bucket number that codes count from
         self.slot_bits = 16
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._codes.array
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids.array
+
+    @property
+    def code_of(self) -> np.ndarray:
+        return self._code_of.array
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self._alive.array
 
     def __len__(self) -> int:
         """Pair ids given out (alive or not): the length the aggregates' arrays need."""
@@ -134,8 +153,8 @@ class Pairs:
         self.origin, self.slot_bits = origin, bits
         # The packing is monotone in (bucket, slot) whatever the origin and width, so the order
         # of the sorted codes is kept: only their values change.
-        self.code_of = self._encode(old_buckets, old_slots)
-        self.codes = self.code_of[self.ids]
+        self._code_of.set(self._encode(old_buckets, old_slots))
+        self._codes.set(self.code_of[self.ids])
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -156,8 +175,8 @@ class Pairs:
             first = len(self.code_of)
             fresh = np.arange(first, first + len(new), dtype=np.int64)
             out[new] = fresh
-            self.code_of = np.concatenate([self.code_of, codes[new]])
-            self.alive = np.concatenate([self.alive, np.ones(len(new), bool)])
+            self._code_of.append(codes[new])
+            self._alive.append(np.ones(len(new), bool))
             self._insert(codes[new], fresh)
         return out, len(new)
 
@@ -177,23 +196,31 @@ class Pairs:
         return out
 
     def _insert(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Add new codes to the sorted index: only the codes after the first place one lands
+        at move (none, for a new bucket's: they sort last)."""
         order = np.argsort(codes, kind="stable")
         codes, ids = codes[order], ids[order]
-        if not len(self.codes) or codes[0] > self.codes[-1]:  # the common case: a new bucket
-            self.codes = np.concatenate([self.codes, codes])
-            self.ids = np.concatenate([self.ids, ids])
-            return
         at = np.searchsorted(self.codes, codes)
-        self.codes = np.insert(self.codes, at, codes)
-        self.ids = np.insert(self.ids, at, ids)
+        first = int(at[0])
+        self._codes.replace_tail(first, np.insert(self.codes[first:], at - first, codes))
+        self._ids.replace_tail(first, np.insert(self.ids[first:], at - first, ids))
 
     def drop(self, ids: np.ndarray) -> None:
-        """Forget these pairs (their ids stay given out until ``compact``)."""
+        """Forget these pairs (their ids stay given out until ``compact``). Retention drops
+        the oldest buckets' pairs: a prefix of the codes, skipped without a copy."""
         if not len(ids):
             return
-        self.alive[ids] = False
+        dropped = np.unique(ids)
+        dropped = dropped[self.alive[dropped]]
+        self.alive[dropped] = False
+        count = len(dropped)
+        if not self.alive[self.ids[:count]].any():  # all dead ones are the first ``count``
+            self._codes.drop_front(count)
+            self._ids.drop_front(count)
+            return
         keep = self.alive[self.ids]
-        self.codes, self.ids = self.codes[keep], self.ids[keep]
+        self._codes.set(self.codes[keep])
+        self._ids.set(self.ids[keep])
 
     def before(self, start: int) -> np.ndarray:
         """Ids of alive pairs whose bucket starts before ``start`` (a prefix of the codes)."""
@@ -213,9 +240,9 @@ class Pairs:
         keep = np.flatnonzero(self.alive)
         renumber = np.full(len(self.code_of), -1, np.int64)
         renumber[keep] = np.arange(len(keep))
-        self.code_of = self.code_of[keep]
-        self.alive = np.ones(len(keep), bool)
-        self.ids = renumber[self.ids]
+        self._code_of.set(self.code_of[keep])
+        self._alive.set(np.ones(len(keep), bool))
+        self._ids.set(renumber[self.ids])
         return keep
 
     # -- reads ----------------------------------------------------------------------------------
@@ -238,7 +265,7 @@ class Pairs:
         return self.ids
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.codes, self.ids, self.code_of, self.alive))
+        return sum(a.nbytes for a in (self._codes, self._ids, self._code_of, self._alive))
 
 
 class SpanError(OverflowError):

@@ -38,6 +38,7 @@ from typing import Any, cast
 import numpy as np
 
 from views.aggregates import Aggregate, Batch, Sum
+from views.aggregates.base import grow
 from views.batch import Columns
 from views.grouping import group, pack
 from views.spec import ViewSpec
@@ -73,8 +74,7 @@ class Part:
     def add_refs(self, slots: np.ndarray, delta: int) -> None:
         if len(slots):
             top = int(slots.max()) + 1
-            if len(self.refs) < top:
-                self.refs = np.concatenate([self.refs, np.zeros(top - len(self.refs), np.int64)])
+            self.refs = grow(self.refs, top)  # by half: a batch's new keys copy no others
             np.add.at(self.refs, slots, delta)
 
     def alive(self, slots: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ sorted run: its smallest is the run's first key, its largest the last, its q-qua
 cumulative count. A key is an int64 that orders like the value: a value's code in the view's
 ``Values`` (distinct counts: no order needed), or a float's order-preserving bits (min / max /
 percentiles). A batch is sorted alone, then each of its (pair, key)s is found among the entries
-by a binary search inside its pair's run: a merge costs a copy of the entries, never a sort.
+by a binary search inside its pair's run: a merge moves the entries after the first place one
+lands at (``views.growing``; none, for a new bucket's pairs, numbered last), never a sort.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from views.aggregates.base import Aggregate, Batch, Buffers
 from views.batch import Vec
 from views.grouping import group, pack_pair
+from views.growing import Growing
 
 _FLIP = np.int64(0x7FFFFFFFFFFFFFFF)
 
@@ -43,12 +45,13 @@ class _Entries:
 
     def __get__(self, multiset: Multiset, owner: type | None = None) -> np.ndarray:
         multiset.settle()
-        out: np.ndarray = getattr(multiset, self.name)
-        return out
+        entries: Growing = getattr(multiset, self.name)
+        return entries.array
 
     def __set__(self, multiset: Multiset, value: np.ndarray) -> None:
         assert not multiset._queued, "read (settle) before replacing entries"
-        setattr(multiset, self.name, value)
+        entries: Growing = getattr(multiset, self.name)
+        entries.set(value)
 
 
 class Multiset:
@@ -63,9 +66,9 @@ class Multiset:
     count = _Entries()
 
     def __init__(self) -> None:
-        self._pair = np.zeros(0, np.int64)
-        self._key = np.zeros(0, np.int64)
-        self._count = np.zeros(0, np.int64)
+        self._pair = Growing(np.zeros(0, np.int64))
+        self._key = Growing(np.zeros(0, np.int64))
+        self._count = Growing(np.zeros(0, np.int64))
         self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
@@ -109,8 +112,9 @@ class Multiset:
 
     def settle(self) -> None:
         """Merge the queued adds in: summed per (pair, key) among themselves (sorted: only the
-        adds), each found among the entries (``_find``), added to its entry or inserted where it
-        goes. No entry is sorted again: the merge costs a copy of the entries, not a sort."""
+        adds), each found among the entries (``_find``), added to its entry in place or inserted
+        where it goes. No entry is sorted again, and only those from the first place an entry
+        is inserted at or leaves (its count 0) move."""
         if not self._queued:
             return
         queued, self._queued = self._queued, []
@@ -120,14 +124,21 @@ class Multiset:
             pairs, keys, counts = (np.concatenate(c) for c in zip(*queued, strict=True))
         pairs, keys, counts = _summed(pairs, keys, counts)
         at, same = self._find(pairs, keys)
-        count = self._count.copy()
-        count[at[same]] += counts[same]  # distinct (pair, key)s: distinct entries
+        count = self._count.array
+        hit = at[same]
+        count[hit] += counts[same]  # distinct (pair, key)s: distinct entries
         new = ~same  # in (pair, key) order, so their places never decrease
-        pair = np.insert(self._pair, at[new], pairs[new])
-        key = np.insert(self._key, at[new], keys[new])
-        count = np.insert(count, at[new], counts[new])
+        places = np.concatenate([at[new], hit[count[hit] == 0]])
+        if not len(places):
+            return
+        first = int(places.min())
+        where = at[new] - first
+        pair = np.insert(self._pair.array[first:], where, pairs[new])
+        key = np.insert(self._key.array[first:], where, keys[new])
+        count = np.insert(count[first:], where, counts[new])
         keep = count != 0
-        self._pair, self._key, self._count = pair[keep], key[keep], count[keep]  # all at once
+        for entries, tail in ((self._pair, pair), (self._key, key), (self._count, count)):
+            entries.replace_tail(first, tail[keep])
 
     def take(self, keep: np.ndarray, size: int) -> None:
         """Keep the entries of pairs ``keep``, renumbered to their index in ``keep``."""
