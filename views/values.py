@@ -60,7 +60,7 @@ class Values:
         valid = column.valid
         if column.kind == "string":
             index, dictionary = column.encoded()
-            table = np.array([self.code(v) for v in dictionary.to_pylist()] or [0], np.int64)
+            table = np.array(self._string_codes(dictionary.to_pylist()) or [0], np.int64)
             out[valid] = table[index[valid]]
             return out
         if column.kind == "object":
@@ -74,6 +74,12 @@ class Values:
         table = np.array([self.code(v) for v in distinct.tolist()] or [0], np.int64)
         out[valid] = table[inverse]
         return out
+
+    def _string_codes(self, strings: list[str]) -> list[int]:
+        """``code`` of each string: one dict lookup each (a batch's distinct strings are mostly
+        known), interning only those that are not."""
+        found: list[int | None] = list(map(self.strings.get, strings))
+        return [self.code(s) if c is None else c for s, c in zip(strings, found, strict=True)]
 
     def lookup(self, codes: np.ndarray) -> list[Any]:
         values = self.values
