@@ -200,8 +200,7 @@ class Sums:
         if other.scale < self.scale:
             self._rescale(other.scale)
         theirs = other.aligned(self.scale)
-        total = Sums()
-        total.scale = self.scale
+        total = Sums()  # the absorbed rows' limbs (at ``self.scale``: carried and trimmed alone)
         width = max(self.limbs.shape[1], theirs.shape[1]) + 1
         total.limbs = _widen(self.limbs[rows], width) + _widen(theirs, width)
         total._normalize(None)
