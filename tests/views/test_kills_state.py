@@ -123,6 +123,22 @@ def test_bucket_codes_count_from_the_oldest_bucket_not_from_the_epoch() -> None:
     assert rows == {(far + i, ("ab"[i % 2],)): [1] for i in range(6)}
 
 
+def test_slots_outgrowing_their_bits_at_the_same_origin_are_coded_again() -> None:
+    """Slots start with 16 bits. A later batch of the same first bucket (the origin unchanged)
+    bringing keys past 2**16 needs wider codes: every code is made again with the new width.
+    Kept at 16 bits, slot 65,536 of the first minute would take the code of slot 0 of the next
+    minute, and count in that pair."""
+    registry = registry_of(SQL, grace="10m")  # the second batch's minute is not late
+    first = [{"ts": BASE + m * MINUTE, "k": "a"} for m in range(2)]
+    registry.apply(Batch("s", first, 1))  # "a" in two minutes: slot 0
+    many = [{"ts": BASE, "k": f"k{i}"} for i in range(70_000)]  # slots 1..70,000, minute 0
+    registry.apply(Batch("s", many, 2))
+    rows = all_rows(registry.views["v"])
+    expected = {(BASE, ("a",)): [1], (BASE + MINUTE, ("a",)): [1]}
+    expected |= {(BASE, (f"k{i}",)): [1] for i in range(70_000)}
+    assert rows == expected
+
+
 def test_keys_too_many_to_pack_in_an_int64_are_grouped_all_the_same() -> None:
     """``key_combos`` packs each row's key codes into one int64 when their ranges allow; seven
     key columns of ~1,000 values each (70 bits) do not fit, and take the other way (a sort of
