@@ -100,6 +100,31 @@ def test_a_partition_handed_over_mid_backfill_resumes_where_it_was() -> None:
     assert answer(two, "v")[0] == rows
 
 
+def test_live_batches_of_a_joined_partition_count_while_another_still_backfills() -> None:
+    """t:1's history read and joined while t:0's is not: t:1's live batches from then on go to
+    the filling view too, so once t:0 joins the view answers as a twin defined from the start
+    (not as one that missed t:1's batches of the meantime)."""
+    history = histories()
+    live = 20
+    one = added(history, live)
+    for batch in history["t:1"][:live]:
+        one.backfill_apply("v", batch)
+    assert not one.backfill_join("v", "t:1")  # t:0 still reading its history
+    for batch in history["t:1"][live:]:  # t:1 goes on live meanwhile
+        one.apply(batch)
+    for batch in history["t:0"][:live]:
+        one.backfill_apply("v", batch)
+    assert one.backfill_join("v", "t:0")  # every partition joined: the view is live
+    for batch in history["t:0"][live:]:
+        one.apply(batch)
+    twin = registry({"twin": NEW})
+    for part in PARTS:
+        for batch in history[part]:
+            twin.apply(batch)
+    rows, _ = answer(twin, "twin")
+    assert answer(one, "v")[0] == rows
+
+
 def test_a_part_file_of_another_backfill_or_definition_starts_it_over() -> None:
     """Saved under a backfill of other SQL than this owner's: that partition's history is read
     again from the start — nothing of another definition is taken."""
