@@ -88,3 +88,33 @@ async def test_your_own_events_replayed_to_a_topic_are_counted_exactly(
     assert counted_by_country == by_country
     newest = max(datetime.fromisoformat(r["minute"].replace("Z", "+00:00")) for r in rows)
     assert time.time() - newest.timestamp() < 3600  # retimed: this hour's minutes, not 2020's
+
+
+@pytest.mark.asyncio
+async def test_the_real_shaped_kafka_target_counts_a_change_stream_exactly(
+    kafka: str, tmp_path: Path
+) -> None:
+    """``benchmarks.targets``' ``kafka_real`` (its Debezium half, 50,000 changes: the smallest it
+    makes): a server consuming the topic it produced, and count(*) checked against the changes'
+    weights inside the measurement — it raises if they differ."""
+    from benchmarks.targets import kafka_debezium
+
+    figures = await kafka_debezium(tmp_path, kafka, 50_000)
+    assert figures["records"] == 50_000
+    assert 0 < figures["counted"] < 50_000  # updates and deletes take rows off
+    assert figures["events_per_s"] > 0
+
+
+def test_a_workload_read_from_kafka_keeps_its_views() -> None:
+    """``kafka_source``: the flights' configuration with its source read from a topic, every
+    view as it was."""
+    from benchmarks import flights
+    from benchmarks.targets import kafka_source
+
+    text = flights.CONFIG.read_text()
+    raw = tomllib.loads(kafka_source(text, "flights", "127.0.0.1:9", "t1"))
+    source = raw["sources"]["flights"]
+    assert (source["from"], source["bootstrap"], source["topic"]) == ("kafka", "127.0.0.1:9", "t1")
+    assert source["time"] == "time_hour"
+    assert source["group"].startswith("b")
+    assert raw["views"] == tomllib.loads(text)["views"]
