@@ -258,6 +258,18 @@ def flights_daily(passes: int) -> tuple[int, int]:
     return len(kept), sum(kept)
 
 
+def flights_checked(events: int, passes: int, views: dict[str, Any], daily: dict[str, Any]) -> None:
+    """What a run of the flights must end with, however they came: every flight of every pass
+    taken, none late in any view, and the ``daily`` view's flights and integer miles those of
+    the records (``flights_daily``)."""
+    from benchmarks import flights
+
+    assert events == passes * len(flights.records()), events
+    assert all(v["late"] == 0 for v in views.values()), views
+    kept, miles = flights_daily(passes)
+    assert (daily["flights"], daily["miles"]) == (kept, miles), daily  # an integer sum: exact
+
+
 async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
     from benchmarks import flights
 
@@ -279,10 +291,7 @@ async def flights_ingest(tmp: Path, passes: int) -> dict[str, Any]:
     finally:
         server.terminate()
     views = status["views"]
-    assert accepted == passes * len(flights.records()), accepted
-    assert all(v["late"] == 0 for v in views.values()), views
-    kept, miles = flights_daily(passes)
-    assert (daily["flights"], daily["miles"]) == (kept, miles), daily  # an integer sum: exact
+    flights_checked(accepted, passes, views, daily)
     rate = accepted / elapsed
     return {
         "events_per_s": rate,
@@ -437,10 +446,7 @@ async def kafka_flights(tmp: Path, bootstrap: str, passes: int) -> dict[str, Any
     config = kafka_source(flights.CONFIG.read_text(), "flights", bootstrap, topic)
     ask = "/v1/views/daily?bucket=all&group_by="
     timing, daily, status = await kafka_consumed(tmp, config, "kafka-flights", end, ask)
-    assert timing["records"] == passes * len(flights.records()), timing
-    assert all(v["late"] == 0 for v in status["views"].values()), status["views"]
-    kept, miles = flights_daily(passes)
-    assert (daily["flights"], daily["miles"]) == (kept, miles), daily  # an integer sum: exact
+    flights_checked(timing["records"], passes, status["views"], daily)
     return {**timing, "flights": daily["flights"], "miles": daily["miles"]}
 
 
