@@ -18,10 +18,10 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ingest.snapshots import SnapshotStore, whole
 from views import snapshot
@@ -29,6 +29,8 @@ from views.registry import Applied, Batch, BuiltPart, Registry
 from views.spec import SourceSpec, ViewSpec
 
 log = logging.getLogger("tallyd.commit")
+
+T = TypeVar("T")
 
 
 def settle_heap() -> None:
@@ -78,21 +80,14 @@ class Step:
         otherwise hold it for its whole apply), then ``then(applied)``. Never half a batch:
         cancelled meanwhile (a shutdown), it applies the rest at once and calls ``then`` before
         the cancellation goes on, so state and the positions it reflects stay together."""
-        steps = self.registry.applying(batch)
-        cancelled = False
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                then(done.value)
-                break
-            if not cancelled:
-                try:
-                    await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
+        await _drive(self.registry.applying(batch), then)
+
+    async def apply_group_yielding(
+        self, batches: list[Batch], then: Callable[[list[Applied]], None]
+    ) -> None:
+        """``apply_yielding`` for batches in turn, small ones folded at once where that gives
+        the same (``Registry.applying_group``); ``then`` gets what each did."""
+        await _drive(self.registry.applying_group(batches), then)
 
     def build_part(self, source: str, part: str, state: dict[str, Any]) -> BuiltPart:
         """May run in a worker thread while this step is held (``Registry.build_part``)."""
@@ -114,6 +109,24 @@ class Step:
 
     def compact_part(self, source: str, part: str) -> None:
         self.registry.compact_part(source, part)
+
+
+async def _drive(steps: Generator[None, None, T], then: Callable[[T], None]) -> None:
+    """Run an apply's steps, yielding to the event loop between them (see ``apply_yielding``)."""
+    cancelled = False
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            then(done.value)
+            break
+        if not cancelled:
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 @dataclass

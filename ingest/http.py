@@ -370,7 +370,8 @@ class HttpLog:
                 async with self.committer.step() as step:
                     for item, seq in zip(group, seqs, strict=True):
                         item.batch.position = seq
-                        await step.apply_yielding(item.batch, partial(self._applied, item, seq))
+                    batches = [item.batch for item in group]
+                    await step.apply_group_yielding(batches, partial(self._applied, group, seqs))
             except asyncio.CancelledError:  # stopping: what this group had not applied yet
                 _refuse(group, SHUTDOWN_LOGGED)
                 raise
@@ -382,12 +383,13 @@ class HttpLog:
         self.position = max(self.position, batch.position)
         return applied
 
-    def _applied(self, item: _Pending, seq: int, applied: Applied) -> None:
-        if item.receipt is not None:
-            self.remember(item.batch, item.receipt, applied)
-        self.position = max(self.position, seq)
-        if not item.done.done():  # the requester may have gone: the data is in
-            item.done.set_result((seq, applied))
+    def _applied(self, group: list[_Pending], seqs: list[int], applied: list[Applied]) -> None:
+        for item, seq, did in zip(group, seqs, applied, strict=True):
+            if item.receipt is not None:
+                self.remember(item.batch, item.receipt, did)
+            self.position = max(self.position, seq)
+            if not item.done.done():  # the requester may have gone: the data is in
+                item.done.set_result((seq, did))
 
     def _fail(self, err: OSError, group: list[_Pending]) -> None:
         # An fsync or write failure leaves the file in an unknown state: never retry and pretend

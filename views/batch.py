@@ -169,3 +169,58 @@ def from_rows(events: Sequence[dict[str, Any]], time_field: str, names: Iterable
     if time_field in fields:  # the time field as a number column too (WHERE ts > ...)
         fields[time_field] = Vec("number", time, np.ones(len(events), bool))
     return Columns(time, fields)
+
+
+EXACT_INTEGERS = 2**53  # every integer up to this magnitude is exactly a float64
+
+
+def concat(parts: Sequence[Columns]) -> tuple[Columns, set[str]] | None:
+    """``parts`` as one batch, row after row, with the same values, kinds and NULLs each part
+    has; and the fields whose number column had to widen (int64 in some part, float64 in
+    another: the whole column is float64, every integer in it exact). None when a field's kinds
+    differ otherwise (a string in one part, a number in another), or a widened integer is beyond
+    2**53: no one column then holds what each part held."""
+    names = list(dict.fromkeys(name for part in parts for name in part.fields))
+    widened: set[str] = set()
+    fields: dict[str, Vec] = {}
+    for name in names:
+        vecs = [part.column(name) for part in parts]
+        joined = _joined(vecs, name, widened)
+        if joined is None:
+            return None
+        fields[name] = joined
+    return Columns(np.concatenate([part.time for part in parts]), fields), widened
+
+
+def _joined(vecs: list[Vec], name: str, widened: set[str]) -> Vec | None:
+    kinds = {v.kind for v in vecs} - {"null"}
+    valid = np.concatenate([v.valid for v in vecs])
+    if not kinds:
+        return Vec.nulls(len(valid))
+    if len(kinds) > 1:
+        return None
+    kind = kinds.pop()
+    if kind == "string":
+        types = {v.data.type for v in vecs if v.kind == "string"}
+        if len(types) > 1:
+            return None
+        string = types.pop()
+        arrays = [v.data if v.kind == "string" else pa.nulls(len(v), string) for v in vecs]
+        return Vec("string", pa.concat_arrays(arrays), valid)
+    if kind == "number":
+        dtypes = {v.data.dtype for v in vecs if v.kind == "number"}
+        if len(dtypes) > 1:
+            ints = [v.data[v.valid] for v in vecs if v.kind == "number" and v.data.dtype != float]
+            if any(((i > EXACT_INTEGERS) | (i < -EXACT_INTEGERS)).any() for i in ints):
+                return None
+            widened.add(name)
+        dtype = np.float64 if len(dtypes) > 1 else dtypes.pop()
+        arrays = [
+            v.data.astype(dtype, copy=False) if v.kind == "number" else np.zeros(len(v), dtype)
+            for v in vecs
+        ]
+        return Vec("number", np.concatenate(arrays), valid)
+    fill: Any = False if kind == "bool" else None  # bool, or object (values of mixed types)
+    dtype = bool if kind == "bool" else object
+    data = [v.data if v.kind == kind else np.full(len(v), fill, dtype) for v in vecs]
+    return Vec(kind, np.concatenate(data), valid)

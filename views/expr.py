@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from views.batch import Columns, Vec, objects
+from views.batch import EXACT_INTEGERS, Columns, Vec, objects
 
 Row = dict[str, Any]
 TYPES = ("number", "string", "bool", "scalar")
@@ -42,6 +42,9 @@ class Fields:
         self.source = source
         self.time_field = time_field
         self.required: dict[str, str] = {}
+        # Fields read by arithmetic (+ - * / %, negation): an integer there is computed in int64
+        # when its whole column is, in float64 otherwise (``views.batch.concat`` reads this).
+        self.computed: set[str] = set()
 
     def require(self, field: str, kind: str) -> None:
         if field == self.time_field:
@@ -113,6 +116,13 @@ class Value:
     def on(self, cols: Columns) -> Vec:
         raise NotImplementedError
 
+    def exact_as_floats(self, cols: Columns) -> bool:
+        """Whether this gives the same on ``cols`` as on any split of its rows into batches in
+        which some number columns are int64 (``cols`` has them as float64, every integer below
+        2**53): true when each + - * on the way stays below 2**53, where float64 arithmetic on
+        integers is exact (/ and % of the same operands give the same either way)."""
+        return True
+
     def exact(self, cols: Columns) -> Vec:
         """``on``, except where int64 arithmetic overflows: ``on`` then makes the whole column
         float (what sums and the other aggregates read), while each row alone (``__call__``)
@@ -172,6 +182,9 @@ class Negate(Value):
             data = data.astype(np.float64)  # -(-2**63) is beyond int64
         return Vec("number", -data, v.valid)
 
+    def exact_as_floats(self, cols: Columns) -> bool:
+        return self.inner.exact_as_floats(cols)
+
     def exact(self, cols: Columns) -> Vec:
         v = self.inner.exact(cols)
         if v.kind == "number" and not (v.data.dtype == np.int64 and (v.data == -(2**63)).any()):
@@ -208,6 +221,14 @@ class Arith(Value):
 
     def __call__(self, row: Row) -> Any:
         return self._one(self.left(row), self.right(row))
+
+    def exact_as_floats(self, cols: Columns) -> bool:
+        if not (self.left.exact_as_floats(cols) and self.right.exact_as_floats(cols)):
+            return False
+        if self.kind in (exp.Div, exp.Mod):
+            return True
+        out = self.on(cols)
+        return out.kind == "null" or bool((np.abs(out.data[out.valid]) < EXACT_INTEGERS).all())
 
     def exact(self, cols: Columns) -> Vec:
         a, b = self.left.exact(cols), self.right.exact(cols)
@@ -290,6 +311,8 @@ def compile_value(node: exp.Expression, fields: Fields, kind: str = "scalar") ->
         if kind == "number" and value is not None and not _number(value):
             raise ExprError(f"'{node.sql()}' is not a number")
         return Constant(value)
+    if isinstance(node, exp.Neg) or type(node) in _ROW_ARITH:
+        fields.computed.update(fields.column(c) for c in node.find_all(exp.Column))
     if isinstance(node, exp.Neg):
         return Negate(compile_value(node.this, fields, "number"))
     if type(node) in _ROW_ARITH:

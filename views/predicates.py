@@ -39,6 +39,10 @@ class Predicate:
     def on(self, cols: Columns) -> Truth:
         raise NotImplementedError
 
+    def values(self) -> list[Value]:
+        """The values it compares or tests (``Value.exact_as_floats`` reads them)."""
+        return []
+
     def mask(self, cols: Columns) -> np.ndarray:
         """The rows a WHERE keeps: those where the predicate is TRUE."""
         true, known = self.on(cols)
@@ -52,6 +56,9 @@ class Logic(Predicate):
 
     def __init__(self, is_or: bool, left: Predicate, right: Predicate) -> None:
         self.is_or, self.left, self.right = is_or, left, right
+
+    def values(self) -> list[Value]:
+        return self.left.values() + self.right.values()
 
     def __call__(self, row: Row) -> bool | None:
         decisive = self.is_or
@@ -77,6 +84,9 @@ class Not(Predicate):
     def __init__(self, inner: Predicate) -> None:
         self.inner = inner
 
+    def values(self) -> list[Value]:
+        return self.inner.values()
+
     def __call__(self, row: Row) -> bool | None:
         v = self.inner(row)
         return None if v is None else not v
@@ -89,6 +99,9 @@ class Not(Predicate):
 class IsNull(Predicate):
     def __init__(self, value: Value) -> None:
         self.value = value
+
+    def values(self) -> list[Value]:
+        return [self.value]
 
     def __call__(self, row: Row) -> bool | None:
         return self.value(row) is None
@@ -132,6 +145,9 @@ class Compare(Predicate):
     def __init__(self, kind: type[exp.Expression], left: Value, right: Value) -> None:
         self.kind, self.left, self.right = kind, left, right
         self.op = _ROW_COMPARE[kind]
+
+    def values(self) -> list[Value]:
+        return [self.left, self.right]
 
     def __call__(self, row: Row) -> bool | None:
         x, y = self.left(row), self.right(row)
@@ -183,6 +199,9 @@ class In(Predicate):
         self.value = value
         self.allowed = frozenset(v for v in options if v is not None)
         self.has_null = None in options
+
+    def values(self) -> list[Value]:
+        return [self.value]
 
     def __call__(self, row: Row) -> bool | None:
         return self._one(self.value(row))

@@ -118,6 +118,8 @@ class ViewSpec:
     grace: int = 0
     max_groups: int = 100_000
     retracting: bool = False  # then aggs ends with a hidden row count (groups vanish at zero)
+    computed: frozenset[str] = frozenset()  # fields read by arithmetic (``views.expr.Fields``)
+    big_numbers: bool = False  # a number in its SQL beyond 2**53 (not exactly a float64)
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

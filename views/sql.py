@@ -24,6 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from views.aggregates import Aggregate
+from views.batch import EXACT_INTEGERS
 from views.durations import parse_duration
 from views.expr import ExprError, Fields, compile_value, literal
 from views.predicates import compile_predicate
@@ -161,6 +162,10 @@ def _compile(
         where=where,
         where_fields=where_fields,
         requirements=dict(fields.required),
+        computed=frozenset(fields.computed),
+        big_numbers=any(
+            not n.is_string and abs(literal(n)) > EXACT_INTEGERS for n in tree.find_all(exp.Literal)
+        ),
         retention=retention,
         grace=grace,
         max_groups=max_groups,

@@ -168,6 +168,52 @@ class View:
         for aggregate in part.aggs:
             aggregate.settle()
 
+    def apply_group(
+        self, cols: Columns, marks: list[int | None], ends: np.ndarray, part_name: str = ""
+    ) -> list[tuple[int, int]] | None:
+        """Fold several batches in at once (``cols``: their rows one after another, batch ``i``
+        ending before row ``ends[i]``), with exactly the state and counts that applying them in
+        turn gives — or do nothing and return None where that is not sure. ``marks[i]`` is the
+        partition's watermark before batch ``i``: its rows' lateness is judged by it, as in
+        turn. In turn, retention would drop buckets between the batches; that changes nothing
+        the group does not drop at its end either, except the room for new keys, so a group is
+        taken only while ``max_groups`` cannot be reached by it (and no key is folded into
+        ``__other__``). Adds only (no change streams). Returns (applied, late) per batch."""
+        part = self.part(part_name)
+        n = len(cols)
+        if len(part.refs) + n > self.spec.max_groups:  # the slots any alive key can hold
+            alive = int(np.count_nonzero(part.refs))
+            if alive + n > self.spec.max_groups:
+                return None
+        spec = self.spec
+        mask = np.ones(n, bool) if spec.where is None else spec.where.mask(cols)
+        sizes = np.diff(ends, prepend=0)
+        known = next((i for i, m in enumerate(marks) if m is not None), len(marks))
+        since = int(ends[known - 1]) if known else 0  # rows judged against a watermark
+        row_marks = np.repeat(np.array([m or 0 for m in marks], np.int64), sizes)
+        late = np.zeros(n, bool)
+        if spec.window is not None:
+            late[since:] = mask[since:] & (cols.time[since:] < row_marks[since:] - spec.grace)
+        rows = np.flatnonzero(mask & ~late)
+        try:
+            self._fold(cols, rows, part, negate=False)
+        except SpanError:  # raised before any pair or aggregate changed: apply them in turn
+            return None
+        part.counters["applied"] += len(rows)
+        late_rows = np.flatnonzero(late)
+        if len(late_rows):
+            part.counters["late"] += len(late_rows)
+            newest = late_rows[-self.keep :]
+            events = cols.rows(newest.tolist())
+            for event, mark in zip(events, row_marks[newest].tolist(), strict=True):
+                part.late_events.append(late_record(event, mark, spec.grace, part_name))
+        for aggregate in part.aggs:
+            aggregate.settle()
+        which = len(ends)
+        applied = np.bincount(np.searchsorted(ends, rows, "right"), minlength=which)
+        lates = np.bincount(np.searchsorted(ends, late_rows, "right"), minlength=which)
+        return list(zip(applied.tolist(), lates.tolist(), strict=True))
+
     def _applicable(
         self, cols: Columns, watermark: int | None, part_name: str, part: Part
     ) -> np.ndarray:

@@ -1,0 +1,246 @@
+"""Small batches folded at once (``Registry.applying_group``, what the HTTP log does with a commit
+group) against the same batches applied in turn (``Registry.apply``): on seeded random groups of
+every shape — late events judged by the watermark after the batches before them, ``max_groups``
+reached mid-group, retention between batches, ints in one batch and floats in the next (within
+and beyond 2**53, read by arithmetic and not), NULLs and absent fields, change streams, several
+sources in one group — the two must end in the same state, count for count and
+array for array, and tell each batch the same (its watermark, and per view what it applied,
+found late, folded, left unmatched)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.views.test_engine_oracle import BASE, SOURCES, VIEWS, event
+from views.aggregates import ApproxCountDistinct, ApproxPercentile, TopK
+from views.batch import concat, from_rows
+from views.config import parse
+from views.query import all_rows
+from views.registry import Applied, Batch, Registry
+from views.view import View
+
+GROUPED_VIEWS = {
+    **VIEWS,
+    "computed": {  # arithmetic on a field whose ints may widen to floats in a group
+        "sql": "SELECT k, tumble(ts, '1 minute') AS m, sum(a * b) AS ab, sum(a) AS sa "
+        "FROM s GROUP BY k, m",
+        "grace": "10s",
+        "retention": "2m",
+    },
+    "sketched": {  # top-k, HyperLogLog, DDSketch by key and minute, no max_groups in reach
+        "sql": "SELECT k, tumble(ts, '1 minute') AS m, top_k(c, 2, 3) AS top, "
+        "approx_count_distinct(a) AS ad, p90(b) AS p90, count_distinct(c) AS dc "
+        "FROM s GROUP BY k, m",
+        "grace": "45s",
+    },
+    "short": {  # retention as short as grace: buckets go between batches, at the edge
+        "sql": "SELECT c, tumble(ts, '10 seconds') AS t, count(*) AS n, max(b) AS hi "
+        "FROM s GROUP BY c, t",
+        "grace": "20s",
+        "retention": "20s",
+    },
+}
+BIG = 2**53 + 1  # not a float64: an int column holding it cannot widen
+
+
+def small(rng: random.Random, clock: int) -> list[dict[str, Any]]:
+    """A request's worth of events: one to six, some late, some with an integer beyond 2**53,
+    some with whole numbers as ints where other batches have floats."""
+    out = []
+    for _ in range(rng.choice([1, 1, 2, 3, 6])):
+        e = event(rng, clock - rng.randrange(0, 150_000))
+        roll = rng.random()
+        if roll < 0.03:
+            e["a"] = BIG
+        elif roll < 0.3 and "a" in e and isinstance(e["a"], float):
+            e["a"] = int(e["a"])  # this batch's a is int64, the next one's may be float64
+        out.append(e)
+    return out
+
+
+def groups(seed: int) -> list[list[Batch]]:
+    """Groups of batches, as a commit group holds them: mostly of source ``s``, some of the
+    change stream ``cdc`` in between."""
+    rng = random.Random(seed)
+    clock = BASE
+    position = {"s": 0, "cdc": 0}
+    out = []
+    for _ in range(rng.randrange(4, 12)):
+        group = []
+        for _ in range(rng.choice([1, 2, 5, 12, 30])):
+            clock += rng.randrange(0, 20_000)
+            if rng.random() < 0.1:
+                rows = [event(rng, clock - rng.randrange(0, 60_000)) for _ in range(3)]
+                weights = [1, 1, -1] if rng.random() < 0.5 else [1, -1, -1]
+                position["cdc"] += 1
+                group.append(Batch("cdc", rows, position["cdc"], part="t:0", weights=weights))
+                continue
+            position["s"] += 1
+            group.append(Batch("s", small(rng, clock), position["s"]))
+        out.append(group)
+    return out
+
+
+def fresh() -> Registry:
+    config = parse({"sources": SOURCES, "views": GROUPED_VIEWS})
+    return Registry(config.sources, config.views)
+
+
+def copy(batch: Batch) -> Batch:
+    events = [dict(e) for e in batch.events]
+    weights = None if batch.weights is None else list(batch.weights)
+    return Batch(batch.source, events, batch.position, part=batch.part, weights=weights)
+
+
+def run(steps: Generator[None, None, list[Applied]]) -> list[Applied]:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            out: list[Applied] = done.value
+            return out
+
+
+def sketches(view: View) -> dict[tuple[str, int, Any, int], Any]:
+    """Every approximate aggregate's state per (part, bucket, key), by value: pair ids, and the
+    order pairs were created in, are the engine's own business (a group creates a later batch's
+    earlier buckets in time order, not batch order; answers read pairs in time and key order)."""
+    out = {}
+    for name, part in view.parts.items():
+        for pair in part.pairs.alive_ids().tolist():
+            one = np.array([pair])
+            at = (
+                name,
+                int(part.pairs.starts(one)[0]),
+                view.keys.keys[int(part.pairs.slots(one)[0])],
+            )
+            for index, aggregate in enumerate(part.aggs):
+                if isinstance(aggregate, ApproxCountDistinct | ApproxPercentile):
+                    out[(*at, index)] = aggregate.sketch(pair).to_state()
+                elif isinstance(aggregate, TopK):
+                    out[(*at, index)] = aggregate.summary(pair).to_state()
+    return out
+
+
+def both(seed: int) -> tuple[Registry, Registry, list[Applied], list[Applied]]:
+    grouped, in_turn = fresh(), fresh()
+    told_grouped: list[Applied] = []
+    told_in_turn: list[Applied] = []
+    for group in groups(seed):
+        told_grouped += run(grouped.applying_group([copy(b) for b in group]))
+        told_in_turn += [in_turn.apply(copy(b)) for b in group]
+    return grouped, in_turn, told_grouped, told_in_turn
+
+
+def same(grouped: Registry, in_turn: Registry) -> None:
+    for name, view in in_turn.views.items():
+        mine = grouped.views[name]
+        assert all_rows(mine) == all_rows(view), name
+        assert mine.stats() == view.stats(), name
+        assert mine.late_events() == view.late_events(), name
+        assert sketches(mine) == sketches(view), name
+        assert sorted(mine.parts) == sorted(view.parts), name
+    for name, source in in_turn.sources.items():
+        assert grouped.sources[name].to_state() == source.to_state(), name
+    assert grouped.version == in_turn.version
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_group_applied_at_once_equals_its_batches_in_turn(seed: int) -> None:
+    grouped, in_turn, told_grouped, told_in_turn = both(seed)
+    assert told_grouped == told_in_turn
+    same(grouped, in_turn)
+    # What they hold goes on alike: more batches, in turn on both, with the state each group
+    # left (exact multisets, sketches, pairs retention has still to drop).
+    for group in groups(seed + 1000):
+        for batch in group:
+            assert grouped.apply(copy(batch)) == in_turn.apply(copy(batch))
+    same(grouped, in_turn)
+
+
+def test_groups_are_folded_at_once_and_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seeds above take both ways: views folding a group at once, and views that must take
+    it in turn (``max_groups`` within reach, a change stream, an int beyond 2**53 widened, or a
+    widened field multiplied) — and every policy fires while grouped."""
+    outcome: dict[str, int] = {"at_once": 0, "in_turn": 0}
+    original = View.apply_group
+
+    def counting(view: View, *args: Any) -> Any:
+        got = original(view, *args)
+        outcome["at_once" if got is not None else "in_turn"] += 1
+        return got
+
+    monkeypatch.setattr(View, "apply_group", counting)
+    merged = Registry._merged
+    refused = {"merged": 0, "refused": 0}
+
+    def merging(registry: Registry, run: list[Batch]) -> Any:
+        got = merged(registry, run)
+        refused["merged" if got is not None else "refused"] += 1
+        return got
+
+    monkeypatch.setattr(Registry, "_merged", merging)
+    totals: dict[str, int] = {}
+    for seed in range(12):
+        grouped = fresh()
+        for group in groups(seed):
+            run(grouped.applying_group(group))
+        for view in grouped.views.values():
+            for counter, n in view.stats().items():
+                totals[counter] = totals.get(counter, 0) + n
+    assert outcome["at_once"] > 100, outcome
+    assert outcome["in_turn"] > 50, outcome
+    assert refused["merged"] > 20, refused
+    assert refused["refused"] > 20, refused
+    for counter in ("late", "overflow", "unmatched"):
+        assert totals[counter] > 0, counter
+
+
+def test_ints_widen_to_floats_only_where_exact() -> None:
+    """An int64 column and a float64 one join as floats while every integer is exactly a
+    float64, every + - * on them stays below 2**53 and no number in a view's SQL is beyond it;
+    otherwise the batches go in turn."""
+    registry = fresh()
+
+    def pair(a: Any, b: Any, other: float = 1.5) -> list[Batch]:
+        return [
+            Batch("s", [{"ts": BASE, "k": "k1", "a": a, "b": b}], 1),
+            Batch("s", [{"ts": BASE + 1, "k": "k1", "a": other, "b": 2}], 2),
+        ]
+
+    merged = registry._merged(pair(3, 2))  # "computed": a * b = 6, far below 2**53
+    assert merged is not None
+    assert merged[1].column("a").data.dtype == np.float64
+    assert registry._merged(pair(2**27, 2**26 - 1)) is not None  # 2**53 - 2**27: exact
+    assert registry._merged(pair(2**27, 2**26 + 1)) is None  # a * b beyond 2**53
+    assert registry._merged(pair(BIG, 2)) is None  # BIG itself is not a float64
+    # Past 2**53 on a row that was a float anyway would not change, but the check does not tell
+    # rows apart: it asks for all of them below 2**53 and sends the group in turn.
+    assert registry._merged(pair(3, 2, other=2.0**60)) is None
+    literal = {"sql": "SELECT k, count(*) AS n FROM s WHERE b < 9007199254740993 GROUP BY k"}
+    config = parse({"sources": SOURCES, "views": {"literal": literal}})
+    strict = Registry(config.sources, config.views)
+    assert strict._merged(pair(3, 2)) is not None  # b: int64 in both, nothing widens
+    assert strict._merged(pair(3, 2.5)) is None  # b widens, compared with a number past 2**53
+    assert strict._merged(pair(3, 2.0)) is None  # 2.0 is a float: b widens all the same
+
+
+def test_columns_join_only_when_one_column_holds_each() -> None:
+    ints = from_rows([{"ts": 1, "x": 1, "s": "a"}], "ts", ["x", "s"])
+    floats = from_rows([{"ts": 2, "x": 2.5}], "ts", ["x", "s"])
+    strings = from_rows([{"ts": 3, "x": "three"}], "ts", ["x", "s"])
+    joined = concat([ints, floats])
+    assert joined is not None
+    cols, widened = joined
+    assert widened == {"x"}
+    assert cols.column("x").values() == [1.0, 2.5]
+    assert cols.column("s").values() == ["a", None]  # a NULL-only column joins any kind
+    assert cols.time.tolist() == [1, 2]
+    assert concat([ints, ints]) is not None
+    assert concat([ints, ints])[1] == set()  # type: ignore[index]
+    assert concat([ints, strings]) is None
