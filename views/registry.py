@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from views.batch import Columns, concat, from_rows
+from views.batch import Columns, concat, from_rows, from_rows_joined
 from views.spec import SourceSpec, ViewSpec
 from views.view import COUNTERS, Part, View
 
@@ -269,15 +269,23 @@ class Registry:
         for observe in self.observers:
             observe(batch)
 
-    def _merged(self, run: list[Batch]) -> tuple[list[Columns], Columns] | None:
-        """The run's batches column-wise, each and all together; None when one column cannot
-        hold them all as each held them (``views.batch.concat``), when a view would not read a
-        field widened from integers to floats exactly as before (``_widens_exactly``), or for
-        change streams."""
+    def _merged(self, run: list[Batch]) -> tuple[Columns, list[Columns] | None] | None:
+        """The run's batches column-wise, all together — and each, when that was at hand (to
+        apply in turn the views that cannot take them together; else read again then); None
+        when one column cannot hold them all as each held them (``views.batch.concat``), when a
+        view would not read a field widened from integers to floats exactly as before
+        (``_widens_exactly``), or for change streams."""
         if any(batch.weights is not None for batch in run):
             return None
-        each = [self.columns(batch) for batch in run]
-        joined = concat(each)
+        each: list[Columns] | None = None
+        if all(batch.columns is None for batch in run):  # small bodies: events, not columns
+            spec = self.sources[run[0].source].spec
+            names = sorted({spec.time_field, *self.fields[run[0].source]})
+            events = [batch.events for batch in run]
+            joined = from_rows_joined(events, spec.time_field, names)
+        else:
+            each = [self.columns(batch) for batch in run]
+            joined = concat(each)
         if joined is None:
             return None
         merged, widened = joined
@@ -285,7 +293,7 @@ class Registry:
             _widens_exactly(v.spec, widened, merged) for v in self._readers(run[0])
         ):
             return None
-        return each, merged
+        return merged, each
 
     def _readers(self, batch: Batch) -> list[View]:
         """The views a batch of this source partition is applied to: the source's live views,
@@ -299,18 +307,18 @@ class Registry:
         return self.by_source[batch.source] + joined
 
     def _apply_merged(
-        self, run: list[Batch], each: list[Columns], merged: Columns
+        self, run: list[Batch], merged: Columns, each: list[Columns] | None
     ) -> Generator[None, None, list[Applied]]:
         source = self.sources[run[0].source]
         part = run[0].part
+        ends = np.cumsum([len(batch) for batch in run])
         marks: list[int | None] = []  # the partition's watermark before each batch
         mark = source.watermarks.get(part)
-        for cols in each:
+        for start, end in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True):
             marks.append(mark)
-            if len(cols):
-                newest = int(cols.time.max())
+            if end > start:
+                newest = int(merged.time[start:end].max())
                 mark = newest if mark is None else max(mark, newest)
-        ends = np.cumsum([len(cols) for cols in each])
         views = self.by_source[run[0].source]
         effects: dict[str, list[Effect]] = {}
         together: list[View] = []
@@ -321,6 +329,8 @@ class Registry:
                 effects[view.spec.name] = [Effect(a, late, 0, 0, 0) for a, late in got]
             else:  # in turn, with retention between the batches, as ``applying`` does
                 effects[view.spec.name] = []
+                if each is None:
+                    each = [self.columns(batch) for batch in run]
                 for i, cols in enumerate(each):
                     counted = view.part_counters(part)
                     view.apply(cols, marks[i], part, None)

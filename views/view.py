@@ -196,7 +196,7 @@ class View:
             late[since:] = mask[since:] & (cols.time[since:] < row_marks[since:] - spec.grace)
         rows = np.flatnonzero(mask & ~late)
         try:
-            self._fold(cols, rows, part, negate=False)
+            self._fold(cols, rows, part, negate=False, ends=ends)
         except SpanError:  # raised before any pair or aggregate changed: apply them in turn
             return None
         part.counters["applied"] += len(rows)
@@ -231,18 +231,33 @@ class View:
                 mask &= ~late
         return np.flatnonzero(mask)
 
-    def _fold(self, cols: Columns, rows: np.ndarray, part: Part, negate: bool) -> Rows | None:
-        """Apply ``rows`` (adds, or with ``negate`` matched retractions) to ``part``."""
+    def _fold(
+        self,
+        cols: Columns,
+        rows: np.ndarray,
+        part: Part,
+        negate: bool,
+        ends: np.ndarray | None = None,
+    ) -> Rows | None:
+        """Apply ``rows`` (adds, or with ``negate`` matched retractions) to ``part``; ``ends``:
+        where each of the batches ``cols`` holds ends (``apply_group``), for the aggregates
+        whose state depends on how rows are batched."""
         if not len(rows):
             return None
         slots = self._slots(cols, rows, part, create=not negate)
         if not negate and self._fold_panes(cols, rows, slots, part):
             return None
         placed = self._place(cols, rows, slots, part)
+        batch_of = None
         for index, aggregate in enumerate(part.aggs):
             arg = self.spec.aggs[index].arg
             values = None if arg is None else arg.on(cols).take(placed.index)
-            aggregate.fold(Batch(placed.pairs, placed.group, values, negate))
+            if ends is None or aggregate.any_batching:
+                aggregate.fold(Batch(placed.pairs, placed.group, values, negate))
+                continue
+            if batch_of is None:
+                batch_of = np.searchsorted(ends, placed.index, "right")
+            aggregate.fold_batches(Batch(placed.pairs, placed.group, values, negate), batch_of)
         return placed
 
     def _fold_panes(self, cols: Columns, rows: np.ndarray, slots: np.ndarray, part: Part) -> bool:

@@ -81,7 +81,10 @@ def groups(seed: int) -> list[list[Batch]]:
                 group.append(Batch("cdc", rows, position["cdc"], part="t:0", weights=weights))
                 continue
             position["s"] += 1
-            group.append(Batch("s", small(rng, clock), position["s"]))
+            batch = Batch("s", small(rng, clock), position["s"])
+            if rng.random() < 0.15:  # a body read column-wise (a large one, over HTTP)
+                batch = Batch("s", [], batch.position, columns=READER.columns(batch))
+            group.append(batch)
         out.append(group)
     return out
 
@@ -91,10 +94,13 @@ def fresh() -> Registry:
     return Registry(config.sources, config.views)
 
 
+READER = fresh()  # builds the column-wise batches (the fields the views read)
+
+
 def copy(batch: Batch) -> Batch:
     events = [dict(e) for e in batch.events]
     weights = None if batch.weights is None else list(batch.weights)
-    return Batch(batch.source, events, batch.position, part=batch.part, weights=weights)
+    return Batch(batch.source, events, batch.position, [], batch.part, weights, batch.columns)
 
 
 def run(steps: Generator[None, None, list[Applied]]) -> list[Applied]:
@@ -215,7 +221,7 @@ def test_ints_widen_to_floats_only_where_exact() -> None:
 
     merged = registry._merged(pair(3, 2))  # "computed": a * b = 6, far below 2**53
     assert merged is not None
-    assert merged[1].column("a").data.dtype == np.float64
+    assert merged[0].column("a").data.dtype == np.float64
     assert registry._merged(pair(2**27, 2**26 - 1)) is not None  # 2**53 - 2**27: exact
     assert registry._merged(pair(2**27, 2**26 + 1)) is None  # a * b beyond 2**53
     assert registry._merged(pair(BIG, 2)) is None  # BIG itself is not a float64

@@ -94,6 +94,10 @@ class Aggregate:
     # ``absorb`` of partial states leaves exactly the state folding their values would: hop
     # windows fold a batch once per slide-sized pane, then absorb panes into windows.
     merges_exactly: ClassVar[bool] = False
+    # Folding rows in one batch leaves the state folding them in several, in order, would (not
+    # top_k's: a batch is summarised whole, ``views.aggregates.topk``); where it does not,
+    # ``fold_batches`` folds several at once as in turn.
+    any_batching: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,6 +158,11 @@ class Aggregate:
         return None
 
     def take(self, keep: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def fold_batches(self, batch: Batch, batch_of: np.ndarray) -> None:
+        """``fold`` of consecutive batches' rows in turn (``batch_of``: each row's batch, in
+        ascending order): what an aggregate without ``any_batching`` must have."""
         raise NotImplementedError
 
     def buffers(self) -> Buffers:

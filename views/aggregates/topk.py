@@ -26,6 +26,7 @@ class TopK(Aggregate):
     sql_usage = "top_k(x, k)"
     result_type = "array"
     interned = True
+    any_batching = False  # each batch's counts are summarised to ``capacity`` before the merge
 
     def __init__(self, values: Values | None = None, **params: Any) -> None:
         super().__init__(values if values is not None else Values(), **params)
@@ -70,6 +71,29 @@ class TopK(Aggregate):
             summary = self._summary(batch_codes[lo:hi], counts[lo:hi])
             mine = self.summary(pair)
             mine.merge(summary)
+            updates[pair] = mine
+        self._store(updates)
+
+    def fold_batches(self, batch: Batch, batch_of: np.ndarray) -> None:
+        """Each batch's counts summarised and merged into its pairs, batch after batch, as
+        ``fold`` of each in turn leaves them — the values coded and the entries stored once."""
+        rows, values = batch.present()
+        if values is None or not len(rows):
+            return
+        pairs = batch.pairs[batch.group[rows]]
+        codes = self.dictionary.codes(values)
+        which = batch_of[rows]
+        order = np.lexsort((codes, pairs, which))
+        which, pairs, codes = which[order], pairs[order], codes[order]
+        step = np.r_[True, (which[1:] != which[:-1]) | (pairs[1:] != pairs[:-1])]
+        first = np.flatnonzero(step | np.r_[True, codes[1:] != codes[:-1]])  # each (b, p, c)
+        counts = np.diff(np.r_[first, len(codes)])
+        runs = np.flatnonzero(step[first])  # where each (batch, pair) begins among them
+        updates: dict[int, SpaceSaving] = {}
+        for lo, hi in zip(runs.tolist(), np.r_[runs[1:], len(first)].tolist(), strict=True):
+            pair = int(pairs[first[lo]])
+            mine = updates[pair] if pair in updates else self.summary(pair)
+            mine.merge(self._summary(codes[first[lo:hi]], counts[lo:hi]))
             updates[pair] = mine
         self._store(updates)
 
