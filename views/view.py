@@ -9,7 +9,9 @@ consistent with its own position.
 
 ``apply`` folds a batch (``views.batch.Columns``) in with numpy: the WHERE mask, lateness, the
 group keys' slots (``max_groups`` decided in event order), window starts (tumble and hop),
-pair ids, then each aggregate's fold. Policies, all observable through counters kept with each
+pair ids, then each aggregate's fold. ``apply_group`` folds several batches (a commit group of
+small HTTP bodies) in one pass, to exactly the state ``apply`` of each in turn leaves, or
+declines when it cannot be sure of that. Policies, all observable through counters kept with each
 part (and so in snapshots):
 
 * **late**: an event whose time is before ``watermark - grace`` (the partition's watermark as it

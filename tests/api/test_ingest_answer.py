@@ -4,7 +4,9 @@ or all filtered out by a WHERE, must not look like one that moved every chart (i
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,12 @@ import orjson
 import pytest
 
 from api import demo
+from ingest.http import outcomes
 from tests import reference as ref
-from tests.helpers import BASE_TS, IngestPath, ndjson, running
+from tests.helpers import BASE_TS, IngestPath, ndjson, running, until
+from views.config import parse
+from views.query import all_rows
+from views.registry import Batch, Registry
 from views.timefmt import format_time
 
 CONFIG = """
@@ -145,3 +151,50 @@ async def test_an_http_source_says_what_it_is_and_that_it_runs(tmp_path: Path) -
         answer = await (await client.get("/v1/sources")).json()
         (orders,) = answer["sources"]
         assert orders["status"] == {"kind": "http", "state": "running", "healthy": True}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_small_bodies_applied_as_one_group_answer_as_if_applied_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """90 small bodies posted at once (the test client has 100 connections), while the views are
+    held, are logged and then applied as one group or a few: each answer says what applying the
+    bodies one by one, in log order, says for it — its late events judged by the watermark
+    after the bodies logged before it — and the views end as they would."""
+    groups: list[int] = []
+    applying_group = Registry.applying_group
+
+    def recording(registry: Registry, batches: list[Batch]) -> Any:
+        groups.append(len(batches))
+        return applying_group(registry, batches)
+
+    monkeypatch.setattr(Registry, "applying_group", recording)
+    rng = random.Random(seed)
+    bodies = [
+        [
+            {"ts": T + rng.randrange(-60_000, 60_000), "status": rng.choice(["paid", "failed"])}
+            for _ in range(rng.choice([1, 1, 2, 5]))
+        ]
+        for _ in range(90)
+    ]
+    data = [ndjson(events) for events in bodies]
+    async with running(CONFIG, tmp_path) as (client, engine):
+        async with engine.committer.step():  # the views held: every body is read and logged
+            posts = [asyncio.create_task(post(client, body)) for body in data]
+
+            async def all_read() -> bool:
+                return engine.http.backlog == sum(len(body) for body in data)
+
+            await until(all_read, 30)
+        answers = await asyncio.gather(*posts)
+        got = all_rows(engine.registry.views["per_minute"])
+    assert max(groups) >= 23  # at most four groups: two queued, one waiting, the rest pending
+    config = parse(tomllib.loads(CONFIG))
+    one_by_one = Registry(config.sources, config.views)
+    positions = [int(answer["position"].split(":")[1]) for answer in answers]
+    for i in sorted(range(len(bodies)), key=positions.__getitem__):
+        applied = one_by_one.apply(Batch("orders", [dict(e) for e in bodies[i]], positions[i]))
+        assert answers[i]["views"] == outcomes(one_by_one, len(bodies[i]), applied)
+    assert got == all_rows(one_by_one.views["per_minute"])
+    assert sum(a["views"]["per_minute"]["late"] for a in answers) > 0  # lateness was judged
