@@ -40,6 +40,9 @@ from views.timefmt import format_time
 log = logging.getLogger("tallyd.http")
 TABLE_RECORD = b"T"  # WAL records of column-wise batches start with this (JSON ones with "{")
 OFFLOAD_BYTES = 256 << 10  # decode bodies larger than this in a worker thread
+# A replay applies the log's records in groups of at most this many records or events (the
+# events of large bodies gain nothing from a group, and are joined into one batch's columns).
+REPLAY_GROUP, REPLAY_GROUP_EVENTS = 1000, 100_000
 
 
 class Rejected(Exception):
@@ -156,19 +159,35 @@ class HttpLog:
     # -- recovery and snapshots -----------------------------------------------------------------
 
     def restore(self, state: dict[str, Any] | None, step: Step) -> tuple[int, int]:
-        """Take the snapshot's fields, then replay the WAL after its position (blocking)."""
+        """Take the snapshot's fields, then replay the WAL after its position (blocking), in
+        groups of records as the live server applies them (``Step.apply_group``: the state of
+        each record in turn), so that a log of small bodies replays at their live pace."""
         if state is not None:
             self.position = int(state["position"])
             self.receipts = dict(state.get("receipts", {}))
         replayed = 0
+        group: list[tuple[Batch, Receipt | None]] = []
+        events = 0
         for seq, payload in self.wal.open(after=self.position):
             batch, receipt = self._batch(seq, payload)
             if batch.source in self.registry.sources:
-                self._apply(step, batch, receipt)
+                group.append((batch, receipt))
+                events += len(batch)
+                if len(group) >= REPLAY_GROUP or events >= REPLAY_GROUP_EVENTS:
+                    self._replay(step, group)
+                    group, events = [], 0
             else:  # a source removed from the config: its events go with it
                 self.position = max(self.position, seq)
             replayed += 1
+        self._replay(step, group)
         return replayed, self.wal.truncated_bytes
+
+    def _replay(self, step: Step, group: list[tuple[Batch, Receipt | None]]) -> None:
+        applied = step.apply_group([batch for batch, _ in group])
+        for (batch, receipt), did in zip(group, applied, strict=True):
+            if receipt is not None:
+                self.remember(batch, receipt, did)
+            self.position = max(self.position, batch.position)
 
     def _batch(self, seq: int, payload: bytes) -> tuple[Batch, Receipt | None]:
         """A WAL record back into the batch it was: JSON events, or (``T``) the raw NDJSON body
@@ -386,13 +405,6 @@ class HttpLog:
             except asyncio.CancelledError:  # stopping: what this group had not applied yet
                 _refuse(group, SHUTDOWN_LOGGED)
                 raise
-
-    def _apply(self, step: Step, batch: Batch, receipt: Receipt | None) -> Applied:
-        applied = step.apply(batch)
-        if receipt is not None:
-            self.remember(batch, receipt, applied)
-        self.position = max(self.position, batch.position)
-        return applied
 
     def _applied(self, group: list[_Pending], seqs: list[int], applied: list[Applied]) -> None:
         for item, seq, did in zip(group, seqs, applied, strict=True):
