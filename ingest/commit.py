@@ -76,14 +76,7 @@ class Step:
         return self.registry.apply(batch)
 
     def apply_group(self, batches: list[Batch]) -> list[Applied]:
-        """``apply`` of each in turn, small ones folded at once (``Registry.applying_group``)."""
-        steps = self.registry.applying_group(batches)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                applied: list[Applied] = done.value
-                return applied
+        return self.registry.apply_group(batches)
 
     async def apply_yielding(self, batch: Batch, then: Callable[[Applied], None]) -> None:
         """``apply``, letting the event loop answer queries between views (a big batch would

@@ -277,3 +277,16 @@ class IngestPath:
         assert all(self.read), f"the column reader declined bodies: {self.read}"
         assert self.tables, "nothing was applied"
         assert all(self.tables), f"row batches were applied in a columns test: {self.tables}"
+
+
+def record_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every group of batches ``Registry.applying_group`` is given from now on."""
+    groups: list[int] = []
+    applying_group = Registry.applying_group
+
+    def recording(registry: Registry, batches: list[Batch]) -> Any:
+        groups.append(len(batches))
+        return applying_group(registry, batches)
+
+    monkeypatch.setattr(Registry, "applying_group", recording)
+    return groups

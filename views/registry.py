@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from views.batch import Columns, concat, from_rows, from_rows_joined
 from views.spec import SourceSpec, ViewSpec
 from views.view import COUNTERS, Part, View
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -202,13 +204,11 @@ class Registry:
         return from_rows(batch.events, spec.time_field, sorted(names))
 
     def apply(self, batch: Batch) -> Applied:
-        steps = self.applying(batch)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                applied: Applied = done.value
-                return applied
+        return _finish(self.applying(batch))
+
+    def apply_group(self, batches: list[Batch]) -> list[Applied]:
+        """``apply`` of each batch in turn, small ones folded at once (``applying_group``)."""
+        return _finish(self.applying_group(batches))
 
     def applying(self, batch: Batch) -> Generator[None, None, Applied]:
         """``apply`` in steps: it yields after each view, so a server answers queries between
@@ -656,6 +656,16 @@ class Registry:
             if n not in self.views and n not in state["views"]
         ]
         return notes
+
+
+def _finish(steps: Generator[None, None, T]) -> T:
+    """Run an apply's steps to the end, with no pause between them."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            out: T = done.value
+            return out
 
 
 def _widens_exactly(spec: ViewSpec, widened: set[str], cols: Columns) -> bool:

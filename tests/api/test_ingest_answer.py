@@ -16,7 +16,7 @@ import pytest
 from api import demo
 from ingest.http import outcomes
 from tests import reference as ref
-from tests.helpers import BASE_TS, IngestPath, ndjson, running, until
+from tests.helpers import BASE_TS, IngestPath, ndjson, record_groups, running, until
 from views.config import parse
 from views.query import all_rows
 from views.registry import Batch, Registry
@@ -162,14 +162,7 @@ async def test_small_bodies_applied_as_one_group_answer_as_if_applied_one_by_one
     held, are logged and then applied as one group or a few: each answer says what applying the
     bodies one by one, in log order, says for it — its late events judged by the watermark
     after the bodies logged before it — and the views end as they would."""
-    groups: list[int] = []
-    applying_group = Registry.applying_group
-
-    def recording(registry: Registry, batches: list[Batch]) -> Any:
-        groups.append(len(batches))
-        return applying_group(registry, batches)
-
-    monkeypatch.setattr(Registry, "applying_group", recording)
+    groups = record_groups(monkeypatch)
     rng = random.Random(seed)
     bodies = [
         [

@@ -17,10 +17,17 @@ import pytest
 
 from ingest.http import TABLE_RECORD
 from ingest.wal import Wal
-from tests.helpers import BASE_TS, TABLE_MIN_LINES, IngestPath, ndjson, order_events, running
+from tests.helpers import (
+    BASE_TS,
+    TABLE_MIN_LINES,
+    IngestPath,
+    ndjson,
+    order_events,
+    record_groups,
+    running,
+)
 from views import snapshot
 from views.query import all_rows
-from views.registry import Batch, Registry
 
 CONFIG = """
 [sources.orders]
@@ -301,14 +308,7 @@ async def test_a_log_of_small_bodies_replays_in_groups_to_what_was_served(
     """300 small bodies, out of time order, posted a few at a time (so the server applies them
     in groups), then a crash image: the restart replays the log in groups too, and every view
     answers as it did — every (bucket, key), every counter, the late events."""
-    groups: list[int] = []
-    applying_group = Registry.applying_group
-
-    def recording(registry: Registry, batches: list[Batch]) -> Any:
-        groups.append(len(batches))
-        return applying_group(registry, batches)
-
-    monkeypatch.setattr(Registry, "applying_group", recording)
+    groups = record_groups(monkeypatch)
     rng = random.Random(5)
     events = order_events(seed=5, n=900, disorder_ms=90_000)
     bodies = [events[i : i + rng.choice([1, 2, 5])] for i in range(0, len(events), 3)]

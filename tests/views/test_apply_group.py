@@ -10,7 +10,6 @@ found late, folded, left unmatched)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -103,15 +102,6 @@ def copy(batch: Batch) -> Batch:
     return Batch(batch.source, events, batch.position, [], batch.part, weights, batch.columns)
 
 
-def run(steps: Generator[None, None, list[Applied]]) -> list[Applied]:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            out: list[Applied] = done.value
-            return out
-
-
 def sketches(view: View) -> dict[tuple[str, int, Any, int], Any]:
     """Every approximate aggregate's state per (part, bucket, key), by value: pair ids, and the
     order pairs were created in, are the engine's own business (a group creates a later batch's
@@ -138,7 +128,7 @@ def both(seed: int) -> tuple[Registry, Registry, list[Applied], list[Applied]]:
     told_grouped: list[Applied] = []
     told_in_turn: list[Applied] = []
     for group in groups(seed):
-        told_grouped += run(grouped.applying_group([copy(b) for b in group]))
+        told_grouped += grouped.apply_group([copy(b) for b in group])
         told_in_turn += [in_turn.apply(copy(b)) for b in group]
     return grouped, in_turn, told_grouped, told_in_turn
 
@@ -195,7 +185,7 @@ def test_groups_are_folded_at_once_and_in_turn(monkeypatch: pytest.MonkeyPatch) 
     for seed in range(12):
         grouped = fresh()
         for group in groups(seed):
-            run(grouped.applying_group(group))
+            grouped.apply_group(group)
         for view in grouped.views.values():
             for counter, n in view.stats().items():
                 totals[counter] = totals.get(counter, 0) + n
