@@ -17,10 +17,12 @@ import pytest
 
 from tests.views.test_engine_oracle import BASE, SOURCES, VIEWS, event
 from views.aggregates import ApproxCountDistinct, ApproxPercentile, TopK
-from views.batch import concat, from_rows
+from views.aggregates.base import Batch as AggBatch
+from views.batch import concat, from_rows, from_values
 from views.config import parse
 from views.query import all_rows
 from views.registry import Applied, Batch, Registry
+from views.values import Values
 from views.view import View
 
 GROUPED_VIEWS = {
@@ -240,3 +242,32 @@ def test_columns_join_only_when_one_column_holds_each() -> None:
     assert concat([ints, ints]) is not None
     assert concat([ints, ints])[1] == set()  # type: ignore[index]
     assert concat([ints, strings]) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_k_folds_batches_at_once_as_in_turn(seed: int) -> None:
+    """Space-Saving's state depends on how rows are batched: ``fold_batches`` must leave what
+    ``fold`` of each batch in turn leaves — here with a value repeated within a batch for one
+    pair, and more distinct values than the summary's capacity."""
+    rng = random.Random(seed)
+    at_once, in_turn = TopK(Values(), k=2, capacity=3), TopK(Values(), k=2, capacity=3)
+    n = rng.choice([1, 2, 4])  # pairs: with one, each batch's rows of it lie side by side
+    pairs = np.arange(n)
+    rows: list[tuple[int, Any]] = []
+    ends = []
+    for _ in range(rng.randrange(2, 7)):
+        batch = [
+            (rng.randrange(n), rng.choice([*"aaaabbbccdefghij", None]))
+            for _ in range(rng.randrange(1, 40))
+        ]
+        for aggregate in (at_once, in_turn):
+            aggregate.resize(n)
+        values = from_values([v for _, v in batch])
+        in_turn.fold(AggBatch(pairs, np.array([p for p, _ in batch]), values))
+        rows += batch
+        ends.append(len(rows))
+    batch_of = np.searchsorted(np.array(ends), np.arange(len(rows)), "right")
+    values = from_values([v for _, v in rows])
+    at_once.fold_batches(AggBatch(pairs, np.array([p for p, _ in rows]), values), batch_of)
+    for pair in range(n):
+        assert at_once.summary(pair).to_state() == in_turn.summary(pair).to_state(), pair
