@@ -171,7 +171,7 @@ class View:
             aggregate.settle()
 
     def apply_group(
-        self, cols: Columns, marks: list[int | None], ends: np.ndarray, part_name: str
+        self, cols: Columns, marks: list[int | None], ends: np.ndarray, part_name: str = ""
     ) -> list[tuple[int, int]] | None:
         """Fold several batches in at once (``cols``: their rows one after another, batch ``i``
         ending before row ``ends[i]``), with exactly the state and counts that applying them in
