@@ -391,6 +391,9 @@ class HttpLog:
     async def _apply_loop(self, appended: asyncio.Queue[tuple[list[_Pending], list[int]]]) -> None:
         while True:
             group, seqs = await appended.get()
+            if self.failed is not None:  # logged after a failed apply: a restart replays it
+                _refuse(group, self.failed, self.failed_status)
+                continue
             try:
                 async with self.committer.step() as step:
                     # Every group logged meanwhile too, in log order: one apply for them all
@@ -405,6 +408,11 @@ class HttpLog:
             except asyncio.CancelledError:  # stopping: what this group had not applied yet
                 _refuse(group, SHUTDOWN_LOGGED)
                 raise
+            except Exception:  # a bug: the views may hold part of this group, the log all of it
+                log.exception("event=apply_failed batches=%d", len(group))
+                self.failed_status = 500
+                self.failed = APPLY_FAILED
+                _refuse(group, self.failed, self.failed_status)
 
     def _applied(self, group: list[_Pending], seqs: list[int], applied: list[Applied]) -> None:
         for item, seq, did in zip(group, seqs, applied, strict=True):
@@ -438,6 +446,13 @@ SHUTDOWN_LOGGED = (
 SHUTDOWN_LOGGING = (
     "the server is shutting down while this batch is being logged: a restart applies it if its "
     "write completes; send it again with the same Idempotency-Key to have it counted once"
+)
+
+
+APPLY_FAILED = (
+    "applying logged events to the views failed (an internal error; the server's log has its "
+    "stack): these events are in the write-ahead log, and nothing more is accepted until a "
+    "restart, which applies the log again"
 )
 
 

@@ -28,6 +28,7 @@ from tests.helpers import (
 )
 from views import snapshot
 from views.query import all_rows
+from views.view import View
 
 CONFIG = """
 [sources.orders]
@@ -329,3 +330,30 @@ async def test_a_log_of_small_bodies_replays_in_groups_to_what_was_served(
             assert view.stats() == stats[name], name
             assert view.late_events() == late[name], name
     assert stats["per_minute"]["pairs"] > 10
+
+
+@pytest.mark.asyncio
+async def test_an_apply_that_fails_refuses_writes_loudly_and_a_restart_applies_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug raising while logged events are applied must not leave requests waiting forever:
+    they get a 500 saying their events are logged, later writes are refused, /readyz says so;
+    a restart replays the log, those events included."""
+
+    def broken(view: View, *args: Any) -> None:
+        raise RuntimeError("a bug in an apply")
+
+    events = _events(seed=3, n=4)
+    with monkeypatch.context() as patched:
+        patched.setattr(View, "apply", broken)
+        async with running(CONFIG, tmp_path) as (client, _):
+            first = await client.post("/v1/sources/orders/events", data=ndjson(events[:2]))
+            assert first.status == 500
+            assert "in the write-ahead log" in (await first.json())["error"]["message"]
+            second = await client.post("/v1/sources/orders/events", data=ndjson(events[2:]))
+            assert second.status == 500
+            assert (await client.get("/readyz")).status == 503
+    async with running(CONFIG, tmp_path) as (client, engine):
+        assert engine.recovery["replayed_batches"] == 1  # the first body: logged, then failed
+        totals = await (await client.get("/v1/views/totals?group_by=")).json()
+        assert totals["rows"][0]["n"] == 2
