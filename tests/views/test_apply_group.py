@@ -65,11 +65,13 @@ def small(rng: random.Random, clock: int) -> list[dict[str, Any]]:
 
 
 def groups(seed: int) -> list[list[Batch]]:
-    """Groups of batches, as a commit group holds them: mostly of source ``s``, some of the
-    change stream ``cdc`` in between."""
+    """Groups of batches, as a commit group holds them: mostly of source ``s`` (some with events
+    exactly at and just past per_minute's late edge, judged by the watermark after the batches
+    before them; some empty), some of the change stream ``cdc`` in between."""
     rng = random.Random(seed)
     clock = BASE
     position = {"s": 0, "cdc": 0}
+    newest: int | None = None  # source s's watermark after the batches so far
     out = []
     for _ in range(rng.randrange(4, 12)):
         group = []
@@ -82,8 +84,17 @@ def groups(seed: int) -> list[list[Batch]]:
                 group.append(Batch("cdc", rows, position["cdc"], part="t:0", weights=weights))
                 continue
             position["s"] += 1
-            batch = Batch("s", small(rng, clock), position["s"])
-            if rng.random() < 0.15:  # a body read column-wise (a large one, over HTTP)
+            events = small(rng, clock)
+            if newest is not None and rng.random() < 0.3:  # at the late edges of per_minute
+                for grace in (30_000, 45_000):  # (30 s) and sketched (45 s)
+                    events += [event(rng, newest - grace), event(rng, newest - grace - 1)]
+            if rng.random() < 0.05:
+                events = []  # a body whose lines were all rejected
+            newest = max(
+                [e["ts"] for e in events] + ([] if newest is None else [newest]), default=None
+            )
+            batch = Batch("s", events, position["s"])
+            if events and rng.random() < 0.15:  # a body read column-wise (a large one, over HTTP)
                 batch = Batch("s", [], batch.position, columns=READER.columns(batch))
             group.append(batch)
         out.append(group)
@@ -271,3 +282,36 @@ def test_top_k_folds_batches_at_once_as_in_turn(seed: int) -> None:
     at_once.fold_batches(AggBatch(pairs, np.array([p for p, _ in rows]), values), batch_of)
     for pair in range(n):
         assert at_once.summary(pair).to_state() == in_turn.summary(pair).to_state(), pair
+
+
+EARLY = BASE - 60 * 365 * 86_400_000  # ~1960: negative epoch milliseconds
+
+
+def one(ts: int, k: str = "k1") -> dict[str, Any]:
+    return {"ts": ts, "k": k, "a": 1, "b": 2, "c": "x"}
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        # an empty batch (every line rejected), then times before 1970, the last one late
+        [[], [one(EARLY - 30_001)], [one(EARLY)], [one(EARLY - 120_000, "k2")]],
+        # no watermark before any batch of the group: nothing can be late
+        [[], [one(EARLY), one(EARLY - 3_600_000, "k2")]],
+        # a watermark of exactly 0 (1970-01-01T00:00:00Z): the 30 s and 45 s edges just on time
+        [[one(0)], [one(-30_000), one(-45_000, "k2")], [one(-45_001, "k3")]],
+    ],
+)
+def test_a_group_judges_lateness_from_no_watermark_and_from_zero(
+    events: list[list[dict[str, Any]]],
+) -> None:
+    """A partition's first batches have no watermark to be late against, whatever their times
+    (negative epoch milliseconds too), and a watermark of 0 is one."""
+    group = [
+        Batch("s", batch, i, [] if batch else [{"line": 1, "text": "{}"}])
+        for i, batch in enumerate(events, start=1)
+    ]
+    grouped, in_turn = fresh(), fresh()
+    told = grouped.apply_group([copy(b) for b in group])
+    assert told == [in_turn.apply(copy(b)) for b in group]
+    same(grouped, in_turn)
