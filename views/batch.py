@@ -17,7 +17,7 @@ fast decoders build them straight from Arrow's JSON reader.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +172,28 @@ def from_rows(events: Sequence[dict[str, Any]], time_field: str, names: Iterable
 
 
 EXACT_INTEGERS = 2**53  # every integer up to this magnitude is exactly a float64
+
+
+@dataclass
+class Joined(Columns):
+    """Several batches' columns as one (``concat``), whose events (``rows``: a view's late
+    events) are read from each batch's own columns, so that where a number column widened from
+    int64 to float64 a batch's ints are still ints there."""
+
+    parts: Callable[[], Sequence[Columns]] = list  # each batch's own columns
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # where each ends
+
+    def rows(self, index: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        chosen = np.arange(len(self)) if index is None else np.fromiter(index, np.int64)
+        starts = self.ends - np.diff(self.ends, prepend=0)
+        which = np.searchsorted(self.ends, chosen, "right")
+        out: list[dict[str, Any]] = [{} for _ in range(len(chosen))]
+        for batch in np.unique(which).tolist():
+            at = np.flatnonzero(which == batch)
+            events = self.parts()[batch].rows((chosen[at] - starts[batch]).tolist())
+            for i, event in zip(at.tolist(), events, strict=True):
+                out[i] = event
+        return out
 
 
 def concat(parts: Sequence[Columns]) -> tuple[Columns, set[str]] | None:

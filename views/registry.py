@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from views.batch import Columns, concat, from_rows, from_rows_joined
+from views.batch import Columns, Joined, concat, from_rows, from_rows_joined
 from views.spec import SourceSpec, ViewSpec
 from views.view import COUNTERS, Part, View
 
@@ -269,12 +269,12 @@ class Registry:
         for observe in self.observers:
             observe(batch)
 
-    def _merged(self, run: list[Batch]) -> tuple[Columns, list[Columns] | None] | None:
+    def _merged(self, run: list[Batch]) -> tuple[Columns, list[Columns] | None, set[str]] | None:
         """The run's batches column-wise, all together — and each, when that was at hand (to
         apply in turn the views that cannot take them together; else read again then); None
         when one column cannot hold them all as each held them (``views.batch.concat``), when a
         view would not read a field widened from integers to floats exactly as before
-        (``_widens_exactly``), or for change streams."""
+        (``_widens_exactly``), or for change streams. Last, the fields that widened."""
         if any(batch.weights is not None for batch in run):
             return None
         each: list[Columns] | None = None
@@ -293,7 +293,7 @@ class Registry:
             _widens_exactly(v.spec, widened, merged) for v in self._readers(run[0])
         ):
             return None
-        return merged, each
+        return merged, each, widened
 
     def _readers(self, batch: Batch) -> list[View]:
         """The views a batch of this source partition is applied to: the source's live views,
@@ -307,11 +307,21 @@ class Registry:
         return self.by_source[batch.source] + joined
 
     def _apply_merged(
-        self, run: list[Batch], merged: Columns, each: list[Columns] | None
+        self, run: list[Batch], merged: Columns, each: list[Columns] | None, widened: set[str]
     ) -> Generator[None, None, list[Applied]]:
         source = self.sources[run[0].source]
         part = run[0].part
         ends = np.cumsum([len(batch) for batch in run])
+
+        def columns() -> list[Columns]:
+            nonlocal each
+            if each is None:
+                each = [self.columns(batch) for batch in run]
+            return each
+
+        if widened:  # late events read from each batch's own columns: its ints are ints
+            merged = Joined(merged.time, merged.fields, columns, ends)
+
         marks: list[int | None] = []  # the partition's watermark before each batch
         mark = source.watermarks.get(part)
         for start, end in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True):
@@ -329,9 +339,7 @@ class Registry:
                 effects[view.spec.name] = [Effect(a, late, 0, 0, 0) for a, late in got]
             else:  # in turn, with retention between the batches, as ``applying`` does
                 effects[view.spec.name] = []
-                if each is None:
-                    each = [self.columns(batch) for batch in run]
-                for i, cols in enumerate(each):
+                for i, cols in enumerate(columns()):
                     counted = view.part_counters(part)
                     view.apply(cols, marks[i], part, None)
                     view.expire(marks[i + 1] if i + 1 < len(marks) else mark, part)
