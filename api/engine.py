@@ -326,6 +326,11 @@ class Engine:
 
     async def snapshot(self) -> dict[str, Any]:
         """The main snapshot: every source's state but the detached ones', with the WAL's."""
+        if self.http.partly_applied:
+            raise OSError(
+                "no snapshot after a failed apply: the views may hold part of events the log "
+                "position does not cover yet; restart the server, which replays the log"
+            )
         info = await self.committer.snapshot(self.http)
         self.snapshots_taken += 1
         return info

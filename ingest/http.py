@@ -154,6 +154,9 @@ class HttpLog:
         self.wakeup = asyncio.Event()
         self.failed: str | None = None
         self.failed_status = 503
+        # An apply raised: the views may hold part of a group the position does not cover, so
+        # no snapshot may be written (it would count that part again after a restart).
+        self.partly_applied = False
         self._task: asyncio.Task[None] | None = None
 
     # -- recovery and snapshots -----------------------------------------------------------------
@@ -410,6 +413,7 @@ class HttpLog:
                 raise
             except Exception:  # a bug: the views may hold part of this group, the log all of it
                 log.exception("event=apply_failed batches=%d", len(group))
+                self.partly_applied = True
                 self.failed_status = 500
                 self.failed = APPLY_FAILED
                 _refuse(group, self.failed, self.failed_status)

@@ -337,8 +337,9 @@ async def test_an_apply_that_fails_refuses_writes_loudly_and_a_restart_applies_t
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug raising while logged events are applied must not leave requests waiting forever:
-    they get a 500 saying their events are logged, later writes are refused, /readyz says so;
-    a restart replays the log, those events included."""
+    they get a 500 saying their events are logged, later writes are refused, /readyz says so,
+    no snapshot is written (the views may hold part of the failed group); a restart replays the
+    log, those events included, once."""
 
     def broken(view: View, *args: Any) -> None:
         raise RuntimeError("a bug in an apply")
@@ -353,6 +354,9 @@ async def test_an_apply_that_fails_refuses_writes_loudly_and_a_restart_applies_t
             second = await client.post("/v1/sources/orders/events", data=ndjson(events[2:]))
             assert second.status == 500
             assert (await client.get("/readyz")).status == 503
+            snap = await client.post("/v1/admin/snapshot")  # would save a half-applied group
+            assert snap.status == 507
+            assert "failed apply" in (await snap.json())["error"]["message"]
     async with running(CONFIG, tmp_path) as (client, engine):
         assert engine.recovery["replayed_batches"] == 1  # the first body: logged, then failed
         totals = await (await client.get("/v1/views/totals?group_by=")).json()
