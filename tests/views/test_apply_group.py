@@ -72,6 +72,7 @@ def groups(seed: int) -> list[list[Batch]]:
     rng = random.Random(seed)
     clock = BASE
     position = {"s": 0, "cdc": 0}
+    part = "" if seed % 2 else "s:1"  # HTTP's one part, or a named one (a group keeps its part)
     newest: int | None = None  # source s's watermark after the batches so far
     out = []
     for _ in range(rng.randrange(4, 12)):
@@ -94,9 +95,9 @@ def groups(seed: int) -> list[list[Batch]]:
             newest = max(
                 [e["ts"] for e in events] + ([] if newest is None else [newest]), default=None
             )
-            batch = Batch("s", events, position["s"])
+            batch = Batch("s", events, position["s"], part=part)
             if events and rng.random() < 0.15:  # a body read column-wise (a large one, over HTTP)
-                batch = Batch("s", [], batch.position, columns=READER.columns(batch))
+                batch = Batch("s", [], batch.position, part=part, columns=READER.columns(batch))
             group.append(batch)
         out.append(group)
     return out
@@ -239,6 +240,12 @@ def test_ints_widen_to_floats_only_where_exact() -> None:
     assert strict._merged(pair(3, 2)) is not None  # b: int64 in both, nothing widens
     assert strict._merged(pair(3, 2.5)) is None  # b widens, compared with a number past 2**53
     assert strict._merged(pair(3, 2.0)) is None  # 2.0 is a float: b widens all the same
+    # Arithmetic in the WHERE alone (no aggregate reads a or b): its results count too.
+    where = {"sql": "SELECT k, count(*) AS n FROM s WHERE a * b > 3 GROUP BY k"}
+    config = parse({"sources": SOURCES, "views": {"where": where}})
+    filtered = Registry(config.sources, config.views)
+    assert filtered._merged(pair(2**27, 2**26 - 1)) is not None
+    assert filtered._merged(pair(2**27, 2**26 + 1)) is None  # a * b beyond 2**53
 
 
 def test_columns_join_only_when_one_column_holds_each() -> None:
@@ -331,3 +338,53 @@ def test_a_joined_batchs_events_are_each_batchs_own() -> None:
         [{"ts": 3, "x": 2.5}, {"ts": 1, "x": 1}, {"ts": 2, "x": 2}]
     )
     assert orjson.dumps(joined[0].rows([0])) == orjson.dumps([{"ts": 1, "x": 1.0}])
+
+
+def test_retention_between_a_groups_batches_frees_room_only_at_each_batchs_watermark() -> None:
+    """A view with ``max_groups`` within reach takes a group's batches in turn, with expiry after
+    each at the watermark *that batch* reached: the bucket holding the two groups allowed is
+    still kept when the last batch's new key arrives (folded into the overflow), and dropped
+    only after it. Expiring at the group's final watermark one batch early would have made room
+    for the new key instead."""
+    views = {
+        "capped": {
+            "sql": "SELECT k, tumble(ts, '10 seconds') AS t, count(*) AS n FROM s GROUP BY k, t",
+            "grace": "5s",
+            "retention": "10s",
+            "max_groups": 2,
+        }
+    }
+    config = parse({"sources": SOURCES, "views": views})
+    grouped, in_turn = (Registry(config.sources, config.views) for _ in range(2))
+    full = [one(BASE + 1_000, "k1"), one(BASE + 1_000, "k2")]  # both groups allowed, one bucket
+    group = [Batch("s", [one(BASE + 2_000, "k1")], 2), Batch("s", [one(BASE + 100_000, "k3")], 3)]
+    for registry in (grouped, in_turn):
+        registry.apply(Batch("s", full, 1))
+    told = grouped.apply_group([copy(b) for b in group])
+    assert told == [in_turn.apply(copy(b)) for b in group]
+    view = in_turn.views["capped"]
+    assert view.stats()["overflow"] == 1  # k3 arrived while k1 and k2 were still held
+    assert [a.views["capped"].overflow for a in told] == [0, 1]
+    same(grouped, in_turn)
+
+
+def test_a_group_of_two_sources_folds_each_into_its_own_views() -> None:
+    """A commit group interleaves requests to several sources: each source's batches are
+    joined apart, in their order, into that source's views alone."""
+    sources = {name: {"time": "ts", "fields": {"k": "string"}} for name in ("s", "t")}
+    views = {
+        name: {"sql": f"SELECT k, count(*) AS n, sum(a) AS sa FROM {name} GROUP BY k"}
+        for name in ("s", "t")
+    }
+    config = parse({"sources": sources, "views": views})
+    grouped, in_turn = (Registry(config.sources, config.views) for _ in range(2))
+    group = [
+        Batch(name, [one(BASE + i, f"k{i % 3}") for _ in range(i + 1)], i // 2 + 1)
+        for i, name in enumerate("ststst")
+    ]
+    told = grouped.apply_group([copy(b) for b in group])
+    assert told == [in_turn.apply(copy(b)) for b in group]
+    same(grouped, in_turn)
+    # s took requests 0, 2 and 4: one k0, three k2, five k1 (a = 1 in each event)
+    expected = {(0, ("k0",)): [1, 1], (0, ("k2",)): [3, 3], (0, ("k1",)): [5, 5]}
+    assert all_rows(grouped.views["s"]) == expected
