@@ -373,11 +373,12 @@ async def produce_shop(bootstrap: str, n: int) -> tuple[str, dict[str, int], dic
 async def kafka_consumed(
     tmp: Path, config_text: str, name: str, end: dict[str, int], ask: str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A server consuming a topic, from its first record to every partition's end; -> (timing
-    and RSS, the first row of the view query ``ask``, /v1/status)."""
+    """A server consuming a topic, from its first record to every partition's end; -> (timing,
+    the server's CPU and RSS, the first row of the view query ``ask``, /v1/status)."""
     began = time.perf_counter()
     server = await started(config_text, tmp, name)
     first = None
+    cpu = 0.0  # the server's CPU seconds: at the first record, then from it to the last
     try:
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 600
@@ -387,12 +388,16 @@ async def kafka_consumed(
                 positions = {p: s["position"] or 0 for p, s in parts.items()}
                 if first is None and any(positions.values()):
                     first = time.perf_counter()
+                    assert server.proc is not None
+                    cpu = cpu_seconds(server.proc.pid)
                 if positions == end:
                     break
                 await asyncio.sleep(0.02)  # polling progress, bounded by the deadline
             else:
                 raise TimeoutError(f"not consumed in 600 s: {positions} of {end}")
             done = time.perf_counter()
+            assert server.proc is not None
+            cpu = cpu_seconds(server.proc.pid) - cpu
             async with session.get(f"{server.url}{ask}") as r:
                 row = (await r.json())["rows"][0]
             async with session.get(f"{server.url}/v1/status") as r:
@@ -408,6 +413,7 @@ async def kafka_consumed(
         "records": records,
         "seconds": done - first,
         "wall_seconds": done - began,
+        "cpu_seconds": cpu,
         "rss_mb": rss,
     }
     return timing, row, status
