@@ -191,3 +191,33 @@ async def test_small_bodies_applied_as_one_group_answer_as_if_applied_one_by_one
         assert answers[i]["views"] == outcomes(one_by_one, len(bodies[i]), applied)
     assert got == all_rows(one_by_one.views["per_minute"])
     assert sum(a["views"]["per_minute"]["late"] for a in answers) > 0  # lateness was judged
+
+
+@pytest.mark.asyncio
+async def test_groups_logged_while_the_views_are_held_are_applied_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier takes every group the log wrote while it waited for the views, in log order,
+    in one apply — each body still told its own outcome."""
+    bodies = [[{"ts": T + i, "status": "paid"} for i in range(n)] for n in (1, 2, 3)]
+    async with running(CONFIG, tmp_path) as (client, engine):
+        groups = record_groups(monkeypatch)  # from here: not the start's replay of nothing
+        wal = engine.http.wal
+        first_seq = wal.next_seq
+        posts = []
+        async with engine.committer.step():  # the views held
+            for i, body in enumerate(bodies):  # each body logged alone: a group of its own
+                posts.append(asyncio.create_task(post(client, ndjson(body))))
+
+                async def logged(i: int = i) -> bool:
+                    return bool(wal.next_seq >= first_seq + i + 1)
+
+                await until(logged, 30)
+        answers = await asyncio.wait_for(asyncio.gather(*posts), 30)
+    assert groups == [3]  # three groups logged, one apply
+    assert [a["views"]["per_minute"]["applied"] for a in answers] == [1, 2, 3]
+    assert [int(a["position"].split(":")[1]) for a in answers] == [
+        first_seq,
+        first_seq + 1,
+        first_seq + 2,
+    ]

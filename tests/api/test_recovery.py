@@ -25,6 +25,7 @@ from tests.helpers import (
     order_events,
     record_groups,
     running,
+    until,
 )
 from views import snapshot
 from views.query import all_rows
@@ -330,6 +331,57 @@ async def test_a_log_of_small_bodies_replays_in_groups_to_what_was_served(
             assert view.stats() == stats[name], name
             assert view.late_events() == late[name], name
     assert stats["per_minute"]["pairs"] > 10
+
+
+@pytest.mark.asyncio
+async def test_a_body_logged_while_an_apply_fails_is_answered_not_left_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies logged while the group before them is being applied, and that apply then raises,
+    wait in the applier's queue: each is answered with the same 500 (its events are logged,
+    applied by a restart), not left waiting, and a restart applies every body once."""
+    from ingest.commit import Step
+
+    events = _events(seed=4, n=6)
+    async with running(CONFIG, tmp_path) as (client, engine):
+        wal = engine.http.wal
+        logged_before = wal.next_seq
+
+        async def fails_once_the_next_body_is_logged(step: Step, *args: Any) -> None:
+            async def second_logged() -> bool:
+                return bool(wal.next_seq >= logged_before + 3)
+
+            await until(second_logged, timeout=20)  # two more bodies, logged meanwhile
+            raise RuntimeError("a bug in an apply")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Step, "apply_group_yielding", fails_once_the_next_body_is_logged)
+            first = asyncio.create_task(
+                client.post("/v1/sources/orders/events", data=ndjson(events[:2]))
+            )
+
+            async def first_logged() -> bool:
+                return bool(wal.next_seq >= logged_before + 1)
+
+            await until(first_logged, timeout=20)
+            second = asyncio.create_task(
+                client.post("/v1/sources/orders/events", data=ndjson(events[2:4]))
+            )
+
+            async def second_in() -> bool:
+                return bool(wal.next_seq >= logged_before + 2)
+
+            await until(second_in, timeout=20)  # a group of its own, queued
+            third = client.post("/v1/sources/orders/events", data=ndjson(events[4:]))
+            # Bounded: a body left waiting fails here, named, instead of at the suite's timeout.
+            answers = [await asyncio.wait_for(t, 30) for t in (third, second, first)]
+        for answer in answers:
+            assert answer.status == 500
+            assert "in the write-ahead log" in (await answer.json())["error"]["message"]
+    async with running(CONFIG, tmp_path) as (client, engine):
+        assert engine.recovery["replayed_batches"] == 3
+        totals = await (await client.get("/v1/views/totals?group_by=")).json()
+        assert totals["rows"][0]["n"] == 6
 
 
 @pytest.mark.asyncio
