@@ -120,5 +120,5 @@ async def take_snapshot(request: web.Request) -> web.Response:
     try:
         info = await engine.snapshot()
     except OSError as err:
-        raise ApiError(507, f"snapshot failed: {err.strerror or err or 'I/O error'}") from None
+        raise ApiError(507, f"snapshot failed: {err.strerror or str(err) or 'I/O error'}") from None
     return json_response(info)

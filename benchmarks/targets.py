@@ -441,19 +441,33 @@ async def kafka_flights(tmp: Path, bootstrap: str, passes: int) -> dict[str, Any
     """The real-shaped workload through Kafka: the flights ``passes`` times (each pass a year
     later), keyed by carrier on 4 partitions (each in time order), into the six views; then the
     ``daily`` view's integer miles checked against the records, as ``flights`` checks them."""
-    from benchmarks import flights
+    topic, end = await produce_flights(bootstrap, passes)
+    timing, daily = await consume_flights(tmp, bootstrap, topic, end, passes, "kafka-flights")
+    return {**timing, "flights": daily["flights"], "miles": daily["miles"]}
 
+
+async def produce_flights(bootstrap: str, passes: int) -> tuple[str, dict[str, int]]:
+    """The flights ``passes`` times on a new topic, keyed by carrier (``produce_lines``)."""
     records = []
     for body in flights_passes(passes):
         for line in body.splitlines():
             carrier = orjson.loads(line)["carrier"].encode()
             records.append((zlib.crc32(carrier) % 4, carrier, line))
-    topic, end = await produce_lines(bootstrap, records)
+    return await produce_lines(bootstrap, records)
+
+
+async def consume_flights(
+    tmp: Path, bootstrap: str, topic: str, end: dict[str, int], passes: int, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A server named ``name`` (its data directory) consuming ``produce_flights``' topic into
+    the six views, checked as ``flights`` checks them; -> (timing, the ``daily`` view's row)."""
+    from benchmarks import flights
+
     config = kafka_source(flights.CONFIG.read_text(), "flights", bootstrap, topic)
     ask = "/v1/views/daily?bucket=all&group_by="
-    timing, daily, status = await kafka_consumed(tmp, config, "kafka-flights", end, ask)
+    timing, daily, status = await kafka_consumed(tmp, config, name, end, ask)
     flights_checked(timing["records"], passes, status["views"], daily)
-    return {**timing, "flights": daily["flights"], "miles": daily["miles"]}
+    return timing, daily
 
 
 async def kafka_debezium(tmp: Path, bootstrap: str, changes: int) -> dict[str, Any]:
