@@ -16,19 +16,24 @@ are serialised (a file never goes back), a part is positioned and paused from th
 arrives until its state is installed, and records fetched before a hand-over are dropped after it
 (each hand-over bumps the part's *epoch*; the consumer re-reads them from the installed position).
 
-Every change to view state is a step of the committer (``ingest.commit``), in bounded batches
-(``max_batch`` records) with a yield to the event loop after each, so queries keep being answered
-while a backlog is consumed.
+Every change to view state is a step of the committer (``ingest.commit``) that yields to the
+event loop after each view, so queries keep being answered while a backlog is consumed. Fetching,
+reading and applying overlap (``_consume``): a task takes each fetch (``max_batch`` records at
+most) as it arrives and queues its parts to one reading thread (column-wise, in fetch order); the
+loop applies a partition's fetches that are ready as one group of at most ``GROUP_RECORDS``, each
+fetch a batch of its own; what the row decoder must read goes ``APPLY_CHUNK`` records a step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,6 +61,7 @@ from ingest.idempotency import (
     KeyLimits,
     Receipt,
     Receipts,
+    Screened,
     TopicKeys,
     carries_requests,
     request_digest,
@@ -81,13 +87,21 @@ HEALTH_EVERY = 2.0  # seconds between broker health probes
 # per turn let single queries wait about 0.5 s (benchmarks/README.md).
 APPLY_CHUNK = 1000
 PROBE_TIMEOUT = 3.0
+# A part's fetches read column-wise and ready together are applied as one group up to this many
+# records: the views' fixed cost a batch is paid once (six views cost ~2.5 us a record in
+# batches of a fetch's ~11,000 flights, ~1.7 us in 50,000: benchmarks/README.md), and a query
+# waits at most one view's apply of the group (the apply yields after each view).
+GROUP_RECORDS = 50_000
+# Records fetched and not yet applied (their reads started) before the fetch task waits: a
+# backlog keeps the reading thread busy while the loop applies, and memory stays bounded.
+AHEAD_RECORDS = 2 * GROUP_RECORDS
 
 
 # One part's records from one ``getmany``, with the part's epoch when they were returned.
 Fetched = tuple[TopicPartition, list[Any], int | None]
 # A part's records read as columns (with change events' weights), or None: read them row-wise.
 ReadResult = tuple[Columns, np.ndarray | None] | None
-Read = asyncio.Task[ReadResult]
+Read = asyncio.Future[ReadResult]
 # Per backfill of the source (by view name), how far it had read a part (None: not begun).
 Progress = tuple[tuple[str, int | None], ...]
 
@@ -158,7 +172,8 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         # hand-over's) could otherwise land out of order and leave an older position on disk.
         self.saving: dict[str, asyncio.Lock] = {}
         self.checking: set[TopicPartition] = set()  # restored here; end not yet confirmed
-        self._last_read: Read | None = None  # the newest column read started (``_read_ahead``)
+        # One thread reads fetches column-wise, in the order they were fetched (``_read_ahead``).
+        self._reader: ThreadPoolExecutor | None = None
         self._reads: set[Read] = set()  # those not done
         self.state = "starting"
         self.error: str | None = None
@@ -813,6 +828,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def stop(self) -> None:
         await super().stop()
+        if self._reader is not None:
+            self._reader.shutdown(wait=False, cancel_futures=True)
+            self._reader = None
         if self.producer is not None:
             with contextlib.suppress(KafkaError, OSError):
                 await self.producer.stop()
@@ -847,46 +865,55 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 self.state, self.error = "running", None
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        """Fetch, read, apply — a fetch's column reads under way in a worker thread while the
-        fetch before it is applied and the next one fetched, on the loop (``_read_ahead``)."""
-        ahead: tuple[list[Fetched], list[Read | None]] | None = None
+        """Two stages that overlap: ``_fetch``, a task of its own, takes each fetch from the
+        consumer as it arrives and starts its parts' column reads at once (``_read_ahead``);
+        this loop applies whatever is ready, a part's fetches together (``_apply_fetched``).
+        The fetch task runs between the apply's steps (it yields after each view), so a read
+        starts while the fetch before it is applied instead of after."""
+        ahead = Ahead(AHEAD_RECORDS)
+        fetching = asyncio.create_task(self._fetch(consumer, ahead))
         try:
             while True:
-                try:
-                    records = await consumer.getmany(
-                        timeout_ms=0 if ahead else 500, max_records=self.options["max_batch"]
-                    )
-                except OffsetOutOfRangeError as err:
-                    for tp in err.args[0] if err.args and isinstance(err.args[0], dict) else []:
-                        self._fail(
-                            tp,
-                            "the saved position is outside the partition's log (was the "
-                            "topic deleted and recreated?)",
-                        )
-                    continue
-                for tp in list(self.checking):
-                    highwater = consumer.highwater(tp)
-                    if highwater is None:
-                        continue
-                    self.checking.discard(tp)
-                    position = self.registry.sources[self.spec.name].positions.get(part_name(tp))
-                    if position is not None and position > highwater:
-                        self._fail(
-                            tp,
-                            f"the saved position {position} is above the partition's end "
-                            f"{highwater} (was the topic deleted and recreated?)",
-                        )
-                fetched = self._stamped(records)
-                reading = (fetched, self._read_ahead(fetched))
-                if ahead is not None:
-                    await self._apply_fetched(*ahead)
-                ahead = reading if fetched else None
+                await self._apply_fetched(*await ahead.take(fetching))
         finally:
-            reads = list(self._reads)  # those of the fetch being applied and of the next
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
+            reads = list(self._reads)  # those of the fetches taken or waiting
             for read in reads:
                 read.cancel()
             await asyncio.gather(*reads, return_exceptions=True)
-            self._last_read = None
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, ahead: Ahead) -> None:
+        """Fetch while there is room ahead of the applies, each fetch's reads started."""
+        while True:
+            await ahead.room()
+            try:
+                records = await consumer.getmany(
+                    timeout_ms=500, max_records=self.options["max_batch"]
+                )
+            except OffsetOutOfRangeError as err:
+                for tp in err.args[0] if err.args and isinstance(err.args[0], dict) else []:
+                    self._fail(
+                        tp,
+                        "the saved position is outside the partition's log (was the "
+                        "topic deleted and recreated?)",
+                    )
+                continue
+            for tp in list(self.checking):
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                self.checking.discard(tp)
+                position = self.registry.sources[self.spec.name].positions.get(part_name(tp))
+                if position is not None and position > highwater:
+                    self._fail(
+                        tp,
+                        f"the saved position {position} is above the partition's end "
+                        f"{highwater} (was the topic deleted and recreated?)",
+                    )
+            fetched = self._stamped(records)
+            if fetched:
+                ahead.put(fetched, self._read_ahead(fetched))
 
     def _stamped(self, records: dict[TopicPartition, list[Any]]) -> list[Fetched]:
         """What ``getmany`` returned, each part with its epoch as of now: call it before
@@ -894,41 +921,101 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         return [(tp, messages, self.epochs.get(part_name(tp))) for tp, messages in records.items()]
 
     def _read_ahead(self, fetched: list[Fetched]) -> list[Read | None]:
-        """Each fetched part's column read, started now in a worker thread — one read at a
-        time, each after the one before, so a read runs beside the loop's applies and fetches,
-        not beside other reads (several at once took the cores from the loop:
-        benchmarks/README.md). None for a part whose records carry request headers: which of
-        them to read depends on the applies before (``TopicKeys.screen``), so it is read at its
-        turn. A read whose fetch turns out stale (a hand-over meanwhile) is not applied."""
+        """Each fetched part's column read, queued now to the source's reading thread: one read
+        at a time, in fetch order, each starting as soon as the one before ends — in that thread,
+        not when the event loop next gets to it (a read chained on the loop waited for the
+        apply under way: benchmarks/README.md). A read runs beside the loop's applies and
+        fetches, not beside other reads (several at once took the cores from the loop). None
+        for a part whose records carry request headers: which of them to read depends on the
+        applies before (``TopicKeys.screen``), so it is read at its turn. A read whose fetch
+        turns out stale (a hand-over meanwhile) is not applied."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"tallyd-read-{self.name}")
+        loop = asyncio.get_running_loop()
         reads: list[Read | None] = []
         for _tp, messages, _epoch in fetched:
             if carries_requests(messages):
                 reads.append(None)
                 continue
-            after, values = self._last_read, [m.value for m in messages]
-            self._last_read = asyncio.create_task(self._read_after(after, values))
-            self._reads.add(self._last_read)
-            self._last_read.add_done_callback(self._reads.discard)
-            self._last_read.add_done_callback(_seen)
-            reads.append(self._last_read)
+            # One Arrow thread: the loop has the other core (``Reader.read_json``).
+            values = [m.value for m in messages]
+            read = loop.run_in_executor(self._reader, self.changes.columns, values, False)
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
+            read.add_done_callback(_seen)
+            reads.append(read)
         return reads
-
-    async def _read_after(self, before: Read | None, values: list[bytes | None]) -> ReadResult:
-        if before is not None:
-            await asyncio.wait([before])  # its outcome is its fetch's: not this read's business
-        # One Arrow thread: the loop has the other core (``Reader.read_json``).
-        return await asyncio.to_thread(self.changes.columns, values, False)
 
     async def _apply_fetched(
         self, fetched: list[Fetched], reads: list[Read | None] | None = None
     ) -> None:
-        """``reads``: the parts' column reads under way (``_read_ahead``), if any."""
+        """Fetches in the order they were made, each part's records in offset order; ``reads``:
+        the parts' column reads under way (``_read_ahead``), if any. A part's consecutive
+        fetches read ahead are applied as one group, up to ``GROUP_RECORDS`` records (one
+        ``Registry.applying_group``: each fetch a batch of its own, with its own lateness and
+        position, the views' fixed cost paid once); the others in turn (``_apply_one``)."""
+        parts: dict[TopicPartition, list[tuple[list[Any], int | None, Read | None]]] = {}
         for i, (tp, messages, epoch) in enumerate(fetched):
-            if await self._apply_table(tp, messages, epoch, reads[i] if reads else None):
+            parts.setdefault(tp, []).append((messages, epoch, reads[i] if reads else None))
+        for tp, entries in parts.items():
+            group: list[tuple[list[Any], int | None, Read]] = []
+            for messages, epoch, read in entries:
+                if group and (read is None or _records(group) + len(messages) > GROUP_RECORDS):
+                    await self._apply_group(tp, group)
+                    group = []
+                if read is None:
+                    await self._apply_one(tp, messages, epoch)
+                else:
+                    group.append((messages, epoch, read))
+            await self._apply_group(tp, group)
+
+    async def _apply_one(
+        self, tp: TopicPartition, messages: list[Any], epoch: int | None, read: Read | None = None
+    ) -> None:
+        """One fetch of a part: column-wise if it reads so, else row by row in chunks."""
+        if await self._apply_table(tp, messages, epoch, read):
+            return
+        await self._apply_rows(tp, messages, epoch)
+
+    async def _apply_rows(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
+        for start in range(0, len(messages), APPLY_CHUNK):
+            await self._apply(tp, messages[start : start + APPLY_CHUNK], epoch)
+            await asyncio.sleep(0)  # let queries in between batches
+
+    async def _apply_group(
+        self, tp: TopicPartition, group: list[tuple[list[Any], int | None, Read]]
+    ) -> None:
+        """A part's fetches read ahead, in offset order: those read column-wise applied together,
+        those the row decoder must read (``got`` None) in turn between them."""
+        if len(group) == 1:
+            messages, epoch, read = group[0]
+            await self._apply_one(tp, messages, epoch, read)
+            return
+        run: list[tuple[list[Any], int | None, tuple[Columns, np.ndarray | None]]] = []
+        for messages, epoch, read in group:
+            try:
+                got = await read
+            except Exception:
+                await self._apply_read(tp, run)  # what came before the failed read
+                raise
+            if got is not None:
+                run.append((messages, epoch, got))
                 continue
-            for start in range(0, len(messages), APPLY_CHUNK):
-                await self._apply(tp, messages[start : start + APPLY_CHUNK], epoch)
-                await asyncio.sleep(0)  # let queries in between batches
+            await self._apply_read(tp, run)
+            run = []
+            await self._apply_rows(tp, messages, epoch)
+        await self._apply_read(tp, run)
+
+    async def _apply_read(
+        self, tp: TopicPartition, run: list[tuple[list[Any], int | None, tuple[Columns, Any]]]
+    ) -> None:
+        """Fetches of a part read column-wise, together when they follow one another, else
+        each in turn (``_applied``), row by row when one overlaps what was counted."""
+        if len(run) > 1 and await self._applied(tp, run):
+            return
+        for one in run:
+            if not await self._applied(tp, [one]):
+                await self._apply_rows(tp, one[0], one[1])
 
     async def _apply_table(
         self, tp: TopicPartition, messages: list[Any], epoch: int | None, read: Read | None = None
@@ -945,22 +1032,39 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             values = [m.value for m in (messages if screened is None else screened.kept)]
             got = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
         else:  # no record carries a request: none to screen
-            screened, values = None, [m.value for m in messages]
-            got = await read
+            screened, got = None, await read
         if got is None:
             return False
-        columns, weights = got
-        position = messages[-1].offset + 1  # past the records left out, too
-        batch = Batch(self.spec.name, [], position, part=part, columns=columns, weights=weights)
+        return await self._applied(tp, [(messages, epoch, got)], screened)
+
+    async def _applied(
+        self,
+        tp: TopicPartition,
+        run: list[tuple[list[Any], int | None, tuple[Columns, Any]]],
+        screened: Screened | None = None,
+    ) -> bool:
+        """Fetches of a part read column-wise (``screened``: the one fetch's records screened
+        for requests counted already) applied in one step, those stale since (a hand-over)
+        dropped. False, with nothing applied: the first starts below the part's position, or
+        one does not start past the one before — apply each on its own, row by row where it
+        overlaps (``_counted_below``)."""
+        part = part_name(tp)
         async with self.committer.step() as step:
-            if not self._current(part, epoch):
+            run = [one for one in run if self._current(part, one[1])]
+            if not run:
                 return True
-            if self._counted_below(part, messages) is not None:
+            if self._counted_below(part, run[0][0]) is not None or not _follow(run):
                 return False  # the row path drops exactly the counted records
             if screened is not None:
                 self.keys.commit(part, screened)
-            await step.apply_yielding(batch, lambda applied: None)
-        self.tombstones += sum(1 for v in values if v is None)
+            batches = [
+                # position past the records left out, too
+                Batch(self.spec.name, [], m[-1].offset + 1, part=part, columns=c, weights=w)
+                for m, _epoch, (c, w) in run
+            ]
+            await step.apply_group_yielding(batches, lambda applied: None)
+        kept = [m for m, _epoch, _got in run] if screened is None else [screened.kept]
+        self.tombstones += sum(1 for m in kept for record in m if record.value is None)
         self.last_seen[part] = time.time()
         return True
 
@@ -1017,6 +1121,57 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             step.apply(batch)
         self.tombstones += decoded.tombstones
         self.last_seen[part] = time.time()
+
+
+class Ahead:
+    """Fetches taken from the consumer and not yet applied, oldest first, with their reads:
+    ``KafkaSource._fetch`` puts, the applying loop takes them all at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # records; the fetch task waits at or above it
+        self.fetched: list[Fetched] = []
+        self.reads: list[Read | None] = []
+        self.records = 0
+        self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    def put(self, fetched: list[Fetched], reads: list[Read | None]) -> None:
+        self.fetched += fetched
+        self.reads += reads
+        self.records += sum(len(messages) for _tp, messages, _epoch in fetched)
+        self._arrived.set()
+
+    async def room(self) -> None:
+        while self.records >= self.limit:
+            self._taken.clear()
+            await self._taken.wait()
+
+    async def take(self, fetching: asyncio.Task[None]) -> tuple[list[Fetched], list[Read | None]]:
+        """Everything fetched so far, waiting for a fetch if there is none; the fetch task's
+        error (it ends no other way) is raised here."""
+        while not self.fetched:
+            self._arrived.clear()
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait([arrived, fetching], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+            if fetching.done():
+                fetching.result()
+                raise RuntimeError("the fetch task ended")
+        taken = self.fetched, self.reads
+        self.fetched, self.reads, self.records = [], [], 0
+        self._taken.set()
+        return taken
+
+
+def _records(group: list[tuple[list[Any], int | None, Read]]) -> int:
+    return sum(len(messages) for messages, _epoch, _read in group)
+
+
+def _follow(run: list[tuple[list[Any], int | None, tuple[Columns, Any]]]) -> bool:
+    """Whether each fetch starts past the one before (offsets may skip: compaction, markers)."""
+    return all(b[0][0].offset > a[0][-1].offset for a, b in itertools.pairwise(run))
 
 
 def _seen(read: Read) -> None:
