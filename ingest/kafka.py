@@ -92,8 +92,9 @@ PROBE_TIMEOUT = 3.0
 # batches of a fetch's ~11,000 flights, ~1.7 us in 50,000: benchmarks/README.md), and a query
 # waits at most one view's apply of the group (the apply yields after each view).
 GROUP_RECORDS = 50_000
-# Records fetched and not yet applied (their reads started) before the fetch task waits: a
-# backlog keeps the reading thread busy while the loop applies, and memory stays bounded.
+# Records fetched and waiting, their reads started, beside those being applied: at this many the
+# fetch task waits. A backlog keeps the reading thread busy while the loop applies, and memory
+# stays bounded.
 AHEAD_RECORDS = 2 * GROUP_RECORDS
 
 

@@ -175,20 +175,26 @@ def test_a_bucket_too_far_from_the_first_is_refused_not_wrapped_round(
     the first no longer fits the pair's int64 code. The same packing as before (origin and slot
     width unchanged) used to skip the check, and the code wrapped round: the event counted in a
     bucket thousands of years off. Now the batch is not applied to the view (all of it: the
-    view changes nothing), counted as out of range with a warning naming the view."""
+    view changes nothing), counted as out of range with a warning naming the view, the part and
+    the events; each such batch adds to the count."""
     registry = registry_of(FINE)
     year_1 = MIN_TIME
-    registry.apply(Batch("s", [{"ts": year_1 + i % 1000, "k": i} for i in range(1 << 17)], 1))
+    first = [{"ts": year_1 + i % 1000, "k": i} for i in range(1 << 17)]
+    registry.apply(Batch("s", first, 1, part="s:0"))
     before = all_rows(registry.views["v"])
     modern = [{"ts": 1_790_000_000_000, "k": 0}, {"ts": year_1 + 999, "k": 1}]  # not late
     with caplog.at_level(logging.WARNING, logger="tallyd.views"):
-        applied = registry.apply(Batch("s", modern, 2))
+        applied = registry.apply(Batch("s", modern, 2, part="s:0"))
     assert (applied.views["v"].applied, applied.views["v"].out_of_range) == (0, 2)
     assert all_rows(registry.views["v"]) == before
     assert registry.views["v"].stats()["out_of_range"] == 2
     (warning,) = [r.getMessage() for r in caplog.records if "out_of_range" in r.getMessage()]
-    assert "view=v" in warning
+    assert warning.startswith("event=out_of_range view=v part=s:0 events=2: ")
     assert "too wide a time span for this window size" in warning
+    again = registry.apply(Batch("s", modern[:1], 3, part="s:0"))
+    assert again.views["v"].out_of_range == 1
+    assert registry.views["v"].stats()["out_of_range"] == 3
+    assert all_rows(registry.views["v"]) == before
 
 
 @pytest.mark.parametrize(("keys", "bits"), [(1, 16), (1 << 16, 17)])
