@@ -103,6 +103,10 @@ Fetched = tuple[TopicPartition, list[Any], int | None]
 # A part's records read as columns (with change events' weights), or None: read them row-wise.
 ReadResult = tuple[Columns, np.ndarray | None] | None
 Read = asyncio.Future[ReadResult]
+# A fetch of one part waiting to be applied: its records, its epoch, and its column read (or
+# None: screened and read at its turn); once read column-wise, the read's columns and weights.
+Waiting = tuple[list[Any], int | None, Read | None]
+ReadFetch = tuple[list[Any], int | None, tuple[Columns, np.ndarray | None]]
 # Per backfill of the source (by view name), how far it had read a part (None: not begun).
 Progress = tuple[tuple[str, int | None], ...]
 
@@ -954,8 +958,9 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
         the parts' column reads under way (``_read_ahead``), if any. A part's consecutive
         fetches read ahead are applied as one group, up to ``GROUP_RECORDS`` records (one
         ``Registry.applying_group``: each fetch a batch of its own, with its own lateness and
-        position, the views' fixed cost paid once); the others in turn (``_apply_one``)."""
-        parts: dict[TopicPartition, list[tuple[list[Any], int | None, Read | None]]] = {}
+        position, the views' fixed cost paid once); the others in turn (``_apply_table``, else
+        row by row)."""
+        parts: dict[TopicPartition, list[Waiting]] = {}
         for i, (tp, messages, epoch) in enumerate(fetched):
             parts.setdefault(tp, []).append((messages, epoch, reads[i] if reads else None))
         for tp, entries in parts.items():
@@ -964,19 +969,11 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 if group and (read is None or _records(group) + len(messages) > GROUP_RECORDS):
                     await self._apply_group(tp, group)
                     group = []
-                if read is None:
-                    await self._apply_one(tp, messages, epoch)
-                else:
+                if read is not None:
                     group.append((messages, epoch, read))
+                elif not await self._apply_table(tp, messages, epoch):
+                    await self._apply_rows(tp, messages, epoch)
             await self._apply_group(tp, group)
-
-    async def _apply_one(
-        self, tp: TopicPartition, messages: list[Any], epoch: int | None, read: Read | None = None
-    ) -> None:
-        """One fetch of a part: column-wise if it reads so, else row by row in chunks."""
-        if await self._apply_table(tp, messages, epoch, read):
-            return
-        await self._apply_rows(tp, messages, epoch)
 
     async def _apply_rows(self, tp: TopicPartition, messages: list[Any], epoch: int | None) -> None:
         for start in range(0, len(messages), APPLY_CHUNK):
@@ -988,11 +985,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         """A part's fetches read ahead, in offset order: those read column-wise applied together,
         those the row decoder must read (``got`` None) in turn between them."""
-        if len(group) == 1:
-            messages, epoch, read = group[0]
-            await self._apply_one(tp, messages, epoch, read)
-            return
-        run: list[tuple[list[Any], int | None, tuple[Columns, np.ndarray | None]]] = []
+        run: list[ReadFetch] = []
         for messages, epoch, read in group:
             try:
                 got = await read
@@ -1007,9 +1000,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
             await self._apply_rows(tp, messages, epoch)
         await self._apply_read(tp, run)
 
-    async def _apply_read(
-        self, tp: TopicPartition, run: list[tuple[list[Any], int | None, tuple[Columns, Any]]]
-    ) -> None:
+    async def _apply_read(self, tp: TopicPartition, run: list[ReadFetch]) -> None:
         """Fetches of a part read column-wise, together when they follow one another, else
         each in turn (``_applied``), row by row when one overlaps what was counted."""
         if len(run) > 1 and await self._applied(tp, run):
@@ -1019,21 +1010,18 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._apply_rows(tp, one[0], one[1])
 
     async def _apply_table(
-        self, tp: TopicPartition, messages: list[Any], epoch: int | None, read: Read | None = None
+        self, tp: TopicPartition, messages: list[Any], epoch: int | None
     ) -> bool:
-        """Many clean records at once (plain or change events): read column-wise by Arrow in a
-        worker thread (``read``: already under way), applied in one step. False: apply them
+        """Many clean records at once (plain or change events), read at their turn: screened,
+        read column-wise by Arrow in a worker thread, applied in one step. False: apply them
         row-wise instead."""
         part = part_name(tp)
-        if read is None:
-            # Records of retried requests counted already are left out; nothing else applies
-            # to this part before the step below (one fetch at a time; a hand-over bumps the
-            # epoch).
-            screened = self.keys.screen(part, messages)
-            values = [m.value for m in (messages if screened is None else screened.kept)]
-            got = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
-        else:  # no record carries a request: none to screen
-            screened, got = None, await read
+        # Records of retried requests counted already are left out; nothing else applies to this
+        # part before the step below (the loop applies one fetch at a time; a hand-over bumps
+        # the epoch).
+        screened = self.keys.screen(part, messages)
+        values = [m.value for m in (messages if screened is None else screened.kept)]
+        got = await asyncio.to_thread(self.changes.columns, values)  # Arrow, off the loop
         if got is None:
             return False
         return await self._applied(tp, [(messages, epoch, got)], screened)
@@ -1041,7 +1029,7 @@ class KafkaSource(Background, ConsumerRebalanceListener):  # type: ignore[misc]
     async def _applied(
         self,
         tp: TopicPartition,
-        run: list[tuple[list[Any], int | None, tuple[Columns, Any]]],
+        run: list[ReadFetch],
         screened: Screened | None = None,
     ) -> bool:
         """Fetches of a part read column-wise (``screened``: the one fetch's records screened
@@ -1170,7 +1158,7 @@ def _records(group: list[tuple[list[Any], int | None, Read]]) -> int:
     return sum(len(messages) for messages, _epoch, _read in group)
 
 
-def _follow(run: list[tuple[list[Any], int | None, tuple[Columns, Any]]]) -> bool:
+def _follow(run: list[ReadFetch]) -> bool:
     """Whether each fetch starts past the one before (offsets may skip: compaction, markers)."""
     return all(b[0][0].offset > a[0][-1].offset for a, b in itertools.pairwise(run))
 

@@ -285,7 +285,7 @@ async def test_a_fetch_made_before_a_hand_over_is_dropped_after_it(
     in the end every record is counted once. "older": the file is behind the records applied
     before the hand-over (what two saves landing out of order left): applying the old fetch on
     top of it would skip the records in between. On both paths: row by row (``_apply``) and
-    column-wise (``_apply_table``) each check the fetch's epoch. "ahead": the fetch's column
+    column-wise (``_applied``) each check the fetch's epoch. "ahead": the fetch's column
     read was started before the hand-over (``_read_ahead``, as ``_consume`` does while the fetch
     before is applied) and done by the time it is applied."""
     n = FETCH[ingest_path.name]
