@@ -1,0 +1,95 @@
+"""Small bodies as a server applies them, in this process: a commit group of one-event (or
+ten-event) bodies, read by the row decoder and applied at once (``Registry.apply_group``),
+after the views hold a steady state — ms a group, view by view and all together (and the rate
+of the 50,000-event bodies that warm them).
+
+    python -m benchmarks.small_groups [--workload shop|flights] [--events 1 10] [--group 24]
+
+``--warm N`` events (default 200,000) go in first, in 50,000-event bodies read column-wise: a
+server that has run a while, whose summaries are full (``top_k``'s per pair, at its capacity),
+not an empty one. ``--group``: bodies a commit group holds (one-event bodies from 64 clients came
+in groups of ~24: benchmarks/README.md). ``flights`` gets a seventh view, ``top_k(dest, 10)``
+per carrier, since its six have none. The time is the apply's only: no HTTP, WAL or event loop.
+Run it from two trees in turn to compare a change with what came before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+import tomllib
+from typing import Any
+
+import orjson
+
+from benchmarks.flights import CONFIG as FLIGHTS
+from benchmarks.shop import event
+from benchmarks.targets import flights_passes
+from ingest.decode import Decoder
+from views.config import Config, parse
+from views.registry import Batch, Registry
+
+SHOP = FLIGHTS.parent / "shop.toml"
+TOP_DEST = """SELECT carrier, top_k(dest, 10) AS destinations, count(*) AS flights
+FROM flights GROUP BY carrier"""
+
+
+def workload(name: str, lines: int) -> tuple[Config, str, list[bytes]]:
+    """(config, source, ``lines`` NDJSON lines in time order)."""
+    if name == "shop":
+        rng = random.Random(7)
+        start = int(time.time() * 1000) - 3_600_000
+        out = [orjson.dumps(event(rng, start + i // 50)) for i in range(lines)]
+        return parse(tomllib.loads(SHOP.read_text()), str(SHOP)), "orders", out
+    raw: dict[str, Any] = tomllib.loads(FLIGHTS.read_text())
+    raw["views"]["top_destinations"] = {"sql": TOP_DEST}
+    every = [line for body in flights_passes(2) for line in body.splitlines()]
+    return parse(raw, str(FLIGHTS)), "flights", every[:lines]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.small_groups", description=__doc__)
+    parser.add_argument("--workload", choices=["shop", "flights"], default="shop")
+    parser.add_argument("--events", type=int, nargs="+", default=[1, 10], help="events a body")
+    parser.add_argument("--group", type=int, default=24, help="bodies a commit group")
+    parser.add_argument("--groups", type=int, default=100, help="groups timed (default 100)")
+    parser.add_argument("--warm", type=int, default=200_000, help="events applied first")
+    args = parser.parse_args(argv)
+    most = max(args.events) * args.group * args.groups
+    config, source, lines = workload(args.workload, args.warm + most)
+    decoder = Decoder(config.sources[source], 1 << 20)
+    warm = [b"\n".join(lines[i : i + 50_000]) for i in range(0, args.warm, 50_000)]
+    read = [decoder.columns(body) for body in warm]
+    assert all(c is not None for c in read), "a warming body was not read column-wise"
+    views = {**{name: {name: spec} for name, spec in config.views.items()}, "all": config.views}
+    print(f"{args.workload}: {args.warm:,} events first, then groups of {args.group} bodies")
+    for size in args.events:
+        tail = lines[args.warm : args.warm + size * args.group * args.groups]
+        bodies = [b"\n".join(tail[i : i + size]) for i in range(0, len(tail), size)]
+        decoded = [decoder.decode(body) for body in bodies]
+        assert not any(d.errors for d in decoded), "a body was refused"
+        for name, chosen in views.items():
+            registry = Registry(config.sources, chosen)
+            began = time.perf_counter()
+            for position, columns in enumerate(read, start=1):
+                registry.apply(Batch(source, [], position, columns=columns))
+            if size == args.events[0]:  # the large bodies' rate, once per view
+                rate = args.warm / (time.perf_counter() - began)
+                print(f"  50,000 a body {name:18s} {rate:>28,.0f} events/s")
+            position = len(read)
+            began = time.perf_counter()
+            for g in range(0, len(decoded), args.group):
+                group = []
+                for d in decoded[g : g + args.group]:
+                    position += 1
+                    group.append(Batch(source, d.events, position))
+                registry.apply_group(group)
+            seconds = time.perf_counter() - began
+            ms = 1000 * seconds / args.groups
+            rate = len(tail) / seconds
+            print(f"  {size:>3} a body  {name:18s} {ms:7.2f} ms a group  {rate:>10,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
