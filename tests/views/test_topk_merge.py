@@ -13,19 +13,26 @@ import pytest
 
 from tests.oracle.aggregates import TopK as OracleTop
 from views.aggregates import Batch, TopK
+from views.aggregates.topk import _by_value, _sorted
 from views.batch import from_values
-from views.sketches import SpaceSaving
+from views.sketches import SpaceSaving, sort_key
 from views.values import Values
 
-# Few values, so counts tie often; numbers and strings, 1 and 1.0 one value, NULLs skipped.
-POOL: list[Any] = [*"abcdefgh", 0, 1, 1.0, 2.5, -3, "1", None]
+# Few values, so counts tie often at the cut, where the values' order decides what is kept
+# (``_by_value``): numbers and strings (1 and 1.0 one value; NULLs skipped); strings only
+# (Arrow sorts them: non-ASCII, upper before lower case); integers only (numpy sorts them).
+POOLS: dict[str, list[Any]] = {
+    "mixed": [*"abcdefgh", 0, 1, 1.0, 2.5, -3, "1", None],
+    "strings": ["a", "B", "é", "e", "ü", "日本", "z", "Zebra", "a b", "", "\U0001f600", None],
+    "ints": [0, 1, -1, 7, 2**40, -(2**40), 12, 5, None],
+}
 
 
-def batches(rng: random.Random, groups: int) -> list[list[tuple[int, Any]]]:
+def batches(rng: random.Random, groups: int, pool: list[Any]) -> list[list[tuple[int, Any]]]:
     """Random (group, value) rows in batches of 1 to 30, skewed towards a few values."""
-    weights = [rng.random() ** 3 for _ in POOL]
+    weights = [rng.random() ** 3 for _ in pool]
     return [
-        [(rng.randrange(groups), rng.choices(POOL, weights)[0]) for _ in range(rng.randint(1, 30))]
+        [(rng.randrange(groups), rng.choices(pool, weights)[0]) for _ in range(rng.randint(1, 30))]
         for _ in range(rng.randint(3, 25))
     ]
 
@@ -53,15 +60,16 @@ def fed(oracles: list[OracleTop], run: list[list[tuple[int, Any]]]) -> None:
             oracle.end_batch()
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_a_summary_is_the_scalar_summary_fed_the_same_batches(seed: int) -> None:
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("seed", range(12))
+def test_a_summary_is_the_scalar_summary_fed_the_same_batches(seed: int, pool: str) -> None:
     rng = random.Random(seed)
     capacity = rng.choice([1, 2, 3, 5, 8, 20])
     k = rng.randint(1, capacity)
     groups = rng.choice([1, 3])
     aggregate = TopK(Values(), k=k, capacity=capacity)
     oracles = [OracleTop(k=k, capacity=capacity) for _ in range(groups)]
-    pending = batches(rng, groups)
+    pending = batches(rng, groups, POOLS[pool])
     while pending:
         run, pending = pending[: rng.randint(1, 4)], pending[4:]
         fold(aggregate, run, groups)
@@ -83,7 +91,7 @@ def test_parts_merged_are_the_scalar_merge(seed: int, shared: bool) -> None:
     parts = [TopK(values if shared else Values(), k=2, capacity=capacity) for _ in range(3)]
     oracles = [OracleTop(k=2, capacity=capacity) for _ in parts]
     for part, oracle in zip(parts, oracles, strict=True):
-        for batch in batches(rng, 1):
+        for batch in batches(rng, 1, POOLS["mixed"]):
             fold(part, [batch], 1)
             fed([oracle], [batch])
     merged = TopK(values, k=2, capacity=capacity)
@@ -104,3 +112,29 @@ def test_true_and_1_are_counted_apart() -> None:
     assert aggregate.results(np.array([0])) == [
         [{"value": True, "count": 3}, {"value": 1, "count": 2}, {"value": "1", "count": 1}]
     ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["b", "a", "B", "é", "e", "日本", "\U0001f600", "", "a b", "ab"],
+        [3, -1, 0, 2**62, -(2**63), 7],
+        [3, 2**64 - 1, 2**63, 0],  # beyond int64: in a column of mixed types (objects)
+        ["b", 1, 2.5, True, "a", False, 0],
+    ],
+)
+def test_tied_values_are_ranked_as_sort_key_ranks_them(values: list[Any]) -> None:
+    """``_by_value`` — Arrow for strings, numpy for integers, ``sort_key`` for the rest — is
+    ``sort_key``'s order."""
+    expected = sorted(range(len(values)), key=lambda i: sort_key(values[i]))
+    assert _by_value(values).tolist() == expected
+
+
+@pytest.mark.parametrize("high", [50, 2**40])
+def test_columns_sorted_together_are_sorted_tuples(high: int) -> None:
+    """``_sorted``: by a packed code when the columns' ranges fit one (``high`` 50), by
+    ``np.lexsort`` when they do not (three columns up to 2**40)."""
+    rng = np.random.default_rng(high)
+    keys = [rng.integers(0, high, 500), rng.integers(0, 7, 500), rng.integers(0, high, 500)]
+    got = list(zip(*(column.tolist() for column in _sorted(*keys)), strict=True))
+    assert got == sorted(zip(*(column.tolist() for column in keys), strict=True))
