@@ -27,8 +27,10 @@ test: install-test
 # Mutation testing of the engine, the write path and auth ([tool.mutmut] in pyproject.toml), one
 # worker: slow (see the README's Development section), so not part of `make test`. Results are
 # kept in mutants/, so a second run only tests what changed; ONLY='api.auth.*' reruns a module.
+# A mutant that leaves a request waiting fails its test after 120 s (pytest-timeout; the fast
+# selection's slowest test takes ~35 s), not after the suite's 420 s: the write path's loops.
 mutate: install-test
-	$(BIN)/mutmut run --max-children 1 $(if $(ONLY),'$(ONLY)')
+	PYTEST_ADDOPTS=--timeout=120 $(BIN)/mutmut run --max-children 1 $(if $(ONLY),'$(ONLY)')
 	$(BIN)/python -m tests.mutation
 
 # The README's pictures of the embeds and the dashboard: the browser tests' own screenshots.
