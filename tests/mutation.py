@@ -9,7 +9,8 @@ per source file: mutants, killed, survived, equivalent (listed), unexplained (ne
 listed), not run (a run stopped before them) and the score killed / mutants run. A timeout counts
 as killed: the tests did not pass (the mutant loops); so does a segfault (the mutant crashed the
 test process). A mutant no selected test runs ("no tests")
-counts as not killed.
+counts as not killed. A mutant listed as equivalent that the run killed is printed too: its
+listing is stale (its function changed and the names were numbered anew).
 
 It lives in tests/ because it is a test tool, like tests/reference.py: not shipped in the wheel
 (only views, ingest, api and benchmarks are), yet type-checked and linted with the tests.
@@ -100,6 +101,14 @@ def scores(
     return out
 
 
+def stale(results: dict[str, str], equivalent: set[str]) -> list[str]:
+    """Mutants listed as equivalent that the run killed: a listing left behind when its
+    function changed and its mutants were numbered anew (the name is now another mutant's), one
+    a newer test kills (the listing must go), or an equivalent mutant only slower, which a
+    loaded machine timed out (a timeout counts as killed; the listing may stay). Check each."""
+    return sorted(n for n in equivalent if results.get(n) in KILLED)
+
+
 def table(by_module: dict[str, Score], groups: Iterable[str]) -> str:
     """The per-module table, then a total for each group (a folder prefix) and for everything."""
     head = (
@@ -165,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if unexplained:
         print(f"\n{len(unexplained)} mutants run, neither killed nor in {doc}:")
         print("\n".join(f"  {n} ({results[n]})" for n in unexplained))
+    wrong = stale(results, equivalent)
+    if wrong:
+        print(f"\n{len(wrong)} listed as equivalent in {doc}, yet killed (renumbered? slow?):")
+        print("\n".join(f"  {n} ({results[n]})" for n in wrong))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.mutation import Score, listed, scores
+from tests.mutation import Score, listed, scores, stale
 
 DOC = """# Surviving mutants
 | `views.a.x_f__mutmut_1` | equivalent |
@@ -29,3 +29,16 @@ def test_equivalent_and_by_hand_are_read_apart_and_counted() -> None:
         "views/a.py": Score(total=6, killed=3, survived=2, equivalent=1, unexplained=1, not_run=1)
     }
     assert got["views/a.py"].percent() == "60.0 %"
+
+
+def test_a_listed_equivalent_the_run_killed_is_stale() -> None:
+    """A function edited after its survivors were listed numbers its mutants anew: a listed
+    name may now be a mutant the tests kill — the listing no longer says what it claims."""
+    equivalent, _ = listed(DOC)
+    assert stale(RESULTS, equivalent) == []
+    assert stale({**RESULTS, "views.a.x_f__mutmut_1": "killed"}, equivalent) == [
+        "views.a.x_f__mutmut_1"
+    ]
+    assert stale({**RESULTS, "views.a.x_f__mutmut_1": "timeout"}, equivalent) == [
+        "views.a.x_f__mutmut_1"
+    ]

@@ -130,11 +130,25 @@ def test_tied_values_are_ranked_as_sort_key_ranks_them(values: list[Any]) -> Non
     assert _by_value(values).tolist() == expected
 
 
-@pytest.mark.parametrize("high", [50, 2**40])
-def test_columns_sorted_together_are_sorted_tuples(high: int) -> None:
-    """``_sorted``: by a packed code when the columns' ranges fit one (``high`` 50), by
-    ``np.lexsort`` when they do not (three columns up to 2**40)."""
-    rng = np.random.default_rng(high)
-    keys = [rng.integers(0, high, 500), rng.integers(0, 7, 500), rng.integers(0, high, 500)]
+@pytest.mark.parametrize("highs", [(4, 7, 50), (4, 7, 2**58)])
+def test_columns_sorted_together_are_sorted_tuples(highs: tuple[int, int, int]) -> None:
+    """``_sorted``: by a packed code when the columns' ranges fit one, by ``np.lexsort`` when
+    they do not (a column up to 2**58); the first two columns tie often, so each decides."""
+    rng = np.random.default_rng(highs[2])
+    keys = [rng.integers(0, high, 500) for high in highs]
     got = list(zip(*(column.tolist() for column in _sorted(*keys)), strict=True))
     assert got == sorted(zip(*(column.tolist() for column in keys), strict=True))
+
+
+def test_an_empty_summary_from_a_part_of_its_own_merges_as_nothing() -> None:
+    """A pair with no entries, absorbed from a part with its own codes (``_recoded``), adds
+    nothing — and leaves the arrays integer codes for the pairs merged after it."""
+    target = TopK(Values(), k=2, capacity=3)
+    target.resize(2)
+    other = TopK(Values(), k=2, capacity=3)
+    fold(other, [[(0, "a"), (0, "b"), (0, "a")]], 2)  # group 1: no rows, no entries
+    target.absorb(other, np.array([1, 0]), np.array([0, 1]))
+    assert target.results(np.array([0, 1])) == [
+        [],
+        [{"value": "a", "count": 2}, {"value": "b", "count": 1}],
+    ]
