@@ -63,6 +63,8 @@ def fed(oracles: list[OracleTop], run: list[list[tuple[int, Any]]]) -> None:
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("seed", range(12))
 def test_a_summary_is_the_scalar_summary_fed_the_same_batches(seed: int, pool: str) -> None:
+    """Every batch, folded alone or a few at once, leaves each group's summary the scalar
+    one's, entry for entry; the answers are its ``top(k)``."""
     rng = random.Random(seed)
     capacity = rng.choice([1, 2, 3, 5, 8, 20])
     k = rng.randint(1, capacity)
@@ -71,7 +73,8 @@ def test_a_summary_is_the_scalar_summary_fed_the_same_batches(seed: int, pool: s
     oracles = [OracleTop(k=k, capacity=capacity) for _ in range(groups)]
     pending = batches(rng, groups, POOLS[pool])
     while pending:
-        run, pending = pending[: rng.randint(1, 4)], pending[4:]
+        taken = rng.randint(1, 4)
+        run, pending = pending[:taken], pending[taken:]
         fold(aggregate, run, groups)
         fed(oracles, run)
         for group, oracle in enumerate(oracles):
