@@ -4,15 +4,17 @@ after the views hold a steady state — ms a group, view by view and all togethe
 of the 50,000-event bodies that warm them).
 
     python -m benchmarks.small_groups [--workload shop|flights] [--events 1 10] [--group 24]
+        [--views NAME ...]
 
 ``--warm N`` events (default 200,000) go in first, in 50,000-event bodies read column-wise: a
 server that has run a while, whose summaries are full (``top_k``'s per pair, at its capacity),
 not an empty one. ``--group``: bodies a commit group holds (one-event bodies from 64 clients came
 in groups of ~24: benchmarks/README.md). Each view is timed alone, then the workload's views
-together ("all"); one more view is timed alone: ``top_k(dest, 10)`` per carrier for ``flights``
-(its six have no ``top_k``), ``top_k(user_id, 10)`` per country for ``shop`` (a summary of
-values mostly seen once, which tie at its cut). The time is the apply's only: no HTTP, WAL or
-event loop.
+together ("all"); more views are timed alone: ``top_k(dest, 10)`` per carrier for ``flights``
+(its six have no ``top_k``); for ``shop``, ``top_k(user_id, 10)`` per country (a summary of
+values mostly seen once, which tie at its cut) and the exact ``count_distinct(user_id)`` per
+country, all time (a few long runs of values that every group adds to: with ``--warm 2000000``,
+about two million). The time is the apply's only: no HTTP, WAL or event loop.
 Run it from two trees in turn to compare a change with what came before.
 """
 
@@ -34,19 +36,20 @@ from views.registry import Batch, Registry
 
 SHOP = FLIGHTS.parent / "shop.toml"
 EXTRA = {
-    "shop": (
-        "top_buyers",
-        "SELECT country, top_k(user_id, 10) AS buyers FROM orders GROUP BY country",
-    ),
-    "flights": (
-        "top_destinations",
-        "SELECT carrier, top_k(dest, 10) AS dests FROM flights GROUP BY carrier",
-    ),
+    "shop": {
+        "top_buyers": "SELECT country, top_k(user_id, 10) AS buyers FROM orders GROUP BY country",
+        "distinct_buyers": """SELECT country, count_distinct(user_id) AS buyers FROM orders
+            GROUP BY country""",
+    },
+    "flights": {
+        "top_destinations": """SELECT carrier, top_k(dest, 10) AS dests FROM flights
+            GROUP BY carrier""",
+    },
 }
 
 
 def workload(name: str, lines: int) -> tuple[Config, str, list[bytes]]:
-    """(config with the extra view, source, ``lines`` NDJSON lines in time order)."""
+    """(config with the extra views, source, ``lines`` NDJSON lines in time order)."""
     if name == "shop":
         rng = random.Random(7)
         start = int(time.time() * 1000) - 3_600_000
@@ -55,9 +58,9 @@ def workload(name: str, lines: int) -> tuple[Config, str, list[bytes]]:
     else:
         out = [line for body in flights_passes(2) for line in body.splitlines()][:lines]
         source, raw = "flights", tomllib.loads(FLIGHTS.read_text())
-    extra, sql = EXTRA[name]
-    raw["views"][extra] = {"sql": sql}
-    return parse(raw, f"{name} + {extra}"), source, out
+    for extra, sql in EXTRA[name].items():
+        raw["views"][extra] = {"sql": sql}
+    return parse(raw, f"{name} + {', '.join(EXTRA[name])}"), source, out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", type=int, default=24, help="bodies a commit group")
     parser.add_argument("--groups", type=int, default=100, help="groups timed (default 100)")
     parser.add_argument("--warm", type=int, default=200_000, help="events applied first")
+    parser.add_argument("--views", nargs="+", help="time only these (names, or all)")
     args = parser.parse_args(argv)
     most = max(args.events) * args.group * args.groups
     config, source, lines = workload(args.workload, args.warm + most)
@@ -76,9 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     warm = [b"\n".join(lines[i : i + 50_000]) for i in range(0, args.warm, 50_000)]
     read = [decoder.columns(body) for body in warm]
     assert all(c is not None for c in read), "a warming body was not read column-wise"
-    extra = EXTRA[args.workload][0]
-    own = {name: spec for name, spec in config.views.items() if name != extra}
+    own = {name: spec for name, spec in config.views.items() if name not in EXTRA[args.workload]}
     views = {**{name: {name: spec} for name, spec in config.views.items()}, "all": own}
+    if args.views:
+        if unknown := set(args.views) - set(views):
+            parser.error(f"no view {', '.join(sorted(unknown))}: {', '.join(views)}")
+        views = {name: views[name] for name in args.views}
     print(f"{args.workload}: {args.warm:,} events first, then groups of {args.group} bodies")
     for size in args.events:
         tail = lines[args.warm : args.warm + size * args.group * args.groups]

@@ -32,9 +32,11 @@ class CountDistinct(Exact):
     result_type = "int"
     removable = True
     interned = True
+    recent = 4096  # entries a settle leaves beside the main ones (``Multiset``)
 
     def __init__(self, values: Values | None = None, **params: Any) -> None:
         super().__init__(values if values is not None else Values(), **params)
+        self.set = Multiset(self.recent)
 
     @property
     def dictionary(self) -> Values:
@@ -53,16 +55,16 @@ class CountDistinct(Exact):
         self.set.absorb(gathered)
 
     def results(self, ids: np.ndarray) -> list[Any]:
-        start, end = self.set.runs(ids)
-        out: list[Any] = (end - start).tolist()
+        out: list[Any] = self.set.sizes(ids).tolist()
         return out
 
     def buffers(self) -> Buffers:
-        used, local = np.unique(self.set.key, return_inverse=True)
+        pair, key, count = self.set.arrays()
+        used, local = np.unique(key, return_inverse=True)
         return {
-            "pair": self.set.pair,
+            "pair": pair,
             "key": local.astype(np.int64),
-            "count": self.set.count,
+            "count": count,
             "values": self.dictionary.lookup(used),  # the values themselves: codes are local
             "size": self.size,
         }
@@ -72,7 +74,7 @@ class CountDistinct(Exact):
         pair = np.array(buffers["pair"], np.int64)
         key = codes[np.array(buffers["key"], np.int64)]
         order = np.lexsort((key, pair))
-        self.set = Multiset()
+        self.set = Multiset(self.recent)
         self.set.pair, self.set.key = pair[order], key[order]
         self.set.count = np.array(buffers["count"], np.int64)[order]
         self.size = int(buffers["size"])
