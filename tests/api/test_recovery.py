@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import random
 import shutil
 import struct
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ingest import http
 from ingest.http import TABLE_RECORD
 from ingest.wal import Wal
 from tests.helpers import (
@@ -303,13 +305,35 @@ async def test_a_server_that_manages_the_gc_freezes_its_heap_after_restore_and_s
         gc.unfreeze()
 
 
+DEFAULT_REPLAY_LIMITS = (http.REPLAY_GROUP, http.REPLAY_GROUP_EVENTS)
+
+
+def replay_groups(sizes: list[int], records: int, events: int) -> list[int]:
+    """The groups a replay applies the bodies of ``sizes`` events in: a group is closed by the
+    record that brings it to ``records`` records or ``events`` events (``HttpLog.restore``)."""
+    out, group, held = [], 0, 0
+    for size in sizes:
+        group, held = group + 1, held + size
+        if group >= records or held >= events:
+            out.append(group)
+            group, held = 0, 0
+    return out + [group] * (group > 0)
+
+
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "limits",
+    [DEFAULT_REPLAY_LIMITS, (7, 10**9), (10**9, 20), (9, 20)],
+    ids=["default", "records", "events", "both"],
+)
 async def test_a_log_of_small_bodies_replays_in_groups_to_what_was_served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limits: tuple[int, int]
 ) -> None:
     """300 small bodies, out of time order, posted a few at a time (so the server applies them
     in groups), then a crash image: the restart replays the log in groups too, and every view
-    answers as it did — every (bucket, key), every counter, the late events."""
+    answers as it did — every (bucket, key), every counter, the late events. A group is bounded
+    in records and in events (the default bounds above this log; smaller ones here, alone and
+    together: a replay holds no more than a group's records in memory)."""
     groups = record_groups(monkeypatch)
     rng = random.Random(5)
     events = order_events(seed=5, n=900, disorder_ms=90_000)
@@ -323,9 +347,13 @@ async def test_a_log_of_small_bodies_replays_in_groups_to_what_was_served(
         late = {name: view.late_events() for name, view in engine.registry.views.items()}
         shutil.copytree(live, crashed)
     groups.clear()
+    monkeypatch.setattr(http, "REPLAY_GROUP", limits[0])
+    monkeypatch.setattr(http, "REPLAY_GROUP_EVENTS", limits[1])
     async with running(CONFIG, crashed) as (client, engine):
         assert engine.recovery["replayed_batches"] == len(bodies)
-        assert groups == [len(bodies)]  # one group: fewer than REPLAY_GROUP records
+        assert groups == replay_groups([len(b) for b in bodies], *limits)
+        if limits == DEFAULT_REPLAY_LIMITS:  # fewer records and events than a group holds
+            assert groups == [len(bodies)]
         for name, view in engine.registry.views.items():
             assert all_rows(view) == served[name], name
             assert view.stats() == stats[name], name
@@ -386,12 +414,14 @@ async def test_a_body_logged_while_an_apply_fails_is_answered_not_left_waiting(
 
 @pytest.mark.asyncio
 async def test_an_apply_that_fails_refuses_writes_loudly_and_a_restart_applies_the_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug raising while logged events are applied must not leave requests waiting forever:
     they get a 500 saying their events are logged, later writes are refused, /readyz says so,
-    no snapshot is written (the views may hold part of the failed group); a restart replays the
-    log, those events included, once."""
+    no snapshot is written (the views may hold part of the failed group); the server's log has
+    the error's stack under ``event=apply_failed`` (the README sends operators there); a restart
+    replays the log, those events included, once."""
+    caplog.set_level(logging.ERROR, logger="tallyd.http")
 
     def broken(view: View, *args: Any) -> None:
         raise RuntimeError("a bug in an apply")
@@ -409,6 +439,11 @@ async def test_an_apply_that_fails_refuses_writes_loudly_and_a_restart_applies_t
             snap = await client.post("/v1/admin/snapshot")  # would save a half-applied group
             assert snap.status == 507
             assert "failed apply" in (await snap.json())["error"]["message"]
+    logged = [r for r in caplog.records if r.name == "tallyd.http"]
+    assert [r.getMessage() for r in logged] == ["event=apply_failed batches=1"]
+    assert logged[0].exc_info is not None
+    assert logged[0].levelno == logging.ERROR
+    assert str(logged[0].exc_info[1]) == "a bug in an apply"
     async with running(CONFIG, tmp_path) as (client, engine):
         assert engine.recovery["replayed_batches"] == 1  # the first body: logged, then failed
         totals = await (await client.get("/v1/views/totals?group_by=")).json()
