@@ -14,7 +14,9 @@ together ("all"); more views are timed alone: ``top_k(dest, 10)`` per carrier fo
 (its six have no ``top_k``); for ``shop``, ``top_k(user_id, 10)`` per country (a summary of
 values mostly seen once, which tie at its cut) and the exact ``count_distinct(user_id)`` per
 country, all time (a few long runs of values that every group adds to: with ``--warm 2000000``,
-about two million). The time is the apply's only: no HTTP, WAL or event loop.
+about two million); and three views of a group per user (~1M: ``max_groups`` raised for them),
+``max``, ``count_distinct`` and ``approx_count_distinct`` of the products each bought (a million
+short runs). The time is the apply's only: no HTTP, WAL or event loop.
 Run it from two trees in turn to compare a change with what came before.
 """
 
@@ -35,15 +37,34 @@ from views.config import Config, parse
 from views.registry import Batch, Registry
 
 SHOP = FLIGHTS.parent / "shop.toml"
-EXTRA = {
+PER_USER = 2_000_000  # max_groups of the per-user views: every user a group of its own
+EXTRA: dict[str, dict[str, dict[str, object]]] = {
     "shop": {
-        "top_buyers": "SELECT country, top_k(user_id, 10) AS buyers FROM orders GROUP BY country",
-        "distinct_buyers": """SELECT country, count_distinct(user_id) AS buyers FROM orders
-            GROUP BY country""",
+        "top_buyers": {
+            "sql": "SELECT country, top_k(user_id, 10) AS buyers FROM orders GROUP BY country"
+        },
+        "distinct_buyers": {
+            "sql": "SELECT country, count_distinct(user_id) AS buyers FROM orders GROUP BY country"
+        },
+        "user_biggest": {
+            "sql": "SELECT user_id, max(amount) AS biggest FROM orders GROUP BY user_id",
+            "max_groups": PER_USER,
+        },
+        "user_products": {
+            "sql": """SELECT user_id, count_distinct(product) AS products FROM orders
+                GROUP BY user_id""",
+            "max_groups": PER_USER,
+        },
+        "user_products_approx": {
+            "sql": """SELECT user_id, approx_count_distinct(product) AS products FROM orders
+                GROUP BY user_id""",
+            "max_groups": PER_USER,
+        },
     },
     "flights": {
-        "top_destinations": """SELECT carrier, top_k(dest, 10) AS dests FROM flights
-            GROUP BY carrier""",
+        "top_destinations": {
+            "sql": "SELECT carrier, top_k(dest, 10) AS dests FROM flights GROUP BY carrier"
+        },
     },
 }
 
@@ -58,8 +79,7 @@ def workload(name: str, lines: int) -> tuple[Config, str, list[bytes]]:
     else:
         out = [line for body in flights_passes(2) for line in body.splitlines()][:lines]
         source, raw = "flights", tomllib.loads(FLIGHTS.read_text())
-    for extra, sql in EXTRA[name].items():
-        raw["views"][extra] = {"sql": sql}
+    raw["views"] |= EXTRA[name]
     return parse(raw, f"{name} + {', '.join(EXTRA[name])}"), source, out
 
 

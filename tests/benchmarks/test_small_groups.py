@@ -14,7 +14,17 @@ def test_every_view_alone_the_extra_ones_and_all_are_timed(
 ) -> None:
     small_groups.main(["--warm", "50000", "--groups", "2", "--group", "3", "--events", "1", "2"])
     out = capsys.readouterr().out
-    views = ["revenue", "latency", "buyers", "top_products", "top_buyers", "distinct_buyers", "all"]
+    views = [
+        "revenue",
+        "latency",
+        "buyers",
+        "top_products",
+        "top_buyers",
+        "distinct_buyers",
+        "user_biggest",
+        "user_products",
+    ]
+    views += ["user_products_approx", "all"]
     for view in views:
         assert re.search(rf"50,000 a body {view} +[\d,]+ events/s", out), view
         for size in (1, 2):

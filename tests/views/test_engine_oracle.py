@@ -193,22 +193,27 @@ def test_engine_equals_the_per_event_oracle(seed: int) -> None:
 def test_distinct_counts_equal_the_oracle_with_recent_entries_folded_or_not(
     recent: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An exact distinct count's recent entries (``Multiset``) merged into its main ones at
-    nearly every apply, or at none: the answers are the oracle's either way, retractions
-    included (the default, 4,096, leaves every test's state in the recent entries)."""
+    """An exact distinct count's values and a HyperLogLog's sparse hashes keep recent entries
+    (``Multiset``) merged into the main ones at nearly every apply, or at none: the answers
+    are the oracle's either way, retractions included, and the sketches' states the reference
+    implementation's (the default, 4,096, leaves every test's state in the recent entries)."""
     monkeypatch.setattr(CountDistinct, "recent", recent)
+    monkeypatch.setattr(ApproxCountDistinct, "recent", recent)
     levels = Counter[str]()
     for seed in range(10):
         registry, oracle = feed(seed)
         assert_equal(registry, oracle)
+        assert_sketches(registry, oracle)
         for view in registry.views.values():
             for part in view.parts.values():
                 for agg in part.aggs:
-                    if isinstance(agg, CountDistinct):
-                        levels["main"] += len(agg.set._key) > 0
-                        levels["recent"] += agg.set._recent_entries() > 0
-    assert levels["main"] > 0  # folded by a settle, or by dropping pairs (``take``)
-    assert levels["recent"] > 0  # answered with recent entries
+                    held = {CountDistinct: "set", ApproxCountDistinct: "sparse"}.get(type(agg))
+                    if held is not None:
+                        multiset = getattr(agg, held)
+                        levels[f"{held} main"] += len(multiset._key) > 0
+                        levels[f"{held} recent"] += multiset._recent_entries() > 0
+    for held in ("set", "sparse"):  # answered from main entries (merged in), or recent ones
+        assert levels[f"{held} {'main' if recent == 1 else 'recent'}"] > 0
 
 
 def assert_equal(registry: Registry, oracle: dict[str, OracleView]) -> None:
@@ -237,7 +242,10 @@ def test_pairs_read_in_place_answer_byte_for_byte_as_merged(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_sketch_states_equal_the_reference_implementations(seed: int) -> None:
-    registry, oracle = feed(seed)
+    assert_sketches(*feed(seed))
+
+
+def assert_sketches(registry: Registry, oracle: dict[str, OracleView]) -> None:
     for name in ("per_minute", "all_time"):
         view = registry.views[name]
         expected = {

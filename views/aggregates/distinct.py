@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from views.aggregates.base import Aggregate, Batch, Buffers
-from views.aggregates.multiset import Exact, Multiset, ranges_mask
+from views.aggregates.multiset import Exact, Multiset
 from views.batch import Vec
 from views.grouping import distinct
 from views.hashing import hash_bools, hash_floats, hash_ints, hash_strings, hash_value
@@ -100,10 +100,11 @@ class ApproxCountDistinct(Aggregate):
     sql_names = ("approx_count_distinct",)
     sql_usage = "approx_count_distinct(x)"
     result_type = "int"
+    recent = 4096  # hashes a settle leaves beside the main ones (``Multiset``)
 
     def __init__(self, values: Any = None, **params: Any) -> None:
         super().__init__(values, **params)
-        self.sparse = Multiset()  # (pair, hash as int64) of pairs still exact
+        self.sparse = Multiset(self.recent)  # (pair, hash as int64) of pairs still exact
         self.dense = np.zeros(0, np.int64)  # per pair: its register row, -1 while sparse
         self.registers = np.zeros((0, HyperLogLog.M), np.uint8)
 
@@ -140,22 +141,24 @@ class ApproxCountDistinct(Aggregate):
         np.maximum.at(self.registers, (rows, index), rank)
 
     def _densify(self, pairs: np.ndarray) -> None:
-        start, end = self.sparse.runs(pairs)
-        over = np.flatnonzero(end - start > HyperLogLog.SPARSE_MAX)
-        if not len(over):
-            return
+        """Pairs among ``pairs`` past ``SPARSE_MAX`` hashes get a register row each, raised by
+        every hash they hold, and their hashes leave the sparse multiset."""
+        over = pairs[self.sparse.sizes(pairs) > HyperLogLog.SPARSE_MAX]
+        if len(over):
+            self._make_dense(over)
+
+    def _make_dense(self, pairs: np.ndarray) -> None:
+        """A register row for each of ``pairs`` (distinct, sparse), raised by their hashes."""
         first = len(self.registers)
-        self.registers = np.vstack([self.registers, np.zeros((len(over), HyperLogLog.M), np.uint8)])
-        for j, i in enumerate(over.tolist()):
-            pair, lo, hi = int(pairs[i]), int(start[i]), int(end[i])
-            self.dense[pair] = first + j
-            held = self.sparse.key[lo:hi].view(np.uint64)
-            self._raise(np.full(hi - lo, first + j), held)
-        lo_hi = self.sparse.runs(pairs[over])
-        drop = ranges_mask(lo_hi[0], lo_hi[1], len(self.sparse))
-        self.sparse.pair = self.sparse.pair[~drop]
-        self.sparse.key = self.sparse.key[~drop]
-        self.sparse.count = self.sparse.count[~drop]
+        self.registers = np.vstack(
+            [self.registers, np.zeros((len(pairs), HyperLogLog.M), np.uint8)]
+        )
+        self.dense[pairs] = first + np.arange(len(pairs))
+        held = self.sparse.gathered(pairs, np.arange(len(pairs)))
+        of, keys, counts = held.pair, held.key, held.count
+        if len(of):
+            self._raise(first + of, keys.view(np.uint64))
+            self.sparse.add(pairs[of], keys, -counts)  # taken off: none left of these pairs
 
     def absorb(self, other: Aggregate, ids: np.ndarray, rows: np.ndarray) -> None:
         assert isinstance(other, ApproxCountDistinct)
@@ -163,25 +166,13 @@ class ApproxCountDistinct(Aggregate):
         for j in np.flatnonzero(theirs >= 0).tolist():  # dense into dense: register maxima
             row = int(rows[j])
             if self.dense[row] < 0:
-                self._make_dense(row)
+                self._make_dense(np.array([row]))
             mine = self.registers[self.dense[row]]
             np.maximum(mine, other.registers[theirs[j]], out=mine)
         sparse = np.flatnonzero(theirs < 0)
         if len(sparse):
             gathered = other.sparse.gathered(ids[sparse], rows[sparse])
             self._insert(gathered.pair, gathered.key.view(np.uint64))
-
-    def _make_dense(self, pair: int) -> None:
-        lo, hi = (int(v[0]) for v in self.sparse.runs(np.array([pair])))
-        self.dense[pair] = len(self.registers)
-        self.registers = np.vstack([self.registers, np.zeros((1, HyperLogLog.M), np.uint8)])
-        if hi > lo:
-            self._raise(np.full(hi - lo, self.dense[pair]), self.sparse.key[lo:hi].view(np.uint64))
-            self.sparse.add(
-                np.full(hi - lo, pair),
-                self.sparse.key[lo:hi].copy(),
-                -self.sparse.count[lo:hi].copy(),
-            )
 
     def sketch(self, pair: int) -> HyperLogLog:
         """The scalar sketch of one pair (tests compare states)."""
@@ -192,17 +183,17 @@ class ApproxCountDistinct(Aggregate):
                 bytearray(self.registers[self.dense[pair]].tobytes()),
             )
         else:
-            lo, hi = (int(v[0]) for v in self.sparse.runs(np.array([pair])))
-            sketch.sparse = set(self.sparse.key[lo:hi].view(np.uint64).tolist())
+            held = self.sparse.gathered(np.array([pair]), np.array([0]))
+            sketch.sparse = set(held.key.view(np.uint64).tolist())
         return sketch
 
     def results(self, ids: np.ndarray) -> list[Any]:
-        start, end = self.sparse.runs(ids)
+        sizes = self.sparse.sizes(ids)
         out: list[Any] = []
-        for pair, lo, hi in zip(ids.tolist(), start.tolist(), end.tolist(), strict=True):
+        for pair, size in zip(ids.tolist(), sizes.tolist(), strict=True):
             row = int(self.dense[pair])
             if row < 0:
-                out.append(hi - lo)
+                out.append(size)
             else:
                 registers = bytearray(self.registers[row].tobytes())
                 out.append(round(_ertl_estimate(registers, HyperLogLog.M, HyperLogLog.Q)))
@@ -219,15 +210,16 @@ class ApproxCountDistinct(Aggregate):
         self.size = len(keep)
 
     def buffers(self) -> Buffers:
+        pair, key, _ = self.sparse.arrays()
         return {
-            "pair": self.sparse.pair,
-            "hash": self.sparse.key,
+            "pair": pair,
+            "hash": key,
             "dense": self.dense[: self.size],
             "registers": self.registers,
         }
 
     def load(self, buffers: Buffers) -> None:
-        self.sparse = Multiset()
+        self.sparse = Multiset(self.recent)
         self.sparse.pair = np.array(buffers["pair"], np.int64)
         self.sparse.key = np.array(buffers["hash"], np.int64)
         self.sparse.count = np.ones(len(self.sparse.pair), np.int64)
